@@ -1,0 +1,129 @@
+"""The interface every engine offers the pipeline.
+
+An engine takes uint8 RGB face crops already cut at its input size and returns p(fake) per item. Everything
+model-specific (normalisation, layout, how the raw output maps to p(fake)) lives behind that call, so the
+scheduler can batch crops of many streams into one call without knowing which network it feeds.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class WeightsFormatError(ValueError):
+    """A weight file does not match the architecture it is loaded into (missing tensor, wrong shape...)."""
+
+
+class InputSpec(BaseModel):
+    """What an engine eats: square RGB crops of `size` pixels, normalised as (x/255 - mean) / std.
+
+    `frames` is 1 for frame scorers and the clip length for temporal engines (16 for VideoMAE, 30 for the LSTM).
+    `margin` is the fraction of the detected face box added on each side before the crop is resized.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    size: int = Field(gt=0)
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    frames: int = Field(default=1, gt=0)
+    margin: float = Field(default=0.2, ge=0.0)
+
+
+class LabelMapping(BaseModel):
+    """How a network's raw output becomes p(fake), the only score the product ever reports.
+
+    - `sigmoid`: one output unit; `positive` says which class the sigmoid is the probability of.
+    - `softmax`: one unit per class (already softmaxed or logits, see `logits`); `fake_index` picks p(fake).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["sigmoid", "softmax"]
+    positive: Literal["fake", "real"] | None = None
+    fake_index: int | None = None
+    logits: bool = False
+
+    @model_validator(mode="after")
+    def _complete(self) -> "LabelMapping":
+        if self.kind == "sigmoid" and self.positive is None:
+            raise ValueError("a sigmoid output must say which class it is the probability of (positive)")
+        if self.kind == "softmax" and self.fake_index is None:
+            raise ValueError("a softmax output must say which index is 'fake' (fake_index)")
+        return self
+
+    def to_p_fake(self, raw: torch.Tensor) -> torch.Tensor:
+        """Map a batch of raw outputs, shape (N,) / (N, 1) for sigmoid or (N, C) for softmax, to p(fake) (N,)."""
+        if self.kind == "sigmoid":
+            p = torch.sigmoid(raw) if self.logits else raw
+            p = p.reshape(p.shape[0])
+            return p if self.positive == "fake" else 1.0 - p
+        p = torch.softmax(raw, dim=-1) if self.logits else raw
+        return p[:, self.fake_index]
+
+
+class Engine(ABC):
+    """A named detector with a fixed input spec: `predict(uint8 crops) -> p_fake`."""
+
+    name: str
+    spec: InputSpec
+
+    @abstractmethod
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        """Score a batch of uint8 RGB crops.
+
+        `crops` is (N, size, size, 3) for frame scorers, or (N, frames, size, size, 3) for temporal engines.
+        Returns float32 p(fake) of shape (N,).
+        """
+
+    def check_batch(self, crops: np.ndarray) -> None:
+        """Refuse a batch whose shape does not match the spec, with a message naming both."""
+        s = self.spec
+        item = (s.size, s.size, 3) if s.frames == 1 else (s.frames, s.size, s.size, 3)
+        if crops.dtype != np.uint8 or crops.ndim != len(item) + 1 or tuple(crops.shape[1:]) != item:
+            raise ValueError(
+                f"{self.name}: expected uint8 batch of shape (N, {', '.join(map(str, item))}), "
+                f"got {crops.dtype} {tuple(crops.shape)}"
+            )
+
+
+class TorchEngine(Engine):
+    """An engine backed by a torch module that maps a normalised NCHW (or NTCHW) float batch to raw outputs."""
+
+    def __init__(
+        self,
+        name: str,
+        module: torch.nn.Module,
+        spec: InputSpec,
+        labels: LabelMapping,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.labels = labels
+        self.device = torch.device(device)
+        self.module = module.eval().to(self.device)
+        shape = (1, 3, 1, 1)
+        self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(shape)
+        self._std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).view(shape)
+
+    def preprocess(self, crops: np.ndarray) -> torch.Tensor:
+        """uint8 (N, [T,] H, W, 3) -> float32 normalised (N, [T,] 3, H, W) on the engine's device."""
+        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
+        lead = x.shape[:-3]
+        x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2).float().div_(255.0)
+        x = (x - self._mean) / self._std
+        return x.reshape(*lead, *x.shape[1:])
+
+    @torch.inference_mode()
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        self.check_batch(crops)
+        if len(crops) == 0:
+            return np.zeros((0,), dtype=np.float32)
+        raw = self.module(self.preprocess(crops))
+        return self.labels.to_p_fake(raw.float()).cpu().numpy().astype(np.float32)

@@ -1,0 +1,184 @@
+"""MesoNet (Afchar et al., WIFS 2018): Meso4 and MesoInception4 in PyTorch, loading the authors' Keras 2 weights.
+
+The layers reproduce the Keras originals exactly ("same" padding for convs and pools, BN epsilon 1e-3, Flatten
+over NHWC), so the published weights give the published outputs without TensorFlow. The network's sigmoid is
+p(real); the registry's LabelMapping turns it into p(fake) inside `TorchEngine`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engines.base import TorchEngine
+from engines.keras_h5 import KERAS_BN_EPSILON, load_into
+
+if TYPE_CHECKING:
+    from engines.registry import ModelEntry
+
+INPUT_SIZE = 256
+IN_CHANNELS = 3
+DROPOUT_P = 0.5
+LEAKY_SLOPE = 0.1
+HIDDEN_UNITS = 16
+FINAL_CHANNELS = 16
+# Four stages pool by 2, 2, 2 and 4: 256 -> 8, so the head sees 8 * 8 * 16 = 1024 features.
+TOTAL_DOWNSAMPLING = 2 * 2 * 2 * 4
+HEAD_FEATURES = (INPUT_SIZE // TOTAL_DOWNSAMPLING) ** 2 * FINAL_CHANNELS
+
+
+def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow "same": output ceil(size/stride); the odd pixel of padding goes after (bottom/right)."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class KerasMaxPool2d(nn.Module):
+    """MaxPooling2D(pool_size=k, padding="same"): pads with -inf per TF's rule, which torch's ceil_mode does not."""
+
+    def __init__(self, kernel: int) -> None:
+        super().__init__()
+        self.kernel = kernel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom = _same_pads(x.shape[-2], self.kernel, self.kernel)
+        left, right = _same_pads(x.shape[-1], self.kernel, self.kernel)
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom), value=-math.inf)
+        return F.max_pool2d(x, self.kernel)
+
+
+def _conv(in_c: int, out_c: int, kernel: int, dilation: int = 1) -> nn.Conv2d:
+    """Conv2D(padding="same"), stride 1: torch's "same" splits the padding like TF (the extra pixel after)."""
+    return nn.Conv2d(in_c, out_c, kernel, padding="same", dilation=dilation)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=KERAS_BN_EPSILON)
+
+
+class ConvStage(nn.Module):
+    """Conv (relu) -> BN -> MaxPool, the unit both MesoNets are built of."""
+
+    def __init__(self, in_c: int, out_c: int, kernel: int, pool: int) -> None:
+        super().__init__()
+        self.conv, self.bn, self.pool = _conv(in_c, out_c, kernel), _bn(out_c), KerasMaxPool2d(pool)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.bn(F.relu(self.conv(x))))
+
+    def keras_order(self) -> list[nn.Module]:
+        return [self.conv, self.bn]
+
+
+class Inception(nn.Module):
+    """Inception(a, b, c, d): 1x1 | 1x1-3x3 | 1x1-3x3 dilation 2 | 1x1-3x3 dilation 3, each relu, concatenated."""
+
+    DILATIONS = (1, 2, 3)  # of the 3x3 convs in branches 2, 3 and 4
+
+    def __init__(self, in_c: int, a: int, b: int, c: int, d: int) -> None:
+        super().__init__()
+        self.branch1 = _conv(in_c, a, 1)
+        self.reduce = nn.ModuleList(_conv(in_c, n, 1) for n in (b, c, d))
+        self.spatial = nn.ModuleList(_conv(n, n, 3, dil) for n, dil in zip((b, c, d), self.DILATIONS))
+        self.out_channels = a + b + c + d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branches = [F.relu(self.branch1(x))]
+        branches += [F.relu(s(F.relu(r(x)))) for r, s in zip(self.reduce, self.spatial)]
+        return torch.cat(branches, dim=1)
+
+    def keras_order(self) -> list[nn.Module]:
+        """Keras 2 lists layers deepest (farthest from the output) first: the three 1x1 reductions, then branch 1
+        and the three 3x3 convs, each group in creation order (the files read conv2d_2, 4, 6, 1, 3, 5, 7)."""
+        return [*self.reduce, self.branch1, *self.spatial]
+
+
+class InceptionStage(nn.Module):
+    """Inception -> BN -> MaxPool 2."""
+
+    POOL = 2
+
+    def __init__(self, in_c: int, a: int, b: int, c: int, d: int) -> None:
+        super().__init__()
+        self.inception = Inception(in_c, a, b, c, d)
+        self.bn, self.pool = _bn(self.inception.out_channels), KerasMaxPool2d(self.POOL)
+        self.out_channels = self.inception.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.bn(self.inception(x)))
+
+    def keras_order(self) -> list[nn.Module]:
+        return [*self.inception.keras_order(), self.bn]
+
+
+class MesoHead(nn.Module):
+    """Flatten (over NHWC, as Keras did) -> Dropout -> Dense 16 -> LeakyReLU -> Dropout -> Dense 1 -> sigmoid."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(DROPOUT_P)
+        self.hidden = nn.Linear(HEAD_FEATURES, HIDDEN_UNITS)
+        self.out = nn.Linear(HIDDEN_UNITS, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(x.permute(0, 2, 3, 1).flatten(1))
+        x = self.dropout(F.leaky_relu(self.hidden(x), LEAKY_SLOPE))
+        return torch.sigmoid(self.out(x))
+
+    def keras_order(self) -> list[nn.Module]:
+        return [self.hidden, self.out]
+
+
+class MesoNet(nn.Module):
+    """Stages then head; maps (N, 3, 256, 256) in [0, 1] to p(real) of shape (N, 1)."""
+
+    def __init__(self, stages: list[nn.Module]) -> None:
+        super().__init__()
+        self.stages = nn.Sequential(*stages)
+        self.head = MesoHead()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(x))
+
+    def keras_order(self) -> list[nn.Module]:
+        """Modules with weights in the order the Keras 2 files list their layers."""
+        return [m for stage in [*self.stages, self.head] for m in stage.keras_order()]
+
+
+def meso4() -> MesoNet:
+    return MesoNet([
+        ConvStage(IN_CHANNELS, 8, 3, 2),
+        ConvStage(8, 8, 5, 2),
+        ConvStage(8, 16, 5, 2),
+        ConvStage(16, FINAL_CHANNELS, 5, 4),
+    ])
+
+
+def mesoinception4() -> MesoNet:
+    first = InceptionStage(IN_CHANNELS, 1, 4, 4, 2)
+    second = InceptionStage(first.out_channels, 2, 4, 4, 2)
+    return MesoNet([
+        first,
+        second,
+        ConvStage(second.out_channels, 16, 5, 2),
+        ConvStage(16, FINAL_CHANNELS, 5, 4),
+    ])
+
+
+def _build(net: MesoNet, weights_path: Path, entry: ModelEntry, device: str | torch.device) -> TorchEngine:
+    load_into(weights_path, net.keras_order())
+    return TorchEngine(entry.name, net, entry.input, entry.labels, device)
+
+
+def build_meso4(weights_path: Path, entry: ModelEntry, device: str | torch.device = "cpu") -> TorchEngine:
+    return _build(meso4(), weights_path, entry, device)
+
+
+def build_mesoinception4(weights_path: Path, entry: ModelEntry, device: str | torch.device = "cpu") -> TorchEngine:
+    return _build(mesoinception4(), weights_path, entry, device)

@@ -1,0 +1,94 @@
+"""Stand-ins for the two torchvision pieces facenet-pytorch imports, used only when torchvision cannot import.
+
+PyPI's torchvision is built against CUDA torch and fails to import beside the CPU torch these machines pin
+("operator torchvision::nms does not exist"). facenet-pytorch needs just `ops.boxes.batched_nms` and
+`transforms.functional.to_tensor`; `install()` registers pure-torch versions under those module names when,
+and only when, the real package is unusable. On GPU machines the real torchvision is imported and used.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import torch
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy non-maximum suppression with torchvision's semantics: (x1, y1, x2, y2) boxes, continuous areas,
+    drop any box whose IoU with a kept, higher-scoring box is > iou_threshold; return kept indices by score."""
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    x1, y1, x2, y2 = boxes.unbind(1)
+    areas = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+    order = torch.argsort(scores, descending=True, stable=True)
+    keep = []
+    while order.numel() > 0:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = (torch.minimum(x2[i], x2[rest]) - torch.maximum(x1[i], x1[rest])).clamp(min=0)
+        h = (torch.minimum(y2[i], y2[rest]) - torch.maximum(y1[i], y1[rest])).clamp(min=0)
+        inter = w * h
+        iou = inter / (areas[i] + areas[rest] - inter)
+        order = rest[~(iou > iou_threshold)]
+    return torch.stack(keep).to(torch.int64)
+
+
+def batched_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
+    """NMS applied independently per category `idxs`, by offsetting each category's boxes apart (as torchvision)."""
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    offsets = idxs.to(boxes) * (boxes.max() + 1)
+    return nms(boxes + offsets[:, None], scores, iou_threshold)
+
+
+def to_tensor(pic) -> torch.Tensor:
+    """HWC image (ndarray or PIL) -> CHW float tensor; uint8 input is scaled to [0, 1], as torchvision does."""
+    arr = np.asarray(pic)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    tensor = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    if tensor.dtype == torch.uint8:
+        return tensor.float().div(255)
+    return tensor
+
+
+def real_torchvision_available() -> bool:
+    try:
+        import torchvision.ops  # noqa: F401
+    except Exception:  # ImportError, or RuntimeError from a torchvision built for another torch
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        return False
+    return not getattr(sys.modules["torchvision"], "__dfstream_standin__", False)
+
+
+def install() -> bool:
+    """Make `torchvision.ops.boxes.batched_nms` and `torchvision.transforms.functional.to_tensor` importable.
+
+    Returns True if the stand-in was installed, False if the real torchvision is used.
+    """
+    if "torchvision" in sys.modules and getattr(sys.modules["torchvision"], "__dfstream_standin__", False):
+        return True
+    if real_torchvision_available():
+        return False
+    modules = {
+        name: types.ModuleType(name)
+        for name in ("torchvision", "torchvision.ops", "torchvision.ops.boxes",
+                     "torchvision.transforms", "torchvision.transforms.functional")
+    }
+    modules["torchvision"].__dfstream_standin__ = True  # type: ignore[attr-defined]
+    for mod in (modules["torchvision.ops"], modules["torchvision.ops.boxes"]):
+        mod.nms = nms  # type: ignore[attr-defined]
+        mod.batched_nms = batched_nms  # type: ignore[attr-defined]
+    modules["torchvision.transforms.functional"].to_tensor = to_tensor  # type: ignore[attr-defined]
+    modules["torchvision"].ops = modules["torchvision.ops"]  # type: ignore[attr-defined]
+    modules["torchvision"].transforms = modules["torchvision.transforms"]  # type: ignore[attr-defined]
+    modules["torchvision.ops"].boxes = modules["torchvision.ops.boxes"]  # type: ignore[attr-defined]
+    modules["torchvision.transforms"].functional = modules["torchvision.transforms.functional"]  # type: ignore[attr-defined]
+    sys.modules.update(modules)
+    return True

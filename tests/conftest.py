@@ -1,0 +1,62 @@
+"""Shared fixtures: paths into ../shared (read-only test media and real weights) and real face crops."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FFPP = SHARED / "data" / "ffpp-c23"
+MESONET_WEIGHTS = SHARED / "weights" / "mesonet"
+FFPP_VIDEOS = sorted(FFPP.glob("*/*.mp4"))
+CROP_FPS = 1.0  # sampled frames per second of video for the crop fixture
+CROPS_PER_VIDEO = 3
+
+
+def pytest_collection_modifyitems(config, items):
+    if not FFPP_VIDEOS:
+        skip = pytest.mark.skip(reason=f"shared media not found at {FFPP}")
+        for item in items:
+            if "ffpp" in item.fixturenames:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ffpp() -> Path:
+    assert FFPP_VIDEOS, f"expected FF++ samples in {FFPP}"
+    return FFPP
+
+
+@functools.lru_cache(maxsize=1)
+def _detections() -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """(frame, face box) pairs: the first CROPS_PER_VIDEO sampled frames of each shared video, MTCNN's best face."""
+    from stream.faces import FaceDetector
+    from stream.sources import AVSource
+
+    detector = FaceDetector()
+    pairs = []
+    for video in FFPP_VIDEOS:
+        frames = []
+        for frame in AVSource(video, sample_fps=CROP_FPS).frames():
+            frames.append(frame.image)
+            if len(frames) == CROPS_PER_VIDEO:
+                break
+        for image, faces in zip(frames, detector.detect(frames)):
+            if faces:
+                best = max(faces, key=lambda d: d.prob)
+                pairs.append((image, best.box))
+    return tuple(pairs)
+
+
+@pytest.fixture(scope="session")
+def ffpp_face_crops():
+    """Call with (size, margin=0.2) to get uint8 (N, size, size, 3) real MTCNN face crops from the FF++ videos."""
+    from stream.faces import crop_faces
+
+    def make(size: int, margin: float = 0.2) -> np.ndarray:
+        return np.concatenate([crop_faces(img, [box], size, margin) for img, box in _detections()])
+
+    return make
