@@ -36,6 +36,7 @@ class ModelEntry(BaseModel):
 ARCHITECTURES: dict[str, str] = {
     "meso4": "engines.mesonet:build_meso4",
     "mesoinception4": "engines.mesonet:build_mesoinception4",
+    "xception_140k": "engines.xception_140k:build_xception_140k",
 }
 
 # MesoNet: RGB 256x256 in [0, 1]; the sigmoid is p(real) (df=0, real=1 in its training folders).
@@ -65,6 +66,17 @@ MODELS: dict[str, ModelEntry] = {
               "234586d40058e76ef8b6f27ca4b63c06e31c2a5a69c0d8ba6f30b1468ab7bafa", "Deepfakes"),
         _meso("mesoinception-f2f", "mesoinception4", "MesoInception_F2F.h5",
               "d4533ac8a3197dc35c47405d23d99e888c1d0135e267e03540c7451feaccff3f", "Face2Face"),
+        ModelEntry(
+            name="xception-140k",
+            architecture="xception_140k",
+            card="003",
+            description="Xception (Chollet 2017) trained from scratch on 140k Real and Fake Faces (StyleGAN fakes)",
+            # sha256 not published and the hub is unreachable here: unverified until someone records it.
+            weights=WeightsSource(filename="best_xception.pth", hf_repo="RamadhanZome/deepfake-xception", sha256=None),
+            # RGB 299x299 scaled to [-1, 1]; 2-way logits, index 0 = fake, 1 = real.
+            input=InputSpec(size=299, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+            labels=LabelMapping(kind="softmax", fake_index=0, logits=True),
+        ),
     ]
 }
 

@@ -8,7 +8,6 @@ code, so the file loads unchanged with strict=True. Output is a 2-way logit, ind
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from engines.base import InputSpec, LabelMapping, TorchEngine, WeightsFormatError
+from engines.base import TorchEngine, WeightsFormatError
 
 if TYPE_CHECKING:
     from engines.registry import ModelEntry
@@ -31,9 +30,6 @@ EXPECTED_STATE_KEYS = 324  # the published file's key count, BN buffers (num_bat
 WRAPPER_KEYS = ("state_dict", "model_state_dict")  # training-script checkpoints nest the weights under these
 DATAPARALLEL_PREFIX = "module."
 MAX_LISTED_KEYS = 5  # how many offending keys an error message names
-
-INPUT = InputSpec(size=299, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-LABELS = LabelMapping(kind="softmax", fake_index=0, logits=True)
 
 
 class SeparableConv2d(nn.Module):
@@ -110,7 +106,7 @@ class Xception140k(nn.Module):
 
 def _listed(items: list[str]) -> str:
     more = f" (+{len(items) - MAX_LISTED_KEYS} more)" if len(items) > MAX_LISTED_KEYS else ""
-    return ", ".join(itertools.islice(items, MAX_LISTED_KEYS)) + more
+    return ", ".join(items[:MAX_LISTED_KEYS]) + more
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:

@@ -70,10 +70,16 @@ def _run_scan(args: argparse.Namespace) -> int:
                   TextColumn("{task.fields[frames]} frames"), TimeElapsedColumn(),
                   console=err, transient=True) as progress:
         task = progress.add_task("scanning", total=len(args.paths), frames=0)
+        frames_done = 0
+
+        def count_frames(n: int) -> None:
+            nonlocal frames_done
+            frames_done += n
+            progress.update(task, frames=frames_done)
+
         for path in args.paths:
             progress.update(task, description=f"scanning {path.name}")
-            result = scanner.scan(path, on_frames=lambda n: progress.advance(task, 0) or progress.update(
-                task, frames=progress.tasks[task].fields["frames"] + n))
+            result = scanner.scan(path, on_frames=count_frames)
             results.append(result)
             if args.json:
                 print(json.dumps(result.to_json()), flush=True)

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (first run only) and run the whole test suite. Extra arguments go to pytest.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bash "$root/scripts/setup.sh" test
+cd "$root"
+exec .venv/bin/python -m pytest "$@"
