@@ -10,6 +10,7 @@ from pathlib import Path
 EXIT_OK = 0
 EXIT_INPUT_FAILED = 1  # some input could not be scanned; the others were
 EXIT_USAGE = 2  # bad arguments, unknown model, weights unavailable
+PIPED_TABLE_WIDTH = 200
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -106,7 +107,8 @@ def _print_table(results) -> None:
             str(len(r.tracks)),
             r.error or "",
         )
-    Console().print(table)
+    # Piped output (logs, CI) has no terminal width; keep whole paths on one line there.
+    Console(width=None if sys.stdout.isatty() else PIPED_TABLE_WIDTH).print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
