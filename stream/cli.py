@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     _add_model_args(scan)
     scan.add_argument("--json", action="store_true", help="print one JSON object per input instead of a table")
-    scan.add_argument("--fps", type=float, default=5.0, help="frames analysed per second of video (default 5)")
+    scan.add_argument("--fps", type=float, default=None,
+                      help="frames analysed per second of video (default 5; every frame when a clip model runs)")
     scan.add_argument("--faces", choices=["mtcnn", "none"], default="mtcnn",
                       help="'none' scores the whole frame as one face (for already-cropped faces)")
     scan.set_defaults(run=_run_scan)

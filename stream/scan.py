@@ -18,10 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engines.base import Engine
 from stream.faces import FaceDetector, IoUTracker, crop_faces, whole_frame
+from stream.rings import ReadyWindow, TrackRings, WindowSpec
 from stream.sources import AVSource, Frame, SourceError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 WHOLE_FRAME_TRACK = 0  # with --faces none the whole frame is one "face" with this track id
+FRAME_ENGINE_FPS = 5.0  # default analysed rate when every engine scores single frames
+CLIP_OVERLAP = 2  # clip engines get a new window every length / CLIP_OVERLAP face-frames
 
 Label = Literal["fake", "real", "no-face", "error"]
 
@@ -29,7 +32,10 @@ Label = Literal["fake", "real", "no-face", "error"]
 class ScanOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    fps: float = Field(default=5.0, gt=0, description="frames analysed per second of video")
+    fps: float | None = Field(
+        default=None, gt=0,
+        description="frames analysed per second of video; default 5 for frame engines, every frame when a "
+                    "clip engine runs (its clips are consecutive frames, as the cards trained them)")
     faces: Literal["mtcnn", "none"] = "mtcnn"
     batch_frames: int = Field(default=8, gt=0, description="frames sent to the detector at once")
 
@@ -68,24 +74,39 @@ class ScanResult:
 
 
 class _Scores:
-    """Per-track and per-engine p(fake) lists gathered over one input."""
+    """p(fake) per engine and track over one input. An engine's item is a face-frame or, for clip engines, a
+    window of them. Fusion is the mean over engines of each engine's mean, per track and per video; with frame
+    engines only this equals the mean over face-frames of the per-face-frame mean across engines."""
 
     def __init__(self, engine_names: Sequence[str]) -> None:
-        self.by_track: dict[int, list[float]] = {}
-        self.by_engine: dict[str, list[float]] = {n: [] for n in engine_names}
-        self.fused: list[float] = []
+        self.items: dict[str, dict[int, list[float]]] = {n: {} for n in engine_names}
+        self.face_frames: dict[int, int] = {}
 
-    def add(self, track_ids: Sequence[int], per_engine: dict[str, np.ndarray]) -> None:
-        fused = np.mean(np.stack(list(per_engine.values())), axis=0)
-        for name, scores in per_engine.items():
-            self.by_engine[name].extend(float(s) for s in scores)
-        for tid, s in zip(track_ids, fused):
-            self.by_track.setdefault(tid, []).append(float(s))
-            self.fused.append(float(s))
+    def add_face(self, track: int) -> None:
+        self.face_frames[track] = self.face_frames.get(track, 0) + 1
+
+    def add(self, engine: str, tracks: Sequence[int], scores: np.ndarray) -> None:
+        for t, s in zip(tracks, scores):
+            self.items[engine].setdefault(t, []).append(float(s))
+
+    def engine_scores(self) -> dict[str, float]:
+        return {n: float(np.mean([s for v in by_track.values() for s in v]))
+                for n, by_track in self.items.items() if by_track}
+
+    def track_scores(self) -> list[TrackScore]:
+        out = []
+        for t, n in sorted(self.face_frames.items()):
+            means = [np.mean(by_track[t]) for by_track in self.items.values() if t in by_track]
+            if means:
+                out.append(TrackScore(id=t, frames=n, score=float(np.mean(means))))
+        return out
+
+    def unscored_engines(self) -> list[str]:
+        return [n for n, by_track in self.items.items() if not by_track]
 
 
 class Scanner:
-    """Scores inputs with one or more frame engines; several engines are fused by the mean of their p(fake)."""
+    """Scores inputs with one or more engines (frame or clip), fused by the mean of their p(fake)."""
 
     def __init__(
         self,
@@ -96,12 +117,13 @@ class Scanner:
     ) -> None:
         if not engines:
             raise ValueError("scan needs at least one engine")
-        temporal = [e.name for e in engines if e.spec.frames > 1]
-        if temporal:
-            raise ValueError(f"scan scores single frames; clip engines are not supported here: {temporal}")
         self.engines = list(engines)
+        self.windows = {e.name: _window_for(e) for e in self.engines}
         self.threshold = float(np.mean(thresholds))
         self.options = options or ScanOptions()
+        self.fps = self.options.fps
+        if self.fps is None and all(e.spec.frames == 1 for e in self.engines):
+            self.fps = FRAME_ENGINE_FPS
         if self.options.faces == "mtcnn" and detector is None:
             detector = FaceDetector()
         self.detector = detector
@@ -113,46 +135,53 @@ class Scanner:
         scores = _Scores([e.name for e in self.engines])
         try:
             tracker = IoUTracker()
-            for batch in _batched(_frames_of(path, self.options.fps), self.options.batch_frames):
-                self._score_batch(batch, tracker, scores)
+            rings = TrackRings(self.windows.values())
+            for batch in _batched(_frames_of(path, self.fps), self.options.batch_frames):
+                self._score_batch(batch, tracker, rings, scores)
                 if on_frames:
                     on_frames(len(batch))
         except (SourceError, OSError, UnidentifiedImageError) as exc:
             return self._result(path, scores, error=str(exc))
         return self._result(path, scores)
 
-    def _score_batch(self, frames: list[Frame], tracker: IoUTracker, scores: _Scores) -> None:
-        images = [f.image for f in frames]
+    def _faces(self, images: list[np.ndarray], tracker: IoUTracker) -> list[tuple[list[int], Callable]]:
+        """Per frame: the track ids of its faces and a function cutting their crops at (size, margin)."""
         if self.options.faces == "none":
-            track_ids = [WHOLE_FRAME_TRACK] * len(images)
-            crops_for = lambda spec: np.concatenate([whole_frame(im, spec.size) for im in images])  # noqa: E731
-        else:
-            assert self.detector is not None
-            detections = self.detector.detect(images)
-            track_ids = [tid for faces in detections for tid in tracker.update([d.box for d in faces])]
+            return [([WHOLE_FRAME_TRACK], lambda size, margin, im=im: whole_frame(im, size)) for im in images]
+        assert self.detector is not None
+        out = []
+        for im, faces in zip(images, self.detector.detect(images)):
+            boxes = [d.box for d in faces]
+            out.append((tracker.update(boxes), lambda size, margin, im=im, b=boxes: crop_faces(im, b, size, margin)))
+        return out
+
+    def _score_batch(self, frames: list[Frame], tracker: IoUTracker, rings: TrackRings, scores: _Scores) -> None:
+        keys = {w.crop_key for w in rings.specs}
+        ready: list[ReadyWindow] = []
+        for track_ids, cut in self._faces([f.image for f in frames], tracker):
             if not track_ids:
-                return
-
-            def crops_for(spec):
-                return np.concatenate([
-                    crop_faces(im, [d.box for d in faces], spec.size, spec.margin)
-                    for im, faces in zip(images, detections)
-                ])
-
-        cache: dict[tuple[int, float], np.ndarray] = {}
-        per_engine = {}
+                continue
+            crops = {key: cut(*key) for key in keys}
+            for j, tid in enumerate(track_ids):
+                scores.add_face(tid)
+                ready += rings.push(tid, {key: c[j] for key, c in crops.items()})
+            rings.expire(tracker.expired)
         for engine in self.engines:
-            key = (engine.spec.size, engine.spec.margin)
-            if key not in cache:
-                cache[key] = crops_for(engine.spec)
-            per_engine[engine.name] = engine.predict(cache[key])
-        scores.add(track_ids, per_engine)
+            mine = [w for w in ready if w.spec == self.windows[engine.name]]
+            if mine:
+                batch = np.stack([w.clip[0] if w.spec.length == 1 else w.clip for w in mine])
+                scores.add(engine.name, [w.track for w in mine], engine.predict(batch))
 
     def _result(self, path: Path, scores: _Scores, error: str | None = None) -> ScanResult:
-        tracks = [
-            TrackScore(id=tid, frames=len(s), score=float(np.mean(s))) for tid, s in sorted(scores.by_track.items())
-        ]
-        score = float(np.mean(scores.fused)) if scores.fused else None
+        tracks = scores.track_scores()
+        per_engine = scores.engine_scores()
+        face_frames = sum(scores.face_frames.values())
+        if error is None and face_frames and scores.unscored_engines():
+            longest = max(scores.face_frames.values())
+            error = "; ".join(
+                f"too short for {n}: it needs {self.windows[n].length} face-frames of one face, "
+                f"the longest track has {longest}" for n in scores.unscored_engines())
+        score = float(np.mean(list(per_engine.values()))) if per_engine and error is None else None
         if error is not None:
             label: Label = "error"
         elif score is None:
@@ -164,15 +193,20 @@ class Scanner:
             label=label,
             score=score,
             threshold=self.threshold,
-            frames_scored=len(scores.fused),
+            frames_scored=face_frames,
             tracks=tracks,
             model=self.model_name,
-            engines={n: float(np.mean(s)) for n, s in scores.by_engine.items() if s},
+            engines=per_engine,
             error=error,
         )
 
 
-def _frames_of(path: Path, fps: float) -> Iterator[Frame]:
+def _window_for(engine: Engine) -> WindowSpec:
+    s = engine.spec
+    return WindowSpec(size=s.size, margin=s.margin, length=s.frames, stride=max(1, s.frames // CLIP_OVERLAP))
+
+
+def _frames_of(path: Path, fps: float | None) -> Iterator[Frame]:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         if not path.is_file():
             raise SourceError(f"{path}: no such file")
