@@ -92,6 +92,27 @@ class Engine(ABC):
             )
 
 
+def channel_stats(spec: InputSpec, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The spec's mean and std as (1, 3, 1, 1) float32 tensors on `device`, built once per engine."""
+    shape = (1, 3, 1, 1)
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=device).view(shape)
+    std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(shape)
+    return mean, std
+
+
+def normalise(crops: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, [T,] H, W, 3) -> float32 (x/255 - mean) / std as (N, [T,] 3, H, W) on mean's device.
+
+    Shared by every backend (torch, ONNX Runtime...) so they all feed their networks bit-identical inputs and
+    any disagreement between them is the network's, never the preprocessing's.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(crops)).to(mean.device)
+    lead = x.shape[:-3]
+    x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2).float().div_(255.0)
+    x = (x - mean) / std
+    return x.reshape(*lead, *x.shape[1:])
+
+
 class TorchEngine(Engine):
     """An engine backed by a torch module that maps a normalised NCHW (or NTCHW) float batch to raw outputs."""
 
@@ -108,17 +129,11 @@ class TorchEngine(Engine):
         self.labels = labels
         self.device = torch.device(device)
         self.module = module.eval().to(self.device)
-        shape = (1, 3, 1, 1)
-        self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(shape)
-        self._std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).view(shape)
+        self._mean, self._std = channel_stats(spec, self.device)
 
     def preprocess(self, crops: np.ndarray) -> torch.Tensor:
         """uint8 (N, [T,] H, W, 3) -> float32 normalised (N, [T,] 3, H, W) on the engine's device."""
-        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
-        lead = x.shape[:-3]
-        x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2).float().div_(255.0)
-        x = (x - self._mean) / self._std
-        return x.reshape(*lead, *x.shape[1:])
+        return normalise(crops, self._mean, self._std)
 
     @torch.inference_mode()
     def predict(self, crops: np.ndarray) -> np.ndarray:
