@@ -130,10 +130,20 @@ class TorchEngine(Engine):
         self.device = torch.device(device)
         self.module = module.eval().to(self.device)
         self._mean, self._std = channel_stats(spec, self.device)
+        self.half = False
 
     def preprocess(self, crops: np.ndarray) -> torch.Tensor:
         """uint8 (N, [T,] H, W, 3) -> float32 normalised (N, [T,] 3, H, W) on the engine's device."""
-        return normalise(crops, self._mean, self._std)
+        x = normalise(crops, self._mean, self._std)
+        return x.half() if self.half else x
+
+    def to_half(self) -> "TorchEngine":
+        """Run the network in fp16 (CUDA only: CPU kernels for half are slow or missing)."""
+        if self.device.type != "cuda":
+            raise ValueError(f"{self.name}: fp16 needs a CUDA device, this engine is on {self.device}")
+        self.module.half()
+        self.half = True
+        return self
 
     @torch.inference_mode()
     def predict(self, crops: np.ndarray) -> np.ndarray:

@@ -21,7 +21,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", type=Path, default=None,
                    help="use this weight file for the single model named (not checked against the registry hash)")
     p.add_argument("--offline", action="store_true", help="never download missing weights")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+
+
+def _add_backend_args(p: argparse.ArgumentParser, default_backend: str = "auto") -> None:
+    p.add_argument("--backend", choices=["auto", "torch", "onnx", "tensorrt"], default=default_backend,
+                   help="auto: TensorRT, then CUDA torch, then ONNX Runtime on the CPU")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
+    p.add_argument("--calibrate", type=Path, nargs="+", default=None, metavar="MEDIA",
+                   help="videos or images whose face crops calibrate int8")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where converted engines are cached (default: $DFSTREAM_CACHE or ~/.cache/dfstream/engines)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,23 +46,117 @@ def build_parser() -> argparse.ArgumentParser:
                       help="frames analysed per second of video (default 5; every frame when a clip model runs)")
     scan.add_argument("--faces", choices=["mtcnn", "none"], default="mtcnn",
                       help="'none' scores the whole frame as one face (for already-cropped faces)")
+    _add_backend_args(scan)
     scan.set_defaults(run=_run_scan)
+
+    models = sub.add_parser("models", help="list the known models or download their weights")
+    models_sub = models.add_subparsers(dest="action", required=True)
+    mlist = models_sub.add_parser("list", help="name, card, input, weights present, sha256, backends")
+    mlist.add_argument("--weights-dir", type=Path, default=None)
+    mlist.set_defaults(run=_run_models_list)
+    pull = models_sub.add_parser("pull", help="download and verify a model's weights")
+    pull.add_argument("names", nargs="+", metavar="NAME")
+    pull.add_argument("--weights-dir", type=Path, default=None)
+    pull.set_defaults(run=_run_models_pull)
+
+    engines = sub.add_parser("engines", help="build converted engines ahead of time")
+    engines_sub = engines.add_subparsers(dest="action", required=True)
+    build = engines_sub.add_parser("build", help="export / quantise / build a model for a backend")
+    build.add_argument("name", metavar="NAME")
+    build.add_argument("--weights-dir", type=Path, default=None)
+    build.add_argument("--weights", type=Path, default=None)
+    build.add_argument("--offline", action="store_true")
+    build.add_argument("--device", default=None)
+    _add_backend_args(build, default_backend="onnx")
+    build.set_defaults(run=_run_engines_build)
     return parser
 
 
+def _device(args: argparse.Namespace) -> str:
+    import torch
+
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _prepared(name: str, args: argparse.Namespace, weights_file: Path | None):
+    """Build `name` from its weights and move it onto the requested backend and precision."""
+    from engines.backends import prepare
+    from engines.registry import build_engine
+
+    engine = build_engine(name, weights_dir=args.weights_dir, weights_file=weights_file, device=_device(args),
+                          allow_download=not args.offline)
+    calibration = None
+    if args.precision == "int8" and args.calibrate:
+        from stream.calibration import calibration_crops
+
+        calibration = calibration_crops(args.calibrate, engine.spec.size, engine.spec.margin)
+    return prepare(engine, args.backend, args.precision, calibration, args.cache_dir)
+
+
 def _load_engines(args: argparse.Namespace):
-    from engines.registry import DEFAULT_MODEL, build_engine, get_entry
+    from engines.registry import DEFAULT_MODEL, get_entry
 
     names = args.models or [DEFAULT_MODEL]
     if args.weights and len(names) != 1:
         raise ValueError("--weights needs exactly one --model")
     entries = [get_entry(n) for n in names]
-    engines = [
-        build_engine(n, weights_dir=args.weights_dir, weights_file=args.weights, device=args.device,
-                     allow_download=not args.offline)
-        for n in names
-    ]
+    engines = [_prepared(n, args, args.weights) for n in names]
     return engines, [e.threshold for e in entries]
+
+
+def _run_models_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from engines.backends import available_backends
+    from engines.registry import MODELS
+    from engines.weights import ChecksumMismatch, default_weights_dir, verify
+
+    def hash_status(path: Path, source) -> str:
+        if source.sha256 is None and getattr(source, "md5", None) is None:
+            return "no published hash"
+        try:
+            verify(path, source.sha256, getattr(source, "md5", None))
+        except ChecksumMismatch:
+            return "MISMATCH"
+        return "ok"
+
+    folder = args.weights_dir or default_weights_dir()
+    backends = ", ".join(available_backends())
+    table = Table(title=f"dfstream models (weights in {folder})")
+    for col in ("name", "card", "architecture", "input", "weights", "present", "hash", "backends"):
+        table.add_column(col)
+    for entry in MODELS.values():
+        path = folder / entry.weights.filename
+        present = path.exists()
+        s = entry.input
+        table.add_row(
+            entry.name, entry.card or "-", entry.architecture,
+            f"{s.size}²" + (f" × {s.frames}" if s.frames > 1 else ""),
+            entry.weights.filename, "yes" if present else "no",
+            hash_status(path, entry.weights) if present else "-", backends,
+        )
+    Console(width=None if sys.stdout.isatty() else PIPED_TABLE_WIDTH).print(table)
+    return EXIT_OK
+
+
+def _run_models_pull(args: argparse.Namespace) -> int:
+    from engines.registry import get_entry
+    from engines.weights import fetch
+
+    for name in args.names:
+        entry = get_entry(name)
+        for source in [entry.weights, *entry.extra_weights.values()]:
+            print(f"{name}: {fetch(source, args.weights_dir)}")
+    return EXIT_OK
+
+
+def _run_engines_build(args: argparse.Namespace) -> int:
+    if args.backend == "auto":
+        raise ValueError("engines build needs a concrete --backend: onnx or tensorrt")
+    engine = _prepared(args.name, args, args.weights)
+    print(f"{args.name}: {args.backend} {args.precision} -> {getattr(engine, 'path', 'in memory')}")
+    return EXIT_OK
 
 
 def _run_scan(args: argparse.Namespace) -> int:
@@ -64,7 +168,7 @@ def _run_scan(args: argparse.Namespace) -> int:
 
     engines, thresholds = _load_engines(args)
     options = ScanOptions(fps=args.fps, faces=args.faces)
-    detector = FaceDetector(DetectorConfig(device=args.device)) if args.faces == "mtcnn" else None
+    detector = FaceDetector(DetectorConfig(device=_device(args))) if args.faces == "mtcnn" else None
     scanner = Scanner(engines, thresholds, options, detector)
     err = Console(stderr=True)
     results = []
@@ -116,12 +220,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from engines.base import WeightsFormatError
+    from engines.backends import BackendUnavailable
     from engines.registry import UnknownModel
     from engines.weights import ChecksumMismatch, WeightsUnavailable
+    from stream.sources import SourceError
 
     try:
         return args.run(args)
-    except (UnknownModel, WeightsUnavailable, ChecksumMismatch, WeightsFormatError, ValueError) as exc:
+    except (UnknownModel, WeightsUnavailable, ChecksumMismatch, WeightsFormatError, ValueError,
+            BackendUnavailable, SourceError) as exc:
         print(f"dfstream {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

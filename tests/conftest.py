@@ -24,6 +24,14 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _engine_cache(tmp_path_factory):
+    """Converted engines (ONNX, int8, TensorRT) go to a per-run folder, never the user's cache."""
+    import os
+
+    os.environ["DFSTREAM_CACHE"] = str(tmp_path_factory.mktemp("engine-cache"))
+
+
 @pytest.fixture(scope="session")
 def ffpp() -> Path:
     assert FFPP_VIDEOS, f"expected FF++ samples in {FFPP}"
