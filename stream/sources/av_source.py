@@ -46,6 +46,7 @@ class AVSource:
 
     `options` are FFmpeg demuxer options (e.g. rtsp_transport), `format` forces a demuxer (e.g. "v4l2").
     `strict_length` reports a file whose frames end well before its declared duration as truncated.
+    `timeout` (seconds, or (open, read)) makes a stalled network read raise instead of hanging forever.
     """
 
     def __init__(
@@ -56,12 +57,14 @@ class AVSource:
         options: dict[str, str] | None = None,
         format: str | None = None,
         strict_length: bool = True,
+        timeout: float | tuple[float, float] | None = None,
     ) -> None:
         self.url = str(url)
         self.name = redact(self.url)
         self.sample_fps = sample_fps
         self.options = dict(options or {})
         self.format = format
+        self.timeout = timeout
         self.strict_length = strict_length and not is_network(self.url)
         self.state = SourceState.IDLE
         self.error: str | None = None
@@ -89,7 +92,7 @@ class AVSource:
             if path.is_file() and path.stat().st_size == 0:
                 raise self._fail(f"{self.name}: empty file")
         try:
-            container = av.open(self.url, mode="r", format=self.format, options=self.options)
+            container = av.open(self.url, mode="r", format=self.format, options=self.options, timeout=self.timeout)
         except (av.FFmpegError, OSError) as exc:
             raise self._fail(f"{self.name}: cannot open as video ({_reason(exc)})", exc) from exc
         if not container.streams.video:
