@@ -49,6 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_args(scan)
     scan.set_defaults(run=_run_scan)
 
+    serve = sub.add_parser("serve", help="run the live detector: sources in, overlays out on a websocket")
+    serve.add_argument("--source", action="append", dest="sources", default=[], metavar="URL_OR_PATH",
+                       help="rtsp:// or rtsps:// camera, video file or /dev/videoN (repeatable)")
+    serve.add_argument("--loop", action="store_true", help="replay file sources forever (demos)")
+    serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    serve.add_argument("--config", type=Path, default=None, help="YAML config (cameras, models, thresholds)")
+    serve.add_argument("--token", default=None, help="access token, required when binding beyond loopback")
+    serve.add_argument("--backend", choices=["auto", "torch", "onnx", "tensorrt"], default=None)
+    serve.add_argument("--model", action="append", dest="models", metavar="NAME")
+    serve.add_argument("--weights-dir", type=Path, default=None)
+    serve.add_argument("--offline", action="store_true", help="never download missing weights")
+    serve.add_argument("--device", default=None)
+    serve.add_argument("--log-level", default="INFO")
+    serve.set_defaults(run=_run_serve)
+
     models = sub.add_parser("models", help="list the known models or download their weights")
     models_sub = models.add_subparsers(dest="action", required=True)
     mlist = models_sub.add_parser("list", help="name, card, input, weights present, sha256, backends")
@@ -102,6 +118,50 @@ def _load_engines(args: argparse.Namespace):
     entries = [get_entry(n) for n in names]
     engines = [_prepared(n, args, args.weights) for n in names]
     return engines, [e.threshold for e in entries]
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import logging
+    import secrets
+
+    from aiohttp import web
+
+    from engines.backends import prepare
+    from engines.registry import build_engine
+    from stream.config import load_config, source_name_for
+    from stream.faces import FaceDetector
+    from stream.live.server import build_app
+    from stream.live.service import LiveService
+    from stream.live.source import SourceConfig, validate_url
+    from stream.sources.urls import redact
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    taken: set[str] = set()
+    sources = []
+    for url in args.sources:
+        validate_url(url)
+        name = source_name_for(url, taken)
+        taken.add(name)
+        sources.append(SourceConfig(name=name, url=url, loop=args.loop).model_dump())
+    config = load_config(args.config, {"host": args.host, "port": args.port, "token": args.token,
+                                       "models": args.models, "weights_dir": args.weights_dir,
+                                       "backend": args.backend, "sources": sources})
+    if config.needs_token and not config.token:
+        config = config.model_copy(update={"token": secrets.token_urlsafe(16)})
+    device = _device(args)
+    engines = [prepare(build_engine(n, weights_dir=config.weights_dir, device=device,
+                                    allow_download=not args.offline), config.backend)
+               for n in config.models]
+    detector = FaceDetector(config.detector.model_copy(update={"device": device}))
+    service = LiveService(config, engines, detector)
+    app = build_app(service)
+    shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+    query = f"?token={config.token}" if config.needs_token else ""
+    print(f"dfstream serve: {len(config.sources)} source(s): "
+          f"{', '.join(redact(s.url) for s in config.sources) or 'none yet'}", flush=True)
+    print(f"dfstream serve: open http://{shown}:{config.port}/{query}  (websocket /ws)", flush=True)
+    web.run_app(app, host=config.host, port=config.port, print=None, handle_signals=True)
+    return EXIT_OK
 
 
 def _run_models_list(args: argparse.Namespace) -> int:
@@ -223,12 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     from engines.backends import BackendUnavailable
     from engines.registry import UnknownModel
     from engines.weights import ChecksumMismatch, WeightsUnavailable
+    from stream.config import ConfigError
     from stream.sources import SourceError
 
     try:
         return args.run(args)
     except (UnknownModel, WeightsUnavailable, ChecksumMismatch, WeightsFormatError, ValueError,
-            BackendUnavailable, SourceError) as exc:
+            BackendUnavailable, SourceError, ConfigError) as exc:
         print(f"dfstream {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

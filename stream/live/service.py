@@ -1,0 +1,63 @@
+"""LiveService: owns the sources, the scheduler and the hub, and starts and stops them together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from engines.base import Engine
+from stream.config import ServeConfig, source_name_for
+from stream.faces import FaceDetector
+from stream.live.hub import Hub
+from stream.live.scheduler import Scheduler
+from stream.live.source import AVLiveSource, SourceConfig, StreamSource, validate_url
+
+log = logging.getLogger(__name__)
+
+
+class LiveService:
+    def __init__(self, config: ServeConfig, engines: Sequence[Engine], detector: FaceDetector | None = None) -> None:
+        self.config = config
+        self.hub = Hub()
+        self.scheduler = Scheduler(detector or FaceDetector(config.detector), engines, self.publish, config.scheduler)
+        self.extra_cleanups: list = []  # async callables run at shutdown (WebRTC peers...)
+
+    def publish(self, msg: dict) -> None:
+        self.hub.publish_threadsafe(msg)
+
+    def names(self) -> set[str]:
+        return {s.name for s in self.scheduler.sources()}
+
+    def add_config(self, config: SourceConfig) -> StreamSource:
+        validate_url(config.url)
+        source = AVLiveSource(config)
+        self.add_source(source)
+        return source
+
+    def add_url(self, url: str, name: str | None = None, loop: bool = False) -> StreamSource:
+        return self.add_config(SourceConfig(name=name or source_name_for(url, self.names()), url=url, loop=loop))
+
+    def add_source(self, source: StreamSource) -> None:
+        self.scheduler.add(source)
+        source.start()
+        log.info("stream %s started (%s)", source.name, source.url)
+
+    def remove(self, name: str) -> bool:
+        source = self.scheduler.remove(name)
+        if source is None:
+            return False
+        source.stop()
+        self.publish({"v": 1, "type": "status", "stream": name, "state": "stopped", "removed": True})
+        return True
+
+    def start(self) -> None:
+        for sc in self.config.sources:
+            self.add_config(sc)
+        self.scheduler.start()
+
+    async def stop(self) -> None:
+        for cleanup in self.extra_cleanups:
+            await cleanup()
+        self.scheduler.stop()
+        for source in self.scheduler.sources():
+            source.stop()
