@@ -1,0 +1,264 @@
+"""The live pipeline with real parts: sources, buffers, scheduler, hub and the serve app over websockets."""
+
+import asyncio
+import random
+import time
+
+import numpy as np
+import pytest
+
+from engines.registry import build_engine
+from stream.config import ConfigError, ServeConfig, expand_env, load_config, source_name_for
+from stream.live.backoff import Backoff
+from stream.live.buffer import BufferPolicy, LatestFrameBuffer
+from stream.live.hub import Client, Hub
+from stream.live.scheduler import Scheduler, SchedulerConfig
+from stream.live.source import AVLiveSource, SourceConfig, StreamSource, validate_url
+from stream.sources import Frame, SourceError, SourceState
+
+from conftest import FFPP, MESONET_WEIGHTS
+from live_server import LiveServer, collect
+
+
+def frame(i: int) -> Frame:
+    return Frame(np.zeros((2, 2, 3), np.uint8), i, i / 25, i, time.monotonic())
+
+
+def test_drop_oldest_buffer_keeps_newest_and_counts():
+    buf = LatestFrameBuffer(2, BufferPolicy.DROP_OLDEST)
+    for i in range(5):
+        assert buf.put(frame(i))
+    assert buf.dropped == 3 and len(buf) == 2
+    assert buf.take_latest().index == 4 and buf.dropped == 4
+    assert buf.take_latest() is None and buf.received == 5 and buf.taken == 1
+
+
+def test_wait_buffer_loses_nothing():
+    buf = LatestFrameBuffer(1, BufferPolicy.WAIT)
+    assert buf.put(frame(0))
+    assert not buf.put(frame(1), timeout=0.05)  # full: the producer waits instead of dropping
+    got = []
+    import threading
+
+    def consume():
+        while len(got) < 3:
+            f = buf.take_latest()
+            if f is not None:
+                got.append(f.index)
+            time.sleep(0.01)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    assert buf.put(frame(1), timeout=2) and buf.put(frame(2), timeout=2)
+    t.join(5)
+    assert got == [0, 1, 2] and buf.dropped == 0
+
+
+def test_backoff_grows_caps_and_jitters():
+    b = Backoff(initial_s=0.5, factor=2, max_s=4, jitter=0.2)
+    rng = random.Random(1)
+    delays = [b.delay(a, rng) for a in range(8)]
+    for a, d in enumerate(delays):
+        base = min(4, 0.5 * 2 ** a)
+        assert 0.8 * base <= d <= 1.2 * base
+    assert len({round(d, 6) for d in delays[4:]}) > 1  # capped delays still differ: jitter
+
+
+def test_config_refuses_unknown_keys_and_fills_secrets(tmp_path, monkeypatch):
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text("sources:\n  - name: door\n    url: rtsp://admin:${CAM_PASS}@127.0.0.1:8554/door\n"
+                   "models: [meso4-df]\n")
+    monkeypatch.setenv("CAM_PASS", "hunter2")
+    config = load_config(cfg)
+    assert config.sources[0].url == "rtsp://admin:hunter2@127.0.0.1:8554/door"
+    assert config.sources[0].kind == "rtsp" and config.sources[0].rtsp_transport == "tcp"
+    monkeypatch.delenv("CAM_PASS")
+    with pytest.raises(ConfigError, match="CAM_PASS is not set"):
+        load_config(cfg)
+    cfg.write_text("sources: []\nframerate: 5\n")
+    with pytest.raises(ConfigError, match="framerate"):
+        load_config(cfg)
+    cfg.write_text("sources:\n  - {name: a, url: x.mp4}\n  - {name: a, url: y.mp4}\n")
+    with pytest.raises(ConfigError, match="unique"):
+        load_config(cfg)
+    assert expand_env({"a": ["${X}"]}, {"X": "1"}) == {"a": ["1"]}
+    assert source_name_for("rtsp://u:p@cam.local:554/s", {"cam.local"}) == "cam.local-2"
+
+
+@pytest.mark.parametrize("url, message", [
+    ("rtsp://host:notaport/x", "malformed address"),
+    ("rtsp:///nohost", "no host"),
+    ("gopher://x/y", "unsupported scheme"),
+    ("/no/such/file.mp4", "no such file"),
+])
+def test_bad_addresses_refused_before_starting(url, message):
+    with pytest.raises(SourceError, match=message):
+        validate_url(url)
+
+
+def test_file_that_is_not_video_fails_clearly(tmp_path):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    src = AVLiveSource(SourceConfig(name="bad", url=str(bad)))
+    src.start()
+    deadline = time.monotonic() + 10
+    while src.state is not SourceState.FAILED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert src.state is SourceState.FAILED and "cannot open as video" in src.error
+    src.stop()
+
+
+def test_unreachable_host_reconnects_with_error_and_never_leaks_password():
+    src = AVLiveSource(SourceConfig(name="cam", url="rtsp://admin:pw123@127.0.0.1:9/cam", watchdog_s=2,
+                                    backoff=Backoff(initial_s=0.1, max_s=0.2)))
+    src.start()
+    time.sleep(1.5)
+    status = src.status()
+    src.stop()
+    assert status["state"] in ("reconnecting", "connecting") and status["reconnects"] >= 2
+    assert "Connection refused" in status["error"]
+    assert "pw123" not in str(status) and status["url"] == "rtsp://***@127.0.0.1:9/cam"
+
+
+class _Idle(StreamSource):
+    def __init__(self, name: str, fps: float) -> None:
+        super().__init__(name, name, LatestFrameBuffer(), fps)
+
+
+def test_load_lowers_rates_fairly_before_shedding_and_recovers():
+    sched = Scheduler.__new__(Scheduler)  # adaptation logic only: no detector or engines needed
+    Scheduler.__init__(sched, detector=None, engines=[], publish=lambda m: None,  # type: ignore[arg-type]
+                       config=SchedulerConfig(min_fps=1.0))
+    a, b = _Idle("a", 8.0), _Idle("b", 4.0)
+    sched.add(a)
+    sched.add(b)
+    streams = {s.source.name: s for s in sched._streams.values()}
+    for _ in range(6):
+        sched._adapt(0.99)
+    # both lowered by the same factor: the ratio of their targets is kept
+    assert sched.target_fps(streams["a"]) / sched.target_fps(streams["b"]) == pytest.approx(2.0)
+    assert not streams["a"].shed and not streams["b"].shed
+    for _ in range(20):
+        sched._adapt(0.99)
+    assert streams["b"].shed and not streams["a"].shed  # the most recent stream goes first, one stays
+    assert any("paused" in e for e in sched.events)
+    sched._adapt(0.1)
+    assert not streams["b"].shed and any("resumed" in e for e in sched.events)
+    for _ in range(40):
+        sched._adapt(0.1)
+    assert sched.scale == 1.0
+
+
+def test_slow_client_does_not_delay_fast_one_and_keeps_alerts():
+    async def run():
+        hub = Hub()
+        fast_got, slow_got = [], []
+
+        async def fast_send(text):
+            fast_got.append(text)
+
+        async def slow_send(text):
+            await asyncio.sleep(0.05)
+            slow_got.append(text)
+
+        fast, slow = Client(fast_send), Client(slow_send)
+        hub.clients |= {fast, slow}
+        pumps = [asyncio.create_task(c.pump()) for c in (fast, slow)]
+        t0 = time.monotonic()
+        for i in range(200):
+            hub.publish({"type": "overlay", "stream": "s", "i": i})
+            if i == 100:
+                hub.publish({"type": "alert", "stream": "s", "id": "a1"})
+            await asyncio.sleep(0)
+        while len(fast_got) < 201 and time.monotonic() - t0 < 5:
+            await asyncio.sleep(0.01)
+        fast_done = time.monotonic() - t0
+        await asyncio.sleep(0.5)
+        for p in pumps:
+            p.cancel()
+        return fast_done, fast_got, slow_got, slow.dropped
+
+    fast_done, fast_got, slow_got, dropped = asyncio.run(run())
+    assert len(fast_got) == 201 and fast_done < 1.0  # fast client got everything, without waiting for slow
+    assert dropped > 100  # the slow one lost overlays...
+    assert any('"alert"' in t for t in slow_got)  # ...but not the alert
+
+
+@pytest.fixture(scope="module")
+def meso():
+    return build_engine("meso4-df", weights_dir=MESONET_WEIGHTS, allow_download=False)
+
+
+@pytest.mark.slow
+def test_serve_two_file_sources_stream_boxes_and_status(meso):
+    sources = [SourceConfig(name="real004", url=str(FFPP / "real" / "004.mp4"), loop=True),
+               SourceConfig(name="df519", url=str(FFPP / "fake" / "Deepfakes_519_515.mp4"), loop=True)]
+    with LiveServer(ServeConfig(sources=sources), [meso]) as server:
+        def enough(msgs):
+            with_faces = {m["stream"] for m in msgs if m["type"] == "overlay" and m["faces"]}
+            statuses = {m["stream"] for m in msgs if m["type"] == "status"}
+            return with_faces == {"real004", "df519"} and statuses == {"real004", "df519"}
+
+        msgs = asyncio.run(collect(server.base.replace("http", "ws") + "/ws", enough, timeout=60))
+        assert enough(msgs), [m["type"] for m in msgs]
+        overlay = next(m for m in msgs if m["type"] == "overlay" and m["faces"])
+        assert overlay["v"] == 1 and len(overlay["frame_size"]) == 2 and overlay["pts"] is not None
+        face = overlay["faces"][0]
+        assert len(face["box"]) == 4 and 0.0 <= face["score"] <= 1.0 and "meso4-df" in face["engines"]
+        status = next(m for m in msgs if m["type"] == "status")
+        assert status["state"] == "streaming" and status["fps"] > 0 and "dropped" in status
+
+        # subscribe to one stream only
+        only = asyncio.run(collect(server.base.replace("http", "ws") + "/ws?streams=df519",
+                                   lambda m: len(m) >= 6, timeout=30))
+        assert {m["stream"] for m in only} == {"df519"}
+
+        # add and remove through the API; bad input is refused with a reason
+        code, body = server.api("POST", "/api/streams", {"url": "rtsp://h:bad/x"})
+        assert code == 400 and "malformed address" in body
+        code, body = server.api("POST", "/api/streams", {"nourl": 1})
+        assert code == 400
+        code, body = server.api("POST", "/api/streams", {"url": str(FFPP / "real" / "634.mp4"), "name": "r634"})
+        assert code == 201
+        assert server.api("DELETE", "/api/streams/r634")[0] == 200
+        assert server.api("DELETE", "/api/streams/r634")[0] == 404
+
+
+def test_origin_token_and_malformed_messages(meso):
+    async def ws_probe(url, headers=None, send=None):
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            try:
+                async with s.ws_connect(url, headers=headers, max_msg_size=0) as ws:
+                    if send is None:
+                        return "open"
+                    await ws.send_str(send)
+                    msg = await ws.receive(timeout=10)
+                    return msg
+            except aiohttp.WSServerHandshakeError as err:
+                return err.status
+
+    with LiveServer(ServeConfig(max_message_bytes=256), [meso]) as server:
+        ws = server.base.replace("http", "ws") + "/ws"
+        assert asyncio.run(ws_probe(ws, {"Origin": "https://evil.example"})) == 403
+        assert asyncio.run(ws_probe(ws, {"Origin": server.base})) == "open"
+        reply = asyncio.run(ws_probe(ws, send="{not json"))
+        assert "malformed JSON" in reply.data
+        reply = asyncio.run(ws_probe(ws, send='{"type": "subscribe", "streams": ["a"]}'))
+        assert '"subscribed"' in reply.data
+        reply = asyncio.run(ws_probe(ws, send="x" * 1000))  # larger than max_message_bytes
+        assert reply.type.name in ("CLOSE", "CLOSED", "CLOSING") and reply.data == 1009
+
+    with LiveServer(ServeConfig(host="127.0.0.2", token="s3cr3t"), [meso]) as server:
+        base = f"http://127.0.0.2:{server.config.port}"
+        server.base  # noqa: B018
+        import urllib.request
+
+        for url, expect in [(base + "/api/streams", 401), (base + "/api/streams?token=wrong", 401),
+                            (base + "/api/streams?token=s3cr3t", 200)]:
+            try:
+                code = urllib.request.urlopen(url, timeout=10).status
+            except urllib.error.HTTPError as err:
+                code = err.code
+            assert code == expect, url
