@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from stream.faces.detector import DetectorConfig
 from stream.live.scheduler import SchedulerConfig
 from stream.live.source import SourceConfig
+from stream.verdicts import VerdictPolicy
 
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -37,6 +38,7 @@ class ServeConfig(BaseModel):
     max_message_bytes: int = Field(default=4096, gt=0, description="largest message a client may send")
     detector: DetectorConfig = DetectorConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    verdict: VerdictPolicy = VerdictPolicy()
 
     @field_validator("sources")
     @classmethod

@@ -205,6 +205,7 @@ def test_serve_two_file_sources_stream_boxes_and_status(meso):
         assert overlay["v"] == 1 and len(overlay["frame_size"]) == 2 and overlay["pts"] is not None
         face = overlay["faces"][0]
         assert len(face["box"]) == 4 and 0.0 <= face["score"] <= 1.0 and "meso4-df" in face["engines"]
+        assert face["verdict"] in ("real", "uncertain", "fake") and overlay["verdict"] is not None
         status = next(m for m in msgs if m["type"] == "status")
         assert status["state"] == "streaming" and status["fps"] > 0 and "dropped" in status
 

@@ -28,6 +28,7 @@ from stream.live.source import StreamSource
 from stream.live.stats import LatencyMeter, RateMeter
 from stream.rings import ReadyWindow, TrackRings, WindowSpec
 from stream.sources import Frame
+from stream.verdicts import TrackVerdict, VerdictPolicy, worst
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class _Stream:
     analysed: RateMeter = field(default_factory=RateMeter)
     latency: LatencyMeter = field(default_factory=LatencyMeter)
     scores: dict[int, dict[str, float]] = field(default_factory=dict)
+    verdicts: dict[int, TrackVerdict] = field(default_factory=dict)
 
 
 def window_for(engine: Engine) -> WindowSpec:
@@ -70,7 +72,8 @@ def window_for(engine: Engine) -> WindowSpec:
 
 class Scheduler:
     def __init__(self, detector: FaceDetector, engines: Sequence[Engine], publish: Publish,
-                 config: SchedulerConfig | None = None) -> None:
+                 config: SchedulerConfig | None = None, policy: VerdictPolicy | None = None) -> None:
+        self.policy = policy or VerdictPolicy()
         self.detector = detector
         self.engines = list(engines)
         self.windows = {e.name: window_for(e) for e in self.engines}
@@ -195,6 +198,7 @@ class Scheduler:
             st.rings.expire(st.tracker.expired)
             for tid in st.tracker.expired:
                 st.scores.pop(tid, None)
+                st.verdicts.pop(tid, None)
             crops = {key: crop_faces(frame.image, boxes, *key) for key in keys} if boxes else {}
             for j, tid in enumerate(ids):
                 ready += [(st, w) for w in st.rings.push(tid, {k: c[j] for k, c in crops.items()})]
@@ -216,12 +220,16 @@ class Scheduler:
         out = []
         for tid, det in faces:
             engines = dict(st.scores.get(tid, {}))
+            tv = st.verdicts.setdefault(tid, TrackVerdict(self.policy))
+            verdict = tv.update(engines)
             out.append({
                 "track": tid,
                 "box": [round(float(v), 1) for v in det.box],
                 "prob": round(det.prob, 4),
-                "score": float(np.mean(list(engines.values()))) if engines else None,
+                "score": tv.smoothed,
+                "raw": self.policy.fuse(engines),
                 "engines": engines,
+                "verdict": verdict,
             })
         return {
             "v": MESSAGE_VERSION,
@@ -233,6 +241,7 @@ class Scheduler:
             "frame_size": list(frame.size),
             "latency_ms": round((now - frame.received) * 1000.0, 1),
             "faces": out,
+            "verdict": worst([tv.verdict for tv in st.verdicts.values()]),
         }
 
     def publish_status(self) -> None:

@@ -19,7 +19,8 @@ class LiveService:
     def __init__(self, config: ServeConfig, engines: Sequence[Engine], detector: FaceDetector | None = None) -> None:
         self.config = config
         self.hub = Hub()
-        self.scheduler = Scheduler(detector or FaceDetector(config.detector), engines, self.publish, config.scheduler)
+        self.scheduler = Scheduler(detector or FaceDetector(config.detector), engines, self.publish,
+                                   config.scheduler, config.verdict)
         self.extra_cleanups: list = []  # async callables run at shutdown (WebRTC peers...)
 
     def publish(self, msg: dict) -> None:
