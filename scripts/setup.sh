@@ -16,8 +16,20 @@ stamp="$venv/.installed-$profile-$inputs_hash"
 
 echo "dfstream setup ($profile): installing into $venv" >&2
 if [ "$profile" = test ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    # System packages the tests drive for real (none yet needed beyond ffmpeg's libraries in PyAV).
-    :
+    # System packages the tests drive for real: gst-rtsp-server, its GObject bindings for /usr/bin/python3 and
+    # the GStreamer elements tests/rtsp_server.py uses (a real RTSP camera on loopback). Installed only if missing.
+    # redis-server: the Redis bus tests start a real one on a loopback port.
+    apt_packages=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-{base,good,bad,ugly} gstreamer1.0-libav
+                  redis-server)
+    missing=()
+    for pkg in "${apt_packages[@]}"; do
+        status=$(dpkg -s "$pkg" 2>/dev/null | sed -n 's/^Status: //p' || true)
+        [ "$status" = "install ok installed" ] || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
 fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt)

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from stream.faces.detector import DetectorConfig
 from stream.live.scheduler import SchedulerConfig
 from stream.live.source import SourceConfig
+from stream.alerts import AlertPolicy
+from stream.evidence import EvidencePolicy
 from stream.verdicts import VerdictPolicy
 
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -39,6 +41,9 @@ class ServeConfig(BaseModel):
     detector: DetectorConfig = DetectorConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     verdict: VerdictPolicy = VerdictPolicy()
+    alerts: AlertPolicy = AlertPolicy()
+    evidence: EvidencePolicy = EvidencePolicy()
+    data_dir: Path = Field(default=Path("data"), description="alert log and evidence (snapshots, clips)")
 
     @field_validator("sources")
     @classmethod

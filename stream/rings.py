@@ -47,6 +47,12 @@ class CropRing:
     def full(self) -> bool:
         return self.pushed >= self.capacity
 
+    def recent(self) -> np.ndarray:
+        """Up to `capacity` most recent crops, oldest first, even before the ring is full (a copy)."""
+        if not self.full():
+            return self.buffer[: self.pushed].copy()
+        return self.window()
+
     def window(self) -> np.ndarray:
         if not self.full():
             raise ValueError(f"ring holds {self.pushed} of {self.capacity} crops")

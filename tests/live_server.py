@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
@@ -26,7 +27,12 @@ def free_port() -> int:
 
 class LiveServer:
     def __init__(self, config: ServeConfig, engines: Sequence[Engine], detector=None) -> None:
-        self.config = config.model_copy(update={"port": config.port or free_port()})
+        update = {"port": config.port or free_port()}
+        if "data_dir" not in config.model_fields_set:  # never write evidence into the checkout
+            import tempfile
+
+            update["data_dir"] = Path(tempfile.mkdtemp(prefix="dfstream-data-"))
+        self.config = config.model_copy(update=update)
         self.service = LiveService(self.config, engines, detector)
         self.loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None

@@ -26,7 +26,8 @@ from engines.base import Engine
 from stream.faces import FaceDetector, IoUTracker, crop_faces
 from stream.live.source import StreamSource
 from stream.live.stats import LatencyMeter, RateMeter
-from stream.rings import ReadyWindow, TrackRings, WindowSpec
+from stream.alerts import AlertManager
+from stream.rings import CropRing, ReadyWindow, TrackRings, WindowSpec
 from stream.sources import Frame
 from stream.verdicts import TrackVerdict, VerdictPolicy, worst
 
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 MESSAGE_VERSION = 1
 CLIP_OVERLAP = 2  # clip engines get a new window every length / CLIP_OVERLAP face-frames
 IDLE_WAIT_S = 0.005  # longest nap when nothing is due, so a due stream is picked up promptly
+EVIDENCE_CROP = (224, 0.3)  # (size, margin) of the face crops kept for alert snapshots and clips
+EVIDENCE_FRAMES = 16  # analysed face-frames per track kept for the alert clip
 
 Publish = Callable[[dict[str, Any]], None]
 
@@ -63,6 +66,7 @@ class _Stream:
     latency: LatencyMeter = field(default_factory=LatencyMeter)
     scores: dict[int, dict[str, float]] = field(default_factory=dict)
     verdicts: dict[int, TrackVerdict] = field(default_factory=dict)
+    evidence: dict[int, CropRing] = field(default_factory=dict)
 
 
 def window_for(engine: Engine) -> WindowSpec:
@@ -72,8 +76,10 @@ def window_for(engine: Engine) -> WindowSpec:
 
 class Scheduler:
     def __init__(self, detector: FaceDetector, engines: Sequence[Engine], publish: Publish,
-                 config: SchedulerConfig | None = None, policy: VerdictPolicy | None = None) -> None:
+                 config: SchedulerConfig | None = None, policy: VerdictPolicy | None = None,
+                 alerts: AlertManager | None = None) -> None:
         self.policy = policy or VerdictPolicy()
+        self.alerts = alerts
         self.detector = detector
         self.engines = list(engines)
         self.windows = {e.name: window_for(e) for e in self.engines}
@@ -100,6 +106,8 @@ class Scheduler:
     def remove(self, name: str) -> StreamSource | None:
         with self._lock:
             st = self._streams.pop(name, None)
+        if st is not None and self.alerts is not None:
+            self.alerts.end_stream(name)
         return st.source if st else None
 
     def sources(self) -> list[StreamSource]:
@@ -119,6 +127,8 @@ class Scheduler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.alerts is not None:
+            self.alerts.end_all()
 
     def _run(self) -> None:
         window_start = last_status = time.monotonic()
@@ -189,7 +199,7 @@ class Scheduler:
     def process(self, picks: list[tuple[_Stream, Frame]]) -> None:
         """Detect, track, crop and score one frame per picked stream, then publish one overlay per frame."""
         detections = self.detector.detect([f.image for _, f in picks])
-        keys = {w.crop_key for w in self.windows.values()}
+        keys = {w.crop_key for w in self.windows.values()} | {EVIDENCE_CROP}
         ready: list[tuple[_Stream, ReadyWindow]] = []
         faces_of = []
         for (st, frame), faces in zip(picks, detections):
@@ -199,9 +209,14 @@ class Scheduler:
             for tid in st.tracker.expired:
                 st.scores.pop(tid, None)
                 st.verdicts.pop(tid, None)
+                st.evidence.pop(tid, None)
+                if self.alerts is not None:
+                    self.alerts.end(st.source.name, tid)
             crops = {key: crop_faces(frame.image, boxes, *key) for key in keys} if boxes else {}
             for j, tid in enumerate(ids):
                 ready += [(st, w) for w in st.rings.push(tid, {k: c[j] for k, c in crops.items()})]
+                ring = st.evidence.setdefault(tid, CropRing(EVIDENCE_FRAMES, EVIDENCE_CROP[0]))
+                ring.push(crops[EVIDENCE_CROP][j])
             faces_of.append(list(zip(ids, faces)))
         for engine in self.engines:
             mine = [(st, w) for st, w in ready if w.spec == self.windows[engine.name]]
@@ -222,6 +237,10 @@ class Scheduler:
             engines = dict(st.scores.get(tid, {}))
             tv = st.verdicts.setdefault(tid, TrackVerdict(self.policy))
             verdict = tv.update(engines)
+            if self.alerts is not None:
+                ring = st.evidence.get(tid)
+                self.alerts.observe(st.source.name, tid, verdict, tv.smoothed, engines,
+                                    evidence=(lambda r=ring: (r.recent()[-1], r.recent())) if ring else None)
             out.append({
                 "track": tid,
                 "box": [round(float(v), 1) for v in det.box],

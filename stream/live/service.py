@@ -6,7 +6,9 @@ import logging
 from collections.abc import Sequence
 
 from engines.base import Engine
+from stream.alerts import AlertManager
 from stream.config import ServeConfig, source_name_for
+from stream.evidence import EvidenceStore
 from stream.faces import FaceDetector
 from stream.live.hub import Hub
 from stream.live.scheduler import Scheduler
@@ -19,8 +21,10 @@ class LiveService:
     def __init__(self, config: ServeConfig, engines: Sequence[Engine], detector: FaceDetector | None = None) -> None:
         self.config = config
         self.hub = Hub()
+        self.evidence = EvidenceStore(config.data_dir / "evidence", config.evidence)
+        self.alerts = AlertManager(self.publish, self.evidence, config.alerts)
         self.scheduler = Scheduler(detector or FaceDetector(config.detector), engines, self.publish,
-                                   config.scheduler, config.verdict)
+                                   config.scheduler, config.verdict, self.alerts)
         self.extra_cleanups: list = []  # async callables run at shutdown (WebRTC peers...)
 
     def publish(self, msg: dict) -> None:
@@ -62,3 +66,4 @@ class LiveService:
         self.scheduler.stop()
         for source in self.scheduler.sources():
             source.stop()
+        self.evidence.close()
