@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 RTSP_SCHEMES = ("rtsp://", "rtsps://")
 DEVICE_PREFIXES = ("/dev/video",)
 OPEN_TIMEOUT_S = 10.0
+# How long FFmpeg may study a live stream before the first frame: long enough for a keyframe on a typical
+# camera (GOP <= 1 s), short enough that a camera that comes back streams again within seconds.
+RTSP_ANALYZE_US = 1_000_000
 
 
 class SourceConfig(BaseModel):
@@ -130,7 +133,8 @@ class AVLiveSource(StreamSource):
         fmt = None
         if c.kind == "rtsp":
             # TCP by default: UDP loses packets (grey smears) on busy networks and through NAT.
-            options = {"rtsp_transport": c.rtsp_transport, "timeout": str(int(c.watchdog_s * 1e6))}
+            options = {"rtsp_transport": c.rtsp_transport, "timeout": str(int(c.watchdog_s * 1e6)),
+                       "analyzeduration": str(RTSP_ANALYZE_US)}
         elif c.kind == "device":
             fmt = c.device_format
         return AVSource(c.url, options=options, format=fmt, strict_length=False,
