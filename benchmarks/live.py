@@ -1,0 +1,145 @@
+"""Live pipeline benchmark: N real-time 720p30 file sources through the real sources, scheduler and engines.
+
+Per stream it prints displayed fps (frames decoded and paced per second), analysed fps (frames that went through
+detection and the engines), frames dropped at the latest-frame buffer, and frame->score latency p50/p95 (from the
+moment a frame was decoded to the moment its overlay was published). For the process: CPU (in cores) and RSS.
+
+    .venv/bin/python benchmarks/live.py --streams 2 --model meso4-df --seconds 30
+    .venv/bin/python benchmarks/live.py --streams 1 --model xception-140k --seconds 30
+
+The 720p30 inputs are made once from the shared FF++ clips (scaled with PyAV into a temp folder). xception-140k
+runs with random weights in the card's layout when its published file is absent: speed does not depend on values.
+Targets on the 2-core reference machine (issue 4): MesoNet, 2 streams at full frame rate with >= 5 analysed fps
+each and p95 <= 300 ms; xception-140k, 1 stream at >= 5 analysed fps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_VIDEOS = sorted((ROOT.parent / "shared" / "data" / "ffpp-c23").glob("*/*.mp4"))
+WIDTH, HEIGHT, FPS = 1280, 720, 30
+TARGET_ANALYSED_FPS = 5.0
+WARMUP_S = 5.0
+
+
+def make_720p30(src: Path, dst: Path, seconds: float = 12.0) -> Path:
+    """Re-encode `src` as 1280x720 at 30 fps (frames retimed), as a camera-like file source."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vs = out.add_stream("libx264", rate=FPS)
+        vs.width, vs.height, vs.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        vs.options = {"preset": "veryfast"}
+        for i, frame in enumerate(inp.decode(video=0)):
+            if i >= seconds * FPS:
+                break
+            f = frame.reformat(width=WIDTH, height=HEIGHT, format="yuv420p")
+            f.pts, f.time_base = i, Fraction(1, FPS)
+            for packet in vs.encode(f):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+    return dst
+
+
+def build(model: str, weights_dir: Path | None, backend: str, tmp: Path):
+    from engines.backends import prepare
+    from engines.registry import build_engine
+    from engines.weights import WeightsUnavailable
+
+    try:
+        engine = build_engine(model, weights_dir=weights_dir, allow_download=False)
+    except WeightsUnavailable:
+        if model != "xception-140k":
+            raise
+        import torch
+
+        from engines.xception_140k import Xception140k
+
+        path = tmp / "random_xception.pth"
+        torch.save(Xception140k().state_dict(), path)
+        engine = build_engine(model, weights_file=path)
+    return prepare(engine, backend, cache_dir=tmp / "engines")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=int, default=2)
+    parser.add_argument("--model", default="meso4-df")
+    parser.add_argument("--weights-dir", type=Path, default=ROOT.parent / "shared" / "weights" / "mesonet")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds after warm-up")
+    parser.add_argument("--fps", type=float, default=TARGET_ANALYSED_FPS, help="target analysed fps per stream")
+    args = parser.parse_args()
+
+    from stream.faces import FaceDetector
+    from stream.live.scheduler import Scheduler
+    from stream.live.source import AVLiveSource, SourceConfig
+
+    tmp = Path(tempfile.mkdtemp(prefix="dfstream-live-bench-"))
+    videos = [make_720p30(SHARED_VIDEOS[i % len(SHARED_VIDEOS)], tmp / f"cam{i}.mp4") for i in range(args.streams)]
+    engine = build(args.model, args.weights_dir, args.backend, tmp)
+    latest_status: dict[str, dict] = {}
+    overlays: dict[str, list[float]] = {}
+
+    def publish(msg: dict) -> None:
+        if msg["type"] == "status":
+            latest_status[msg["stream"]] = msg
+        elif msg["type"] == "overlay" and measuring:
+            overlays.setdefault(msg["stream"], []).append(msg["latency_ms"])
+
+    measuring = False
+    sched = Scheduler(FaceDetector(), [engine], publish)
+    sources = [AVLiveSource(SourceConfig(name=f"cam{i}", url=str(v), loop=True, analysed_fps=args.fps))
+               for i, v in enumerate(videos)]
+    for s in sources:
+        sched.add(s)
+        s.start()
+    sched.start()
+    proc = psutil.Process()
+    time.sleep(WARMUP_S)
+    received0 = {s.name: s.buffer.received for s in sources}
+    dropped0 = {s.name: s.buffer.dropped for s in sources}
+    cpu0, t0 = proc.cpu_times(), time.monotonic()
+    measuring = True
+    time.sleep(args.seconds)
+    measuring = False
+    elapsed = time.monotonic() - t0
+    cpu1 = proc.cpu_times()
+    rss = proc.memory_info().rss
+    received = {s.name: s.buffer.received - received0[s.name] for s in sources}
+    dropped = {s.name: s.buffer.dropped - dropped0[s.name] for s in sources}
+    sched.stop()
+    for s in sources:
+        s.stop()
+
+    table = Table(title=f"live: {args.streams} × {WIDTH}x{HEIGHT}@{FPS} files, {engine.name} on "
+                        f"{type(engine).__name__}, target {args.fps} analysed fps, {args.seconds:.0f} s measured")
+    for col in ("stream", "displayed fps", "analysed fps", "dropped", "latency p50 ms", "latency p95 ms"):
+        table.add_column(col, justify="right")
+    for s in sources:
+        lat = np.asarray(overlays.get(s.name, [np.nan]))
+        table.add_row(s.name, f"{received[s.name] / elapsed:.1f}", f"{len(overlays.get(s.name, [])) / elapsed:.1f}",
+                      str(dropped[s.name]), f"{np.nanpercentile(lat, 50):.0f}", f"{np.nanpercentile(lat, 95):.0f}")
+    console = Console()
+    console.print(table)
+    cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed
+    events = latest_status.get("cam0", {}).get("scheduler", {})
+    console.print(f"process CPU {cpu:.2f} cores of {psutil.cpu_count()} | RSS {rss / 2**20:.0f} MiB | "
+                  f"scheduler scale {events.get('scale')} load {events.get('load')} | "
+                  f"1-min load average {psutil.getloadavg()[0]:.1f}")
+    console.print(f"events: {events.get('events')}")
+
+
+if __name__ == "__main__":
+    main()
