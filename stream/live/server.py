@@ -142,11 +142,12 @@ def build_app(service: LiveService) -> web.Application:
     app.router.add_post("/api/streams", add_stream)
     app.router.add_delete("/api/streams/{name}", remove_stream)
     try:
-        from stream.live import webrtc
+        from stream.live import relay, webrtc
     except ImportError as exc:  # aiortc missing: the rest of serve still works
         log.warning("WebRTC disabled: %s", exc)
     else:
         webrtc.setup(app, service)
+        relay.setup(app, service)
     if (WEB_ROOT / "static").is_dir():
         app.router.add_static("/static/", WEB_ROOT / "static")
 
