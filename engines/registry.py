@@ -16,6 +16,14 @@ from engines.base import Engine, InputSpec, LabelMapping
 from engines.weights import WeightsSource, fetch
 
 MESONET_BASE_URL = "https://raw.githubusercontent.com/DariusAf/MesoNet/master/weights/"
+# Keras' ImageNet Xception without top, the file `keras.applications.Xception(weights="imagenet",
+# include_top=False)` fetches. Keras publishes only an md5 for it (`file_hash` in keras/src/applications/xception.py).
+XCEPTION_NOTOP_FILENAME = "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
+XCEPTION_NOTOP_URL = "https://storage.googleapis.com/tensorflow/keras-applications/xception/" + XCEPTION_NOTOP_FILENAME
+XCEPTION_NOTOP_MD5 = "b0042744bf5b25fce3cb969f33bebb97"
+# Keras' xception.preprocess_input: x / 127.5 - 1 = (x/255 - 0.5) / 0.5.
+_KERAS_XCEPTION_INPUT = InputSpec(size=299, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+CARD002_TIME_STEPS = 30  # the card's commented default; the builder uses the file's own TIME_STEPS
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -27,6 +35,9 @@ class ModelEntry(BaseModel):
     card: str | None = None
     description: str
     weights: WeightsSource
+    # Further files a model needs, by role (xception-logreg: "backbone"). build_engine fetches them from the same
+    # weights folder and passes the builder `extra_paths={role: path}`; `weights` stays the file `--weights` swaps.
+    extra_weights: dict[str, WeightsSource] = {}
     input: InputSpec
     labels: LabelMapping
     threshold: float = DEFAULT_THRESHOLD
@@ -37,6 +48,9 @@ ARCHITECTURES: dict[str, str] = {
     "meso4": "engines.mesonet:build_meso4",
     "mesoinception4": "engines.mesonet:build_mesoinception4",
     "xception_140k": "engines.xception_140k:build_xception_140k",
+    "videomae": "engines.videomae:build_videomae",
+    "xception_lstm": "engines.xception_lstm:build_xception_lstm",
+    "xception_logreg": "engines.xception_logreg:build_xception_logreg",
 }
 
 # MesoNet: RGB 256x256 in [0, 1]; the sigmoid is p(real) (df=0, real=1 in its training folders).
@@ -77,6 +91,58 @@ MODELS: dict[str, ModelEntry] = {
             input=InputSpec(size=299, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
             labels=LabelMapping(kind="softmax", fake_index=0, logits=True),
         ),
+        ModelEntry(
+            name="videomae",
+            architecture="videomae",
+            card="001",
+            description="VideoMAE (Tong et al. 2022) from Kinetics-400, fine-tuned real/fake on FF++ 16-frame clips",
+            # The card names no hub repo: the authors' HF checkpoint folder (or a hub id) comes with --weights.
+            weights=WeightsSource(
+                filename="videomae-ffpp", hf_repo=None, sha256=None,
+                hint="Card 001 publishes no download: pass the authors' Hugging Face checkpoint folder "
+                     "(config.json + model.safetensors) or its hub id with --weights.",
+            ),
+            # Defaults only: the engine takes size and clip length from config.json, mean/std from
+            # preprocessor_config.json, and the fake index from config.id2label.
+            input=InputSpec(size=224, frames=16, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+            labels=LabelMapping(kind="softmax", fake_index=1, logits=True),
+        ),
+        ModelEntry(
+            name="xception-lstm",
+            architecture="xception_lstm",
+            card="002",
+            description="TimeDistributed Keras Xception + LSTM(256) over face-frame sequences, trained on "
+                        "FaceForensics++ and Celeb-DF v2",
+            # The card names the file but publishes no address (no URL, no hub repo) and no hash.
+            weights=WeightsSource(
+                filename="COMBINED_best_Phase1.keras",
+                hint="Seed card 002 names COMBINED_best_Phase1.keras but publishes no download address: get the "
+                     "Keras file from the card's authors (a full-model .h5 of the same model also loads), or pass "
+                     "--weights FILE.",
+            ),
+            # Frames and size are overridden by the file's config (its Input shape).
+            input=InputSpec(size=299, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), frames=CARD002_TIME_STEPS),
+            # Dense(2, softmax) over the card's class_names = ['Real', 'Fake']: index 1 is p(fake).
+            labels=LabelMapping(kind="softmax", fake_index=1),
+        ),
+        ModelEntry(
+            name="xception-logreg",
+            architecture="xception_logreg",
+            card="000",
+            description="Keras ImageNet Xception features (frozen) + StandardScaler + LogisticRegression, per frame",
+            # The card publishes no trained head; `dfstream train logreg` (planned) fits one and writes this file.
+            weights=WeightsSource(
+                filename="xception_logreg_head.npz",
+                hint="Seed card 000 publishes no trained head: fit one on your labelled face crops with "
+                     "`dfstream train logreg` (engines/xception_logreg.py save_head writes the file), or pass "
+                     "--weights FILE.",
+            ),
+            extra_weights={"backbone": WeightsSource(filename=XCEPTION_NOTOP_FILENAME, url=XCEPTION_NOTOP_URL,
+                                                     md5=XCEPTION_NOTOP_MD5)},
+            input=_KERAS_XCEPTION_INPUT,
+            # The head outputs the logit of the fake class (its sign is fixed from the file's classes_).
+            labels=LabelMapping(kind="sigmoid", positive="fake", logits=True),
+        ),
     ]
 }
 
@@ -110,4 +176,8 @@ def build_engine(
     """Build the named engine from verified weights (or from `weights_file`, used as given, unverified)."""
     entry = get_entry(name)
     path = Path(weights_file) if weights_file else fetch(entry.weights, weights_dir, allow_download)
-    return _builder(entry.architecture)(path, entry, device)
+    builder = _builder(entry.architecture)
+    if not entry.extra_weights:
+        return builder(path, entry, device)
+    extra = {role: fetch(source, weights_dir, allow_download) for role, source in entry.extra_weights.items()}
+    return builder(path, entry, device, extra_paths=extra)

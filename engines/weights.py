@@ -31,7 +31,11 @@ class ChecksumMismatch(RuntimeError):
 
 
 class WeightsSource(BaseModel):
-    """Where a model's weights come from: a direct URL, or a file in a Hugging Face hub repository."""
+    """Where a model's weights come from: a direct URL, or a file in a Hugging Face hub repository.
+
+    `md5` is for publishers that only give an md5 (Keras applications' `file_hash`): recording their hash beats
+    recording none. `hint` tells the user how to obtain a file that has no public address.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -39,6 +43,8 @@ class WeightsSource(BaseModel):
     url: str | None = None
     hf_repo: str | None = None
     sha256: str | None = None
+    md5: str | None = None
+    hint: str | None = None
 
     @property
     def address(self) -> str:
@@ -65,15 +71,25 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify(path: Path, expected: str | None) -> None:
-    if expected is None:
-        return
-    actual = sha256_of(path)
-    if actual != expected.lower():
-        raise ChecksumMismatch(
-            f"{path}: sha256 is {actual}, but the published file has {expected}. "
-            "Delete it and download it again."
-        )
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(path: Path, expected: str | None, md5: str | None = None) -> None:
+    """Check the sha256 and, where the publisher gives one, the md5; either mismatch is a ChecksumMismatch."""
+    for algo, want, digest in (("sha256", expected, sha256_of), ("md5", md5, md5_of)):
+        if want is None:
+            continue
+        actual = digest(path)
+        if actual != want.lower():
+            raise ChecksumMismatch(
+                f"{path}: {algo} is {actual}, but the published file has {want}. "
+                "Delete it and download it again."
+            )
 
 
 def _download_url(url: str, dest: Path) -> None:
@@ -102,9 +118,10 @@ def fetch(source: WeightsSource, weights_dir: Path | None = None, allow_download
     folder = Path(weights_dir) if weights_dir is not None else default_weights_dir()
     path = folder / source.filename
     if path.is_file():
-        verify(path, source.sha256)
+        verify(path, source.sha256, source.md5)
         return path
-    how = f"Download {source.address} and save it as {path} (or pass --weights-dir / set ${WEIGHTS_ENV})."
+    save = f"save it as {path} (or pass --weights-dir / set ${WEIGHTS_ENV})."
+    how = f"{source.hint} Then {save}" if source.hint else f"Download {source.address} and {save}"
     if not allow_download or not (source.url or source.hf_repo):
         raise WeightsUnavailable(f"weights {source.filename} not found in {folder}. {how}")
     try:
@@ -115,7 +132,7 @@ def fetch(source: WeightsSource, weights_dir: Path | None = None, allow_download
     except (urllib.error.URLError, OSError, ImportError, ValueError) as exc:
         raise WeightsUnavailable(f"could not download {source.filename} ({exc}). {how}") from exc
     try:
-        verify(path, source.sha256)
+        verify(path, source.sha256, source.md5)
     except ChecksumMismatch:
         path.unlink(missing_ok=True)
         raise
