@@ -104,3 +104,26 @@ def test_unknown_model_and_missing_weights_are_usage_errors(tmp_path):
     assert proc.returncode == 2
     assert "Meso4_DF.h5" in proc.stderr and "raw.githubusercontent.com/DariusAf/MesoNet" in proc.stderr
     assert str(tmp_path) in proc.stderr
+
+
+def test_scan_with_a_clip_engine_uses_consecutive_face_frames(tmp_path):
+    """A (tiny, random) VideoMAE checkpoint through the real CLI: clips come from each track's ring."""
+    from test_videomae import make_checkpoint
+
+    ckpt = tmp_path / "videomae"
+    make_checkpoint(ckpt, 32, 4)
+    video = FFPP / "real" / "004.mp4"
+    proc = subprocess.run(
+        [sys.executable, "-m", "stream", "scan", str(video), "--model", "videomae", "--weights", str(ckpt),
+         "--fps", "2", "--json", "--backend", "torch"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (r,) = json_lines(proc)
+    assert r["label"] in ("fake", "real") and r["model"] == "videomae"
+    assert 0.0 <= r["engines"]["videomae"] <= 1.0 and r["frames_scored"] >= 4
+    face = sorted((SHARED / "data" / "faces" / "celeba-hq").glob("*"))[0]
+    proc = subprocess.run(
+        [sys.executable, "-m", "stream", "scan", str(face), "--model", "videomae", "--weights", str(ckpt),
+         "--json", "--backend", "torch"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    (r,) = json_lines(proc)
+    assert proc.returncode == 1 and r["label"] == "error" and "too short for videomae" in r["error"]
