@@ -49,6 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_args(scan)
     scan.set_defaults(run=_run_scan)
 
+    evaluate = sub.add_parser("eval", help="measure models on a labelled dataset (real/ + fake/, or FaceForensics++)")
+    evaluate.add_argument("dataset", type=Path, metavar="DATASET",
+                          help="folder with real/ and fake/[METHOD/] media, or the FaceForensics++ layout")
+    _add_model_args(evaluate)
+    evaluate.add_argument("--out", type=Path, required=True, metavar="DIR",
+                          help="where metrics.json, videos.csv, roc.png and scores.png are written")
+    evaluate.add_argument("--fps", type=float, default=None,
+                          help="frames analysed per second of video (default 5; every frame when a clip model runs)")
+    evaluate.add_argument("--faces", choices=["mtcnn", "none"], default="mtcnn",
+                          help="'none' scores the whole frame as one face (for datasets of face crops)")
+    evaluate.add_argument("--threshold", type=float, default=None,
+                          help="p(fake) at or above which an item is called fake (default: the models' own, 0.5)")
+    evaluate.add_argument("--backend", choices=["auto", "torch", "onnx", "tensorrt"], default="auto")
+    evaluate.add_argument("--cache-dir", dest="crop_cache_dir", type=Path, default=None,
+                          help="face-crop cache (default: $DFSTREAM_CACHE/crops or ~/.cache/dfstream/crops)")
+    evaluate.add_argument("--no-cache", action="store_true", help="neither read nor write the face-crop cache")
+    # _prepared's engine-conversion settings, fixed for eval: fp32, the default engine cache.
+    evaluate.set_defaults(run=_run_eval, precision="fp32", calibrate=None, cache_dir=None)
+
     serve = sub.add_parser("serve", help="run the live detector: sources in, overlays out on a websocket")
     serve.add_argument("--source", action="append", dest="sources", default=[], metavar="URL_OR_PATH",
                        help="rtsp:// or rtsps:// camera, video file or /dev/videoN (repeatable)")
@@ -62,8 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--weights-dir", type=Path, default=None)
     serve.add_argument("--offline", action="store_true", help="never download missing weights")
     serve.add_argument("--device", default=None)
+    serve.add_argument("--redis", default=None, metavar="URL",
+                       help="also publish to Redis: pub/sub for overlays and status, a Stream for alerts")
+    serve.add_argument("--data-dir", type=Path, default=None,
+                       help="alert log, spool and evidence (default: $DFSTREAM_DATA or ~/.local/share/dfstream)")
     serve.add_argument("--log-level", default="INFO")
     serve.set_defaults(run=_run_serve)
+
+    from stream.alerts_cli import add_parser as add_alerts_parser
+
+    add_alerts_parser(sub)
 
     models = sub.add_parser("models", help="list the known models or download their weights")
     models_sub = models.add_subparsers(dest="action", required=True)
@@ -145,7 +172,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         sources.append(SourceConfig(name=name, url=url, loop=args.loop).model_dump())
     config = load_config(args.config, {"host": args.host, "port": args.port, "token": args.token,
                                        "models": args.models, "weights_dir": args.weights_dir,
-                                       "backend": args.backend, "sources": sources})
+                                       "backend": args.backend, "sources": sources, "redis": args.redis,
+                                       "data_dir": args.data_dir})
     if config.needs_token and not config.token:
         config = config.model_copy(update={"token": secrets.token_urlsafe(16)})
     device = _device(args)
@@ -160,6 +188,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     print(f"dfstream serve: {len(config.sources)} source(s): "
           f"{', '.join(redact(s.url) for s in config.sources) or 'none yet'}", flush=True)
     print(f"dfstream serve: open http://{shown}:{config.port}/{query}  (websocket /ws)", flush=True)
+    print(f"dfstream serve: alerts -> {config.data_dir / 'alerts.jsonl'}"
+          f"{' and ' + redact(config.redis) if config.redis else ''}", flush=True)
     web.run_app(app, host=config.host, port=config.port, print=None, handle_signals=True)
     return EXIT_OK
 
@@ -253,6 +283,47 @@ def _run_scan(args: argparse.Namespace) -> int:
     if not args.json:
         _print_table(results)
     return EXIT_INPUT_FAILED if any(r.label == "error" for r in results) else EXIT_OK
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from stream.datasets import discover
+    from stream.evaluate import CropCache, RichProgress, default_crop_cache_dir, evaluate, write_report
+    from stream.faces import DetectorConfig, FaceDetector
+    from stream.scan import Scanner, ScanOptions
+
+    dataset = discover(args.dataset)  # a bad dataset fails before any model loads
+    engines, thresholds = _load_engines(args)
+    detector = FaceDetector(DetectorConfig(device=_device(args))) if args.faces == "mtcnn" else None
+    threshold = [args.threshold] if args.threshold is not None else thresholds
+    scanner = Scanner(engines, threshold, ScanOptions(fps=args.fps, faces=args.faces), detector)
+    cache = None if args.no_cache else CropCache(args.crop_cache_dir or default_crop_cache_dir(), scanner)
+    with RichProgress(len(dataset.items)) as progress:
+        report = evaluate(dataset, scanner, cache, progress)
+    metrics = write_report(report, args.out)
+    _print_eval_table(metrics, args.out)
+    return EXIT_INPUT_FAILED if report.errors else EXIT_OK
+
+
+def _print_eval_table(metrics: dict, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    table = Table(title=f"dfstream eval ({'+'.join(metrics['models'])}, threshold {metrics['threshold']:.2f}) "
+                        f"-> {out}")
+    for col in ("subset", "level", "n (real/fake)", "accuracy", "F1", "AUC"):
+        table.add_column(col, justify="left" if col in ("subset", "level") else "right")
+    methods = metrics["methods"] if len(metrics["methods"]) > 1 else {}  # one method is the same as "all"
+    rows = [("all", metrics)] + [(f"{m} vs reals", by) for m, by in methods.items()]
+    for subset, by_level in rows:
+        for level in ("video", "frame"):
+            if level in by_level:
+                m = by_level[level]
+                table.add_row(subset, level, f"{m['n']} ({m['real']}/{m['fake']})", fmt(m["accuracy"]),
+                              fmt(m["f1"]), fmt(m["auc"]))
+    Console(width=None if sys.stdout.isatty() else PIPED_TABLE_WIDTH).print(table)
 
 
 def _print_table(results) -> None:

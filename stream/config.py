@@ -15,6 +15,7 @@ from stream.faces.detector import DetectorConfig
 from stream.live.scheduler import SchedulerConfig
 from stream.live.source import SourceConfig
 from stream.alerts import AlertPolicy
+from stream.bus import default_data_dir
 from stream.evidence import EvidencePolicy
 from stream.verdicts import VerdictPolicy
 
@@ -43,7 +44,9 @@ class ServeConfig(BaseModel):
     verdict: VerdictPolicy = VerdictPolicy()
     alerts: AlertPolicy = AlertPolicy()
     evidence: EvidencePolicy = EvidencePolicy()
-    data_dir: Path = Field(default=Path("data"), description="alert log and evidence (snapshots, clips)")
+    data_dir: Path = Field(default_factory=lambda: default_data_dir(),
+                           description="alert log, spool and evidence ($DFSTREAM_DATA or ~/.local/share/dfstream)")
+    redis: str | None = Field(default=None, description="redis://… to publish overlays, status and alerts to")
 
     @field_validator("sources")
     @classmethod

@@ -6,7 +6,10 @@ import logging
 from collections.abc import Sequence
 
 from engines.base import Engine
+import asyncio
+
 from stream.alerts import AlertManager
+from stream.bus import open_bus
 from stream.config import ServeConfig, source_name_for
 from stream.evidence import EvidenceStore
 from stream.faces import FaceDetector
@@ -21,6 +24,7 @@ class LiveService:
     def __init__(self, config: ServeConfig, engines: Sequence[Engine], detector: FaceDetector | None = None) -> None:
         self.config = config
         self.hub = Hub()
+        self.bus = open_bus(config.redis, config.data_dir, [self.hub.publish_threadsafe])
         self.evidence = EvidenceStore(config.data_dir / "evidence", config.evidence)
         self.alerts = AlertManager(self.publish, self.evidence, config.alerts)
         self.scheduler = Scheduler(detector or FaceDetector(config.detector), engines, self.publish,
@@ -28,7 +32,8 @@ class LiveService:
         self.extra_cleanups: list = []  # async callables run at shutdown (WebRTC peers...)
 
     def publish(self, msg: dict) -> None:
-        self.hub.publish_threadsafe(msg)
+        """Every message leaves through the bus: websockets always, Redis and the alert log as configured."""
+        self.bus.publish(msg)
 
     def names(self) -> set[str]:
         return {s.name for s in self.scheduler.sources()}
@@ -56,6 +61,7 @@ class LiveService:
         return True
 
     def start(self) -> None:
+        self.bus.start()
         for sc in self.config.sources:
             self.add_config(sc)
         self.scheduler.start()
@@ -63,7 +69,8 @@ class LiveService:
     async def stop(self) -> None:
         for cleanup in self.extra_cleanups:
             await cleanup()
-        self.scheduler.stop()
+        self.scheduler.stop()  # ends open alerts, which still go out through the bus below
         for source in self.scheduler.sources():
             source.stop()
         self.evidence.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.bus.close)
