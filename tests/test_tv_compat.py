@@ -67,13 +67,23 @@ def test_to_tensor_scales_uint8_only():
     assert f[2, 1, 1] == img[1, 1, 2]
 
 
-def test_install_serves_facenet_imports():
-    real = tv_compat.real_torchvision_available()
-    installed = tv_compat.install()
-    assert installed is not real
-    from torchvision.ops.boxes import batched_nms  # noqa: F401  (what facenet-pytorch imports)
-    from torchvision.transforms import functional as F
+def test_standin_serves_facenet_imports_then_leaves():
+    import importlib.util
 
-    assert callable(F.to_tensor)
-    if installed:
-        assert getattr(sys.modules["torchvision"], "__dfstream_standin__", False)
+    real = tv_compat.real_torchvision_available()
+    with tv_compat.standin() as used:
+        assert used is not real
+        from torchvision.ops.boxes import batched_nms  # noqa: F401  (what facenet-pytorch imports)
+        from torchvision.transforms import functional as F
+
+        assert callable(F.to_tensor) and importlib.util.find_spec("torchvision") is not None
+    if used:  # gone again, so libraries probing for torchvision see it is absent
+        assert "torchvision" not in sys.modules and importlib.util.find_spec("torchvision") is None
+
+
+def test_mtcnn_works_through_the_standin():
+    from stream.faces import FaceDetector
+
+    img = np.zeros((120, 160, 3), np.uint8)
+    assert FaceDetector().detect([img]) == [[]]
+    assert tv_compat.real_torchvision_available() or "torchvision" not in sys.modules

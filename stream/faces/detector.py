@@ -42,8 +42,8 @@ class Detection:
 class FaceDetector:
     def __init__(self, config: DetectorConfig | None = None) -> None:
         self.config = config or DetectorConfig()
-        tv_compat.install()
-        from facenet_pytorch import MTCNN  # after the stand-in, which it may need
+        with tv_compat.standin():
+            from facenet_pytorch import MTCNN  # binds the torchvision functions it needs at import
 
         self._mtcnn = MTCNN(
             keep_all=True,

@@ -2,14 +2,19 @@
 
 PyPI's torchvision is built against CUDA torch and fails to import beside the CPU torch these machines pin
 ("operator torchvision::nms does not exist"). facenet-pytorch needs just `ops.boxes.batched_nms` and
-`transforms.functional.to_tensor`; `install()` registers pure-torch versions under those module names when,
-and only when, the real package is unusable. On GPU machines the real torchvision is imported and used.
+`transforms.functional.to_tensor`; `standin()` registers pure-torch versions under those module names when,
+and only when, the real package is unusable, for as long as facenet-pytorch takes to import them. Afterwards
+they leave `sys.modules` again, so no other library (transformers probes for torchvision) mistakes them for the
+real package. On GPU machines the real torchvision is imported and used.
 """
 
 from __future__ import annotations
 
+import importlib.machinery
 import sys
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -67,20 +72,14 @@ def real_torchvision_available() -> bool:
     return not getattr(sys.modules["torchvision"], "__dfstream_standin__", False)
 
 
-def install() -> bool:
-    """Make `torchvision.ops.boxes.batched_nms` and `torchvision.transforms.functional.to_tensor` importable.
+STANDIN_MODULES = ("torchvision", "torchvision.ops", "torchvision.ops.boxes", "torchvision.transforms",
+                   "torchvision.transforms.functional")
 
-    Returns True if the stand-in was installed, False if the real torchvision is used.
-    """
-    if "torchvision" in sys.modules and getattr(sys.modules["torchvision"], "__dfstream_standin__", False):
-        return True
-    if real_torchvision_available():
-        return False
-    modules = {
-        name: types.ModuleType(name)
-        for name in ("torchvision", "torchvision.ops", "torchvision.ops.boxes",
-                     "torchvision.transforms", "torchvision.transforms.functional")
-    }
+
+def _standin_modules() -> dict[str, types.ModuleType]:
+    modules = {name: types.ModuleType(name) for name in STANDIN_MODULES}
+    for name, mod in modules.items():
+        mod.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=name.count(".") < 2)
     modules["torchvision"].__dfstream_standin__ = True  # type: ignore[attr-defined]
     for mod in (modules["torchvision.ops"], modules["torchvision.ops.boxes"]):
         mod.nms = nms  # type: ignore[attr-defined]
@@ -90,5 +89,21 @@ def install() -> bool:
     modules["torchvision"].transforms = modules["torchvision.transforms"]  # type: ignore[attr-defined]
     modules["torchvision.ops"].boxes = modules["torchvision.ops.boxes"]  # type: ignore[attr-defined]
     modules["torchvision.transforms"].functional = modules["torchvision.transforms.functional"]  # type: ignore[attr-defined]
+    return modules
+
+
+@contextmanager
+def standin() -> Iterator[bool]:
+    """Within the block, `torchvision.ops.boxes.batched_nms` and `torchvision.transforms.functional.to_tensor`
+    import: the real ones if torchvision works here, else the stand-ins. Yields True if the stand-in is used."""
+    if real_torchvision_available():
+        yield False
+        return
+    modules = _standin_modules()
     sys.modules.update(modules)
-    return True
+    try:
+        yield True
+    finally:
+        for name in modules:
+            if sys.modules.get(name) is modules[name]:
+                del sys.modules[name]

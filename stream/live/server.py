@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
 SERVICE_KEY = web.AppKey("service", LiveService)
 WS_HEARTBEAT_S = 20.0
+PUBLIC_PATHS = ("/", "/favicon.ico")  # the page and its code hold no data: it loads, then asks for the token
+PUBLIC_PREFIXES = ("/static/",)
+EVIDENCE_ID = re.compile(r"^[0-9a-f]{32}$")  # alert ids: uuid4 hex
+EVIDENCE_FILES = {"snapshot.jpg": "image/jpeg", "clip.mp4": "video/mp4"}
 
 
 def _token_ok(request: web.Request, service: LiveService) -> bool:
@@ -49,7 +54,9 @@ def _origin_ok(request: web.Request, service: LiveService) -> bool:
 @web.middleware
 async def auth_middleware(request: web.Request, handler):
     service = request.app[SERVICE_KEY]
-    if not _token_ok(request, service):
+    public = request.method in ("GET", "HEAD") and (
+        request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES))
+    if not public and not _token_ok(request, service):
         raise web.HTTPUnauthorized(text="this server needs its access token: open the page with ?token=TOKEN")
     return await handler(request)
 
@@ -133,6 +140,19 @@ async def index(request: web.Request) -> web.StreamResponse:
     return web.Response(text="dfstream is running: overlays on ws://HOST:PORT/ws, streams at /api/streams\n")
 
 
+async def evidence(request: web.Request) -> web.StreamResponse:
+    """An alert's snapshot or clip: /evidence/<alert id>/<snapshot.jpg|clip.mp4>. Only those two names under
+    ids of the alert-id form are served, so no request can reach outside the evidence folder."""
+    alert_id, name = request.match_info["id"], request.match_info["file"]
+    if not EVIDENCE_ID.match(alert_id) or name not in EVIDENCE_FILES:
+        raise web.HTTPNotFound(text="no such evidence")
+    root = request.app[SERVICE_KEY].evidence.root.resolve()
+    path = (root / alert_id / name).resolve()
+    if path.parent.parent != root or not path.is_file():
+        raise web.HTTPNotFound(text="no such evidence (not written yet, or removed by retention)")
+    return web.FileResponse(path, headers={"Content-Type": EVIDENCE_FILES[name], "Cache-Control": "private"})
+
+
 def build_app(service: LiveService) -> web.Application:
     app = web.Application(middlewares=[auth_middleware], client_max_size=service.config.max_message_bytes * 16)
     app[SERVICE_KEY] = service
@@ -141,6 +161,7 @@ def build_app(service: LiveService) -> web.Application:
     app.router.add_get("/api/streams", list_streams)
     app.router.add_post("/api/streams", add_stream)
     app.router.add_delete("/api/streams/{name}", remove_stream)
+    app.router.add_get("/evidence/{id}/{file}", evidence)
     try:
         from stream.live import relay, webrtc
     except ImportError as exc:  # aiortc missing: the rest of serve still works
