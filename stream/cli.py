@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threshold", type=float, default=None,
                           help="p(fake) at or above which an item is called fake (default: the models' own, 0.5)")
     evaluate.add_argument("--backend", choices=["auto", "torch", "onnx", "tensorrt"], default="auto")
-    evaluate.add_argument("--cache-dir", dest="crop_cache_dir", type=Path, default=None,
+    evaluate.add_argument("--cache-dir", dest="crop_cache_dir", type=Path, default=None, metavar="DIR",
                           help="face-crop cache (default: $DFSTREAM_CACHE/crops or ~/.cache/dfstream/crops)")
     evaluate.add_argument("--no-cache", action="store_true", help="neither read nor write the face-crop cache")
     # _prepared's engine-conversion settings, fixed for eval: fp32, the default engine cache.

@@ -7,7 +7,7 @@ The video score is the mean over scored face-frames (DeepfakeBench's video-level
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,6 +27,8 @@ FRAME_ENGINE_FPS = 5.0  # default analysed rate when every engine scores single 
 CLIP_OVERLAP = 2  # clip engines get a new window every length / CLIP_OVERLAP face-frames
 
 Label = Literal["fake", "real", "no-face", "error"]
+CropKey = tuple[int, float]  # (crop size, margin)
+READ_ERRORS = (SourceError, OSError, UnidentifiedImageError)  # an unreadable input, reported per file
 
 
 class ScanOptions(BaseModel):
@@ -38,6 +40,25 @@ class ScanOptions(BaseModel):
                     "clip engine runs (its clips are consecutive frames, as the cards trained them)")
     faces: Literal["mtcnn", "none"] = "mtcnn"
     batch_frames: int = Field(default=8, gt=0, description="frames sent to the detector at once")
+
+
+@dataclass(frozen=True, slots=True)
+class FaceFrame:
+    """One sampled frame's faces: the frame's ordinal among the input's sampled frames, the faces' track ids and
+    their crops, (faces, size, size, 3) uint8 per crop key."""
+
+    index: int
+    tracks: list[int]
+    crops: dict[CropKey, np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class FaceBatch:
+    """A batch of sampled frames (`frames` of them), the faces found in it and the tracks it ended."""
+
+    frames: int
+    faces: list[FaceFrame]
+    expired: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -129,20 +150,48 @@ class Scanner:
         self.detector = detector
         self.model_name = "+".join(e.name for e in self.engines)
 
+    @property
+    def crop_keys(self) -> list[CropKey]:
+        """Every (size, margin) some engine's crops are cut at, in a stable order."""
+        return sorted({w.crop_key for w in self.windows.values()})
+
     def scan(self, path: str | Path, on_frames: Callable[[int], None] | None = None) -> ScanResult:
         """Score one input. Failures become an `error` result; nothing raises for a bad file."""
+        return self.score(path, self.face_batches(path), on_frames)[0]
+
+    def face_batches(self, path: str | Path) -> Iterator[FaceBatch]:
+        """Decode, detect and track one input, a batch of sampled frames at a time; each batch carries its faces
+        cut at every crop key. Separate from scoring so `eval` can cache the crops and skip this step next time.
+        Raises the `READ_ERRORS` for an unreadable input."""
+        tracker = IoUTracker()
+        keys = self.crop_keys
+        first = 0
+        for batch in _batched(_frames_of(Path(path), self.fps), self.options.batch_frames):
+            faces = [FaceFrame(first + i, track_ids, {key: cut(*key) for key in keys})
+                     for i, (track_ids, cut) in enumerate(self._faces([f.image for f in batch], tracker))
+                     if track_ids]
+            yield FaceBatch(frames=len(batch), faces=faces, expired=list(tracker.expired))
+            first += len(batch)
+
+    def score(self, path: str | Path, batches: Iterable[FaceBatch],
+              on_frames: Callable[[int], None] | None = None) -> tuple[ScanResult, list[dict[str, float]]]:
+        """Score the face batches of one input (fresh from `face_batches`, or replayed from a cache).
+
+        Returns the result and, per face in order, the p(fake) of each engine whose item that face completed
+        (every engine for frame engines; a clip engine only on the face that completes one of its windows)."""
         path = Path(path)
         scores = _Scores([e.name for e in self.engines])
+        per_face: list[dict[str, float]] = []
+        rings = TrackRings(self.windows.values())
         try:
-            tracker = IoUTracker()
-            rings = TrackRings(self.windows.values())
-            for batch in _batched(_frames_of(path, self.fps), self.options.batch_frames):
-                self._score_batch(batch, tracker, rings, scores)
+            for batch in batches:
+                per_face += self._score_faces(batch.faces, rings, scores)
+                rings.expire(batch.expired)
                 if on_frames:
-                    on_frames(len(batch))
-        except (SourceError, OSError, UnidentifiedImageError) as exc:
-            return self._result(path, scores, error=str(exc))
-        return self._result(path, scores)
+                    on_frames(batch.frames)
+        except READ_ERRORS as exc:
+            return self._result(path, scores, error=str(exc)), per_face
+        return self._result(path, scores), per_face
 
     def _faces(self, images: list[np.ndarray], tracker: IoUTracker) -> list[tuple[list[int], Callable]]:
         """Per frame: the track ids of its faces and a function cutting their crops at (size, margin)."""
@@ -155,22 +204,26 @@ class Scanner:
             out.append((tracker.update(boxes), lambda size, margin, im=im, b=boxes: crop_faces(im, b, size, margin)))
         return out
 
-    def _score_batch(self, frames: list[Frame], tracker: IoUTracker, rings: TrackRings, scores: _Scores) -> None:
-        keys = {w.crop_key for w in rings.specs}
-        ready: list[ReadyWindow] = []
-        for track_ids, cut in self._faces([f.image for f in frames], tracker):
-            if not track_ids:
-                continue
-            crops = {key: cut(*key) for key in keys}
-            for j, tid in enumerate(track_ids):
+    def _score_faces(self, faces: Sequence[FaceFrame], rings: TrackRings, scores: _Scores) -> list[dict[str, float]]:
+        """Push every face into its track's rings, then score the windows that became due with one call per
+        engine. Returns each face's p(fake) per engine that scored a window it completed."""
+        ready: list[tuple[int, ReadyWindow]] = []
+        n_faces = 0
+        for face in faces:
+            for j, tid in enumerate(face.tracks):
                 scores.add_face(tid)
-                ready += rings.push(tid, {key: c[j] for key, c in crops.items()})
-            rings.expire(tracker.expired)
+                ready += [(n_faces, w) for w in rings.push(tid, {key: c[j] for key, c in face.crops.items()})]
+                n_faces += 1
+        per_face: list[dict[str, float]] = [{} for _ in range(n_faces)]
         for engine in self.engines:
-            mine = [w for w in ready if w.spec == self.windows[engine.name]]
+            mine = [(k, w) for k, w in ready if w.spec == self.windows[engine.name]]
             if mine:
-                batch = np.stack([w.clip[0] if w.spec.length == 1 else w.clip for w in mine])
-                scores.add(engine.name, [w.track for w in mine], engine.predict(batch))
+                batch = np.stack([w.clip[0] if w.spec.length == 1 else w.clip for _, w in mine])
+                p = engine.predict(batch)
+                scores.add(engine.name, [w.track for _, w in mine], p)
+                for (k, _), s in zip(mine, p):
+                    per_face[k][engine.name] = float(s)
+        return per_face
 
     def _result(self, path: Path, scores: _Scores, error: str | None = None) -> ScanResult:
         tracks = scores.track_scores()
