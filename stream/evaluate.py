@@ -29,6 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
+from engines.weights import sha256_of
 from stream.datasets import FAKE, REAL, Dataset, DatasetItem
 from stream.faces.tracker import TrackerConfig
 from stream.scan import READ_ERRORS, CropKey, FaceBatch, FaceFrame, Scanner
@@ -36,7 +37,6 @@ from stream.scan import READ_ERRORS, CropKey, FaceBatch, FaceFrame, Scanner
 CACHE_VERSION = 1  # bump when the cached arrays' meaning changes
 CACHE_ENV = "DFSTREAM_CACHE"
 CROPS_SUBDIR = "crops"
-HASH_CHUNK_BYTES = 1 << 20
 SPEC_HASH_CHARS = 16
 METRICS_JSON, VIDEOS_CSV, ROC_PNG, HISTOGRAM_PNG = "metrics.json", "videos.csv", "roc.png", "scores.png"
 HISTOGRAM_BINS = 20
@@ -113,7 +113,7 @@ class CropCache:
 
     def entry(self, path: Path) -> Path:
         """Where `path`'s crops live: named by its content's sha256, so a renamed or linked copy hits too."""
-        digest = file_sha256(path)
+        digest = sha256_of(path)
         return self.root / digest[:2] / f"{digest}-{self.spec_hash}.npz"
 
     def load(self, entry: Path) -> FaceCrops | None:
@@ -141,14 +141,6 @@ class CropCache:
         except OSError as exc:
             log.warning("crop cache not written (%s): %s", entry, exc)
             tmp.unlink(missing_ok=True)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK_BYTES):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class EvalProgress(Protocol):
