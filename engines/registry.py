@@ -130,7 +130,7 @@ MODELS: dict[str, ModelEntry] = {
             architecture="xception_logreg",
             card="000",
             description="Keras ImageNet Xception features (frozen) + StandardScaler + LogisticRegression, per frame",
-            # The card publishes no trained head; `dfstream train logreg` (planned) fits one and writes this file.
+            # The card publishes no trained head; `dfstream train logreg` fits one and writes this file.
             weights=WeightsSource(
                 filename="xception_logreg_head.npz",
                 hint="Seed card 000 publishes no trained head: fit one on your labelled face crops with "

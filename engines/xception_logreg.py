@@ -3,7 +3,7 @@
 The card freezes `keras.applications.Xception(weights="imagenet", include_top=False)` with global average
 pooling (2048 features) and fits a scikit-learn StandardScaler and LogisticRegression on them. It publishes no
 trained head, so the engine needs two files: the public Keras notop weights (the registry's "backbone" extra file)
-and a head trained here by `dfstream train logreg` (planned), which the registry treats as the model's weights.
+and a head trained here by `dfstream train logreg`, which the registry treats as the model's weights.
 
 The head is stored in a safe format: an `.npz` of plain arrays (scaler mean/scale, coef, intercept, classes) plus
 a JSON metadata string (feature dim, fake class, scikit-learn version, hyperparameters), loaded with

@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO")
     serve.set_defaults(run=_run_serve)
 
+    train = sub.add_parser("train", help="train an engine's weights on a labelled dataset "
+                                          "(logreg, lstm, videomae, xception)")
+    from stream.train.cli import add_arguments as add_train_arguments
+
+    add_train_arguments(train)
+    train.set_defaults(run=_run_train)
+
     from stream.alerts_cli import add_parser as add_alerts_parser
 
     add_alerts_parser(sub)
@@ -302,6 +309,12 @@ def _run_eval(args: argparse.Namespace) -> int:
     metrics = write_report(report, args.out)
     _print_eval_table(metrics, args.out)
     return EXIT_INPUT_FAILED if report.errors else EXIT_OK
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from stream.train.cli import run
+
+    return run(args)
 
 
 def _print_eval_table(metrics: dict, out: Path) -> None:

@@ -67,8 +67,11 @@ class Dataset:
                 "videos": len({i.group for i in self.items})}
 
 
-def discover(root: str | Path) -> Dataset:
-    """Find the labelled media under `root`; raises DatasetError when it is missing, unrecognised or one-sided."""
+def discover(root: str | Path, require_fakes: bool = True) -> Dataset:
+    """Find the labelled media under `root`; raises DatasetError when it is missing, unrecognised or one-sided.
+
+    `require_fakes=False` accepts real-only data, for training with self-blended pseudo-fakes (`train --sbi`).
+    """
     root = Path(os.path.abspath(root))  # reports are read away from the current folder; symlinks are kept
     if not root.exists():
         raise DatasetError(f"{root}: no such folder")
@@ -90,7 +93,7 @@ def discover(root: str | Path) -> Dataset:
     if not items:
         raise DatasetError(f"{root}: no media files under {where} (looked for {', '.join(sorted(MEDIA_SUFFIXES))})")
     labels = {i.label for i in items}
-    if FAKE not in labels:
+    if FAKE not in labels and require_fakes:
         raise DatasetError(f"{root}: no fake media found ({len(items)} real files); eval needs fakes and reals")
     if REAL not in labels:
         raise DatasetError(f"{root}: no real media found ({len(items)} fake files); eval needs fakes and reals")
