@@ -32,7 +32,7 @@ from stream.live.source import SourceConfig
 
 from cdp import Browser, Page, chromium_unavailable
 from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer
+from live_server import LiveServer, collect
 from rtsp_server import RtspServer, unavailable_reason
 
 REAL_VIDEO = FFPP / "real" / "004.mp4"
@@ -208,17 +208,22 @@ def test_rtsp_camera_added_from_the_page_is_relayed_with_boxes(meso, tmp_path):
 
 
 @pytest.mark.slow
-def test_alert_on_the_deepfakes_video_appears_in_the_feed(meso, tmp_path):
+def test_alert_on_the_deepfakes_video_appears_in_the_feed_of_a_page_opened_later(meso, tmp_path):
+    """The page is opened only after the alert started, as a reviewer would: the feed still shows it."""
     source = SourceConfig(name="studio", url=str(FAKE_VIDEO), loop=True)
 
     async def scenario(server: LiveServer) -> None:
+        started = await collect(server.base.replace("http", "ws") + "/ws?streams=studio",
+                                lambda msgs: any(m.get("type") == "alert" for m in msgs), ALERT_TIMEOUT_S)
+        first = next(m for m in started if m.get("type") == "alert")
         async with Browser() as browser:
             page = await browser.new_page()
             await page.goto(server.base + "/")
             await page.wait_for("window.__dfstream.ready", PAGE_TIMEOUT_S)
             alert = await page.wait_for(
-                "Object.values(window.__dfstream.alerts).find(a => a.stream === 'studio' && a.snapshot === 'loaded')",
-                ALERT_TIMEOUT_S)
+                f"(a => a && a.snapshot === 'loaded' && a)(window.__dfstream.alerts[{json.dumps(first['id'])}])",
+                PAGE_TIMEOUT_S)
+            assert alert["stream"] == "studio"
             assert alert["score_max"] >= 0.7 and "meso4-df" in alert["engines"]
             shown = await page.evaluate(
                 f"(() => {{ const li = document.getElementById('alert-{alert['id']}');"

@@ -1,6 +1,7 @@
 """The live pipeline with real parts: sources, buffers, scheduler, hub and the serve app over websockets."""
 
 import asyncio
+import json
 import random
 import time
 
@@ -182,6 +183,36 @@ def test_slow_client_does_not_delay_fast_one_and_keeps_alerts():
     assert len(fast_got) == 201 and fast_done < 1.0  # fast client got everything, without waiting for slow
     assert dropped > 100  # the slow one lost overlays...
     assert any('"alert"' in t for t in slow_got)  # ...but not the alert
+
+
+def test_late_client_is_sent_open_and_recent_alerts_first():
+    async def run():
+        hub = Hub(ended_alerts_replayed=2)
+        for i in range(4):  # four alerts start; three end, one stays open
+            hub.publish({"type": "alert", "event": "start", "stream": "cam", "id": f"a{i}", "seq": 1})
+        hub.publish({"type": "alert", "event": "update", "stream": "cam", "id": "a0", "seq": 2})
+        for i in (1, 2, 3):
+            hub.publish({"type": "alert", "event": "end", "stream": "cam", "id": f"a{i}", "seq": 2})
+        hub.publish({"type": "alert", "event": "start", "stream": "other", "id": "b0", "seq": 1})
+        hub.publish({"type": "overlay", "stream": "cam", "faces": []})  # not replayed: it is stale at once
+
+        got: list[dict] = []
+
+        async def send(text):
+            got.append(json.loads(text))
+
+        client = Client(send, streams={"cam"})
+        hub.join(client)
+        pump = asyncio.create_task(client.pump())
+        hub.publish({"type": "alert", "event": "end", "stream": "cam", "id": "a0", "seq": 3})
+        await asyncio.sleep(0.1)
+        pump.cancel()
+        return got
+
+    got = asyncio.run(run())
+    # the open alert's latest message, then the two most recent ended ones, then live traffic; no other stream's
+    assert [(m["id"], m["event"], m["seq"]) for m in got] == [
+        ("a0", "update", 2), ("a2", "end", 2), ("a3", "end", 2), ("a0", "end", 3)]
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,23 @@
 """Websocket fan-out. Each client has its own outbox: overlays and status are lossy (a slow client loses the
-oldest), alerts are never dropped, and nothing a client does can slow the pipeline or another client."""
+oldest), alerts are never dropped, and nothing a client does can slow the pipeline or another client.
+
+A client that connects late (a page opened or reloaded while a face is already flagged) is first sent the latest
+message of every open alert and of the most recent ended ones, so an alert feed never depends on when it was opened.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 LOSSY_TYPES = frozenset({"overlay", "status"})
 LOSSY_BACKLOG = 32  # overlay/status messages a client may lag behind before the oldest are dropped
+ENDED_ALERTS_REPLAYED = 50  # ended alerts a newly connected client is sent (open ones are always sent)
 
 
 class Client:
@@ -47,17 +52,48 @@ class Client:
                 await self._send(text)
 
 
+class AlertReplay:
+    """The latest message of each alert, in order of first appearance: every open alert, and the last
+    `ended_kept` ended ones."""
+
+    def __init__(self, ended_kept: int = ENDED_ALERTS_REPLAYED) -> None:
+        self.ended_kept = ended_kept
+        self._latest: OrderedDict[str, tuple[dict[str, Any], str]] = OrderedDict()
+
+    def record(self, msg: dict[str, Any], text: str) -> None:
+        alert_id = msg.get("id")
+        if not alert_id:
+            return
+        self._latest[alert_id] = (msg, text)  # keeps its place: ordered by the alert's first message
+        ended = [i for i, (m, _) in self._latest.items() if m.get("event") == "end"]
+        for old in ended[: max(0, len(ended) - self.ended_kept)]:
+            del self._latest[old]
+
+    def messages(self) -> list[tuple[dict[str, Any], str]]:
+        return list(self._latest.values())
+
+
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, ended_alerts_replayed: int = ENDED_ALERTS_REPLAYED) -> None:
         self.clients: set[Client] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.replay = AlertReplay(ended_alerts_replayed)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
 
+    def join(self, client: Client) -> None:
+        """Add a client and queue the alerts it missed; call on the event loop's thread."""
+        for msg, text in self.replay.messages():
+            if client.wants(msg):
+                client.enqueue(msg, text)
+        self.clients.add(client)
+
     def publish(self, msg: dict[str, Any]) -> None:
         """Deliver to every subscribed client; call on the event loop's thread."""
         text = json.dumps(msg, separators=(",", ":"))
+        if msg.get("type") == "alert":
+            self.replay.record(msg, text)
         for client in list(self.clients):
             if client.wants(msg):
                 client.enqueue(msg, text)

@@ -69,7 +69,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     streams = request.query.get("streams")
     client = Client(ws.send_str, set(streams.split(",")) if streams else None)
-    service.hub.clients.add(client)
+    service.hub.join(client)
     pump = asyncio.create_task(client.pump())
     try:
         async for msg in ws:
