@@ -323,6 +323,28 @@ def test_lstm_smoke_writes_weights_the_engine_loads(frames_dataset: Path, tmp_pa
 
 
 @pytest.mark.slow
+def test_lstm_finetune_with_online_sbi_trains_the_backbone_on_real_only_data(reals_dataset: Path,
+                                                                           backbone: Path, tmp_path: Path) -> None:
+    """`--finetune` trains end to end (the backbone moves), and `--sbi` re-blends pseudo-fakes from the reals."""
+    from engines.xception_lstm import load_xception_lstm
+    from stream.train.features import load_backbone
+
+    out = tmp_path / "lstm-ft"
+    assert _train("lstm", reals_dataset, "--out", out, "--steps", CROPS_PER_VIDEO, "--size", SMALL, "--per-video", 1,
+                  "--epochs", 1, "--batch-size", 2, "--finetune", "--sbi", "--backbone-weights", backbone,
+                  *RUN_FLAGS, cache=tmp_path / "cache") == EXIT_OK
+    start = load_backbone(backbone)
+    model, _ = load_xception_lstm(out / LSTM_FILE)
+    assert not torch.equal(model.backbone.conv1.weight, start.conv1.weight)  # fine-tuned, not frozen
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["history"] and not (out / "features.npz").exists()  # end to end: no feature cache
+    for side in ("train", "val"):
+        assert metrics["data"][side]["real"] > 0 and metrics["data"][side]["fake"] == metrics["data"][side]["real"]
+    engine = build_engine("xception-lstm", weights_file=out / LSTM_FILE)
+    assert engine.labels.fake_index == 1
+
+
+@pytest.mark.slow
 def test_lstm_weights_load_in_keras(tmp_path: Path) -> None:
     """The card's own `build_model(...).load_weights(path)` reads the file, and agrees with the engine."""
     tf = pytest.importorskip("tensorflow")
@@ -369,3 +391,19 @@ def test_videomae_smoke_writes_a_folder_the_engine_loads(frames_dataset: Path, t
     assert (engine.spec.frames, engine.spec.size) == (2, 32)
     p = engine.predict(np.random.default_rng(0).integers(0, 256, (2, 2, 32, 32, 3), dtype=np.uint8))
     assert p.shape == (2,) and ((0 <= p) & (p <= 1)).all()
+
+
+@pytest.mark.slow
+def test_videomae_with_online_sbi_trains_on_real_only_data(reals_dataset: Path, tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    init = tmp_path / "init"
+    torch.manual_seed(0)
+    transformers.VideoMAEForVideoClassification(transformers.VideoMAEConfig(num_labels=2, **TINY_VIDEOMAE)) \
+        .save_pretrained(init)
+    out = tmp_path / "videomae-sbi"
+    assert _train("videomae", reals_dataset, "--out", out, "--init", init, "--per-video", 1, "--epochs", 1,
+                  "--batch-size", 2, "--sbi", *RUN_FLAGS, cache=tmp_path / "cache") == EXIT_OK
+    data = json.loads((out / "metrics.json").read_text())["data"]
+    for side in ("train", "val"):
+        assert data[side]["real"] > 0 and data[side]["fake"] == data[side]["real"]
+    assert build_engine("videomae", weights_file=out / "videomae").labels.fake_index == 1
