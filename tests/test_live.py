@@ -150,6 +150,26 @@ def test_load_lowers_rates_fairly_before_shedding_and_recovers():
     assert sched.scale == 1.0
 
 
+def test_passes_that_start_late_keep_each_stream_at_its_target_rate():
+    """Each pass starts a few ms after a stream is due (the loop naps between checks); the analysed rate must
+    still be the target, not 1 / (period + lateness)."""
+    sched = Scheduler.__new__(Scheduler)
+    Scheduler.__init__(sched, detector=None, engines=[], publish=lambda m: None)  # type: ignore[arg-type]
+    source = _Idle("cam", 5.0)
+    sched.add(source)
+    st = next(iter(sched._streams.values()))
+    frame = Frame(image=np.zeros((2, 2, 3), np.uint8), pts=0, time=0.0, index=0, received=0.0)
+    rng = random.Random(0)
+    now, picked = 0.0, 0
+    while now < 60.0:
+        source.buffer.put(frame)
+        if sched._due(now):
+            picked += 1
+            now += rng.uniform(0.01, 0.15)  # the pass itself
+        now += rng.uniform(0.0, 0.01)  # the nap, and whatever else delays the next check
+    assert picked / 60.0 == pytest.approx(5.0, abs=0.05)
+
+
 def test_slow_client_does_not_delay_fast_one_and_keeps_alerts():
     async def run():
         hub = Hub()

@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from stream.faces import tv_compat
 
 
+RESIZE_REDUCING_GAP = 1.0
+
+
 class DetectorConfig(BaseModel):
     """MTCNN settings. `min_prob` drops low-confidence faces after the cascade's own thresholds."""
 
@@ -85,4 +88,6 @@ def _resize(image: np.ndarray, scale: float) -> np.ndarray:
         return image
     h, w = image.shape[:2]
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    # reducing_gap: box-filter down by the integer part of the factor first (a 720p frame in ~1 ms instead of ~7),
+    # then bilinear for the rest
+    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=RESIZE_REDUCING_GAP))

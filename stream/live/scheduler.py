@@ -171,7 +171,10 @@ class Scheduler:
             frame = st.source.buffer.take_latest()
             if frame is not None:
                 picks.append((st, frame))
-                st.next_due = now + period
+                # A pass that starts a little late keeps the stream on its grid, or the analysed rate would fall
+                # short of the target by the lateness; an early (coalesced) pick or one a period late restarts it.
+                late = now - st.next_due
+                st.next_due = (st.next_due if 0 <= late < period else now) + period
         return picks
 
     def _adapt(self, utilisation: float) -> None:
