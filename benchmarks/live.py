@@ -6,6 +6,7 @@ moment a frame was decoded to the moment its overlay was published). For the pro
 
     .venv/bin/python benchmarks/live.py --streams 2 --model meso4-df --seconds 30
     .venv/bin/python benchmarks/live.py --streams 1 --model xception-140k --seconds 30
+    .venv/bin/python benchmarks/live.py --streams 1 --model xception-140k --precision int8
 
 The 720p30 inputs are made once from the shared FF++ clips (scaled with PyAV into a temp folder). xception-140k
 runs with random weights in the card's layout when its published file is absent: speed does not depend on values.
@@ -34,6 +35,7 @@ from rich.table import Table
 SHARED_VIDEOS = sorted((ROOT.parent / "shared" / "data" / "ffpp-c23").glob("*/*.mp4"))
 WIDTH, HEIGHT, FPS = 1280, 720, 30
 TARGET_ANALYSED_FPS = 5.0
+CALIBRATION_VIDEOS = 2
 WARMUP_S = 15.0  # past the first-call spike (ONNX session warm-up) and the rate recovery after it
 
 
@@ -55,7 +57,7 @@ def make_720p30(src: Path, dst: Path, seconds: float = 12.0) -> Path:
     return dst
 
 
-def build(model: str, weights_dir: Path | None, backend: str, tmp: Path):
+def build(model: str, weights_dir: Path | None, backend: str, precision: str, tmp: Path):
     from engines.backends import prepare
     from engines.registry import build_engine
     from engines.weights import WeightsUnavailable
@@ -72,7 +74,12 @@ def build(model: str, weights_dir: Path | None, backend: str, tmp: Path):
         path = tmp / "random_xception.pth"
         torch.save(Xception140k().state_dict(), path)
         engine = build_engine(model, weights_file=path)
-    return prepare(engine, backend, cache_dir=tmp / "engines")
+    calibration = None
+    if precision == "int8":  # calibrated on faces from clips the benchmark does not play
+        from stream.calibration import calibration_crops
+
+        calibration = calibration_crops(SHARED_VIDEOS[-CALIBRATION_VIDEOS:], engine.spec.size, engine.spec.margin)
+    return prepare(engine, backend, precision, calibration, cache_dir=tmp / "engines")
 
 
 def main() -> None:
@@ -81,6 +88,8 @@ def main() -> None:
     parser.add_argument("--model", default="meso4-df")
     parser.add_argument("--weights-dir", type=Path, default=ROOT.parent / "shared" / "weights" / "mesonet")
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+                        help="int8: ONNX Runtime static quantisation, calibrated on two shared clips")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds after warm-up")
     parser.add_argument("--fps", type=float, default=TARGET_ANALYSED_FPS, help="target analysed fps per stream")
     parser.add_argument("--detect-side", type=int, default=None,
@@ -94,7 +103,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="dfstream-live-bench-"))
     videos = [make_720p30(SHARED_VIDEOS[i % len(SHARED_VIDEOS)], tmp / f"cam{i}.mp4") for i in range(args.streams)]
-    engine = build(args.model, args.weights_dir, args.backend, tmp)
+    engine = build(args.model, args.weights_dir, args.backend, args.precision, tmp)
     latest_status: dict[str, dict] = {}
     overlays: dict[str, list[float]] = {}
 
@@ -131,7 +140,7 @@ def main() -> None:
         s.stop()
 
     table = Table(title=f"live: {args.streams} × {WIDTH}x{HEIGHT}@{FPS} files, {engine.name} on "
-                        f"{type(engine).__name__}, target {args.fps} analysed fps, detect side {detector_config.max_side}, "
+                        f"{type(engine).__name__} {args.precision}, target {args.fps} analysed fps, detect side {detector_config.max_side}, "
                         f"{args.seconds:.0f} s measured")
     for col in ("stream", "displayed fps", "analysed fps", "dropped", "latency p50 ms", "latency p95 ms"):
         table.add_column(col, justify="right")

@@ -150,6 +150,18 @@ def test_load_lowers_rates_fairly_before_shedding_and_recovers():
     assert sched.scale == 1.0
 
 
+def test_one_slow_second_does_not_lower_rates_but_sustained_load_does():
+    sched = Scheduler(detector=None, engines=[], publish=lambda m: None)  # type: ignore[arg-type]
+    sched.add(_Idle("a", 5.0))
+    for _ in range(5):
+        sched._adapt(0.7)
+    sched._adapt(1.0)  # one spike
+    assert sched.scale == 1.0 and not sched.events
+    for _ in range(3):
+        sched._adapt(1.0)
+    assert sched.scale < 1.0
+
+
 def test_passes_that_start_late_keep_each_stream_at_its_target_rate():
     """Each pass starts a few ms after a stream is due (the loop naps between checks); the analysed rate must
     still be the target, not 1 / (period + lateness)."""

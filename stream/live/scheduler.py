@@ -57,6 +57,9 @@ class SchedulerConfig(BaseModel):
     step_down: float = Field(default=0.8, gt=0, lt=1)
     step_up: float = Field(default=1.1, gt=1)
     adapt_period_s: float = Field(default=1.0, gt=0)
+    load_smoothing: float = Field(default=0.5, gt=0, le=1,
+                                  description="weight of the newest period in the smoothed load, so one slow "
+                                              "second (a GC, a noisy neighbour) does not lower every rate")
     status_period_s: float = Field(default=1.0, gt=0)
 
 
@@ -179,8 +182,8 @@ class Scheduler:
 
     def _adapt(self, utilisation: float) -> None:
         """Lower all rates together under load, then shed streams; recover in the reverse order."""
-        self.utilisation = utilisation
         c = self.config
+        self.utilisation = utilisation = c.load_smoothing * utilisation + (1 - c.load_smoothing) * self.utilisation
         with self._lock:
             active = [s for s in self._streams.values() if not s.shed]
             shed = [s for s in self._streams.values() if s.shed]
