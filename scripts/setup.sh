@@ -13,6 +13,8 @@ command -v "$python" >/dev/null || python=python3
 inputs_hash=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)
 stamp="$venv/.installed-$profile-$inputs_hash"
 [ -f "$stamp" ] && exit 0
+# the test profile installs everything the runtime one does
+[ "$profile" = runtime ] && [ -f "$venv/.installed-test-$inputs_hash" ] && exit 0
 
 echo "dfstream setup ($profile): installing into $venv" >&2
 if [ "$profile" = test ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
