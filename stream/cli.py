@@ -95,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(train)
     train.set_defaults(run=_run_train)
 
+    explain = sub.add_parser("explain", help="Grad-CAM heatmaps: where in the most fake-looking faces of a video "
+                                             "or image a frame engine found its evidence")
+    explain.add_argument("path", type=Path, metavar="PATH")
+    _add_model_args(explain)
+    explain.add_argument("--out", type=Path, required=True, help="folder for the PNGs, heatmaps.npz and "
+                                                                 "explanations.json")
+    explain.add_argument("--top", type=int, default=8, help="face-frames explained: those with the highest p_fake")
+    explain.add_argument("--fps", type=float, default=None, help="frames analysed per second of video (default 5)")
+    explain.add_argument("--faces", choices=["mtcnn", "none"], default="mtcnn",
+                         help="'none' explains the whole frame (for already-cropped faces)")
+    explain.set_defaults(run=_run_explain)
+
     from stream.alerts_cli import add_parser as add_alerts_parser
 
     add_alerts_parser(sub)
@@ -309,6 +321,31 @@ def _run_eval(args: argparse.Namespace) -> int:
     metrics = write_report(report, args.out)
     _print_eval_table(metrics, args.out)
     return EXIT_INPUT_FAILED if report.errors else EXIT_OK
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    from engines.registry import DEFAULT_MODEL, build_engine
+    from stream.explain import explain_top, write_explanations
+    from stream.faces import DetectorConfig, FaceDetector
+    from stream.scan import READ_ERRORS, Scanner, ScanOptions
+
+    names = args.models or [DEFAULT_MODEL]
+    if len(names) != 1:
+        raise ValueError("explain takes exactly one --model")
+    engine = build_engine(names[0], weights_dir=args.weights_dir, weights_file=args.weights, device=_device(args),
+                          allow_download=not args.offline)  # the torch network: Grad-CAM needs its gradients
+    detector = FaceDetector(DetectorConfig(device=_device(args))) if args.faces == "mtcnn" else None
+    scanner = Scanner([engine], [0.5], ScanOptions(fps=args.fps, faces=args.faces), detector)
+    try:
+        items = explain_top(engine, scanner.face_batches(args.path), args.top)
+    except READ_ERRORS as exc:
+        print(f"dfstream explain: {exc}", file=sys.stderr)
+        return EXIT_INPUT_FAILED
+    summary = write_explanations(args.out, args.path, engine.name, items)
+    for e in summary["explanations"]:
+        print(f"{e['rank']:>2}. frame {e['frame']:>5} track {e['track']:>3} p_fake {e['p_fake']:.3f} -> "
+              f"{args.out / e['image']}")
+    return EXIT_OK
 
 
 def _run_train(args: argparse.Namespace) -> int:
