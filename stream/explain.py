@@ -81,7 +81,10 @@ class GradCam:
         hook = self.layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
         try:
             with torch.enable_grad():
-                raw = self.engine.module(self.engine.preprocess(crops))  # eager: the frozen graph has no grads
+                # eager (the frozen graph has no gradients); the input asks for them so a network whose
+                # parameters are frozen still yields activation gradients
+                x = self.engine.preprocess(crops).requires_grad_(True)
+                raw = self.engine.module(x)
                 p_fake = self.engine.labels.to_p_fake(raw.float())
                 activations = captured[-1]
                 (grads,) = torch.autograd.grad(p_fake.sum(), activations)

@@ -64,6 +64,15 @@ def test_heatmap_lies_on_the_evidence() -> None:
     assert heat[1][20:30, 2:10].mean() > 5 * heat[1][PATCH].mean()
 
 
+def test_frozen_parameters_still_explain() -> None:
+    engine = toy_engine()
+    engine.module.requires_grad_(False)
+    crops = np.zeros((1, SIZE, SIZE, 3), np.uint8)
+    crops[0][PATCH] = 255
+    _, heat = GradCam(engine)(crops)
+    assert heat[0][PATCH].mean() > 0.5
+
+
 def test_layer_is_the_last_spatial_convolution() -> None:
     engine = toy_engine()
     assert last_spatial_conv(engine.module, SIZE) is engine.module.features[2]
