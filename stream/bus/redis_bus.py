@@ -202,7 +202,9 @@ class RedisBus(Bus):
                 stopping = self._stop
             for msg in batch:
                 self._handle(msg)
-            if self._needs_recovery() and (time.monotonic() >= self._next_retry or (stopping and not self._down)):
+            # at shutdown, one more try whatever the back-off says: Redis may be back, and the spool
+            # should not wait for the next run (a down Redis costs one connect timeout here)
+            if self._needs_recovery() and (time.monotonic() >= self._next_retry or stopping):
                 self._recover()
             if stopping:
                 with self._cond:
