@@ -324,7 +324,10 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_explain(args: argparse.Namespace) -> int:
-    from engines.registry import DEFAULT_MODEL, build_engine
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from engines.registry import DEFAULT_MODEL, build_engine, get_entry
     from stream.explain import explain_top, write_explanations
     from stream.faces import DetectorConfig, FaceDetector
     from stream.scan import READ_ERRORS, Scanner, ScanOptions
@@ -335,12 +338,24 @@ def _run_explain(args: argparse.Namespace) -> int:
     engine = build_engine(names[0], weights_dir=args.weights_dir, weights_file=args.weights, device=_device(args),
                           allow_download=not args.offline)  # the torch network: Grad-CAM needs its gradients
     detector = FaceDetector(DetectorConfig(device=_device(args))) if args.faces == "mtcnn" else None
-    scanner = Scanner([engine], [0.5], ScanOptions(fps=args.fps, faces=args.faces), detector)
-    try:
-        items = explain_top(engine, scanner.face_batches(args.path), args.top)
-    except READ_ERRORS as exc:
-        print(f"dfstream explain: {exc}", file=sys.stderr)
-        return EXIT_INPUT_FAILED
+    scanner = Scanner([engine], [get_entry(names[0]).threshold], ScanOptions(fps=args.fps, faces=args.faces),
+                      detector)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[frames]} frames"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(f"explaining {args.path.name}", frames=0)
+
+        def counted(batches):
+            frames = 0
+            for batch in batches:
+                frames += batch.frames
+                progress.update(task, frames=frames)
+                yield batch
+
+        try:
+            items = explain_top(engine, counted(scanner.face_batches(args.path)), args.top)
+        except READ_ERRORS as exc:
+            print(f"dfstream explain: {exc}", file=sys.stderr)
+            return EXIT_INPUT_FAILED
     summary = write_explanations(args.out, args.path, engine.name, items)
     for e in summary["explanations"]:
         print(f"{e['rank']:>2}. frame {e['frame']:>5} track {e['track']:>3} p_fake {e['p_fake']:.3f} -> "
