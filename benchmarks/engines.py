@@ -143,8 +143,8 @@ def count_flops(module: torch.nn.Module, spec: InputSpec) -> float:
 
 def face_crops(videos: Sequence[Path]) -> list[tuple[np.ndarray, np.ndarray]]:
     """(frame, best face box) pairs from the first FRAMES_PER_VIDEO frames sampled at 1 fps of each video."""
-    from stream.faces import FaceDetector
-    from stream.sources import AVSource
+    from stream.live.faces import FaceDetector
+    from stream.live.sources import AVSource
 
     detector = FaceDetector()
     pairs = []
@@ -162,7 +162,7 @@ def face_crops(videos: Sequence[Path]) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def crops_for(spec: InputSpec, detections: Sequence[tuple[np.ndarray, np.ndarray]], count: int) -> np.ndarray:
     """`count` uint8 items for `spec`: real face crops cycled (clips repeat the crops over time for temporal specs)."""
-    from stream.faces import crop_faces
+    from stream.live.faces import crop_faces
 
     if detections:
         found = np.concatenate([crop_faces(img, [box], spec.size, spec.margin) for img, box in detections])

@@ -76,7 +76,7 @@ def build(model: str, weights_dir: Path | None, backend: str, precision: str, tm
         engine = build_engine(model, weights_file=path)
     calibration = None
     if precision == "int8":  # calibrated on faces from clips the benchmark does not play
-        from stream.calibration import calibration_crops
+        from stream.jobs.calibration import calibration_crops
 
         calibration = calibration_crops(SHARED_VIDEOS[-CALIBRATION_VIDEOS:], engine.spec.size, engine.spec.margin)
     return prepare(engine, backend, precision, calibration, cache_dir=tmp / "engines")
@@ -97,9 +97,9 @@ def main() -> None:
                              "but finds no face under ~107 px in a 1280-wide frame (~80 px at 640)")
     args = parser.parse_args()
 
-    from stream.faces import DetectorConfig, FaceDetector
-    from stream.live.scheduler import Scheduler
-    from stream.live.source import AVLiveSource, SourceConfig
+    from stream.live.faces import DetectorConfig, FaceDetector
+    from stream.live.scheduler.loop import Scheduler
+    from stream.live.sources.live import AVLiveSource, SourceConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="dfstream-live-bench-"))
     videos = [make_720p30(SHARED_VIDEOS[i % len(SHARED_VIDEOS)], tmp / f"cam{i}.mp4") for i in range(args.streams)]

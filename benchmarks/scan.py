@@ -13,7 +13,7 @@ What each figure means (all timed with time.perf_counter after one warm-up run; 
 - MTCNN: FaceDetector.detect on batches of DETECT_BATCH sampled frames, wall ms divided by the frame count.
 - MesoNet: engine.predict on real face crops (from those detections, cut at the engine's size and margin),
   wall ms per crop at batch 1 and at batch 16.
-- end to end: stream.scan.Scanner.scan over all inputs at --fps, as sampled frames analysed per second of
+- end to end: stream.jobs.scan.Scanner.scan over all inputs at --fps, as sampled frames analysed per second of
   wall time and as seconds of video per second of wall time (> 1 means faster than real time).
 """
 
@@ -44,9 +44,9 @@ from rich.table import Table  # noqa: E402
 
 from engines.base import Engine  # noqa: E402
 from engines.registry import DEFAULT_MODEL, build_engine, get_entry  # noqa: E402
-from stream.faces import Detection, FaceDetector, crop_faces  # noqa: E402
-from stream.scan import Scanner, ScanOptions  # noqa: E402
-from stream.sources import AVSource  # noqa: E402
+from stream.live.faces import Detection, FaceDetector, crop_faces  # noqa: E402
+from stream.jobs.scan import Scanner, ScanOptions  # noqa: E402
+from stream.live.sources import AVSource  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 DEFAULT_VIDEOS = str(SHARED / "data" / "ffpp-c23" / "*" / "*.mp4")

@@ -41,8 +41,8 @@ def ffpp() -> Path:
 @functools.lru_cache(maxsize=1)
 def _detections() -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     """(frame, face box) pairs: the first CROPS_PER_VIDEO sampled frames of each shared video, MTCNN's best face."""
-    from stream.faces import FaceDetector
-    from stream.sources import AVSource
+    from stream.live.faces import FaceDetector
+    from stream.live.sources import AVSource
 
     detector = FaceDetector()
     pairs = []
@@ -62,7 +62,7 @@ def _detections() -> tuple[tuple[np.ndarray, np.ndarray], ...]:
 @pytest.fixture(scope="session")
 def ffpp_face_crops():
     """Call with (size, margin=0.2) to get uint8 (N, size, size, 3) real MTCNN face crops from the FF++ videos."""
-    from stream.faces import crop_faces
+    from stream.live.faces import crop_faces
 
     def make(size: int, margin: float = 0.2) -> np.ndarray:
         return np.concatenate([crop_faces(img, [box], size, margin) for img, box in _detections()])

@@ -14,9 +14,9 @@ from pathlib import Path
 from aiohttp import web
 
 from engines.base import Engine
-from stream.config import ServeConfig
-from stream.live.server import build_app
-from stream.live.service import LiveService
+from stream.config.serve import ServeConfig
+from stream.live.server.app import build_app
+from stream.live.server.service import LiveService
 
 
 def free_port() -> int:

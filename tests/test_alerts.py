@@ -8,14 +8,14 @@ import pytest
 from PIL import Image
 
 from engines.registry import build_engine
-from stream.alerts import AlertManager, AlertPolicy
-from stream.evidence import EvidencePolicy, EvidenceStore
-from stream.faces import FaceDetector
-from stream.live.buffer import LatestFrameBuffer
-from stream.live.scheduler import Scheduler
-from stream.live.source import StreamSource
-from stream.sources import AVSource
-from stream.verdicts import VerdictPolicy
+from stream.live.verdicts.alerts import AlertManager, AlertPolicy
+from stream.live.verdicts.evidence import EvidencePolicy, EvidenceStore
+from stream.live.faces import FaceDetector
+from stream.live.sources.buffer import LatestFrameBuffer
+from stream.live.scheduler.loop import Scheduler
+from stream.live.sources.live import StreamSource
+from stream.live.sources import AVSource
+from stream.live.verdicts.policy import VerdictPolicy
 
 from conftest import FFPP, MESONET_WEIGHTS
 

@@ -26,9 +26,9 @@ import av
 import pytest
 
 from engines.registry import build_engine
-from stream.config import ServeConfig
-from stream.live.relay import RELAY_KEY
-from stream.live.source import SourceConfig
+from stream.config.serve import ServeConfig
+from stream.live.server.relay import RELAY_KEY
+from stream.live.sources.live import SourceConfig
 
 from cdp import Browser, Page, chromium_unavailable
 from conftest import FFPP, MESONET_WEIGHTS

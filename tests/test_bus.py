@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from redis_server import RedisServer, free_port, unavailable_reason
-from stream.bus import LocalBus
-from stream.bus.base import ALERTS_LOG_NAME
-from stream.bus.spool import SPOOL_NAME, Spool, SpoolLocked
-from stream.live.backoff import Backoff
+from stream.live.bus import LocalBus
+from stream.live.bus.base import ALERTS_LOG_NAME
+from stream.live.bus.spool import SPOOL_NAME, Spool, SpoolLocked
+from stream.live.sources.backoff import Backoff
 
 redis = pytest.importorskip("redis")
 
-from stream.bus.redis_bus import RedisBus, alerts_stream, channel  # noqa: E402 - needs redis
+from stream.live.bus.redis_bus import RedisBus, alerts_stream, channel  # noqa: E402 - needs redis
 
 pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=unavailable_reason() or "")
 
@@ -70,7 +70,7 @@ class Cli:
     """`dfstream alerts ...` as a subprocess, its stdout lines collected as they come."""
 
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "stream.alerts_cli", *args], cwd=REPO, text=True,
+        self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli.alerts", *args], cwd=REPO, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines: queue.Queue[str] = queue.Queue()
         self.err: list[str] = []
@@ -148,7 +148,7 @@ def test_alerts_reach_follower_and_consumer_group(server: RedisServer, tmp_path:
     client = redis.Redis.from_url(server.url)
     assert client.xpending(STREAM, "soc")["pending"] == 0  # everything printed was acknowledged
 
-    readable = subprocess.run([sys.executable, "-m", "stream.alerts_cli", "--redis", server.url], cwd=REPO,
+    readable = subprocess.run([sys.executable, "-m", "stream.cli.alerts", "--redis", server.url], cwd=REPO,
                               capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
     lines = readable.stdout.splitlines()
     assert readable.returncode == 0 and len(lines) == len(sent)
@@ -336,7 +336,7 @@ def test_several_serve_processes_share_one_redis(server: RedisServer, tmp_path: 
 
 def test_unreachable_redis_is_a_clear_error_without_the_password() -> None:
     url = f"redis://alice:s3cret@127.0.0.1:{free_port()}/0"
-    done = subprocess.run([sys.executable, "-m", "stream.alerts_cli", "--redis", url], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "stream.cli.alerts", "--redis", url], cwd=REPO,
                           capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
     assert done.returncode == 2
     assert "cannot reach Redis at redis://***@127.0.0.1" in done.stderr and "s3cret" not in done.stderr

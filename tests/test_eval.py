@@ -15,10 +15,10 @@ from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from conftest import FFPP, MESONET_WEIGHTS, SHARED
 from engines.base import Engine, InputSpec
 from stream.cli import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, main
-from stream.datasets import FAKE, REAL, Dataset, DatasetError, DatasetItem, discover
-from stream.evaluate import (HISTOGRAM_PNG, METRICS_JSON, ROC_PNG, VIDEOS_CSV, CropCache, FaceCrops, ItemResult,
+from stream.jobs.datasets import FAKE, REAL, Dataset, DatasetError, DatasetItem, discover
+from stream.jobs.evaluate import (HISTOGRAM_PNG, METRICS_JSON, ROC_PNG, VIDEOS_CSV, CropCache, FaceCrops, ItemResult,
                              Report, binary_metrics, metrics)
-from stream.scan import Scanner, ScanOptions
+from stream.jobs.scan import Scanner, ScanOptions
 
 EVAL_FPS = "1"  # one frame per second of video keeps a cold run over the seven clips affordable on two cores
 MODEL_ARGS = ["--model", "meso4-df", "--weights-dir", str(MESONET_WEIGHTS), "--offline", "--backend", "torch"]

@@ -14,7 +14,7 @@ from torch import nn
 from engines.base import InputSpec, LabelMapping, TorchEngine
 from engines.registry import build_engine
 from stream.cli import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, main
-from stream.explain import GradCam, last_spatial_conv
+from stream.jobs.explain import GradCam, last_spatial_conv
 
 from conftest import FFPP, MESONET_WEIGHTS
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from engines.registry import build_engine
-from stream.config import ConfigError, ServeConfig, expand_env, load_config, source_name_for
-from stream.live.backoff import Backoff
-from stream.live.buffer import BufferPolicy, LatestFrameBuffer
-from stream.live.hub import Client, Hub
-from stream.live.scheduler import Scheduler, SchedulerConfig
-from stream.live.source import AVLiveSource, SourceConfig, StreamSource, validate_url
-from stream.sources import Frame, SourceError, SourceState
+from stream.config.serve import ConfigError, ServeConfig, expand_env, load_config, source_name_for
+from stream.live.sources.backoff import Backoff
+from stream.live.sources.buffer import BufferPolicy, LatestFrameBuffer
+from stream.live.server.hub import Client, Hub
+from stream.live.scheduler.loop import Scheduler, SchedulerConfig
+from stream.live.sources.live import AVLiveSource, SourceConfig, StreamSource, validate_url
+from stream.live.sources import Frame, SourceError, SourceState
 
 from conftest import FFPP, MESONET_WEIGHTS
 from live_server import LiveServer, collect

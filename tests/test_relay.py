@@ -14,9 +14,9 @@ import pytest
 from aiortc import (RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription,
                     VideoStreamTrack)
 
-from stream.config import ServeConfig
-from stream.live.relay import CLOCK, RELAY_KEY, SYNC_CHANNEL
-from stream.live.source import SourceConfig
+from stream.config.serve import ServeConfig
+from stream.live.server.relay import CLOCK, RELAY_KEY, SYNC_CHANNEL
+from stream.live.sources.live import SourceConfig
 
 from conftest import FFPP
 from live_server import LiveServer
@@ -159,10 +159,10 @@ def test_rtp_time_stays_monotonic_across_source_clock_jumps():
     advancing, and each epoch maps RTP time back to the source's own frame time."""
     import numpy as np
 
-    from stream.live.buffer import LatestFrameBuffer
-    from stream.live.relay import StreamRelay
-    from stream.live.source import StreamSource
-    from stream.sources import Frame
+    from stream.live.sources.buffer import LatestFrameBuffer
+    from stream.live.server.relay import StreamRelay
+    from stream.live.sources.live import StreamSource
+    from stream.live.sources import Frame
 
     class Feed(StreamSource):
         def start(self):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stream.rings import CropRing, TrackRings, WindowSpec
+from stream.live.rings import CropRing, TrackRings, WindowSpec
 
 
 def crop(value: int, size: int = 4) -> np.ndarray:

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from engines.registry import build_engine
-from stream.config import ServeConfig
-from stream.live.source import SourceConfig
+from stream.config.serve import ServeConfig
+from stream.live.sources.live import SourceConfig
 
 from conftest import FFPP, MESONET_WEIGHTS
 from live_server import LiveServer

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import SHARED
-from stream.sbi import BLEND_RATIOS, FAKE, self_blend
+from stream.jobs.sbi import BLEND_RATIOS, FAKE, self_blend
 
 FACES = sorted((SHARED / "data" / "faces" / "celeba-hq").glob("*.jpg"))
 FACE_COUNT = 3  # a few real faces, different people
@@ -20,7 +20,7 @@ MIN_MEAN_CHANGE = 2.0  # mean absolute change there, in 0..255 levels
 
 @functools.lru_cache(maxsize=1)
 def faces_with_landmarks() -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    from stream.faces import FaceDetector
+    from stream.live.faces import FaceDetector
 
     detector = FaceDetector()
     out = []

@@ -9,10 +9,10 @@ import pytest
 import redis
 
 from engines.registry import build_engine
-from stream.alerts import AlertPolicy
-from stream.config import ServeConfig
-from stream.live.source import SourceConfig
-from stream.verdicts import VerdictPolicy
+from stream.live.verdicts.alerts import AlertPolicy
+from stream.config.serve import ServeConfig
+from stream.live.sources.live import SourceConfig
+from stream.live.verdicts.policy import VerdictPolicy
 
 from conftest import FFPP, MESONET_WEIGHTS
 from live_server import LiveServer

@@ -2,9 +2,9 @@
 
 import pytest
 
-from stream.sources import AVSource, SourceError, SourceState
-from stream.sources.av_source import FrameSampler
-from stream.sources.urls import redact
+from stream.live.sources import AVSource, SourceError, SourceState
+from stream.live.sources.av_source import FrameSampler
+from stream.live.sources.urls import redact
 
 from conftest import FFPP
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from stream.faces.tracker import IoUTracker, TrackerConfig, iou_matrix
+from stream.live.faces.tracker import IoUTracker, TrackerConfig, iou_matrix
 
 
 def box(x, y, s=50):

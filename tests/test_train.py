@@ -22,12 +22,12 @@ from conftest import FFPP, FFPP_VIDEOS, CROPS_PER_VIDEO
 from engines.keras_xception import KerasXception
 from engines.registry import XCEPTION_NOTOP_FILENAME, build_engine, get_entry
 from stream.cli import EXIT_OK, EXIT_USAGE, main
-from stream.datasets import FAKE, REAL
-from stream.train import TrainError
-from stream.train.data import SBI_METHOD, CropSpec, collect, load_dataset, with_pseudo_fakes
-from stream.train.keras_export import LSTM_FILE, write_xception, write_xception_lstm
-from stream.train.splits import split_groups, val_mask
-from stream.train.tracking import MLFLOW_MISSING, Tracker, open_tracker
+from stream.jobs.datasets import FAKE, REAL
+from stream.jobs.train import TrainError
+from stream.jobs.train.data import SBI_METHOD, CropSpec, collect, load_dataset, with_pseudo_fakes
+from stream.jobs.train.keras_export import LSTM_FILE, write_xception, write_xception_lstm
+from stream.jobs.train.splits import split_groups, val_mask
+from stream.jobs.train.tracking import MLFLOW_MISSING, Tracker, open_tracker
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = 96  # crop size of the quick runs: Xception's stem and pools need >= 71
@@ -327,7 +327,7 @@ def test_lstm_finetune_with_online_sbi_trains_the_backbone_on_real_only_data(rea
                                                                            backbone: Path, tmp_path: Path) -> None:
     """`--finetune` trains end to end (the backbone moves), and `--sbi` re-blends pseudo-fakes from the reals."""
     from engines.xception_lstm import load_xception_lstm
-    from stream.train.features import load_backbone
+    from stream.jobs.train.features import load_backbone
 
     out = tmp_path / "lstm-ft"
     assert _train("lstm", reals_dataset, "--out", out, "--steps", CROPS_PER_VIDEO, "--size", SMALL, "--per-video", 1,

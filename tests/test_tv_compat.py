@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from stream.faces import tv_compat
+from stream.live.faces import tv_compat
 
 
 def reference_nms(boxes: np.ndarray, scores: np.ndarray, thr: float) -> list[int]:
@@ -82,7 +82,7 @@ def test_standin_serves_facenet_imports_then_leaves():
 
 
 def test_mtcnn_works_through_the_standin():
-    from stream.faces import FaceDetector
+    from stream.live.faces import FaceDetector
 
     img = np.zeros((120, 160, 3), np.uint8)
     assert FaceDetector().detect([img]) == [[]]

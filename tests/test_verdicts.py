@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from stream.verdicts import TrackVerdict, VerdictPolicy, worst
+from stream.live.verdicts.policy import TrackVerdict, VerdictPolicy, worst
 
 
 def run(policy: VerdictPolicy, scores: list[float], engine: str = "e") -> list[str]:

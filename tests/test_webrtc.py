@@ -16,12 +16,12 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, V
 from aiortc.contrib.media import MediaPlayer
 
 from engines.registry import build_engine
-from stream.config import ServeConfig
-from stream.live.server import build_app
-from stream.live.service import LiveService
-from stream.live import webrtc
-from stream.live.webrtc import REGISTRY_KEY, PeerRegistry
-from stream.sources import SourceState
+from stream.config.serve import ServeConfig
+from stream.live.server.app import build_app
+from stream.live.server.service import LiveService
+from stream.live.server import webcam as webrtc
+from stream.live.server.webcam import REGISTRY_KEY, PeerRegistry
+from stream.live.sources import SourceState
 
 from conftest import FFPP, MESONET_WEIGHTS
 from live_server import free_port

@@ -1,1 +1,6 @@
-"""The live pipeline: sources on their own threads -> latest-frame buffers -> one scheduler -> publishers."""
+"""The live path, one package per stage in the data's order:
+
+sources -> faces -> rings -> scheduler (scoring) -> verdicts -> bus -> server -> the browser page (web/).
+
+Nothing here imports the offline jobs (`stream.jobs`) or the command line (`stream.cli`).
+"""

@@ -1,0 +1,112 @@
+"""`serve` configuration: a YAML file validated by pydantic (unknown keys refused), command-line overrides,
+and `${VAR}` references filled from the environment so camera passwords stay out of the file."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stream.live.faces.detector import DetectorConfig
+from stream.live.scheduler.loop import SchedulerConfig
+from stream.live.sources.live import SourceConfig
+from stream.live.verdicts.alerts import AlertPolicy
+from stream.live.bus import default_data_dir
+from stream.live.verdicts.evidence import EvidencePolicy
+from stream.live.verdicts.policy import VerdictPolicy
+
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class ConfigError(ValueError):
+    """The config file is unreadable, invalid, or names an environment variable that is not set."""
+
+
+class ServeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    token: str | None = Field(default=None, description="required by clients when bound beyond loopback")
+    sources: list[SourceConfig] = []
+    models: list[str] = ["meso4-df"]
+    weights_dir: Path | None = None
+    backend: str = Field(default="auto", pattern="^(auto|torch|onnx|tensorrt)$")
+    allowed_origins: list[str] = Field(default=[], description="extra Origins allowed on the websocket")
+    max_message_bytes: int = Field(default=4096, gt=0, description="largest message a client may send")
+    detector: DetectorConfig = DetectorConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    verdict: VerdictPolicy = VerdictPolicy()
+    alerts: AlertPolicy = AlertPolicy()
+    evidence: EvidencePolicy = EvidencePolicy()
+    data_dir: Path = Field(default_factory=lambda: default_data_dir(),
+                           description="alert log, spool and evidence ($DFSTREAM_DATA or ~/.local/share/dfstream)")
+    redis: str | None = Field(default=None, description="redis://… to publish overlays, status and alerts to")
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[SourceConfig]) -> list[SourceConfig]:
+        names = [s.name for s in sources]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"source names must be unique, repeated: {sorted(dupes)}")
+        return sources
+
+    @property
+    def needs_token(self) -> bool:
+        return self.host not in LOOPBACK_HOSTS
+
+
+def expand_env(value: Any, env: dict[str, str] | None = None) -> Any:
+    """Replace ${VAR} in every string of a parsed YAML tree; a missing variable is an error, never ''."""
+    env = os.environ if env is None else env
+    if isinstance(value, str):
+        def sub(m: re.Match) -> str:
+            if m.group(1) not in env:
+                raise ConfigError(f"environment variable {m.group(1)} is not set (referenced as ${{{m.group(1)}}})")
+            return env[m.group(1)]
+        return ENV_REF.sub(sub, value)
+    if isinstance(value, list):
+        return [expand_env(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: expand_env(v, env) for k, v in value.items()}
+    return value
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> ServeConfig:
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        data = expand_env(loaded or {})
+    for key, value in (overrides or {}).items():
+        if key == "sources":
+            data["sources"] = list(data.get("sources", [])) + value
+        elif value is not None:
+            data[key] = value
+    try:
+        return ServeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration{f' in {path}' if path else ''}:\n{exc}") from None
+
+
+def source_name_for(url: str, taken: set[str]) -> str:
+    """A readable, unique stream name from an address: the file stem or the camera host."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    base = Path(parts.path).stem if not parts.scheme else (parts.hostname or parts.scheme)
+    base = re.sub(r"[^A-Za-z0-9_.\-]+", "-", base).strip("-") or "stream"
+    name, k = base, 2
+    while name in taken:
+        name, k = f"{base}-{k}", k + 1
+    return name

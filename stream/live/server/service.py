@@ -1,0 +1,76 @@
+"""LiveService: owns the sources, the scheduler and the hub, and starts and stops them together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from engines.base import Engine
+import asyncio
+
+from stream.live.verdicts.alerts import AlertManager
+from stream.live.bus import open_bus
+from stream.config.serve import ServeConfig, source_name_for
+from stream.live.verdicts.evidence import EvidenceStore
+from stream.live.faces import FaceDetector
+from stream.live.server.hub import Hub
+from stream.live.scheduler.loop import Scheduler
+from stream.live.sources.live import AVLiveSource, SourceConfig, StreamSource, validate_url
+
+log = logging.getLogger(__name__)
+
+
+class LiveService:
+    def __init__(self, config: ServeConfig, engines: Sequence[Engine], detector: FaceDetector | None = None) -> None:
+        self.config = config
+        self.hub = Hub()
+        self.bus = open_bus(config.redis, config.data_dir, [self.hub.publish_threadsafe])
+        self.evidence = EvidenceStore(config.data_dir / "evidence", config.evidence)
+        self.alerts = AlertManager(self.publish, self.evidence, config.alerts)
+        self.scheduler = Scheduler(detector or FaceDetector(config.detector), engines, self.publish,
+                                   config.scheduler, config.verdict, self.alerts)
+        self.extra_cleanups: list = []  # async callables run at shutdown (WebRTC peers...)
+
+    def publish(self, msg: dict) -> None:
+        """Every message leaves through the bus: websockets always, Redis and the alert log as configured."""
+        self.bus.publish(msg)
+
+    def names(self) -> set[str]:
+        return {s.name for s in self.scheduler.sources()}
+
+    def add_config(self, config: SourceConfig) -> StreamSource:
+        validate_url(config.url)
+        source = AVLiveSource(config)
+        self.add_source(source)
+        return source
+
+    def add_url(self, url: str, name: str | None = None, loop: bool = False) -> StreamSource:
+        return self.add_config(SourceConfig(name=name or source_name_for(url, self.names()), url=url, loop=loop))
+
+    def add_source(self, source: StreamSource) -> None:
+        self.scheduler.add(source)
+        source.start()
+        log.info("stream %s started (%s)", source.name, source.url)
+
+    def remove(self, name: str) -> bool:
+        source = self.scheduler.remove(name)
+        if source is None:
+            return False
+        source.stop()
+        self.publish({"v": 1, "type": "status", "stream": name, "state": "stopped", "removed": True})
+        return True
+
+    def start(self) -> None:
+        self.bus.start()
+        for sc in self.config.sources:
+            self.add_config(sc)
+        self.scheduler.start()
+
+    async def stop(self) -> None:
+        for cleanup in self.extra_cleanups:
+            await cleanup()
+        self.scheduler.stop()  # ends open alerts, which still go out through the bus below
+        for source in self.scheduler.sources():
+            source.stop()
+        self.evidence.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.bus.close)

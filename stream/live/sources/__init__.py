@@ -1,0 +1,6 @@
+"""Where frames come from: every source decodes with PyAV and reports an explicit state."""
+
+from stream.live.sources.base import Frame, SourceError, SourceState
+from stream.live.sources.av_source import AVSource
+
+__all__ = ["AVSource", "Frame", "SourceError", "SourceState"]

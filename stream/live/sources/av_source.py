@@ -1,0 +1,167 @@
+"""A PyAV-decoded video source: files now, and the same class for RTSP and local devices.
+
+It is an object with a state (not a helper function) because live sources reconnect, report status and count
+frames; `frames()` is the one way to pull decoded RGB frames out of it, sampled at a requested rate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+
+from stream.live.sources.base import Frame, SourceError, SourceState
+from stream.live.sources.urls import is_network, redact
+
+# A file whose decoded frames stop this far short of the duration its header declares is reported truncated.
+TRUNCATION_TOLERANCE_S = 1.0
+# FFmpeg picks frame- or slice-threading as the codec allows; decoding is the heaviest per-frame CPU work.
+DECODER_THREADING = "AUTO"
+
+
+class FrameSampler:
+    """Keeps at most `fps` frames per second of stream time, on a fixed grid so the choice is repeatable."""
+
+    def __init__(self, fps: float | None) -> None:
+        if fps is not None and fps <= 0:
+            raise ValueError(f"sample rate must be positive, got {fps}")
+        self.period = None if fps is None else 1.0 / fps
+        self._next = -math.inf
+
+    def accept(self, t: float) -> bool:
+        if self.period is None:
+            return True
+        if t + 1e-6 < self._next:
+            return False
+        self._next = (math.floor(t / self.period + 1e-6) + 1) * self.period
+        return True
+
+
+class AVSource:
+    """Decode one video address (path, rtsp://, device) with PyAV into RGB `Frame`s.
+
+    `options` are FFmpeg demuxer options (e.g. rtsp_transport), `format` forces a demuxer (e.g. "v4l2").
+    `strict_length` reports a file whose frames end well before its declared duration as truncated.
+    `timeout` (seconds, or (open, read)) makes a stalled network read raise instead of hanging forever.
+    """
+
+    def __init__(
+        self,
+        url: str | Path,
+        *,
+        sample_fps: float | None = None,
+        options: dict[str, str] | None = None,
+        format: str | None = None,
+        strict_length: bool = True,
+        timeout: float | tuple[float, float] | None = None,
+    ) -> None:
+        self.url = str(url)
+        self.name = redact(self.url)
+        self.sample_fps = sample_fps
+        self.options = dict(options or {})
+        self.format = format
+        self.timeout = timeout
+        self.strict_length = strict_length and not is_network(self.url)
+        self.state = SourceState.IDLE
+        self.error: str | None = None
+        self.frames_decoded = 0
+        self.frames_emitted = 0
+        self.width: int | None = None
+        self.height: int | None = None
+        self.rate: float | None = None
+        self._container: av.container.InputContainer | None = None
+
+    def _fail(self, message: str, exc: BaseException | None = None) -> SourceError:
+        self.state = SourceState.FAILED
+        self.error = message
+        self.close()
+        err = SourceError(message)
+        err.__cause__ = exc
+        return err
+
+    def open(self) -> None:
+        self.state = SourceState.CONNECTING
+        if not is_network(self.url) and self.format is None:
+            path = Path(self.url)
+            if not path.exists():
+                raise self._fail(f"{self.name}: no such file")
+            if path.is_file() and path.stat().st_size == 0:
+                raise self._fail(f"{self.name}: empty file")
+        try:
+            container = av.open(self.url, mode="r", format=self.format, options=self.options, timeout=self.timeout)
+        except (av.FFmpegError, OSError) as exc:
+            raise self._fail(f"{self.name}: cannot open as video ({_reason(exc)})", exc) from exc
+        if not container.streams.video:
+            container.close()
+            raise self._fail(f"{self.name}: contains no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = DECODER_THREADING
+        self._container = container
+        self.width, self.height = stream.codec_context.width, stream.codec_context.height
+        self.rate = float(stream.average_rate) if stream.average_rate else None
+        self.state = SourceState.STREAMING
+
+    def _declared_duration(self) -> float | None:
+        c = self._container
+        if c is None or c.duration is None:
+            return None
+        return c.duration / av.time_base
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield sampled frames until the source ends. Raises SourceError on open or decode failure."""
+        if self._container is None:
+            self.open()
+        assert self._container is not None
+        stream = self._container.streams.video[0]
+        sampler = FrameSampler(self.sample_fps)
+        last_time = None
+        try:
+            for vf in self._container.decode(stream):
+                index = self.frames_decoded
+                self.frames_decoded += 1
+                t = float(vf.time) if vf.time is not None else index / (self.rate or 1.0)
+                last_time = t
+                if not sampler.accept(t):
+                    continue
+                image: np.ndarray = vf.to_ndarray(format="rgb24")
+                self.frames_emitted += 1
+                yield Frame(image=image, pts=vf.pts, time=t, index=index, received=time.monotonic())
+        except av.FFmpegError as exc:
+            raise self._fail(
+                f"{self.name}: decoding failed after {self.frames_decoded} frames ({_reason(exc)})", exc
+            ) from exc
+        if self.frames_decoded == 0:
+            raise self._fail(f"{self.name}: no frame could be decoded")
+        declared = self._declared_duration()
+        if self.strict_length and declared and last_time is not None:
+            frame_span = 1.0 / self.rate if self.rate else 0.0
+            if last_time + frame_span < declared - TRUNCATION_TOLERANCE_S:
+                raise self._fail(
+                    f"{self.name}: truncated: frames stop at {last_time:.1f} s "
+                    f"but the file declares {declared:.1f} s"
+                )
+        self.state = SourceState.ENDED
+        self.close()
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        if self.state in (SourceState.STREAMING, SourceState.CONNECTING):
+            self.state = SourceState.STOPPED
+
+    def __enter__(self) -> "AVSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """FFmpeg's own words without the file name PyAV appends (it may hold credentials)."""
+    strerror = getattr(exc, "strerror", None)
+    return strerror or type(exc).__name__

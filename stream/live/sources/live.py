@@ -1,0 +1,209 @@
+"""Live sources: each runs its own decoder thread into a LatestFrameBuffer, so inference never stalls decoding
+and one failing camera never blocks another. Status (state, rates, drops, last error) is published as data.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stream.live.sources.backoff import Backoff
+from stream.live.sources.buffer import BufferPolicy, LatestFrameBuffer
+from stream.live.scheduler.stats import RateMeter
+from stream.live.sources import AVSource, Frame, SourceError, SourceState
+from stream.live.sources.urls import is_network, redact
+
+log = logging.getLogger(__name__)
+
+RTSP_SCHEMES = ("rtsp://", "rtsps://")
+DEVICE_PREFIXES = ("/dev/video",)
+OPEN_TIMEOUT_S = 10.0
+# How long FFmpeg may study a live stream before the first frame: long enough for a keyframe on a typical
+# camera (GOP <= 1 s), short enough that a camera that comes back streams again within seconds.
+RTSP_ANALYZE_US = 1_000_000
+
+
+class SourceConfig(BaseModel):
+    """One camera or file. `watchdog_s`: a source with no frame for that long is restarted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    url: str = Field(min_length=1)
+    loop: bool = False
+    pace: bool = Field(default=True, description="play files at their real frame rate (else as fast as decoded)")
+    rtsp_transport: str = Field(default="tcp", pattern="^(tcp|udp|http|https)$")
+    watchdog_s: float = Field(default=10.0, gt=0)
+    analysed_fps: float = Field(default=5.0, gt=0, le=60)
+    backoff: Backoff = Backoff()
+    device_format: str = "v4l2"
+
+    @property
+    def kind(self) -> str:
+        if self.url.startswith(RTSP_SCHEMES):
+            return "rtsp"
+        if self.url.startswith(DEVICE_PREFIXES):
+            return "device"
+        if is_network(self.url):
+            return "network"
+        return "file"
+
+    @property
+    def policy(self) -> BufferPolicy:
+        return BufferPolicy.WAIT if self.kind == "file" and not self.pace else BufferPolicy.DROP_OLDEST
+
+
+def validate_url(url: str) -> None:
+    """Refuse addresses that cannot be a source, before any thread starts."""
+    if url.startswith(RTSP_SCHEMES):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        try:
+            parts.port
+        except ValueError as exc:
+            raise SourceError(f"{redact(url)}: malformed address ({exc})") from None
+        if not parts.hostname:
+            raise SourceError(f"{redact(url)}: malformed address (no host)")
+    elif "://" in url and not is_network(url):
+        raise SourceError(f"{redact(url)}: unsupported scheme")
+    elif "://" not in url and not url.startswith(DEVICE_PREFIXES) and not Path(url).is_file():
+        raise SourceError(f"{url}: no such file")
+
+
+class StreamSource:
+    """What the scheduler and the status publisher see of any source: a name, a buffer, a state and counters."""
+
+    def __init__(self, name: str, url: str, buffer: LatestFrameBuffer, analysed_fps: float) -> None:
+        self.name = name
+        self.url = redact(url)
+        self.buffer = buffer
+        self.analysed_fps = analysed_fps
+        self.state = SourceState.IDLE
+        self.error: str | None = None
+        self.reconnects = 0
+        self.frame_rate = RateMeter()
+        self.last_frame_at: float | None = None
+        self.frame_size: tuple[int, int] | None = None
+
+    def deliver(self, frame: Frame) -> None:
+        self.frame_rate.tick(frame.received)
+        self.last_frame_at = frame.received
+        self.frame_size = frame.size
+        self.buffer.put(frame)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "url": self.url,
+            "fps": round(self.frame_rate.rate(), 2),
+            "received": self.buffer.received,
+            "dropped": self.buffer.dropped,
+            "reconnects": self.reconnects,
+            "error": self.error,
+            "frame_size": self.frame_size,
+        }
+
+    def start(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def stop(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class AVLiveSource(StreamSource):
+    """A file, RTSP camera or local device decoded by PyAV on a daemon thread, reconnecting with back-off."""
+
+    def __init__(self, config: SourceConfig, rng: random.Random | None = None) -> None:
+        super().__init__(config.name, config.url, LatestFrameBuffer(1, config.policy), config.analysed_fps)
+        self.config = config
+        self._rng = rng or random.Random()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _open(self) -> AVSource:
+        c = self.config
+        options: dict[str, str] = {}
+        fmt = None
+        if c.kind == "rtsp":
+            # TCP by default: UDP loses packets (grey smears) on busy networks and through NAT.
+            options = {"rtsp_transport": c.rtsp_transport, "timeout": str(int(c.watchdog_s * 1e6)),
+                       "analyzeduration": str(RTSP_ANALYZE_US)}
+        elif c.kind == "device":
+            fmt = c.device_format
+        return AVSource(c.url, options=options, format=fmt, strict_length=False,
+                        timeout=(OPEN_TIMEOUT_S, c.watchdog_s))
+
+    def start(self) -> None:
+        self._stop.clear()
+        self.buffer.reopen()
+        self._thread = threading.Thread(target=self._run, name=f"source-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.buffer.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.state = SourceState.STOPPED
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            self.state = SourceState.CONNECTING if attempt == 0 else SourceState.RECONNECTING
+            try:
+                got_frames = self._play_once()
+            except SourceError as exc:
+                self.error = str(exc)
+                log.warning("%s: %s", self.name, exc)
+                got_frames = False
+                if self.config.kind == "file" and not self.config.loop:
+                    self.state = SourceState.FAILED
+                    return
+            else:
+                if self._stop.is_set():
+                    break
+                if self.config.kind == "file":
+                    if self.config.loop and got_frames:
+                        attempt = 0
+                        continue
+                    self.state = SourceState.ENDED
+                    return
+                self.error = "stream ended"
+            attempt = 0 if got_frames else attempt + 1
+            self.reconnects += 1
+            self.state = SourceState.RECONNECTING
+            if self._stop.wait(self.config.backoff.delay(attempt, self._rng)):
+                break
+        self.state = SourceState.STOPPED
+
+    def _play_once(self) -> bool:
+        """Decode until the source ends, fails or the source is stopped; True if any frame arrived."""
+        src = self._open()
+        got = False
+        pace_origin: tuple[float, float] | None = None
+        try:
+            for frame in src.frames():
+                if self._stop.is_set():
+                    return got
+                if not got:
+                    self.state = SourceState.STREAMING
+                    self.error = None
+                    got = True
+                if self.config.kind == "file" and self.config.pace:
+                    if pace_origin is None:
+                        pace_origin = (time.monotonic(), frame.time)
+                    wait = pace_origin[0] + (frame.time - pace_origin[1]) - time.monotonic()
+                    if wait > 0 and self._stop.wait(wait):
+                        return got
+                    frame = Frame(frame.image, frame.pts, frame.time, frame.index, time.monotonic())
+                self.deliver(frame)
+        finally:
+            src.close()
+        return got

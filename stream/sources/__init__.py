@@ -1,6 +1,0 @@
-"""Where frames come from: every source decodes with PyAV and reports an explicit state."""
-
-from stream.sources.base import Frame, SourceError, SourceState
-from stream.sources.av_source import AVSource
-
-__all__ = ["AVSource", "Frame", "SourceError", "SourceState"]
