@@ -25,7 +25,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from stream.live.bus.base import ALERTS_LOG_NAME, Message, default_data_dir, dumps
+from stream.live.bus.base import ALERTS_LOG_NAME, default_data_dir
+from stream.messages import Message, dumps
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad arguments or Redis unreachable

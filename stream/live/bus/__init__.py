@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from stream.live.bus.base import (ALERT_TYPE, ALERTS_LOG_NAME, DATA_ENV, LOSSY_TYPES, AlertLog, Bus, Message,
-                             default_data_dir)
+from stream.live.bus.base import ALERTS_LOG_NAME, DATA_ENV, AlertLog, Bus, default_data_dir
+from stream.messages import Message
 from stream.live.bus.local import LocalBus
 
 
@@ -26,5 +26,5 @@ def open_bus(redis_url: str | None = None, data_dir: Path | None = None,
     return RedisBus(redis_url, local=local, data_dir=data_dir, **redis_options)
 
 
-__all__ = ["ALERTS_LOG_NAME", "ALERT_TYPE", "DATA_ENV", "LOSSY_TYPES", "AlertLog", "Bus", "LocalBus", "Message",
+__all__ = ["ALERTS_LOG_NAME", "DATA_ENV", "AlertLog", "Bus", "LocalBus", "Message",
            "default_data_dir", "open_bus"]

@@ -8,7 +8,6 @@ lossy (a newer one supersedes them, so dropping is better than delaying the pipe
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -16,13 +15,12 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from stream.messages import Message, dumps
+
 log = logging.getLogger(__name__)
 
-ALERT_TYPE = "alert"
-LOSSY_TYPES = frozenset({"overlay", "status"})
 DATA_ENV = "DFSTREAM_DATA"  # overrides the default data folder (alerts log, spool, evidence)
 ALERTS_LOG_NAME = "alerts.jsonl"  # the pipeline's own append-only record of every alert it raised
-Message = dict[str, Any]
 
 
 def default_data_dir() -> Path:
@@ -31,15 +29,6 @@ def default_data_dir() -> Path:
         return Path(os.environ[DATA_ENV])
     xdg = os.environ.get("XDG_DATA_HOME")
     return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "dfstream"
-
-
-def is_alert(msg: Message) -> bool:
-    return msg.get("type") == ALERT_TYPE
-
-
-def dumps(msg: Message) -> str:
-    """Compact JSON, one line: the wire and file format of every bus message."""
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
 
 
 class Bus(ABC):

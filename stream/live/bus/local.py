@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from stream.live.bus.base import ALERTS_LOG_NAME, AlertLog, Bus, Message, is_alert
+from stream.live.bus.base import ALERTS_LOG_NAME, AlertLog, Bus
+from stream.messages import Message, is_alert
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from stream.live.bus.base import Bus, Message, default_data_dir, dumps, is_alert
+from stream.live.bus.base import Bus, default_data_dir
+from stream.messages import Message, dumps, is_alert
 from stream.live.bus.spool import SPOOL_NAME, Spool
 from stream.live.sources.backoff import Backoff
 

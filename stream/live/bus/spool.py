@@ -19,7 +19,7 @@ import os
 import threading
 from pathlib import Path
 
-from stream.live.bus.base import Message, dumps
+from stream.messages import Message, dumps
 
 log = logging.getLogger(__name__)
 

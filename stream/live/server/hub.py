@@ -8,14 +8,14 @@ message of every open alert and of the most recent ended ones, so an alert feed 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import OrderedDict, deque
 from typing import Any
 
+from stream.messages import dumps, is_alert, is_lossy
+
 log = logging.getLogger(__name__)
 
-LOSSY_TYPES = frozenset({"overlay", "status"})
 LOSSY_BACKLOG = 32  # overlay/status messages a client may lag behind before the oldest are dropped
 ENDED_ALERTS_REPLAYED = 50  # ended alerts a newly connected client is sent (open ones are always sent)
 
@@ -34,7 +34,7 @@ class Client:
         return self.streams is None or msg.get("stream") in self.streams or msg.get("stream") is None
 
     def enqueue(self, msg: dict[str, Any], text: str) -> None:
-        if msg.get("type") in LOSSY_TYPES:
+        if is_lossy(msg):
             if len(self.lossy) == self.lossy.maxlen:
                 self.dropped += 1
             self.lossy.append(text)
@@ -91,8 +91,8 @@ class Hub:
 
     def publish(self, msg: dict[str, Any]) -> None:
         """Deliver to every subscribed client; call on the event loop's thread."""
-        text = json.dumps(msg, separators=(",", ":"))
-        if msg.get("type") == "alert":
+        text = dumps(msg)
+        if is_alert(msg):
             self.replay.record(msg, text)
         for client in list(self.clients):
             if client.wants(msg):

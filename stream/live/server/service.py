@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
 from engines.base import Engine
-import asyncio
 
 from stream.live.verdicts.alerts import AlertManager
 from stream.live.bus import open_bus
@@ -15,6 +15,8 @@ from stream.live.verdicts.evidence import EvidenceStore
 from stream.live.faces import FaceDetector
 from stream.live.server.hub import Hub
 from stream.live.scheduler.loop import Scheduler
+from stream.live.sources import SourceState
+from stream.messages import Status
 from stream.live.sources.live import AVLiveSource, SourceConfig, StreamSource, validate_url
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,7 @@ class LiveService:
         if source is None:
             return False
         source.stop()
-        self.publish({"v": 1, "type": "status", "stream": name, "state": "stopped", "removed": True})
+        self.publish(Status(name, state=SourceState.STOPPED.value, removed=True).to_message())
         return True
 
     def start(self) -> None:

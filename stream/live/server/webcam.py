@@ -5,9 +5,7 @@
 closes, when it never connects, when its stream is removed through the API, and at shutdown, so no peer outlives
 its stream or the other way round.
 
-aiortc decodes on its own thread and queues every decoded frame without bound. The source keeps that queue empty
-by taking frames as they arrive and holding only the newest; only that one is converted to RGB (on a worker
-thread, so WebRTC I/O on the event loop never waits), and the frames it replaced are counted as dropped.
+The source side of a peer (its video track) is `stream.live.sources.webrtc.WebRTCSource`.
 
 SDP carries ICE passwords and DTLS fingerprints, so it is never logged here. (aiortc's own loggers print it at
 DEBUG level: leave `aiortc` at INFO or above where logs are kept.)
@@ -18,26 +16,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, cast
+from typing import Annotated
 
 from aiohttp import web
 from aiortc import (MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection,
                     RTCSessionDescription)
-from aiortc.mediastreams import MediaStreamError
-from av import VideoFrame
 from pydantic import TypeAdapter, ValidationError
 
 from stream.config.serve import source_name_for
-from stream.live.sources.buffer import BufferPolicy, LatestFrameBuffer
-from stream.live.scheduler.loop import MESSAGE_VERSION
+from stream.messages import Status
 from stream.live.server.app import _origin_ok
 from stream.live.server.service import LiveService
-from stream.live.sources.live import SourceConfig, StreamSource
-from stream.live.sources import Frame, SourceState
+from stream.live.sources.live import SourceConfig
+from stream.live.sources.webrtc import WebRTCSource
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +42,6 @@ MAX_PEERS = 8  # browsers at once; each costs a decoder thread and RGB conversio
 NEGOTIATION_TIMEOUT_S = 15.0  # setRemoteDescription + answer + ICE gathering
 CONNECT_TIMEOUT_S = 30.0  # a peer that is answered but never connects (the browser left) is closed
 DISCONNECT_GRACE_S = 10.0  # how long a "disconnected" peer may come back before it is closed
-DEFAULT_ANALYSED_FPS: float = SourceConfig.model_fields["analysed_fps"].default
 STREAM_NAME = TypeAdapter(Annotated[str, SourceConfig.model_fields["name"]])  # the same rules as config names
 DEFAULT_NAME = "webrtc"
 OFFER_HELP = 'send JSON {"sdp": "...", "type": "offer", "name": "optional stream name"}'
@@ -61,99 +53,6 @@ class OfferRefused(ValueError):
 
 class NameTaken(ValueError):
     """Another stream already has the requested name."""
-
-
-class _SkipCountingBuffer(LatestFrameBuffer):
-    """A latest-frame buffer that also counts frames its producer discarded before putting them, so the
-    source's `received`/`dropped` cover every frame the browser sent, not only the converted ones."""
-
-    def count_skipped(self, n: int = 1) -> None:
-        with self._cond:
-            self.received += n
-            self.dropped += n
-
-
-class WebRTCSource(StreamSource):
-    """The video track of one peer. connecting -> streaming (first frame) -> stopped, or failed with `error`.
-
-    Two tasks on the event loop: `_pump` empties aiortc's unbounded queue as frames arrive and keeps only the
-    newest; `_convert` turns the newest into RGB on a worker thread and delivers it. A frame replaced before it
-    was converted is counted as dropped, so a slow machine sheds frames instead of growing a backlog.
-    """
-
-    def __init__(self, name: str, peer_id: str, track: MediaStreamTrack, on_stop: Callable[[str], object],
-                 analysed_fps: float = DEFAULT_ANALYSED_FPS) -> None:
-        super().__init__(name, f"webrtc:{peer_id}", _SkipCountingBuffer(1, BufferPolicy.DROP_OLDEST), analysed_fps)
-        self.buffer: _SkipCountingBuffer
-        self.peer_id = peer_id
-        self._track = track
-        self._on_stop = on_stop
-        self._loop = asyncio.get_running_loop()
-        self._newest: tuple[VideoFrame, int, float] | None = None  # frame, index, arrival time
-        self._arrived = asyncio.Event()
-        self._ended = False
-        self._count = 0
-        self._tasks: list[asyncio.Task] = []
-
-    # StreamSource may be started and stopped from any thread; the tasks live on the event loop.
-    def start(self) -> None:
-        self.state = SourceState.CONNECTING
-        self.buffer.reopen()
-        self._loop.call_soon_threadsafe(self._start_tasks)
-
-    def stop(self) -> None:
-        if self.state is not SourceState.FAILED:
-            self.state = SourceState.STOPPED
-        self.buffer.close()
-        if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stop_tasks)
-
-    def fail(self, error: str) -> None:
-        self.state = SourceState.FAILED
-        self.error = error
-        log.warning("%s: %s", self.name, error)
-
-    def _start_tasks(self) -> None:
-        if self.state in (SourceState.STOPPED, SourceState.FAILED):
-            return  # stopped before the loop got here
-        self._tasks = [self._loop.create_task(self._pump(), name=f"webrtc-pump-{self.name}"),
-                       self._loop.create_task(self._convert(), name=f"webrtc-convert-{self.name}")]
-
-    def _stop_tasks(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        self._on_stop(self.peer_id)  # closes the peer if the stream was removed first (API); else a no-op
-
-    async def _pump(self) -> None:
-        try:
-            while True:
-                frame = cast(VideoFrame, await self._track.recv())
-                if self._newest is not None:  # the converter did not get to it: replaced unconverted
-                    self.buffer.count_skipped()
-                self._newest = (frame, self._count, time.monotonic())
-                self._count += 1
-                self._arrived.set()
-        except MediaStreamError:  # the browser ended its track, or the peer closed
-            self._ended = True
-            self._arrived.set()
-
-    async def _convert(self) -> None:
-        while True:
-            if self._newest is None:
-                if self._ended:
-                    break
-                await self._arrived.wait()
-                self._arrived.clear()
-                continue
-            (frame, index, arrived), self._newest = self._newest, None
-            image = await asyncio.to_thread(frame.to_ndarray, format="rgb24")
-            if self.state not in (SourceState.CONNECTING, SourceState.STREAMING):
-                return
-            self.state = SourceState.STREAMING
-            self.deliver(Frame(image, frame.pts, float(frame.time or 0.0), index, arrived))
-        if self.state in (SourceState.CONNECTING, SourceState.STREAMING):  # a hang-up, not a failure
-            log.info("%s: the browser ended its video track", self.name)
-            self._on_stop(self.peer_id)
 
 
 @dataclass(eq=False)
@@ -247,8 +146,7 @@ class PeerRegistry:
             return
         if error is not None:
             peer.source.fail(error)
-            self.service.publish({"v": MESSAGE_VERSION, "type": "status", "stream": peer.source.name,
-                                  "ts": time.time(), **peer.source.status()})
+            self.service.publish(Status(peer.source.name, source=peer.source.source_status()).to_message())
         self.discard(peer.id)
 
     def discard(self, peer_id: str) -> bool:

@@ -18,6 +18,7 @@ from stream.live.sources.buffer import BufferPolicy, LatestFrameBuffer
 from stream.live.scheduler.stats import RateMeter
 from stream.live.sources import AVSource, Frame, SourceError, SourceState
 from stream.live.sources.urls import is_network, redact
+from stream.messages import SourceStatus
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +99,14 @@ class StreamSource:
         self.frame_size = frame.size
         self.buffer.put(frame)
 
+    def source_status(self) -> SourceStatus:
+        return SourceStatus(state=self.state.value, url=self.url, fps=round(self.frame_rate.rate(), 2),
+                            received=self.buffer.received, dropped=self.buffer.dropped, reconnects=self.reconnects,
+                            error=self.error, frame_size=self.frame_size)
+
     def status(self) -> dict[str, Any]:
-        return {
-            "state": self.state.value,
-            "url": self.url,
-            "fps": round(self.frame_rate.rate(), 2),
-            "received": self.buffer.received,
-            "dropped": self.buffer.dropped,
-            "reconnects": self.reconnects,
-            "error": self.error,
-            "frame_size": self.frame_size,
-        }
+        """The source's status as JSON (the stream API's view of it)."""
+        return self.source_status().to_message()
 
     def start(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError

@@ -18,8 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from stream.live.verdicts.evidence import EvidenceStore
-
-ALERT_VERSION = 1
+from stream.messages import Alert, AlertEvent
 
 
 class AlertPolicy(BaseModel):
@@ -90,22 +89,9 @@ class AlertManager:
         for s, t in list(self.active):
             self.end(s, t)
 
-    def _send(self, alert: _Active, event: str, ended_at: float | None = None) -> None:
+    def _send(self, alert: _Active, event: AlertEvent, ended_at: float | None = None) -> None:
         alert.seq += 1
         alert.last_update = time.monotonic()
-        self.emit({
-            "v": ALERT_VERSION,
-            "type": "alert",
-            "event": event,
-            "id": alert.id,
-            "key": f"{alert.id}:{alert.seq}",
-            "seq": alert.seq,
-            "stream": alert.stream,
-            "track": alert.track,
-            "started_at": alert.started_at,
-            "ended_at": ended_at,
-            "score_max": alert.score_max,
-            "engines": alert.engines,
-            "evidence": alert.evidence,
-            "ts": time.time(),
-        })
+        self.emit(Alert(event=event, id=alert.id, seq=alert.seq, stream=alert.stream, track=alert.track,
+                        started_at=alert.started_at, ended_at=ended_at, score_max=alert.score_max,
+                        engines=alert.engines, evidence=alert.evidence).to_message())

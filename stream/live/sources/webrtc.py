@@ -1,0 +1,119 @@
+"""A browser webcam's video track as a live source (aiortc).
+
+aiortc decodes on its own thread and queues every decoded frame without bound. The source keeps that queue empty
+by taking frames as they arrive and holding only the newest; only that one is converted to RGB (on a worker
+thread, so WebRTC I/O on the event loop never waits), and the frames it replaced are counted as dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import cast
+
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
+
+from stream.live.sources.base import Frame, SourceState
+from stream.live.sources.buffer import BufferPolicy, LatestFrameBuffer
+from stream.live.sources.live import SourceConfig, StreamSource
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ANALYSED_FPS: float = SourceConfig.model_fields["analysed_fps"].default
+
+
+class _SkipCountingBuffer(LatestFrameBuffer):
+    """A latest-frame buffer that also counts frames its producer discarded before putting them, so the
+    source's `received`/`dropped` cover every frame the browser sent, not only the converted ones."""
+
+    def count_skipped(self, n: int = 1) -> None:
+        with self._cond:
+            self.received += n
+            self.dropped += n
+
+
+class WebRTCSource(StreamSource):
+    """The video track of one peer. connecting -> streaming (first frame) -> stopped, or failed with `error`.
+
+    Two tasks on the event loop: `_pump` empties aiortc's unbounded queue as frames arrive and keeps only the
+    newest; `_convert` turns the newest into RGB on a worker thread and delivers it. A frame replaced before it
+    was converted is counted as dropped, so a slow machine sheds frames instead of growing a backlog.
+    """
+
+    def __init__(self, name: str, peer_id: str, track: MediaStreamTrack, on_stop: Callable[[str], object],
+                 analysed_fps: float = DEFAULT_ANALYSED_FPS) -> None:
+        super().__init__(name, f"webrtc:{peer_id}", _SkipCountingBuffer(1, BufferPolicy.DROP_OLDEST), analysed_fps)
+        self.buffer: _SkipCountingBuffer
+        self.peer_id = peer_id
+        self._track = track
+        self._on_stop = on_stop
+        self._loop = asyncio.get_running_loop()
+        self._newest: tuple[VideoFrame, int, float] | None = None  # frame, index, arrival time
+        self._arrived = asyncio.Event()
+        self._ended = False
+        self._count = 0
+        self._tasks: list[asyncio.Task] = []
+
+    # StreamSource may be started and stopped from any thread; the tasks live on the event loop.
+    def start(self) -> None:
+        self.state = SourceState.CONNECTING
+        self.buffer.reopen()
+        self._loop.call_soon_threadsafe(self._start_tasks)
+
+    def stop(self) -> None:
+        if self.state is not SourceState.FAILED:
+            self.state = SourceState.STOPPED
+        self.buffer.close()
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop_tasks)
+
+    def fail(self, error: str) -> None:
+        self.state = SourceState.FAILED
+        self.error = error
+        log.warning("%s: %s", self.name, error)
+
+    def _start_tasks(self) -> None:
+        if self.state in (SourceState.STOPPED, SourceState.FAILED):
+            return  # stopped before the loop got here
+        self._tasks = [self._loop.create_task(self._pump(), name=f"webrtc-pump-{self.name}"),
+                       self._loop.create_task(self._convert(), name=f"webrtc-convert-{self.name}")]
+
+    def _stop_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._on_stop(self.peer_id)  # closes the peer if the stream was removed first (API); else a no-op
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                frame = cast(VideoFrame, await self._track.recv())
+                if self._newest is not None:  # the converter did not get to it: replaced unconverted
+                    self.buffer.count_skipped()
+                self._newest = (frame, self._count, time.monotonic())
+                self._count += 1
+                self._arrived.set()
+        except MediaStreamError:  # the browser ended its track, or the peer closed
+            self._ended = True
+            self._arrived.set()
+
+    async def _convert(self) -> None:
+        while True:
+            if self._newest is None:
+                if self._ended:
+                    break
+                await self._arrived.wait()
+                self._arrived.clear()
+                continue
+            (frame, index, arrived), self._newest = self._newest, None
+            image = await asyncio.to_thread(frame.to_ndarray, format="rgb24")
+            if self.state not in (SourceState.CONNECTING, SourceState.STREAMING):
+                return
+            self.state = SourceState.STREAMING
+            self.deliver(Frame(image, frame.pts, float(frame.time or 0.0), index, arrived))
+        if self.state in (SourceState.CONNECTING, SourceState.STREAMING):  # a hang-up, not a failure
+            log.info("%s: the browser ended its video track", self.name)
+            self._on_stop(self.peer_id)

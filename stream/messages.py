@@ -1,0 +1,169 @@
+"""The messages `serve` sends: overlay, status and alert, as frozen records with one schema version, one
+lossy/durable classification and one serialiser.
+
+Why records and not loose dicts: the scheduler, the sources, the WebRTC peers, the alert manager, the hub, the
+buses and the alert readers all produce or consume these messages. With one definition a field is added,
+renamed or documented in one place, and the wire format (`to_message()` -> a JSON-ready dict) cannot drift
+between producers.
+
+Classes of message:
+- **lossy** (`overlay`, `status`): a newer one supersedes an older one, so dropping is better than delaying
+  the pipeline or another client;
+- **durable** (`alert`): every one must reach every subscriber once, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+VERSION = 1  # the schema version every message carries as "v"
+OVERLAY, STATUS, ALERT = "overlay", "status", "alert"
+LOSSY_TYPES = frozenset({OVERLAY, STATUS})
+DURABLE_TYPES = frozenset({ALERT})
+AlertEvent = Literal["start", "update", "end"]
+Message = dict[str, Any]
+
+
+def is_lossy(msg: Message) -> bool:
+    return msg.get("type") in LOSSY_TYPES
+
+
+def is_alert(msg: Message) -> bool:
+    return msg.get("type") == ALERT
+
+
+def dumps(msg: Message) -> str:
+    """Compact JSON on one line: the wire format (websocket, Redis) and the file format (alert log, spool)."""
+    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
+
+
+def _rounded_box(box) -> list[float]:
+    return [round(float(v), 1) for v in box]
+
+
+@dataclass(frozen=True, slots=True)
+class FaceOverlay:
+    """One tracked face on one analysed frame.
+
+    `score` is the smoothed, fused p(fake), `raw` this frame's fused p(fake), `engines` each engine's own
+    p(fake), `verdict` the track's hysteresis verdict."""
+
+    track: int
+    box: tuple[float, float, float, float]
+    prob: float
+    score: float | None
+    raw: float | None
+    engines: dict[str, float]
+    verdict: str
+
+    def to_message(self) -> Message:
+        return {"track": self.track, "box": _rounded_box(self.box), "prob": round(float(self.prob), 4),
+                "score": self.score, "raw": self.raw, "engines": dict(self.engines), "verdict": self.verdict}
+
+
+@dataclass(frozen=True, slots=True)
+class Overlay:
+    """Every face found on one analysed frame of one stream, with the frame's own timestamps so the page can
+    draw it on the very frame that was scored."""
+
+    stream: str
+    pts: int | None
+    time: float
+    frame_size: tuple[int, int]
+    latency_ms: float
+    faces: tuple[FaceOverlay, ...]
+    verdict: str
+    ts: float = field(default_factory=time.time)
+
+    def to_message(self) -> Message:
+        return {"v": VERSION, "type": OVERLAY, "stream": self.stream, "ts": self.ts, "pts": self.pts,
+                "time": self.time, "frame_size": list(self.frame_size), "latency_ms": round(self.latency_ms, 1),
+                "faces": [f.to_message() for f in self.faces], "verdict": self.verdict}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """What a source reports of itself (its state machine and counters)."""
+
+    state: str
+    url: str
+    fps: float
+    received: int
+    dropped: int
+    reconnects: int
+    error: str | None
+    frame_size: tuple[int, int] | None
+
+    def to_message(self) -> Message:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStatus:
+    """What the scheduler reports of one stream: the rates it achieves, its latency and its load decisions."""
+
+    analysed_fps: float
+    target_fps: float
+    latency_ms: dict[str, float | None]
+    shed: bool
+    tracks: int
+    scheduler: dict[str, Any]
+
+    def to_message(self) -> Message:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """One stream's status. `scheduler` is absent for a stream the scheduler no longer holds (a failed or
+    removed one); `removed` says the stream was taken away on purpose."""
+
+    stream: str
+    source: SourceStatus | None = None
+    scheduler: SchedulerStatus | None = None
+    state: str | None = None  # only when there is no source status (a removed stream)
+    removed: bool = False
+    ts: float = field(default_factory=time.time)
+
+    def to_message(self) -> Message:
+        msg: Message = {"v": VERSION, "type": STATUS, "stream": self.stream, "ts": self.ts}
+        if self.source is not None:
+            msg.update(self.source.to_message())
+        elif self.state is not None:
+            msg["state"] = self.state
+        if self.scheduler is not None:
+            msg.update(self.scheduler.to_message())
+        if self.removed:
+            msg["removed"] = True
+        return msg
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One message of an alert's life. `id` is stable for the alert; `key` (id:seq) is unique per message,
+    which makes replays idempotent."""
+
+    event: AlertEvent
+    id: str
+    seq: int
+    stream: str
+    track: int
+    started_at: float
+    ended_at: float | None
+    score_max: float
+    engines: dict[str, float]
+    evidence: dict[str, str | None]
+    ts: float = field(default_factory=time.time)
+
+    @property
+    def key(self) -> str:
+        return f"{self.id}:{self.seq}"
+
+    def to_message(self) -> Message:
+        return {"v": VERSION, "type": ALERT, "event": self.event, "id": self.id, "key": self.key, "seq": self.seq,
+                "stream": self.stream, "track": self.track, "started_at": self.started_at,
+                "ended_at": self.ended_at, "score_max": self.score_max, "engines": dict(self.engines),
+                "evidence": dict(self.evidence), "ts": self.ts}
