@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from engines.base import Engine
 
@@ -32,6 +32,12 @@ class LiveService:
         self.scheduler = Scheduler(detector or FaceDetector(config.detector), engines, self.publish,
                                    config.scheduler, config.verdict, self.alerts)
         self.extra_cleanups: list = []  # async callables run at shutdown (WebRTC peers...)
+        self._removal_listeners: list[Callable[[StreamSource], None]] = []
+
+    def on_removed(self, fn: Callable[[StreamSource], None]) -> Callable[[], None]:
+        """Call `fn(source)` after a stream is removed (the API, a hung-up peer). Returns the unsubscriber."""
+        self._removal_listeners.append(fn)
+        return lambda: self._removal_listeners.remove(fn) if fn in self._removal_listeners else None
 
     def publish(self, msg: dict) -> None:
         """Every message leaves through the bus: websockets always, Redis and the alert log as configured."""
@@ -60,6 +66,11 @@ class LiveService:
             return False
         source.stop()
         self.publish(Status(name, state=SourceState.STOPPED.value, removed=True).to_message())
+        for fn in list(self._removal_listeners):
+            try:
+                fn(source)
+            except Exception:
+                log.exception("removal listener failed for stream %s", name)
         return True
 
     def start(self) -> None:

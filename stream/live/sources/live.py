@@ -8,6 +8,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,12 +93,29 @@ class StreamSource:
         self.frame_rate = RateMeter()
         self.last_frame_at: float | None = None
         self.frame_size: tuple[int, int] | None = None
+        self._subscribers: list[Callable[[Frame], None]] = []
 
     def deliver(self, frame: Frame) -> None:
         self.frame_rate.tick(frame.received)
         self.last_frame_at = frame.received
         self.frame_size = frame.size
         self.buffer.put(frame)
+        for fn in self._subscribers:
+            try:
+                fn(frame)
+            except Exception:  # a viewer's bug must never stop the source feeding the scheduler
+                log.exception("%s: frame subscriber failed", self.name)
+
+    def subscribe(self, fn: Callable[[Frame], None]) -> Callable[[], None]:
+        """Call `fn(frame)` for every decoded frame, on the decoding thread (so `fn` must be quick: hand the
+        frame on, never encode there). Returns the function that unsubscribes; calling it twice is harmless.
+        Like aiortc's `MediaRelay.subscribe`, this replaces patching the source."""
+        self._subscribers = [*self._subscribers, fn]  # copy on write: deliver() iterates without a lock
+
+        def unsubscribe() -> None:
+            self._subscribers = [f for f in self._subscribers if f is not fn]
+
+        return unsubscribe
 
     def source_status(self) -> SourceStatus:
         return SourceStatus(state=self.state.value, url=self.url, fps=round(self.frame_rate.rate(), 2),
