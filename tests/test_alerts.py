@@ -76,8 +76,7 @@ def test_deepfakes_video_raises_alert_with_evidence(tmp_path):
     engine = build_engine("meso4-df", weights_dir=MESONET_WEIGHTS, allow_download=False)
     sched = Scheduler(FaceDetector(), [engine], msgs.append, policy=VerdictPolicy(), alerts=manager)
     feed = _FileFeed("df", FFPP / "fake" / "Deepfakes_519_515.mp4")
-    sched.add(feed)
-    st = next(iter(sched._streams.values()))
+    st = sched.add(feed)
     for frame in feed.frames[:60]:
         sched.process([(st, frame)])
     sched.stop()  # ends open alerts

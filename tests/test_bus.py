@@ -20,7 +20,7 @@ from redis_server import RedisServer, free_port, unavailable_reason
 from stream.live.bus import LocalBus
 from stream.live.bus.base import ALERTS_LOG_NAME
 from stream.live.bus.spool import SPOOL_NAME, Spool, SpoolLocked
-from stream.live.sources.backoff import Backoff
+from stream.config.sources import Backoff
 
 redis = pytest.importorskip("redis")
 

@@ -4,16 +4,19 @@ import asyncio
 import json
 import random
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from engines.registry import build_engine
 from stream.config.serve import ConfigError, ServeConfig, expand_env, load_config, source_name_for
-from stream.live.sources.backoff import Backoff
+from stream.config.sources import Backoff
 from stream.live.sources.buffer import BufferPolicy, LatestFrameBuffer
 from stream.live.server.hub import Client, Hub
-from stream.live.scheduler.loop import Scheduler, SchedulerConfig
+from stream.config.scheduler import SchedulerConfig
+from stream.live.scheduler.governor import LoadGovernor
+from stream.live.scheduler.loop import Scheduler
 from stream.live.sources.live import AVLiveSource, SourceConfig, StreamSource, validate_url
 from stream.live.sources import Frame, SourceError, SourceState
 
@@ -126,56 +129,75 @@ class _Idle(StreamSource):
         super().__init__(name, name, LatestFrameBuffer(), fps)
 
 
+@dataclass
+class _Governed:
+    name: str
+    analysed_fps: float
+    order: int
+    shed: bool = False
+
+
 def test_load_lowers_rates_fairly_before_shedding_and_recovers():
-    sched = Scheduler.__new__(Scheduler)  # adaptation logic only: no detector or engines needed
-    Scheduler.__init__(sched, detector=None, engines=[], publish=lambda m: None,  # type: ignore[arg-type]
-                       config=SchedulerConfig(min_fps=1.0))
-    a, b = _Idle("a", 8.0), _Idle("b", 4.0)
-    sched.add(a)
-    sched.add(b)
-    streams = {s.source.name: s for s in sched._streams.values()}
+    governor = LoadGovernor(SchedulerConfig(min_fps=1.0))
+    streams = {"a": _Governed("a", 8.0, order=1), "b": _Governed("b", 4.0, order=2)}
+    both = list(streams.values())
     for _ in range(6):
-        sched._adapt(0.99)
+        governor.observe(0.99, both)
     # both lowered by the same factor: the ratio of their targets is kept
-    assert sched.target_fps(streams["a"]) / sched.target_fps(streams["b"]) == pytest.approx(2.0)
+    assert governor.target_fps(8.0) / governor.target_fps(4.0) == pytest.approx(2.0)
     assert not streams["a"].shed and not streams["b"].shed
     for _ in range(20):
-        sched._adapt(0.99)
+        governor.observe(0.99, both)
     assert streams["b"].shed and not streams["a"].shed  # the most recent stream goes first, one stays
-    assert any("paused" in e for e in sched.events)
-    sched._adapt(0.1)
-    assert not streams["b"].shed and any("resumed" in e for e in sched.events)
+    assert any("paused" in e for e in governor.events)
+    governor.observe(0.1, both)
+    assert not streams["b"].shed and any("resumed" in e for e in governor.events)
     for _ in range(40):
-        sched._adapt(0.1)
-    assert sched.scale == 1.0
+        governor.observe(0.1, both)
+    assert governor.scale == 1.0
 
 
 def test_one_slow_second_does_not_lower_rates_but_sustained_load_does():
-    sched = Scheduler(detector=None, engines=[], publish=lambda m: None)  # type: ignore[arg-type]
-    sched.add(_Idle("a", 5.0))
+    governor = LoadGovernor()
+    one = [_Governed("a", 5.0, order=1)]
     for _ in range(5):
-        sched._adapt(0.7)
-    sched._adapt(1.0)  # one spike
-    assert sched.scale == 1.0 and not sched.events
+        governor.observe(0.7, one)
+    governor.observe(1.0, one)  # one spike
+    assert governor.scale == 1.0 and not governor.events
     for _ in range(3):
-        sched._adapt(1.0)
-    assert sched.scale < 1.0
+        governor.observe(1.0, one)
+    assert governor.scale < 1.0
+
+
+def test_the_scheduler_paces_streams_by_the_governors_rates():
+    """The scheduler asks its governor for each stream's rate: a lowered scale spaces its picks out."""
+    sched = Scheduler(detector=None, engines=[], publish=lambda m: None)  # type: ignore[arg-type]
+    source = _Idle("cam", 5.0)
+    st = sched.add(source)
+    for _ in range(12):
+        sched.governor.observe(0.99, sched.streams())
+    assert sched.target_fps(st) == pytest.approx(sched.governor.target_fps(5.0)) and sched.target_fps(st) < 5.0
+    frame = Frame(image=np.zeros((2, 2, 3), np.uint8), pts=0, time=0.0, index=0, received=0.0)
+    now, picked = 0.0, 0
+    while now < 20.0:
+        source.buffer.put(frame)
+        picked += bool(sched.due(now))
+        now += 0.01
+    assert picked / 20.0 == pytest.approx(sched.target_fps(st), rel=0.05)
 
 
 def test_passes_that_start_late_keep_each_stream_at_its_target_rate():
     """Each pass starts a few ms after a stream is due (the loop naps between checks); the analysed rate must
     still be the target, not 1 / (period + lateness)."""
-    sched = Scheduler.__new__(Scheduler)
-    Scheduler.__init__(sched, detector=None, engines=[], publish=lambda m: None)  # type: ignore[arg-type]
+    sched = Scheduler(detector=None, engines=[], publish=lambda m: None)  # type: ignore[arg-type]
     source = _Idle("cam", 5.0)
     sched.add(source)
-    st = next(iter(sched._streams.values()))
     frame = Frame(image=np.zeros((2, 2, 3), np.uint8), pts=0, time=0.0, index=0, received=0.0)
     rng = random.Random(0)
     now, picked = 0.0, 0
     while now < 60.0:
         source.buffer.put(frame)
-        if sched._due(now):
+        if sched.due(now):
             picked += 1
             now += rng.uniform(0.01, 0.15)  # the pass itself
         now += rng.uniform(0.0, 0.01)  # the nap, and whatever else delays the next check

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from stream.live.scoring import fuse
 from stream.live.verdicts.policy import TrackVerdict, VerdictPolicy, worst
 
 
@@ -17,10 +18,12 @@ def changes(verdicts: list[str]) -> int:
 
 
 def test_weighted_fusion():
-    p = VerdictPolicy(weights={"a": 3.0, "b": 1.0})
-    assert p.fuse({"a": 1.0, "b": 0.0}) == pytest.approx(0.75)
-    assert p.fuse({"a": 0.2, "c": 0.6}) == pytest.approx((3 * 0.2 + 0.6) / 4)  # unnamed engine weighs 1
-    assert p.fuse({}) is None
+    w = VerdictPolicy(weights={"a": 3.0, "b": 1.0}).weights
+    assert fuse({"a": 1.0, "b": 0.0}, w) == pytest.approx(0.75)
+    assert fuse({"a": 0.2, "c": 0.6}, w) == pytest.approx((3 * 0.2 + 0.6) / 4)  # unnamed engine weighs 1
+    assert fuse({}, w) is None
+    with pytest.raises(ValueError, match="sum to zero"):
+        fuse({"a": 0.5}, {"a": 0.0})
 
 
 def test_needs_k_updates_to_turn_fake_and_k_to_return():

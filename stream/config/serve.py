@@ -11,13 +11,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from stream.live.faces.detector import DetectorConfig
-from stream.live.scheduler.loop import SchedulerConfig
-from stream.live.sources.live import SourceConfig
-from stream.live.verdicts.alerts import AlertPolicy
-from stream.live.bus import default_data_dir
-from stream.live.verdicts.evidence import EvidencePolicy
-from stream.live.verdicts.policy import VerdictPolicy
+from stream.config.faces import DetectorConfig
+from stream.config.paths import default_data_dir
+from stream.config.scheduler import SchedulerConfig
+from stream.config.sources import SourceConfig
+from stream.config.verdicts import AlertPolicy, EvidencePolicy, VerdictPolicy
 
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})

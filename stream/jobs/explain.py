@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engines.base import TorchEngine
+from stream.live.scoring import Scorer
 from stream.jobs.scan import FaceBatch
 
 HEAT_ALPHA = 0.45  # overlay opacity of the heatmap over the crop
@@ -105,19 +106,22 @@ def explain_top(engine: TorchEngine, batches: Iterable[FaceBatch], top: int) -> 
     if top <= 0:
         raise ExplainError(f"--top must be positive, got {top}")
     cam = GradCam(engine)
-    key = (engine.spec.size, engine.spec.margin)
+    scorer = Scorer([engine])
+    (key,) = scorer.crop_keys
+    rings = scorer.track_rings()
     best: list[tuple[float, int, int, int, np.ndarray]] = []  # (p, frame, -track, tiebreak, crop), a min-heap
     seen = 0
     for batch in batches:
-        for face in batch.faces:
-            crops = face.crops[key]
-            for track, crop, p in zip(face.tracks, crops, engine.predict(crops)):
-                item = (float(p), face.index, -track, seen, crop)
-                seen += 1
-                if len(best) < top:
-                    heapq.heappush(best, item)
-                else:
-                    heapq.heappushpop(best, item)
+        faces = [(face.index, track, face.crops[key][j]) for face in batch.faces for j, track in enumerate(face.tracks)]
+        scores = scorer.score((rings.of(track), {key: crop}) for _, track, crop in faces)
+        rings.expire(batch.expired)
+        for (frame, track, crop), got in zip(faces, scores):
+            item = (got[engine.name], frame, -track, seen, crop)
+            seen += 1
+            if len(best) < top:
+                heapq.heappush(best, item)
+            else:
+                heapq.heappushpop(best, item)
     if not best:
         raise ExplainError("no face was found to explain")
     chosen = sorted(best, key=lambda item: (-item[0], item[1]))

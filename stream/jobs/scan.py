@@ -18,16 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engines.base import Engine
 from stream.live.faces import FaceDetector, IoUTracker, crop_faces, whole_frame
-from stream.live.rings import ReadyWindow, TrackRings, WindowSpec
+from stream.live.rings import TrackRings
+from stream.live.scoring import CropKey, Scorer, fuse
 from stream.live.sources import AVSource, Frame, SourceError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 WHOLE_FRAME_TRACK = 0  # with --faces none the whole frame is one "face" with this track id
 FRAME_ENGINE_FPS = 5.0  # default analysed rate when every engine scores single frames
-CLIP_OVERLAP = 2  # clip engines get a new window every length / CLIP_OVERLAP face-frames
 
 Label = Literal["fake", "real", "no-face", "error"]
-CropKey = tuple[int, float]  # (crop size, margin)
 READ_ERRORS = (SourceError, OSError, UnidentifiedImageError)  # an unreadable input, reported per file
 
 
@@ -139,7 +138,8 @@ class Scanner:
         if not engines:
             raise ValueError("scan needs at least one engine")
         self.engines = list(engines)
-        self.windows = {e.name: _window_for(e) for e in self.engines}
+        self.scorer = Scorer(self.engines)
+        self.windows = self.scorer.windows
         self.threshold = float(np.mean(thresholds))
         self.options = options or ScanOptions()
         self.fps = self.options.fps
@@ -153,7 +153,7 @@ class Scanner:
     @property
     def crop_keys(self) -> list[CropKey]:
         """Every (size, margin) some engine's crops are cut at, in a stable order."""
-        return sorted({w.crop_key for w in self.windows.values()})
+        return self.scorer.crop_keys
 
     def scan(self, path: str | Path, on_frames: Callable[[int], None] | None = None) -> ScanResult:
         """Score one input. Failures become an `error` result; nothing raises for a bad file."""
@@ -182,7 +182,7 @@ class Scanner:
         path = Path(path)
         scores = _Scores([e.name for e in self.engines])
         per_face: list[dict[str, float]] = []
-        rings = TrackRings(self.windows.values())
+        rings = self.scorer.track_rings()
         try:
             for batch in batches:
                 per_face += self._score_faces(batch.faces, rings, scores)
@@ -205,24 +205,17 @@ class Scanner:
         return out
 
     def _score_faces(self, faces: Sequence[FaceFrame], rings: TrackRings, scores: _Scores) -> list[dict[str, float]]:
-        """Push every face into its track's rings, then score the windows that became due with one call per
-        engine. Returns each face's p(fake) per engine that scored a window it completed."""
-        ready: list[tuple[int, ReadyWindow]] = []
-        n_faces = 0
+        """Score one batch's faces through the shared scoring core. Returns each face's p(fake) per engine that
+        scored a window it completed."""
+        items = []
         for face in faces:
             for j, tid in enumerate(face.tracks):
                 scores.add_face(tid)
-                ready += [(n_faces, w) for w in rings.push(tid, {key: c[j] for key, c in face.crops.items()})]
-                n_faces += 1
-        per_face: list[dict[str, float]] = [{} for _ in range(n_faces)]
-        for engine in self.engines:
-            mine = [(k, w) for k, w in ready if w.spec == self.windows[engine.name]]
-            if mine:
-                batch = np.stack([w.clip[0] if w.spec.length == 1 else w.clip for _, w in mine])
-                p = engine.predict(batch)
-                scores.add(engine.name, [w.track for _, w in mine], p)
-                for (k, _), s in zip(mine, p):
-                    per_face[k][engine.name] = float(s)
+                items.append((tid, rings.of(tid), {key: c[j] for key, c in face.crops.items()}))
+        per_face = self.scorer.score((r, crops) for _, r, crops in items)
+        for (tid, _, _), got in zip(items, per_face):
+            for name, p in got.items():
+                scores.add(name, [tid], [p])
         return per_face
 
     def _result(self, path: Path, scores: _Scores, error: str | None = None) -> ScanResult:
@@ -234,7 +227,7 @@ class Scanner:
             error = "; ".join(
                 f"too short for {n}: it needs {self.windows[n].length} face-frames of one face, "
                 f"the longest track has {longest}" for n in scores.unscored_engines())
-        score = float(np.mean(list(per_engine.values()))) if per_engine and error is None else None
+        score = fuse(per_engine) if per_engine and error is None else None
         if error is not None:
             label: Label = "error"
         elif score is None:
@@ -252,11 +245,6 @@ class Scanner:
             engines=per_engine,
             error=error,
         )
-
-
-def _window_for(engine: Engine) -> WindowSpec:
-    s = engine.spec
-    return WindowSpec(size=s.size, margin=s.margin, length=s.frames, stride=max(1, s.frames // CLIP_OVERLAP))
 
 
 def _frames_of(path: Path, fps: float | None) -> Iterator[Frame]:

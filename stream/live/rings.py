@@ -71,24 +71,48 @@ class ReadyWindow:
     clip: np.ndarray  # (length, size, size, 3) uint8, oldest first
 
 
+class WindowRings:
+    """One track's rings, one per window spec: pushing a face-frame returns the windows it completed."""
+
+    def __init__(self, track: int, specs: Iterable[WindowSpec]) -> None:
+        self.track = track
+        self._rings = {s: CropRing(s.length, s.size) for s in dict.fromkeys(specs)}
+
+    def push(self, crops: dict[tuple[int, float], np.ndarray]) -> list[ReadyWindow]:
+        """Add one face-frame (its crop per (size, margin)); return the windows that became due."""
+        ready = []
+        for spec, ring in self._rings.items():
+            ring.push(crops[spec.crop_key])
+            if ring.full() and (ring.pushed - spec.length) % spec.stride == 0:
+                ready.append(ReadyWindow(self.track, spec, ring.window()))
+        return ready
+
+    @property
+    def pushed(self) -> int:
+        return max((r.pushed for r in self._rings.values()), default=0)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(r.nbytes for r in self._rings.values())
+
+
 class TrackRings:
-    """The rings of every live track, one per distinct window spec."""
+    """The rings of every live track of one input, one per distinct window spec."""
 
     def __init__(self, specs: Iterable[WindowSpec]) -> None:
         self.specs = tuple(dict.fromkeys(specs))
-        self._rings: dict[int, dict[WindowSpec, CropRing]] = {}
+        self._rings: dict[int, WindowRings] = {}
+
+    def of(self, track: int) -> WindowRings:
+        """The track's rings, allocated on its first face-frame."""
+        rings = self._rings.get(track)
+        if rings is None:
+            rings = self._rings[track] = WindowRings(track, self.specs)
+        return rings
 
     def push(self, track: int, crops: dict[tuple[int, float], np.ndarray]) -> list[ReadyWindow]:
         """Add one face-frame of `track` (its crop per (size, margin)); return the windows that became due."""
-        rings = self._rings.get(track)
-        if rings is None:
-            rings = self._rings[track] = {s: CropRing(s.length, s.size) for s in self.specs}
-        ready = []
-        for spec, ring in rings.items():
-            ring.push(crops[spec.crop_key])
-            if ring.full() and (ring.pushed - spec.length) % spec.stride == 0:
-                ready.append(ReadyWindow(track, spec, ring.window()))
-        return ready
+        return self.of(track).push(crops)
 
     def expire(self, tracks: Iterable[int]) -> None:
         for t in tracks:
@@ -96,7 +120,7 @@ class TrackRings:
 
     def pushed(self, track: int) -> int:
         rings = self._rings.get(track)
-        return max((r.pushed for r in rings.values()), default=0) if rings else 0
+        return rings.pushed if rings else 0
 
     @property
     def tracks(self) -> list[int]:
@@ -104,4 +128,4 @@ class TrackRings:
 
     @property
     def nbytes(self) -> int:
-        return sum(r.nbytes for rings in self._rings.values() for r in rings.values())
+        return sum(r.nbytes for r in self._rings.values())

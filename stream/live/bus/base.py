@@ -9,26 +9,17 @@ lossy (a newer one supersedes them, so dropping is better than delaying the pipe
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from stream.config.paths import DATA_ENV, default_data_dir  # noqa: F401 - re-exported for the buses
 from stream.messages import Message, dumps
 
 log = logging.getLogger(__name__)
 
-DATA_ENV = "DFSTREAM_DATA"  # overrides the default data folder (alerts log, spool, evidence)
 ALERTS_LOG_NAME = "alerts.jsonl"  # the pipeline's own append-only record of every alert it raised
-
-
-def default_data_dir() -> Path:
-    """`$DFSTREAM_DATA`, else `$XDG_DATA_HOME/dfstream`, else `~/.local/share/dfstream`."""
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV])
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "dfstream"
 
 
 class Bus(ABC):

@@ -41,7 +41,7 @@ from redis.retry import Retry
 from stream.live.bus.base import Bus, default_data_dir
 from stream.messages import Message, dumps, is_alert
 from stream.live.bus.spool import SPOOL_NAME, Spool
-from stream.live.sources.backoff import Backoff
+from stream.config.sources import Backoff
 
 log = logging.getLogger(__name__)
 

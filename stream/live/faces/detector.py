@@ -12,24 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+
+from stream.config.faces import DetectorConfig
 
 from stream.live.faces import tv_compat
 
 
 RESIZE_REDUCING_GAP = 1.0
-
-
-class DetectorConfig(BaseModel):
-    """MTCNN settings. `min_prob` drops low-confidence faces after the cascade's own thresholds."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    min_face_size: int = Field(default=40, gt=0)
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    min_prob: float = Field(default=0.9, ge=0.0, le=1.0)
-    max_side: int = Field(default=640, gt=0, description="frames are downscaled to this longest side to detect")
-    device: str = "cpu"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ import av
 import numpy as np
 
 from stream.live.sources.base import Frame, SourceError, SourceState
-from stream.live.sources.urls import is_network, redact
+from stream.config.sources import is_network
+from stream.live.sources.urls import redact
 
 # A file whose decoded frames stop this far short of the duration its header declares is reported truncated.
 TRUNCATION_TOLERANCE_S = 1.0

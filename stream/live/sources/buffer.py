@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from enum import Enum
 
+from stream.config.sources import BufferPolicy
 from stream.live.sources.base import Frame
-
-
-class BufferPolicy(str, Enum):
-    """What a full buffer does with a new frame.
-
-    DROP_OLDEST: live sources. Decoding never waits for inference; the oldest frame is dropped and counted.
-    WAIT: unpaced files. The decoder waits for the consumer, so every frame is analysed and none is lost.
-    """
-
-    DROP_OLDEST = "drop-oldest"
-    WAIT = "wait"
 
 
 class LatestFrameBuffer:

@@ -12,53 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from stream.live.sources.backoff import Backoff
-from stream.live.sources.buffer import BufferPolicy, LatestFrameBuffer
-from stream.live.scheduler.stats import RateMeter
+from stream.config.sources import DEVICE_PREFIXES, RTSP_SCHEMES, SourceConfig, is_network
+from stream.live.sources.buffer import LatestFrameBuffer
+from stream.live.stats import RateMeter
 from stream.live.sources import AVSource, Frame, SourceError, SourceState
-from stream.live.sources.urls import is_network, redact
+from stream.live.sources.urls import redact
 from stream.messages import SourceStatus
 
 log = logging.getLogger(__name__)
 
-RTSP_SCHEMES = ("rtsp://", "rtsps://")
-DEVICE_PREFIXES = ("/dev/video",)
 OPEN_TIMEOUT_S = 10.0
 # How long FFmpeg may study a live stream before the first frame: long enough for a keyframe on a typical
 # camera (GOP <= 1 s), short enough that a camera that comes back streams again within seconds.
 RTSP_ANALYZE_US = 1_000_000
-
-
-class SourceConfig(BaseModel):
-    """One camera or file. `watchdog_s`: a source with no frame for that long is restarted."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
-    url: str = Field(min_length=1)
-    loop: bool = False
-    pace: bool = Field(default=True, description="play files at their real frame rate (else as fast as decoded)")
-    rtsp_transport: str = Field(default="tcp", pattern="^(tcp|udp|http|https)$")
-    watchdog_s: float = Field(default=10.0, gt=0)
-    analysed_fps: float = Field(default=5.0, gt=0, le=60)
-    backoff: Backoff = Backoff()
-    device_format: str = "v4l2"
-
-    @property
-    def kind(self) -> str:
-        if self.url.startswith(RTSP_SCHEMES):
-            return "rtsp"
-        if self.url.startswith(DEVICE_PREFIXES):
-            return "device"
-        if is_network(self.url):
-            return "network"
-        return "file"
-
-    @property
-    def policy(self) -> BufferPolicy:
-        return BufferPolicy.WAIT if self.kind == "file" and not self.pace else BufferPolicy.DROP_OLDEST
 
 
 def validate_url(url: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-NETWORK_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp"})
 
 
 def redact(url: str) -> str:
@@ -16,7 +15,3 @@ def redact(url: str) -> str:
             host = f"{host}:{parts.port}"
         return urlunsplit(parts._replace(netloc=f"***@{host}"))
     return url
-
-
-def is_network(url: str) -> bool:
-    return urlsplit(url).scheme.lower() in NETWORK_SCHEMES

@@ -15,16 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+
+from stream.config.verdicts import AlertPolicy
 
 from stream.live.verdicts.evidence import EvidenceStore
 from stream.messages import Alert, AlertEvent
-
-
-class AlertPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    update_every_s: float = Field(default=5.0, gt=0, description="least time between updates of one alert")
 
 
 @dataclass

@@ -16,21 +16,14 @@ from pathlib import Path
 import av
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+
+from stream.config.verdicts import EvidencePolicy
 
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 90
 CLIP_CODEC = "libx264"  # H.264 in MP4 plays in every browser
 CLIP_PIXEL_FORMAT = "yuv420p"
-
-
-class EvidencePolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_alerts: int = Field(default=500, gt=0, description="evidence folders kept; the oldest are deleted")
-    max_bytes: int = Field(default=1 << 30, gt=0, description="total evidence size kept")
-    clip_fps: float = Field(default=5.0, gt=0, description="playback rate of clips (the analysed rate)")
 
 
 def write_jpeg(path: Path, image: np.ndarray) -> None:

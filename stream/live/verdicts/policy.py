@@ -15,36 +15,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from stream.config.verdicts import VerdictPolicy
+from stream.live.scoring import fuse
 
 Verdict = Literal["real", "uncertain", "fake"]
 SEVERITY: dict[str, int] = {"real": 0, "uncertain": 1, "fake": 2}
-
-
-class VerdictPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    weights: dict[str, float] = Field(default={}, description="engine name -> weight; unnamed engines weigh 1")
-    smoothing: Literal["median", "ema"] = "median"
-    window: int = Field(default=9, gt=0, description="updates in the rolling median")
-    ema_alpha: float = Field(default=0.3, gt=0, le=1)
-    t_high: float = Field(default=0.7, ge=0, le=1)
-    t_low: float = Field(default=0.3, ge=0, le=1)
-    k: int = Field(default=3, gt=0, description="consecutive updates needed to change verdict")
-
-    @model_validator(mode="after")
-    def _thresholds(self) -> "VerdictPolicy":
-        if self.t_low > self.t_high:
-            raise ValueError(f"t_low ({self.t_low}) must not exceed t_high ({self.t_high})")
-        return self
-
-    def fuse(self, engines: dict[str, float]) -> float | None:
-        if not engines:
-            return None
-        w = np.array([self.weights.get(n, 1.0) for n in engines])
-        if w.sum() <= 0:
-            raise ValueError(f"engine weights sum to zero for {sorted(engines)}")
-        return float(np.dot(w, list(engines.values())) / w.sum())
 
 
 @dataclass
@@ -59,7 +35,7 @@ class TrackVerdict:
     _run_low: int = 0
 
     def update(self, engines: dict[str, float]) -> Verdict:
-        fused = self.policy.fuse(engines)
+        fused = fuse(engines, self.policy.weights)
         if fused is None:
             return self.verdict
         p = self.policy

@@ -1,0 +1,76 @@
+"""Source settings: addresses and their kinds, reconnect back-off, and the buffer's overflow policy."""
+
+from __future__ import annotations
+
+import random
+from enum import Enum
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RTSP_SCHEMES = ("rtsp://", "rtsps://")
+DEVICE_PREFIXES = ("/dev/video",)
+NETWORK_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp"})
+
+
+def is_network(url: str) -> bool:
+    return urlsplit(url).scheme.lower() in NETWORK_SCHEMES
+
+
+class BufferPolicy(str, Enum):
+    """What a full buffer does with a new frame.
+
+    DROP_OLDEST: live sources. Decoding never waits for inference; the oldest frame is dropped and counted.
+    WAIT: unpaced files. The decoder waits for the consumer, so every frame is analysed and none is lost.
+    """
+
+    DROP_OLDEST = "drop-oldest"
+    WAIT = "wait"
+
+
+class Backoff(BaseModel):
+    """Reconnect delays: exponential, capped, with jitter so many cameras that fail together do not retry in
+    step."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    initial_s: float = Field(default=0.25, gt=0)
+    factor: float = Field(default=2.0, ge=1.0)
+    max_s: float = Field(default=2.0, gt=0, description="cap: a returning camera is picked up within this")
+    jitter: float = Field(default=0.2, ge=0.0, le=1.0, description="± fraction of the delay drawn at random")
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before reconnect attempt `attempt` (0-based)."""
+        base = min(self.max_s, self.initial_s * self.factor ** attempt)
+        spread = base * self.jitter
+        return max(0.0, base + (rng or random).uniform(-spread, spread))
+
+
+class SourceConfig(BaseModel):
+    """One camera or file. `watchdog_s`: a source with no frame for that long is restarted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    url: str = Field(min_length=1)
+    loop: bool = False
+    pace: bool = Field(default=True, description="play files at their real frame rate (else as fast as decoded)")
+    rtsp_transport: str = Field(default="tcp", pattern="^(tcp|udp|http|https)$")
+    watchdog_s: float = Field(default=10.0, gt=0)
+    analysed_fps: float = Field(default=5.0, gt=0, le=60)
+    backoff: Backoff = Backoff()
+    device_format: str = "v4l2"
+
+    @property
+    def kind(self) -> str:
+        if self.url.startswith(RTSP_SCHEMES):
+            return "rtsp"
+        if self.url.startswith(DEVICE_PREFIXES):
+            return "device"
+        if is_network(self.url):
+            return "network"
+        return "file"
+
+    @property
+    def policy(self) -> BufferPolicy:
+        return BufferPolicy.WAIT if self.kind == "file" and not self.pace else BufferPolicy.DROP_OLDEST

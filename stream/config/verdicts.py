@@ -1,0 +1,39 @@
+"""Judging settings: the verdict policy (fusion weights, smoothing, hysteresis), alerts and evidence retention."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class VerdictPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weights: dict[str, float] = Field(default={}, description="engine name -> weight; unnamed engines weigh 1")
+    smoothing: Literal["median", "ema"] = "median"
+    window: int = Field(default=9, gt=0, description="updates in the rolling median")
+    ema_alpha: float = Field(default=0.3, gt=0, le=1)
+    t_high: float = Field(default=0.7, ge=0, le=1)
+    t_low: float = Field(default=0.3, ge=0, le=1)
+    k: int = Field(default=3, gt=0, description="consecutive updates needed to change verdict")
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> "VerdictPolicy":
+        if self.t_low > self.t_high:
+            raise ValueError(f"t_low ({self.t_low}) must not exceed t_high ({self.t_high})")
+        return self
+
+
+class AlertPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    update_every_s: float = Field(default=5.0, gt=0, description="least time between updates of one alert")
+
+
+class EvidencePolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_alerts: int = Field(default=500, gt=0, description="evidence folders kept; the oldest are deleted")
+    max_bytes: int = Field(default=1 << 30, gt=0, description="total evidence size kept")
+    clip_fps: float = Field(default=5.0, gt=0, description="playback rate of clips (the analysed rate)")

@@ -1,0 +1,75 @@
+"""The load governor: a pure decision, fed the scheduler's busy fraction once a period.
+
+Under load (busy more than `high_load` of the time, smoothed over periods) it lowers every stream's analysed
+rate by the same factor, down to `min_fps`; only then does it shed whole streams, the most recently added first.
+It restores them (and then the rates) once the load predicted after a step up stays below `recover_load`.
+Lowering rates together is fair (every camera keeps its share); shedding the newest first keeps the cameras an
+operator set up first. No threads and no clock here, so every decision can be tested step by step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from stream.config.scheduler import SchedulerConfig
+
+log = logging.getLogger(__name__)
+
+EVENTS_KEPT = 10  # recent decisions kept for status messages
+
+
+class Governed(Protocol):
+    """What the governor sees of a stream."""
+
+    name: str
+    order: int  # when it was added: later streams are shed first
+    shed: bool
+
+    @property
+    def analysed_fps(self) -> float: ...
+
+
+class LoadGovernor:
+    def __init__(self, config: SchedulerConfig | None = None) -> None:
+        self.config = config or SchedulerConfig()
+        self.scale = 1.0
+        self.utilisation = 0.0
+        self.events: list[str] = []
+
+    def target_fps(self, analysed_fps: float) -> float:
+        """A stream's analysed rate now: its own target scaled down under load, never below the floor."""
+        return max(self.config.min_fps, analysed_fps * self.scale)
+
+    def observe(self, utilisation: float, streams: Sequence[Governed]) -> str | None:
+        """Take one period's busy fraction; lower or raise rates, or shed or resume one stream. Returns what it
+        did, in words (also kept in `events`), or None."""
+        c = self.config
+        self.utilisation = utilisation = c.load_smoothing * utilisation + (1 - c.load_smoothing) * self.utilisation
+        active = [s for s in streams if not s.shed]
+        shed = [s for s in streams if s.shed]
+        floor = all(s.analysed_fps * self.scale <= c.min_fps for s in active)
+        if utilisation > c.high_load:
+            if not floor:
+                self.scale *= c.step_down
+                return self._event(f"load {utilisation:.0%}: analysed rates lowered to {self.scale:.0%} of target")
+            if len(active) > 1:
+                victim = max(active, key=lambda s: s.order)
+                victim.shed = True
+                return self._event(f"load {utilisation:.0%} at the {c.min_fps} fps floor: stream {victim.name} "
+                                   "paused")
+        elif utilisation * c.step_up < c.recover_load:
+            if shed:
+                back = min(shed, key=lambda s: s.order)
+                back.shed = False
+                return self._event(f"load {utilisation:.0%}: stream {back.name} resumed")
+            if self.scale < 1.0:
+                self.scale = min(1.0, self.scale * c.step_up)
+                return self._event(f"load {utilisation:.0%}: analysed rates raised to {self.scale:.0%} of target")
+        return None
+
+    def _event(self, text: str) -> str:
+        log.info("scheduler: %s", text)
+        self.events = (self.events + [text])[-EVENTS_KEPT:]
+        return text

@@ -1,0 +1,52 @@
+"""Per-stream and per-track state of the live scheduler, each held in one record and freed in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stream.live.faces import IoUTracker
+from stream.live.rings import CropRing, WindowRings
+from stream.live.sources.live import StreamSource
+from stream.live.stats import LatencyMeter, RateMeter
+from stream.live.verdicts.policy import TrackVerdict
+
+EVIDENCE_CROP = (224, 0.3)  # (size, margin) of the face crops kept for alert snapshots and clips
+EVIDENCE_FRAMES = 16  # analysed face-frames per track kept for the alert clip
+
+
+@dataclass(eq=False)
+class Track:
+    """One face track: its engines' rings, its latest score per engine, its rolling verdict and the recent crops
+    kept as alert evidence. Dropping the record frees all of it."""
+
+    id: int
+    rings: WindowRings
+    verdict: TrackVerdict
+    evidence: CropRing
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class LiveStream:
+    """One stream as the scheduler holds it: its source, tracker, tracks, pacing and meters."""
+
+    source: StreamSource
+    order: int
+    tracker: IoUTracker = field(default_factory=IoUTracker)
+    tracks: dict[int, Track] = field(default_factory=dict)
+    next_due: float = 0.0
+    shed: bool = False
+    analysed: RateMeter = field(default_factory=RateMeter)
+    latency: LatencyMeter = field(default_factory=LatencyMeter)
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def analysed_fps(self) -> float:
+        return self.source.analysed_fps
+
+    def drop(self, track_ids) -> list[Track]:
+        """Forget expired tracks; returns their records (for ending their alerts)."""
+        return [t for t in (self.tracks.pop(i, None) for i in track_ids) if t is not None]

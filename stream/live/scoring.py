@@ -1,0 +1,76 @@
+"""The one scoring core shared by `serve`, `scan`, `eval` and `explain`.
+
+Every job does the same steps once its faces are cut: push each face-frame's crops into its track's rings, take
+the windows that became due (a single crop for frame engines, a clip for clip engines), stack them per engine
+into one batch, predict, and hand each face back the p(fake) of every engine whose window it completed. Doing
+it in one place means an engine feature (a quality gate, calibration, an ensemble) is added once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from engines.base import Engine
+from stream.live.rings import ReadyWindow, TrackRings, WindowRings, WindowSpec
+
+CropKey = tuple[int, float]  # (crop size, margin)
+# Clip engines get a new window every length / CLIP_OVERLAP face-frames: overlapping windows react sooner to a
+# change than back-to-back ones, at CLIP_OVERLAP times the clip engine's cost per face.
+CLIP_OVERLAP = 2
+
+
+def window_for(engine: Engine) -> WindowSpec:
+    """The window an engine consumes: its input spec's crop size, margin and clip length."""
+    s = engine.spec
+    return WindowSpec(size=s.size, margin=s.margin, length=s.frames, stride=max(1, s.frames // CLIP_OVERLAP))
+
+
+def fuse(scores: Mapping[str, float], weights: Mapping[str, float] | None = None) -> float | None:
+    """The weighted mean p(fake) of the engines that scored (unnamed engines weigh 1); None when none did."""
+    if not scores:
+        return None
+    w = np.array([(weights or {}).get(n, 1.0) for n in scores])
+    if w.sum() <= 0:
+        raise ValueError(f"engine weights sum to zero for {sorted(scores)}")
+    return float(np.dot(w, list(scores.values())) / w.sum())
+
+
+class Scorer:
+    """Window specs, ring feeding and per-engine batching for a fixed set of engines."""
+
+    def __init__(self, engines: Sequence[Engine]) -> None:
+        self.engines = list(engines)
+        self.windows = {e.name: window_for(e) for e in self.engines}
+
+    @property
+    def crop_keys(self) -> list[CropKey]:
+        """Every (size, margin) some engine's crops are cut at, in a stable order."""
+        return sorted({w.crop_key for w in self.windows.values()})
+
+    def track_rings(self) -> TrackRings:
+        """Rings for every track of one input (scan, eval)."""
+        return TrackRings(self.windows.values())
+
+    def window_rings(self, track: int) -> WindowRings:
+        """Rings for one track (the live scheduler keeps them in its per-track record)."""
+        return WindowRings(track, self.windows.values())
+
+    def score(self, faces: Iterable[tuple[WindowRings, Mapping[CropKey, np.ndarray]]]) -> list[dict[str, float]]:
+        """Push each face-frame (its track's rings, its crop per key) and score every window that became due,
+        with one `predict` per engine for the whole batch. Returns, per face in order, the p(fake) of each engine
+        whose window that face completed (every engine for frame engines)."""
+        ready: list[tuple[int, ReadyWindow]] = []
+        n = 0
+        for n, (rings, crops) in enumerate(faces, start=1):
+            ready += [(n - 1, w) for w in rings.push(dict(crops))]
+        out: list[dict[str, float]] = [{} for _ in range(n)]
+        for engine in self.engines:
+            mine = [(i, w) for i, w in ready if w.spec == self.windows[engine.name]]
+            if not mine:
+                continue
+            batch = np.stack([w.clip[0] if w.spec.length == 1 else w.clip for _, w in mine])
+            for (i, _), p in zip(mine, engine.predict(batch)):
+                out[i][engine.name] = float(p)
+        return out
