@@ -94,10 +94,24 @@ def stream_js(name: str, expr: str) -> str:
 
 
 async def wait_js(page, expr: str, timeout: float, poll: float = 0.25):
-    """Wait until the JS expression `expr` is truthy (awaited if a promise); returns its JSON value."""
-    handle = await page.wait_for_function(f"async () => ({expr})", timeout=ms(timeout),
-                                          polling=ms(poll))
+    """Wait until the JS expression `expr` is truthy; returns its JSON value."""
+    handle = await page.wait_for_function(f"() => ({expr})", timeout=ms(timeout), polling=ms(poll))
     return await handle.json_value()
+
+
+async def wait_promise(page, expr: str, timeout: float, poll: float = 0.5):
+    """Wait until the promise `expr` resolves to something truthy (wait_for_function does not await promises:
+    each poll starts `expr` again once the previous run gave nothing); returns its JSON value."""
+    slot = f"window[{json.dumps('__wait_' + os.urandom(4).hex())}]"
+    return await wait_js(page, f"""(slot => {{
+        if (slot.value) return slot.value;
+        if (!slot.busy) {{
+            slot.busy = true;
+            Promise.resolve().then(() => ({expr})).then((v) => {{ slot.value = v; }}, () => {{}})
+                .finally(() => {{ slot.busy = false; }});
+        }}
+        return null;
+    }})({slot} ||= {{ busy: false, value: null }})""", timeout, poll)
 
 
 def tile_of(page, name: str):
@@ -282,9 +296,9 @@ def test_alert_on_the_deepfakes_video_appears_in_the_feed_of_a_page_opened_later
             await expect(link).to_have_attribute("href", re.compile(re.escape(f"/evidence/{alert['id']}/clip.mp4")))
             href = await link.evaluate("a => a.href")
             # the clip is written just after the snapshot, on the evidence thread
-            clip = await wait_js(page, f"fetch({json.dumps(href)})"
-                                       f".then(r => r.ok ? r.blob() : null).then(b => b && [b.size, b.type])",
-                                 PAGE_TIMEOUT_S, poll=0.5)
+            clip = await wait_promise(page, f"fetch({json.dumps(href)})"
+                                            f".then(r => r.ok ? r.blob() : null).then(b => b && [b.size, b.type])",
+                                      PAGE_TIMEOUT_S)
             assert clip and clip[0] > 0 and clip[1] == "video/mp4", clip
             await screenshot(page, tmp_path / "alert.png")
 
