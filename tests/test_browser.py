@@ -40,6 +40,7 @@ from live_server import LiveServer, collect
 from rtsp_server import RtspServer, unavailable_reason
 
 if chromium_unavailable() is None:
+    from playwright.async_api import TimeoutError as PlaywrightTimeoutError
     from playwright.async_api import expect
 
 REAL_VIDEO = FFPP / "real" / "004.mp4"
@@ -95,7 +96,10 @@ def stream_js(name: str, expr: str) -> str:
 
 async def wait_js(page, expr: str, timeout: float, poll: float = 0.25):
     """Wait until the JS expression `expr` is truthy; returns its JSON value."""
-    handle = await page.wait_for_function(f"() => ({expr})", timeout=ms(timeout), polling=ms(poll))
+    try:
+        handle = await page.wait_for_function(f"() => ({expr})", timeout=ms(timeout), polling=ms(poll))
+    except PlaywrightTimeoutError:
+        raise AssertionError(f"waited {timeout:.0f} s for {expr!r}") from None
     return await handle.json_value()
 
 
