@@ -13,6 +13,7 @@ of their own (websocket clients), and the sync API cannot run inside a running e
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -35,9 +36,7 @@ LAUNCH_TIMEOUT_MS = 30_000
 
 def chromium_unavailable() -> str | None:
     """None when the browser tests can run, else why not (for pytest.skip)."""
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("playwright") is None:
         return "playwright is not installed: pip install -e .[test] (no `playwright install` needed)"
     if not Path(CHROMIUM).exists() and shutil.which(CHROMIUM) is None:
         return f"{CHROMIUM} not found: install Debian's chromium (scripts/setup.sh test does)"
