@@ -21,7 +21,7 @@ if [ "$profile" = test ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null;
     # System packages the tests drive for real: gst-rtsp-server, its GObject bindings for /usr/bin/python3 and
     # the GStreamer elements tests/rtsp_server.py uses (a real RTSP camera on loopback). Installed only if missing.
     # redis-server: the Redis bus tests start a real one on a loopback port.
-    # chromium: the browser tests drive Debian's Chromium headless over CDP (tests/cdp.py; no browser download).
+    # chromium: the browser tests drive Debian's Chromium headless with Playwright (tests/browser.py; no browser download).
     apt_packages=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-{base,good,bad,ugly} gstreamer1.0-libav
                   redis-server chromium)
     missing=()

@@ -1,11 +1,14 @@
-"""The page in a real browser: Debian's Chromium, headless, driven over CDP (tests/cdp.py), against the real serve
-app (MTCNN + MesoNet) in tests/live_server.LiveServer.
+"""The page in a real browser: Debian's Chromium, headless, driven by Playwright (tests/browser.py), against the
+real serve app (MTCNN + MesoNet) in tests/live_server.LiveServer.
 
 1. Webcam: Chromium's fake camera plays a shared FF++ video (converted to .y4m); "Use my webcam" sends it to the
    server over WebRTC, and the local preview shows boxes with scores, matched to the frames by timestamp.
 2. RTSP: a loopback RTSP camera added from the page is relayed back over WebRTC and shows boxes.
 3. Alerts: the shared Deepfakes video raises an alert that appears in the feed with a snapshot that loads.
 4. Refusals: bound beyond loopback with a token, the page without the token is refused and asks for it.
+
+Waits are Playwright's: `expect(locator)` for what the page shows, `wait_for_function` for its state
+(window.__dfstream). Each page's console is printed when a test fails.
 
 Screenshots are saved under each test's tmp_path. `DFSTREAM_SCREENSHOT=docs/browser.png` also writes the webcam
 test's screenshot there (the README's image): see the README's Browser section for the one-line command.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -30,10 +34,14 @@ from stream.config.serve import ServeConfig
 from stream.live.server.relay import RELAY_KEY
 from stream.live.sources.live import SourceConfig
 
-from cdp import Browser, Page, chromium_unavailable
+from browser import chromium_unavailable, open_browser, screenshot
 from conftest import FFPP, MESONET_WEIGHTS
 from live_server import LiveServer, collect
 from rtsp_server import RtspServer, unavailable_reason
+
+if chromium_unavailable() is None:
+    from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+    from playwright.async_api import expect
 
 REAL_VIDEO = FFPP / "real" / "004.mp4"
 FAKE_VIDEO = FFPP / "fake" / "Deepfakes_519_515.mp4"
@@ -77,18 +85,57 @@ def to_y4m(video: Path, out: Path, size=Y4M_SIZE, seconds=Y4M_SECONDS) -> Path:
     return out
 
 
+def ms(seconds: float) -> float:
+    return seconds * 1000
+
+
 def stream_js(name: str, expr: str) -> str:
     """A JS expression over the page's state for one stream (`s`), false while the stream is not there."""
     return f"(s => Boolean(s) && ({expr}))(window.__dfstream.streams[{json.dumps(name)}])"
 
 
-async def scored_faces(page: Page, name: str, timeout: float) -> list[dict]:
-    return await page.wait_for(
-        f"(s => s && s.drawn.faces.filter(f => f.score !== null).length ? s.drawn.faces : null)"
-        f"(window.__dfstream.streams[{json.dumps(name)}])", timeout)
+async def wait_js(page, expr: str, timeout: float, poll: float = 0.25):
+    """Wait until the JS expression `expr` is truthy; returns its JSON value."""
+    try:
+        handle = await page.wait_for_function(f"() => ({expr})", timeout=ms(timeout), polling=ms(poll))
+    except PlaywrightTimeoutError:
+        raise AssertionError(f"waited {timeout:.0f} s for {expr!r}") from None
+    return await handle.json_value()
+
+
+async def wait_promise(page, expr: str, timeout: float, poll: float = 0.5):
+    """Wait until the promise `expr` resolves to something truthy (wait_for_function does not await promises:
+    each poll starts `expr` again once the previous run gave nothing); returns its JSON value."""
+    slot = f"window[{json.dumps('__wait_' + os.urandom(4).hex())}]"
+    return await wait_js(page, f"""(slot => {{
+        if (slot.value) return slot.value;
+        if (!slot.busy) {{
+            slot.busy = true;
+            Promise.resolve().then(() => ({expr})).then((v) => {{ slot.value = v; }}, () => {{}})
+                .finally(() => {{ slot.busy = false; }});
+        }}
+        return null;
+    }})({slot} ||= {{ busy: false, value: null }})""", timeout, poll)
+
+
+def tile_of(page, name: str):
+    return page.locator(f"article.tile[data-stream={json.dumps(name)}]")
+
+
+async def until_live(page, timeout: float = PAGE_TIMEOUT_S) -> None:
+    """The page has booted and its websocket is open, as the banner says."""
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "open", timeout=ms(timeout))
+    await expect(page.locator("#conn")).to_have_text("Live")
+    await wait_js(page, "window.__dfstream.ready && window.__dfstream.ws === 'open'", timeout)
+
+
+async def scored_faces(page, name: str, timeout: float) -> list[dict]:
+    return await wait_js(page, f"(s => s && s.drawn.faces.filter(f => f.score !== null).length ? s.drawn.faces"
+                               f" : null)(window.__dfstream.streams[{json.dumps(name)}])", timeout)
 
 
 async def until(predicate, timeout: float, poll: float = 0.2) -> bool:
+    """For the server's side (not the page's): poll `predicate` until it holds or `timeout` passes."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -97,20 +144,20 @@ async def until(predicate, timeout: float, poll: float = 0.2) -> bool:
     return True
 
 
-async def hover_face(page: Page, name: str) -> str:
+async def hover_face(page, name: str) -> str:
     """Move the mouse onto the first scored face box of `name`; returns the tooltip's text."""
-    tile = f"article[data-stream={json.dumps(name)}]"
+    tile = tile_of(page, name)
+    tooltip = tile.locator(".tooltip")
     for _ in range(5):  # the face may move between reading its box and the mouse arriving
         x, y, w, h = (await scored_faces(page, name, BOXES_TIMEOUT_S))[0]["box"]
-        left, top = await page.evaluate(f"(r => [r.x, r.y])(document.querySelector("
-                                        f"{json.dumps(tile + ' canvas.overlay')}).getBoundingClientRect())")
-        await page.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": left + x + w / 2,
-                                                     "y": top + y + h / 2})
+        canvas = await tile.locator("canvas.overlay").bounding_box()
+        await page.mouse.move(canvas["x"] + x + w / 2, canvas["y"] + y + h / 2)
         try:
-            return await page.wait_for(f"(t => !t.hidden && t.textContent)(document.querySelector("
-                                       f"{json.dumps(tile + ' .tooltip')}))", 2)
-        except TimeoutError:
+            await expect(tooltip).to_be_visible(timeout=2000)
+            await expect(tooltip).to_contain_text("Track #", timeout=1000)
+        except AssertionError:
             continue
+        return await tooltip.text_content()
     raise AssertionError(f"no tooltip over {name}'s face box")
 
 
@@ -128,36 +175,45 @@ def test_webcam_preview_shows_scored_face_boxes(meso, tmp_path):
               f"--use-file-for-fake-video-capture={y4m}"]
 
     async def scenario(server: LiveServer) -> None:
-        async with Browser(camera) as browser:
+        async with open_browser(camera) as browser:
             page = await browser.new_page(height=720)
             await page.goto(server.base + "/")
-            await page.wait_for("window.__dfstream.ready && window.__dfstream.ws === 'open'", PAGE_TIMEOUT_S)
-            await page.click("#webcam")
+            await until_live(page)
+            await expect(page.locator("#empty")).to_be_visible()
+            await page.locator("#webcam").click()
             started = time.monotonic()
-            name = await page.wait_for(
-                "window.__dfstream.webcam && !window.__dfstream.webcam.pending && window.__dfstream.webcam.stream",
-                BOXES_TIMEOUT_S)
+            await expect(page.locator("#webcam")).to_have_text("Webcam on", timeout=ms(BOXES_TIMEOUT_S))
+            await expect(page.locator("#webcam")).to_be_disabled()
+            name = await wait_js(page, "window.__dfstream.webcam && !window.__dfstream.webcam.pending"
+                                       " && window.__dfstream.webcam.stream", PAGE_TIMEOUT_S)
+            tile = tile_of(page, name)
+            await expect(tile).to_have_attribute("data-mode", "local")
+            await expect(tile.locator("canvas.preview")).to_be_visible()
+            await expect(page.locator("#empty")).to_be_hidden()
             faces = await scored_faces(page, name, BOXES_TIMEOUT_S - (time.monotonic() - started))
             assert all(0.0 <= f["score"] <= 1.0 and "meso4-df" in f["engines"] for f in faces if f["score"] is not None)
             state = await page.evaluate(f"window.__dfstream.streams[{json.dumps(name)}]")
             assert state["mode"] == "local" and state["sync"]["clock"] == "capture", state["sync"]
             # matched by timestamp: some drawn overlays belong to the very frame on screen (within 0.5 ms), which
             # a wrong clock mapping would essentially never give
-            await page.wait_for(stream_js(name, "s.sync.exact_hits > 0"), BOXES_TIMEOUT_S)
-            # boxes drawn over a drawn picture (a frame with no overlay close enough shows none: poll)
-            await page.wait_for(f"(i => i.overlayInk > 0 && i.previewInk > 0)"
+            await wait_js(page, stream_js(name, "s.sync.exact_hits > 0"), BOXES_TIMEOUT_S)
+            # boxes drawn over a drawn picture (a frame with no overlay close enough shows none: wait for one)
+            await wait_js(page, f"(i => i.overlayInk > 0 && i.previewInk > 0)"
                                 f"(window.__dfstream.inspect({json.dumps(name)}))", BOXES_TIMEOUT_S)
             assert name in server.service.names()
             # let the verdict strip and stats fill in (longer for the README's picture)
-            await asyncio.sleep(SCREENSHOT_SETTLE_S if os.environ.get("DFSTREAM_SCREENSHOT") else 1.0)
+            await page.wait_for_timeout(ms(SCREENSHOT_SETTLE_S if os.environ.get("DFSTREAM_SCREENSHOT") else 1.0))
+            await expect(tile.locator(".stats")).to_contain_text("fps")
             tip = await hover_face(page, name)  # the picture shows the per-engine scores too
             assert "meso4-df" in tip, tip
-            await page.screenshot(*save_screenshot_paths(tmp_path, "webcam.png"))
+            await screenshot(page, *save_screenshot_paths(tmp_path, "webcam.png"))
 
             # the tile's Remove stops the stream on the server, and the tile goes
-            await page.click(f"article[data-stream={json.dumps(name)}] button.remove")
-            await page.wait_for(f"!window.__dfstream.streams[{json.dumps(name)}] && !window.__dfstream.webcam",
-                                PAGE_TIMEOUT_S)
+            await tile.locator("button.remove").click()
+            await expect(tile).to_have_count(0, timeout=ms(PAGE_TIMEOUT_S))
+            await expect(page.locator("#webcam")).to_have_text("Use my webcam")
+            await wait_js(page, f"!window.__dfstream.streams[{json.dumps(name)}] && !window.__dfstream.webcam",
+                          PAGE_TIMEOUT_S)
             assert await until(lambda: name not in server.service.names(), PAGE_TIMEOUT_S)
 
     try:
@@ -173,16 +229,22 @@ def test_rtsp_camera_added_from_the_page_is_relayed_with_boxes(meso, tmp_path):
         pytest.skip(reason)
 
     async def scenario(server: LiveServer, camera: RtspServer) -> None:
-        async with Browser() as browser:
+        async with open_browser() as browser:
             page = await browser.new_page()
             await page.goto(server.base + "/")
-            await page.wait_for("window.__dfstream.ready && window.__dfstream.ws === 'open'", PAGE_TIMEOUT_S)
-            await page.type("#camera-url", camera.url)
-            await page.type("#camera-name", "door")
-            await page.click("#add-camera button[type=submit]")
-            await page.wait_for(stream_js("door", "s.mode === 'relay' && s.state === 'streaming'"), BOXES_TIMEOUT_S)
+            await until_live(page)
+            await page.locator("#camera-url").fill(camera.url)
+            await page.locator("#camera-name").fill("door")
+            await page.locator("#add-camera button[type=submit]").click()
+            tile = tile_of(page, "door")
+            await expect(tile).to_have_attribute("data-mode", "relay", timeout=ms(PAGE_TIMEOUT_S))
+            await expect(tile).to_have_attribute("data-state", "streaming", timeout=ms(BOXES_TIMEOUT_S))
+            await expect(tile.locator(".badge.state")).to_have_text("streaming")
+            await expect(page.locator("#camera-url")).to_have_value("")
+            await wait_js(page, stream_js("door", "s.mode === 'relay' && s.state === 'streaming'"), BOXES_TIMEOUT_S)
             video = "document.querySelector('article[data-stream=\"door\"] video')"
-            await page.wait_for(f"{video}.videoWidth > 0 && {video}.currentTime > 0", BOXES_TIMEOUT_S)
+            await wait_js(page, f"{video}.videoWidth > 0 && {video}.currentTime > 0", BOXES_TIMEOUT_S)
+            await expect(tile.locator(".message")).to_be_hidden(timeout=ms(PAGE_TIMEOUT_S))
             t0 = await page.evaluate(f"{video}.currentTime")
             faces = await scored_faces(page, "door", BOXES_TIMEOUT_S)
             assert faces and all("meso4-df" in f["engines"] for f in faces if f["score"] is not None)
@@ -190,17 +252,19 @@ def test_rtsp_camera_added_from_the_page_is_relayed_with_boxes(meso, tmp_path):
             assert t1 > t0, "the relayed video is not advancing"
             state = await page.evaluate("window.__dfstream.streams.door")
             assert state["sync"]["clock"] == "relay", state["sync"]
-            await page.wait_for(stream_js("door", "s.sync.exact_hits > 0"), BOXES_TIMEOUT_S)
+            await wait_js(page, stream_js("door", "s.sync.exact_hits > 0"), BOXES_TIMEOUT_S)
             assert state["video"]["width"] > 0
-            await page.wait_for("window.__dfstream.inspect('door').overlayInk > 0", BOXES_TIMEOUT_S)
+            await wait_js(page, "window.__dfstream.inspect('door').overlayInk > 0", BOXES_TIMEOUT_S)
             tip = await hover_face(page, "door")
             assert "meso4-df" in tip and "Track #" in tip, tip
             relay = server._runner.app[RELAY_KEY]
             assert sum(len(r.viewers) for r in relay.relays.values()) == 1
-            await page.screenshot(tmp_path / "rtsp.png")
+            await screenshot(page, tmp_path / "rtsp.png")
 
-            await page.click("article[data-stream=\"door\"] button.remove")
-            await page.wait_for("!window.__dfstream.streams.door", PAGE_TIMEOUT_S)
+            await tile.locator("button.remove").click()
+            await expect(tile).to_have_count(0, timeout=ms(PAGE_TIMEOUT_S))
+            await wait_js(page, "!window.__dfstream.streams.door", PAGE_TIMEOUT_S)
+            await expect(page.locator("#empty")).to_be_visible()
             assert await until(lambda: "door" not in server.service.names() and not relay.viewers, PAGE_TIMEOUT_S)
 
     with RtspServer(REAL_VIDEO) as camera, LiveServer(ServeConfig(port=0), [meso]) as server:
@@ -216,29 +280,31 @@ def test_alert_on_the_deepfakes_video_appears_in_the_feed_of_a_page_opened_later
         started = await collect(server.base.replace("http", "ws") + "/ws?streams=studio",
                                 lambda msgs: any(m.get("type") == "alert" for m in msgs), ALERT_TIMEOUT_S)
         first = next(m for m in started if m.get("type") == "alert")
-        async with Browser() as browser:
+        async with open_browser() as browser:
             page = await browser.new_page()
             await page.goto(server.base + "/")
-            await page.wait_for("window.__dfstream.ready", PAGE_TIMEOUT_S)
-            alert = await page.wait_for(
-                f"(a => a && a.snapshot === 'loaded' && a)(window.__dfstream.alerts[{json.dumps(first['id'])}])",
-                PAGE_TIMEOUT_S)
+            await wait_js(page, "window.__dfstream.ready", PAGE_TIMEOUT_S)
+            li = page.locator(f"#alert-{first['id']}")
+            await expect(li).to_have_attribute("data-snapshot", "loaded", timeout=ms(PAGE_TIMEOUT_S))
+            await expect(page.locator("#no-alerts")).to_be_hidden()
+            alert = await page.evaluate(f"window.__dfstream.alerts[{json.dumps(first['id'])}]")
+            assert alert["snapshot"] == "loaded", alert
             assert alert["stream"] == "studio"
             assert alert["score_max"] >= 0.7 and "meso4-df" in alert["engines"]
-            shown = await page.evaluate(
-                f"(() => {{ const li = document.getElementById('alert-{alert['id']}');"
-                f" const img = li.querySelector('img'); const a = li.querySelector('a');"
-                f" return {{w: img.naturalWidth, h: img.naturalHeight, clip: a && a.href,"
-                f" text: li.textContent}}; }})()")
-            assert shown["w"] == shown["h"] == 224, shown
-            assert "studio" in shown["text"] and "track #" in shown["text"]
-            assert shown["clip"] and f"/evidence/{alert['id']}/clip.mp4" in shown["clip"]
+            await expect(li.locator("strong")).to_have_text(re.compile(r"^studio · track #\d+$"))
+            await expect(li).to_contain_text("meso4-df")
+            await expect(li.locator("img")).to_have_js_property("naturalWidth", 224)
+            await expect(li.locator("img")).to_have_js_property("naturalHeight", 224)
+            link = li.locator("a")
+            await expect(link).to_have_text("evidence clip")
+            await expect(link).to_have_attribute("href", re.compile(re.escape(f"/evidence/{alert['id']}/clip.mp4")))
+            href = await link.evaluate("a => a.href")
             # the clip is written just after the snapshot, on the evidence thread
-            clip = await page.wait_for(
-                f"fetch({json.dumps(shown['clip'])})"
-                f".then(r => r.ok ? r.blob() : null).then(b => b && [b.size, b.type])", PAGE_TIMEOUT_S, poll=0.5)
+            clip = await wait_promise(page, f"fetch({json.dumps(href)})"
+                                            f".then(r => r.ok ? r.blob() : null).then(b => b && [b.size, b.type])",
+                                      PAGE_TIMEOUT_S)
             assert clip and clip[0] > 0 and clip[1] == "video/mp4", clip
-            await page.screenshot(tmp_path / "alert.png")
+            await screenshot(page, tmp_path / "alert.png")
 
     with LiveServer(ServeConfig(port=0, sources=[source]), [meso]) as server:
         asyncio.run(scenario(server))
@@ -249,32 +315,43 @@ def test_page_without_the_token_is_refused_and_asks_for_it(meso, tmp_path):
     config = ServeConfig(host="127.0.0.2", port=0, token=TOKEN)
 
     async def scenario(base: str) -> None:
-        async with Browser() as browser:
+        async with open_browser() as browser:
             page = await browser.new_page()
             await page.goto(base + "/")
-            await page.wait_for("window.__dfstream.auth === 'needed'", PAGE_TIMEOUT_S)
-            assert await page.evaluate("document.getElementById('token-dialog').open")
+            dialog = page.locator("#token-dialog")
+            await expect(dialog).to_be_visible(timeout=ms(PAGE_TIMEOUT_S))
+            await expect(dialog).to_have_js_property("open", True)
+            await expect(page.locator("body")).to_have_attribute("data-auth", "needed")
+            await expect(page.locator("#conn")).to_have_text("Access token needed")
+            await expect(page.locator("#token-input")).to_be_focused()
+            assert await page.evaluate("window.__dfstream.auth") == "needed"
             assert await page.evaluate("fetch('/api/streams').then(r => r.status)") == 401
             assert await page.evaluate(
                 "new Promise(r => { const w = new WebSocket(`ws://${location.host}/ws`);"
                 " w.onopen = () => { w.close(); r('open'); }; w.onerror = () => r('refused'); })") == "refused"
             assert not await page.evaluate("window.__dfstream.ready")
-            await page.screenshot(tmp_path / "token.png")
+            await screenshot(page, tmp_path / "token.png")
 
-            await page.type("#token-input", "wrong-token")
-            await page.click("#token-form button[type=submit]")
-            await page.wait_for("window.__dfstream.auth === 'refused'", PAGE_TIMEOUT_S)
+            await page.locator("#token-input").fill("wrong-token")
+            await page.locator("#token-form button[type=submit]").click()
+            await expect(page.locator("body")).to_have_attribute("data-auth", "refused", timeout=ms(PAGE_TIMEOUT_S))
+            await expect(page.locator("#token-error")).to_contain_text("That token was refused")
+            await expect(dialog).to_be_visible()
+            assert await page.evaluate("window.__dfstream.auth") == "refused"
 
-            await page.type("#token-input", TOKEN)
-            await page.click("#token-form button[type=submit]")
-            await page.wait_for("window.__dfstream.ready && window.__dfstream.ws === 'open'", PAGE_TIMEOUT_S)
-            assert not await page.evaluate("document.getElementById('token-dialog').open")
+            await page.locator("#token-input").fill(TOKEN)
+            await page.locator("#token-form button[type=submit]").click()
+            await until_live(page)
+            await expect(dialog).to_be_hidden()
+            await expect(dialog).to_have_js_property("open", False)
+            await expect(page.locator("body")).to_have_attribute("data-auth", "ok")
 
             # opened with ?token= (as `serve` prints it): works at once and the token leaves the address bar
             fresh = await browser.new_page()
             await fresh.goto(f"{base}/?token={TOKEN}")
-            await fresh.wait_for("window.__dfstream.ready && window.__dfstream.ws === 'open'", PAGE_TIMEOUT_S)
-            assert "token" not in await fresh.evaluate("location.href")
+            await until_live(fresh)
+            await expect(fresh.locator("#token-dialog")).to_be_hidden()
+            assert "token" not in fresh.url and "token" not in await fresh.evaluate("location.href")
 
     with LiveServer(config, [meso]) as server:
         base = f"http://127.0.0.2:{server.config.port}"
@@ -325,45 +402,62 @@ def test_failures_are_said_in_words(meso, tmp_path):
     servers = [first]
 
     async def scenario(camera: RtspServer) -> None:
-        async with Browser(["--use-fake-device-for-media-stream"]) as browser:
-            page = await browser.new_page()
-            await browser.send("Browser.setPermission", {"permission": {"name": "camera"}, "setting": "denied",
-                                                         "origin": first.base})
+        async with open_browser(["--use-fake-device-for-media-stream"]) as browser:
+            page = await browser.new_page()  # the camera is not granted, so Playwright denies it
             await page.goto(first.base + "/")
-            await page.wait_for("window.__dfstream.ready && window.__dfstream.ws === 'open'", PAGE_TIMEOUT_S)
+            await until_live(page)
 
             # 1. camera permission denied
-            await page.click("#webcam")
-            notice = await page.wait_for("window.__dfstream.notice", PAGE_TIMEOUT_S)
+            await page.locator("#webcam").click()
+            banner = page.locator("#notice")
+            await expect(banner).to_be_visible(timeout=ms(PAGE_TIMEOUT_S))
+            await expect(banner).to_have_attribute("data-kind", "camera-error")
+            await expect(banner).to_contain_text("permission was denied")
+            notice = await page.evaluate("window.__dfstream.notice")
             assert notice["kind"] == "camera-error" and "permission was denied" in notice["text"], notice
+            await expect(page.locator("#webcam")).to_have_text("Use my webcam")
+            await expect(page.locator("#webcam")).to_be_enabled()
             assert not await page.evaluate("window.__dfstream.webcam")
             assert not await page.evaluate("Object.keys(window.__dfstream.streams).length")
+            await expect(page.locator("article.tile")).to_have_count(0)
 
             # 2. a camera that drops: the tile says it is reconnecting, then streams again
             status, _ = first.api("POST", "/api/streams", {"url": camera.url, "name": "porch"})
             assert status == 201
-            await page.wait_for(stream_js("porch", "s.state === 'streaming' && s.video.frames > 0"), BOXES_TIMEOUT_S)
+            tile = tile_of(page, "porch")
+            message = tile.locator(".message")
+            await wait_js(page, stream_js("porch", "s.state === 'streaming' && s.video.frames > 0"), BOXES_TIMEOUT_S)
             camera.stop()
-            text = await page.wait_for(stream_js("porch", "s.messageKind === 'reconnecting' && s.message"),
-                                       PAGE_TIMEOUT_S)
+            await expect(message).to_have_attribute("data-kind", "reconnecting", timeout=ms(PAGE_TIMEOUT_S))
+            await expect(message).to_be_visible()
+            await expect(message).to_contain_text("reconnecting")
+            text = await wait_js(page, stream_js("porch", "s.messageKind === 'reconnecting' && s.message"),
+                                 PAGE_TIMEOUT_S)
             assert "reconnecting" in text
-            await page.screenshot(tmp_path / "reconnecting.png")
+            await screenshot(page, tmp_path / "reconnecting.png")
             camera.start()
-            await page.wait_for(stream_js("porch", "s.state === 'streaming' && s.message === ''"), BOXES_TIMEOUT_S)
+            await expect(message).to_be_hidden(timeout=ms(BOXES_TIMEOUT_S))
+            await wait_js(page, stream_js("porch", "s.state === 'streaming' && s.message === ''"), BOXES_TIMEOUT_S)
 
             # 3. the server goes away: the page says so and retries with back-off; it comes back on the same port
             first.__exit__(None, None, None)
             servers.remove(first)
-            await page.wait_for("window.__dfstream.ws === 'reconnecting'", PAGE_TIMEOUT_S)
-            banner = await page.evaluate("document.getElementById('conn').textContent")
-            assert "Disconnected from the server" in banner and "Reconnecting in" in banner, banner
-            await page.wait_for(stream_js("porch", "s.messageKind === 'offline'"), PAGE_TIMEOUT_S)
-            await page.screenshot(tmp_path / "disconnected.png")
+            conn = page.locator("#conn")
+            await expect(conn).to_have_attribute("data-state", "reconnecting", timeout=ms(PAGE_TIMEOUT_S))
+            await expect(conn).to_contain_text(re.compile(r"Disconnected from the server\. Reconnecting in \d+ s"
+                                                          r" \(attempt \d+\)"))
+            assert await page.evaluate("window.__dfstream.ws") == "reconnecting"
+            await expect(message).to_have_attribute("data-kind", "offline", timeout=ms(PAGE_TIMEOUT_S))
+            await expect(message).to_contain_text("No connection to the server")
+            await expect(tile).to_have_class(re.compile(r"\boffline\b"))
+            await wait_js(page, stream_js("porch", "s.messageKind === 'offline'"), PAGE_TIMEOUT_S)
+            await screenshot(page, tmp_path / "disconnected.png")
             servers.append(LiveServer(config.model_copy(update={"port": port}), [meso]).__enter__())
-            await page.wait_for("window.__dfstream.ws === 'open'", 40)
+            await until_live(page, 40)
             # the new server has no streams: the old tile goes, and the page says there are none
-            await page.wait_for("!Object.keys(window.__dfstream.streams).length", PAGE_TIMEOUT_S)
-            assert await page.evaluate("!document.getElementById('empty').hidden")
+            await expect(tile).to_have_count(0, timeout=ms(PAGE_TIMEOUT_S))
+            await wait_js(page, "!Object.keys(window.__dfstream.streams).length", PAGE_TIMEOUT_S)
+            await expect(page.locator("#empty")).to_be_visible()
 
     try:
         with RtspServer(REAL_VIDEO) as camera:

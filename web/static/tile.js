@@ -1,17 +1,35 @@
-// One stream on the page: its video (relayed by the server, or this browser's own camera preview), the overlay
-// canvas kept in step with it by timestamp, the verdict strip, the stats and, whenever there is no picture to
-// show, a sentence saying why.
+// One stream on the page: the parts every stream has, whatever shows its video. The overlay canvas (drawn for
+// the frame on screen, matched by timestamp), the verdict strip, the stats, the per-engine tooltip and, whenever
+// there is no picture to show, a sentence saying why.
+//
+// The video itself comes from a view (views.js: RelayView for video the server relays, LocalView for this
+// browser's own camera), attached with tile.attach(view). A view is:
+//   mode             "relay" | "local" (shown as data-mode and in the state)
+//   clock            how its frames are timed: "relay" | "capture" | "arrival" (state.sync.clock)
+//   words            {connecting, waiting}: what the tile says before the first picture
+//   problem          null, or {text, kind}: a trouble of the view's own to say on the tile
+//   preview          the canvas it paints its picture on, or null (the <video> shows it)
+//   attach(tile)     start; call tile.onPicture(…) for each picture and tile.showFrame(key, w, h) for the frame
+//                    on screen
+//   overlayKey(msg)  the timestamp an overlay is filed under, comparable with showFrame's keys
+//   originOf(key)    when (performance.now() ms) the frame with that key arrived or was captured, or null
+//   detach()         stop and let go of everything; hangUp() the same, for a page being closed
 
 import { colourOf, contentRect, drawOverlay, drawStrip, percent } from "./draw.js";
-import { CLOCK, OverlayBuffer, RelayClock, percentile, ptsKey, timeKey } from "./sync.js";
-import { startRelay } from "./rtc.js";
+import { CLOCK, OverlayBuffer, percentile, timeKey } from "./sync.js";
 
 const STRIP_SPAN_MS = 60000;
 const FRESH_MS = 1000; // without a clock, an overlay older than this is not drawn
-const MAX_DELAY_MS = 2000; // the longest the local preview is held back to wait for its overlays
-const RELAY_RETRY_MAX_S = 30;
+const MAX_DELAY_MS = 2000; // the longest video is held back to wait for its overlays
 
-function el(tag, cls, text) {
+/** Before a view is attached (a webcam still starting): no picture, no clock. */
+const NO_VIEW = {
+  mode: null, clock: "none", problem: null, preview: null,
+  words: { connecting: "Connecting to the camera…", waiting: "Waiting for the video relay…" },
+  attach() {}, overlayKey: timeKey, originOf: () => null, detach() {}, hangUp() {},
+};
+
+export function el(tag, cls, text) {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
   if (text !== undefined) e.textContent = text;
@@ -23,21 +41,20 @@ function fmt(v, digits = 1) {
 }
 
 export class Tile {
-  constructor(name, app) {
+  /** `onRemove(name)`: the Remove button. */
+  constructor(name, onRemove) {
     this.name = name;
-    this.app = app;
-    this.mode = null; // "relay" | "local"
+    this.onRemove = onRemove;
+    this.view = NO_VIEW;
     this.status = null;
+    this.offline = false;
     this.overlays = new OverlayBuffer();
     this.history = [];
     this.closed = false;
     this.drawnFaces = [];
-    this.frameKey = null;
+    this.frameKey = null; // the timestamp of the frame on screen (null: unknown)
+    this.frameSize = []; // its size, where the <video> does not give it
     this.lags = []; // ms from a frame's arrival (or capture) to its overlay's arrival
-    this.relay = null;
-    this.relayAttempt = 0;
-    this.local = null;
-    this.frames = []; // local preview: [{bmp, cap}]
     this.state = {
       mode: null, state: "connecting", message: "", messageKind: "", verdict: null,
       video: { width: 0, height: 0, currentTime: 0, frames: 0 },
@@ -59,7 +76,7 @@ export class Tile {
     this.removeBtn = el("button", "remove", "Remove");
     this.removeBtn.type = "button";
     this.removeBtn.title = "Stop this stream for everyone";
-    this.removeBtn.addEventListener("click", () => this.app.removeStream(this.name));
+    this.removeBtn.addEventListener("click", () => this.onRemove(this.name));
     head.append(this.titleEl, this.urlEl, this.verdictEl, this.badgeEl, this.removeBtn);
 
     this.stage = el("div", "stage");
@@ -67,12 +84,11 @@ export class Tile {
     this.video.muted = true;
     this.video.autoplay = true;
     this.video.playsInline = true;
-    this.preview = el("canvas", "preview");
     this.canvas = el("canvas", "overlay");
     this.messageEl = el("div", "message");
     this.tooltip = el("div", "tooltip");
     this.tooltip.hidden = true;
-    this.stage.append(this.video, this.preview, this.canvas, this.messageEl, this.tooltip);
+    this.stage.append(this.video, this.canvas, this.messageEl, this.tooltip);
     this.canvas.addEventListener("mousemove", (e) => this._hover(e));
     this.canvas.addEventListener("mouseleave", () => { this.tooltip.hidden = true; });
 
@@ -86,6 +102,17 @@ export class Tile {
     this.setMessage("Connecting…", "connecting");
   }
 
+  /** Show the stream's video through `view` (see the top of this file). */
+  attach(view) {
+    this.view.detach();
+    this.view = view;
+    this.state.mode = view.mode;
+    this.el.dataset.mode = view.mode;
+    this.state.sync.clock = view.clock;
+    view.attach(this);
+    this.refreshMessage();
+  }
+
   setMessage(text, kind = "") {
     this.state.message = text || "";
     this.state.messageKind = text ? kind : "";
@@ -95,12 +122,13 @@ export class Tile {
     this.el.dataset.message = text ? kind : "";
   }
 
-  _refreshMessage() {
+  /** Say the most important thing wrong, or nothing when the picture is live. */
+  refreshMessage() {
     const st = this.status && this.status.state;
     const err = this.status && this.status.error;
-    const hasVideo = this.state.video.frames > 0;
+    const problem = this.view.problem;
     if (this.offline) return this.setMessage("No connection to the server: this picture and its scores are not live.", "offline");
-    if (this.relayError) return this.setMessage(this.relayError, "relay");
+    if (problem) return this.setMessage(problem.text, problem.kind);
     if (st === "reconnecting") {
       const n = this.status.reconnects || 0;
       return this.setMessage(`The camera is reconnecting (attempt ${n})…${err ? ` Last error: ${err}` : ""}`, "reconnecting");
@@ -109,11 +137,9 @@ export class Tile {
     if (st === "ended") return this.setMessage("The video ended.", "ended");
     if (st === "stopped") return this.setMessage("This stream was stopped.", "stopped");
     if (this.status && this.status.shed) return this.setMessage("Paused by the scheduler: the server is overloaded.", "shed");
-    if (!hasVideo) {
-      if (st === "connecting" || st === "idle" || !st) {
-        return this.setMessage(this.mode === "local" ? "Starting your camera…" : "Connecting to the camera…", "connecting");
-      }
-      return this.setMessage(this.mode === "local" ? "Waiting for your camera…" : "Waiting for the video relay…", "waiting");
+    if (this.state.video.frames === 0) {
+      if (st === "connecting" || st === "idle" || !st) return this.setMessage(this.view.words.connecting, "connecting");
+      return this.setMessage(this.view.words.waiting, "waiting");
     }
     return this.setMessage("");
   }
@@ -121,7 +147,44 @@ export class Tile {
   setOffline(offline) {
     this.offline = offline;
     this.el.classList.toggle("offline", offline);
-    this._refreshMessage();
+    this.refreshMessage();
+  }
+
+  // ------------------------------------------------------------------ from the view
+  /** A new picture from the view: `frames` counts them. */
+  onPicture(width, height, frames) {
+    const v = this.state.video;
+    v.width = width;
+    v.height = height;
+    v.currentTime = this.video.currentTime;
+    v.frames = frames;
+    if (frames === 1 || this.state.message) this.refreshMessage();
+  }
+
+  /** The frame on screen has timestamp `key` (null: unknown) and, where the <video> does not say, this size. */
+  showFrame(key, frameW, frameH) {
+    this.frameKey = key;
+    this.frameSize = [frameW, frameH];
+    this._drawFor(key, frameW, frameH);
+  }
+
+  /** How far to hold video back so the overlays of the frame on screen have arrived. */
+  delayMs() {
+    const p = percentile(this.lags, 90);
+    return p === null ? 300 : Math.min(MAX_DELAY_MS, p + 40);
+  }
+
+  /** Size `canvas` to the stage (in device pixels, drawn in CSS pixels); returns the CSS size. */
+  fit(canvas) {
+    const w = this.stage.clientWidth;
+    const h = this.stage.clientHeight;
+    const dpr = window.devicePixelRatio || 1;
+    if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+      canvas.width = Math.round(w * dpr);
+      canvas.height = Math.round(h * dpr);
+    }
+    canvas.getContext("2d").setTransform(dpr, 0, 0, dpr, 0, 0);
+    return { w, h };
   }
 
   // ------------------------------------------------------------------ messages from the server
@@ -146,14 +209,12 @@ export class Tile {
     if (msg.tracks !== undefined) parts.push(`${msg.tracks} track${msg.tracks === 1 ? "" : "s"}`);
     if (msg.reconnects) parts.push(`${msg.reconnects} reconnect${msg.reconnects === 1 ? "" : "s"}`);
     this.statsEl.textContent = parts.join(" · ");
-    this._refreshMessage();
+    this.refreshMessage();
     this._drawStrip();
   }
 
   onOverlay(msg) {
-    const clock = this.mode === "local" && this.local ? this.local.clock : null;
-    const key = clock ? ptsKey(msg) : timeKey(msg);
-    if (clock) clock.onOverlayPts(key);
+    const key = this.view.overlayKey(msg);
     this.overlays.push(key, msg);
     this.state.overlays += 1;
     this.state.verdict = msg.verdict;
@@ -162,7 +223,7 @@ export class Tile {
     this.history.push({ t: Date.now(), verdict: msg.verdict, faces: msg.faces.length });
     while (this.history.length && this.history[0].t < Date.now() - STRIP_SPAN_MS - 5000) this.history.shift();
     this._measureLag(key);
-    if (this.mode === "relay" && this.frameKey !== null) this._drawFor(this.frameKey); // it may be a closer match
+    if (this.frameKey !== null) this._drawFor(this.frameKey, ...this.frameSize); // it may be a closer match
     if (!this._stripQueued) {
       this._stripQueued = true;
       setTimeout(() => { this._stripQueued = false; this._drawStrip(); }, 250);
@@ -170,21 +231,10 @@ export class Tile {
   }
 
   _measureLag(key) {
-    let origin = null;
-    if (this.mode === "local" && this.local && this.local.clock && this.local.clock.ready) {
-      origin = this.local.clock.captureTimeOfPts(key);
-    } else if (this.mode === "relay" && this.receivedAt) {
-      origin = this.receivedAt.get(key) ?? null;
-    }
-    if (origin === null) return;
+    const origin = this.view.originOf(key);
+    if (origin === null || origin === undefined) return;
     this.lags.push(Math.max(0, performance.now() - origin));
     if (this.lags.length > 40) this.lags.shift();
-  }
-
-  /** How far to hold video back so the overlays of the frame on screen have arrived. */
-  _delayMs() {
-    const p = percentile(this.lags, 90);
-    return p === null ? 300 : Math.min(MAX_DELAY_MS, p + 40);
   }
 
   /** Half the analysed-frame interval and a bit: the farthest an overlay may be from the frame it is drawn on. */
@@ -194,162 +244,7 @@ export class Tile {
     return seconds * CLOCK;
   }
 
-  // ------------------------------------------------------------------ relayed video
-  async startRelay() {
-    this.mode = this.state.mode = "relay";
-    this.el.dataset.mode = "relay";
-    this.preview.hidden = true;
-    this.relayClock = new RelayClock();
-    this.receivedAt = new Map();
-    this.state.sync.clock = "relay";
-    while (!this.closed) {
-      try {
-        this.relay = await startRelay(this.app.api, this.name, (m) => this.relayClock.update(m));
-        break;
-      } catch (err) {
-        if (this.closed || (err.status === 404 && !this.app.hasStream(this.name))) return;
-        await this._relayRetry(`Could not open the video relay: ${err.message}`);
-      }
-    }
-    if (this.closed) { this.relay && this.relay.pc.close(); return; }
-    this.relayError = null;
-    this.relayAttempt = 0;
-    const { pc, media } = this.relay;
-    pc.addEventListener("connectionstatechange", () => {
-      if (this.closed || this.relay === null || this.relay.pc !== pc) return;
-      if (pc.connectionState === "failed" || pc.connectionState === "closed") {
-        this.relay = null;
-        pc.close();
-        this._relayRetry("Lost the video relay").then(() => !this.closed && this.startRelay());
-      }
-    });
-    this.video.srcObject = media;
-    this.video.play().catch(() => {});
-    this._onVideoFrame();
-  }
-
-  async _relayRetry(text) {
-    this.relayAttempt += 1;
-    const delay = Math.min(RELAY_RETRY_MAX_S, 2 ** (this.relayAttempt - 1)) * (0.75 + Math.random() * 0.5);
-    this.relayError = `${text}. Retrying in ${Math.round(delay)} s…`;
-    this._refreshMessage();
-    await new Promise((r) => setTimeout(r, delay * 1000));
-    this.relayError = null;
-  }
-
-  _onVideoFrame() {
-    if (this.closed || !this.video.requestVideoFrameCallback) return;
-    this.video.requestVideoFrameCallback((now, meta) => {
-      if (this.closed) return;
-      const v = this.state.video;
-      v.width = meta.width || this.video.videoWidth;
-      v.height = meta.height || this.video.videoHeight;
-      v.currentTime = this.video.currentTime;
-      v.frames = meta.presentedFrames;
-      if (v.frames === 1 || this.state.message) this._refreshMessage();
-      const key = this.relayClock.key(meta.rtpTimestamp);
-      this.frameKey = key;
-      if (key !== null) {
-        this.receivedAt.set(key, meta.receiveTime ?? now);
-        if (this.receivedAt.size > 200) this.receivedAt.delete(this.receivedAt.keys().next().value);
-      }
-      this._drawFor(key);
-      this._tuneJitterBuffer();
-      this._onVideoFrame();
-    });
-  }
-
-  _tuneJitterBuffer() {
-    const receiver = this.relay && this.relay.receiver;
-    if (!receiver || !("jitterBufferTarget" in receiver)) return;
-    const target = Math.round(this._delayMs() / 10) * 10;
-    if (this.state.sync.delayMs !== target) {
-      try {
-        receiver.jitterBufferTarget = target;
-        this.state.sync.delayMs = target;
-      } catch (_) { /* out of range in this browser */ }
-    }
-  }
-
-  // ------------------------------------------------------------------ this browser's webcam
-  startLocal(local) {
-    this.mode = this.state.mode = "local";
-    this.el.dataset.mode = "local";
-    this.local = local;
-    this.state.sync.clock = local.clock ? "capture" : "arrival";
-    this.video.srcObject = local.media;
-    this.video.classList.add("source"); // decoded, not shown: the preview canvas shows delayed frames
-    this.video.play().catch(() => {});
-    local.pc.addEventListener("connectionstatechange", () => {
-      const s = local.pc.connectionState;
-      if (!this.closed && (s === "failed" || s === "disconnected")) {
-        this.setMessage(s === "failed" ? "The connection to the server failed; remove this stream and try again." : "The connection to the server was interrupted…", "webrtc");
-      }
-    });
-    const grab = (now, meta) => {
-      if (this.closed) return;
-      const cap = meta.captureTime ?? now;
-      if (local.clock) local.clock.onCaptured(meta.captureTime);
-      const w = Math.min(meta.width || this.video.videoWidth, 1280);
-      const h = Math.round(w * (meta.height || this.video.videoHeight) / (meta.width || this.video.videoWidth));
-      createImageBitmap(this.video, { resizeWidth: w, resizeHeight: h, resizeQuality: "low" })
-        .then((bmp) => {
-          if (this.closed) return bmp.close();
-          this.frames.push({ bmp, cap });
-          const v = this.state.video;
-          v.width = meta.width; v.height = meta.height; v.currentTime = this.video.currentTime;
-          v.frames += 1;
-          if (v.frames === 1) this._refreshMessage();
-        })
-        .catch(() => {});
-      this.video.requestVideoFrameCallback(grab);
-    };
-    this.video.requestVideoFrameCallback(grab);
-    const paint = () => {
-      if (this.closed) return;
-      this._paintLocal();
-      requestAnimationFrame(paint);
-    };
-    requestAnimationFrame(paint);
-  }
-
-  _paintLocal() {
-    const clock = this.local.clock;
-    const delay = clock && clock.ready ? this._delayMs() : 0;
-    this.state.sync.delayMs = Math.round(delay);
-    this.state.sync.exact = Boolean(clock && clock.exact);
-    if (clock) this.state.sync.originVotes = clock.votes.slice(0, 5);
-    const due = performance.now() - delay;
-    let pick = -1;
-    for (let i = 0; i < this.frames.length; i++) if (this.frames[i].cap <= due) pick = i;
-    if (pick < 0) return;
-    const frame = this.frames[pick];
-    for (const old of this.frames.splice(0, pick)) old.bmp.close();
-    if (frame === this.shown) return;
-    this.shown = frame;
-    const { w, h } = this._fitCanvas(this.preview);
-    const ctx = this.preview.getContext("2d");
-    const rect = contentRect(frame.bmp.width, frame.bmp.height, w, h);
-    ctx.fillStyle = "#000";
-    ctx.fillRect(0, 0, w, h);
-    ctx.drawImage(frame.bmp, rect.x, rect.y, rect.w, rect.h);
-    this.frameKey = clock && clock.ready ? clock.ptsOf(frame.cap) : null;
-    this._drawFor(this.frameKey, frame.bmp.width, frame.bmp.height);
-  }
-
   // ------------------------------------------------------------------ overlay
-  _fitCanvas(canvas) {
-    const w = this.stage.clientWidth;
-    const h = this.stage.clientHeight;
-    const dpr = window.devicePixelRatio || 1;
-    if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
-      canvas.width = Math.round(w * dpr);
-      canvas.height = Math.round(h * dpr);
-    }
-    canvas.getContext("2d").setTransform(dpr, 0, 0, dpr, 0, 0);
-    return { w, h };
-  }
-
   /** Draw the overlay that belongs to the frame on screen (timestamp `key`), or none if none is close enough. */
   _drawFor(key, frameW, frameH) {
     let item = null;
@@ -368,7 +263,7 @@ export class Tile {
         sync.missed += 1;
       }
     }
-    const { w, h } = this._fitCanvas(this.canvas);
+    const { w, h } = this.fit(this.canvas);
     const vw = frameW || this.video.videoWidth || (item && item.msg.frame_size[0]);
     const vh = frameH || this.video.videoHeight || (item && item.msg.frame_size[1]);
     const ctx = this.canvas.getContext("2d");
@@ -420,23 +315,17 @@ export class Tile {
       for (let i = 3; i < data.length; i += 16) if (data[i] > 0 && (data[i - 3] | data[i - 2] | data[i - 1])) n++;
       return n;
     };
-    return { overlayInk: ink(this.canvas), previewInk: this.mode === "local" ? ink(this.preview) : null };
+    return { overlayInk: ink(this.canvas), previewInk: this.view.preview ? ink(this.view.preview) : null };
+  }
+
+  /** The page is going away: hang up without waiting. */
+  hangUp() {
+    this.view.hangUp();
   }
 
   close() {
     this.closed = true;
-    if (this.relay) {
-      const peer = this.relay.peer;
-      this.relay.pc.close();
-      this.relay = null;
-      this.app.api(`/relay/peer/${peer}`, { method: "DELETE" }).catch(() => {});
-    }
-    if (this.local) {
-      this.local.media.getTracks().forEach((t) => t.stop());
-      this.local.pc.close();
-    }
-    for (const f of this.frames) f.bmp.close();
-    this.frames = [];
+    this.view.detach();
     this.el.remove();
   }
 }

@@ -1,0 +1,91 @@
+// The alert feed: one list item per alert id (a started alert is updated in place when it ends), newest first,
+// with the face snapshot (retried while the server is still writing it) and a link to the evidence clip.
+
+import { withToken } from "./api.js";
+import { percent } from "./draw.js";
+
+const MAX_ALERTS_SHOWN = 50;
+const SNAPSHOT_RETRIES = 20; // evidence is written in the background: the first tries may 404
+const SNAPSHOT_RETRY_MS = 500;
+
+function evidenceUrl(alert, kind) {
+  const path = alert.evidence && alert.evidence[kind];
+  if (!path) return null;
+  const file = String(path).split(/[\\/]/).pop();
+  return withToken(`/evidence/${encodeURIComponent(alert.id)}/${encodeURIComponent(file)}`);
+}
+
+export class AlertFeed {
+  /** `list` is the <ol>, `empty` the sentence shown while there are none. */
+  constructor(list, empty) {
+    this.list = list;
+    this.empty = empty;
+    this.alerts = {}; // id -> {id, event, stream, track, …, snapshot: none|pending|loaded|error, clip}
+  }
+
+  onAlert(msg) {
+    const a = this.alerts[msg.id] || { id: msg.id, snapshot: "none", clip: null };
+    Object.assign(a, {
+      event: msg.event, stream: msg.stream, track: msg.track, started_at: msg.started_at, ended_at: msg.ended_at,
+      score_max: msg.score_max, engines: msg.engines,
+    });
+    this.alerts[msg.id] = a;
+    let li = document.getElementById(`alert-${msg.id}`);
+    if (!li) li = this._add(msg, a);
+    li.dataset.event = msg.event;
+    this._fill(li.querySelector(".alert-body"), msg, a);
+    this.empty.hidden = true;
+  }
+
+  _add(msg, a) {
+    const li = document.createElement("li");
+    li.id = `alert-${msg.id}`;
+    li.className = "alert";
+    const img = document.createElement("img");
+    img.alt = `face in ${msg.stream}, track ${msg.track}`;
+    const body = document.createElement("div");
+    body.className = "alert-body";
+    li.append(img, body);
+    this.list.prepend(li);
+    const src = evidenceUrl(msg, "snapshot");
+    if (src) {
+      a.snapshot = "pending";
+      let tries = 0;
+      img.onload = () => { a.snapshot = img.naturalWidth > 0 ? "loaded" : "error"; li.dataset.snapshot = a.snapshot; };
+      img.onerror = () => {
+        tries += 1;
+        if (tries > SNAPSHOT_RETRIES) { a.snapshot = "error"; li.dataset.snapshot = "error"; img.alt = "snapshot unavailable"; return; }
+        setTimeout(() => { img.src = `${src}${src.includes("?") ? "&" : "?"}try=${tries}`; }, SNAPSHOT_RETRY_MS);
+      };
+      img.src = src;
+    } else {
+      img.alt = "no snapshot";
+    }
+    a.clip = evidenceUrl(msg, "clip");
+    while (this.list.children.length > MAX_ALERTS_SHOWN) this.list.lastElementChild.remove();
+    return li;
+  }
+
+  _fill(body, msg, a) {
+    body.replaceChildren();
+    const title = document.createElement("strong");
+    title.textContent = `${msg.stream} · track #${msg.track}`;
+    const when = new Date(msg.started_at * 1000).toLocaleTimeString();
+    const what = document.createElement("div");
+    what.textContent = msg.event === "end"
+      ? `fake, peak ${percent(msg.score_max)} · ${when}–${new Date((msg.ended_at || msg.ts) * 1000).toLocaleTimeString()}`
+      : `FAKE now, peak ${percent(msg.score_max)} · since ${when}`;
+    const engines = document.createElement("div");
+    engines.className = "engines";
+    engines.textContent = Object.entries(msg.engines || {}).map(([k, v]) => `${k} ${percent(v)}`).join(" · ");
+    body.append(title, what, engines);
+    if (a.clip) {
+      const link = document.createElement("a");
+      link.href = a.clip;
+      link.target = "_blank";
+      link.rel = "noopener";
+      link.textContent = "evidence clip";
+      body.append(link);
+    }
+  }
+}
