@@ -187,12 +187,26 @@ class Scheduler:
                        verdict=worst([t.verdict.verdict for t in st.tracks.values()])).to_message()
 
     def publish_status(self) -> None:
-        g = self.governor
+        """Every stream's status (the periodic heartbeat of rates and load)."""
         for st in self.streams():
-            sched = SchedulerStatus(
-                analysed_fps=round(st.analysed.rate(), 2), target_fps=round(self.target_fps(st), 2),
-                latency_ms={"p50": st.latency.percentile_ms(50), "p95": st.latency.percentile_ms(95)},
-                shed=st.shed, tracks=len(st.tracks),
-                scheduler={"scale": round(g.scale, 3), "load": round(g.utilisation, 3),
-                           "events": g.events[-STATUS_EVENTS:]})
-            self.publish(Status(st.name, source=st.source.source_status(), scheduler=sched).to_message())
+            self.publish(self._status(st).to_message())
+
+    def publish_source_status(self, source: StreamSource) -> None:
+        """One source's status now (its state just changed): with the scheduler's view while it holds the
+        stream, the source's own otherwise. Thread-safe: sources call it from their decoder threads."""
+        with self._lock:
+            st = self._streams.get(source.name)
+        if st is not None and st.source is source:
+            self.publish(self._status(st).to_message())
+        else:
+            self.publish(Status(source.name, source=source.source_status()).to_message())
+
+    def _status(self, st: LiveStream) -> Status:
+        g = self.governor
+        sched = SchedulerStatus(
+            analysed_fps=round(st.analysed.rate(), 2), target_fps=round(self.target_fps(st), 2),
+            latency_ms={"p50": st.latency.percentile_ms(50), "p95": st.latency.percentile_ms(95)},
+            shed=st.shed, tracks=len(st.tracks),
+            scheduler={"scale": round(g.scale, 3), "load": round(g.utilisation, 3),
+                       "events": g.events[-STATUS_EVENTS:]})
+        return Status(st.name, source=st.source.source_status(), scheduler=sched)

@@ -57,6 +57,8 @@ class LiveService:
 
     def add_source(self, source: StreamSource) -> None:
         self.scheduler.add(source)
+        # status is pushed on every state change, not only at the scheduler's next heartbeat
+        source.on_state(lambda src, old, new: self.scheduler.publish_source_status(src))
         source.start()
         log.info("stream %s started (%s)", source.name, source.url)
 

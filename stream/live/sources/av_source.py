@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from stream.live.sources.base import Frame, SourceError, SourceState
+from stream.live.sources.base import Frame, SourceError, SourceState, StateMachine
 from stream.config.sources import is_network
 from stream.live.sources.urls import redact
 
@@ -42,7 +42,7 @@ class FrameSampler:
         return True
 
 
-class AVSource:
+class AVSource(StateMachine):
     """Decode one video address (path, rtsp://, device) with PyAV into RGB `Frame`s.
 
     `options` are FFmpeg demuxer options (e.g. rtsp_transport), `format` forces a demuxer (e.g. "v4l2").
@@ -67,8 +67,7 @@ class AVSource:
         self.format = format
         self.timeout = timeout
         self.strict_length = strict_length and not is_network(self.url)
-        self.state = SourceState.IDLE
-        self.error: str | None = None
+        self._init_state()
         self.frames_decoded = 0
         self.frames_emitted = 0
         self.width: int | None = None
@@ -77,15 +76,14 @@ class AVSource:
         self._container: av.container.InputContainer | None = None
 
     def _fail(self, message: str, exc: BaseException | None = None) -> SourceError:
-        self.state = SourceState.FAILED
-        self.error = message
+        self._set_state(SourceState.FAILED, error=message)
         self.close()
         err = SourceError(message)
         err.__cause__ = exc
         return err
 
     def open(self) -> None:
-        self.state = SourceState.CONNECTING
+        self._set_state(SourceState.CONNECTING)
         if not is_network(self.url) and self.format is None:
             path = Path(self.url)
             if not path.exists():
@@ -104,7 +102,7 @@ class AVSource:
         self._container = container
         self.width, self.height = stream.codec_context.width, stream.codec_context.height
         self.rate = float(stream.average_rate) if stream.average_rate else None
-        self.state = SourceState.STREAMING
+        self._set_state(SourceState.STREAMING)
 
     def _declared_duration(self) -> float | None:
         c = self._container
@@ -145,7 +143,7 @@ class AVSource:
                     f"{self.name}: truncated: frames stop at {last_time:.1f} s "
                     f"but the file declares {declared:.1f} s"
                 )
-        self.state = SourceState.ENDED
+        self._set_state(SourceState.ENDED)
         self.close()
 
     def close(self) -> None:
@@ -153,7 +151,7 @@ class AVSource:
             self._container.close()
             self._container = None
         if self.state in (SourceState.STREAMING, SourceState.CONNECTING):
-            self.state = SourceState.STOPPED
+            self._set_state(SourceState.STOPPED)
 
     def __enter__(self) -> "AVSource":
         return self

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class SourceState(str, Enum):
@@ -18,6 +23,70 @@ class SourceState(str, Enum):
     ENDED = "ended"
     STOPPED = "stopped"
     FAILED = "failed"
+
+
+S = SourceState
+# Every allowed change. A source is (re)started from any resting state; it streams, loses its input and
+# reconnects, ends (files) or fails; anything may be stopped. Same-state "changes" are no-ops, never errors.
+TRANSITIONS: dict[SourceState, frozenset[SourceState]] = {
+    S.IDLE: frozenset({S.CONNECTING, S.FAILED, S.STOPPED}),
+    S.CONNECTING: frozenset({S.STREAMING, S.RECONNECTING, S.ENDED, S.FAILED, S.STOPPED}),
+    S.STREAMING: frozenset({S.CONNECTING, S.RECONNECTING, S.ENDED, S.FAILED, S.STOPPED}),  # CONNECTING: a loop
+    S.RECONNECTING: frozenset({S.CONNECTING, S.STREAMING, S.ENDED, S.FAILED, S.STOPPED}),
+    S.ENDED: frozenset({S.CONNECTING, S.STOPPED}),
+    S.FAILED: frozenset({S.CONNECTING, S.STOPPED}),
+    S.STOPPED: frozenset({S.CONNECTING}),
+}
+StateListener = Callable[[object, SourceState, SourceState], None]  # (source, old, new)
+_UNSET = object()
+
+
+class InvalidTransition(RuntimeError):
+    """A source was asked to change state in a way the table forbids: a bug, never a user error."""
+
+
+class StateMachine:
+    """One `_set_state(new, error)` that checks `TRANSITIONS` and tells listeners, from whichever thread changes
+    it (decoder threads, the event loop, the API).
+
+    STOPPED wins races: a decoder thread that has not yet seen a stop may still try to report, say, streaming;
+    such a late change is dropped (not an error), because the user's stop is the last word until a restart."""
+
+    def _init_state(self) -> None:
+        self._state = SourceState.IDLE
+        self._state_lock = threading.Lock()
+        self._state_listeners: list[StateListener] = []
+        self.error: str | None = None
+
+    @property
+    def state(self) -> SourceState:
+        return self._state
+
+    def _set_state(self, new: SourceState, error: str | None | object = _UNSET) -> bool:
+        """Change state (and the last error, when given). Returns whether the state changed."""
+        with self._state_lock:
+            old = self._state
+            if error is not _UNSET:
+                self.error = error  # type: ignore[assignment]
+            if new is old:
+                return False
+            if old is SourceState.STOPPED and new is not SourceState.CONNECTING:
+                return False
+            if new not in TRANSITIONS[old]:
+                raise InvalidTransition(f"{getattr(self, 'name', self)}: {old.value} -> {new.value} is not allowed")
+            self._state = new
+            listeners = list(self._state_listeners)
+        for fn in listeners:
+            try:
+                fn(self, old, new)
+            except Exception:  # a listener's bug must not break the source
+                log.exception("state listener failed")
+        return True
+
+    def on_state(self, fn: StateListener) -> Callable[[], None]:
+        """Call `fn(source, old, new)` after every change. Returns the function that unsubscribes."""
+        self._state_listeners.append(fn)
+        return lambda: self._state_listeners.remove(fn) if fn in self._state_listeners else None
 
 
 class SourceError(RuntimeError):

@@ -16,6 +16,7 @@ from stream.config.sources import DEVICE_PREFIXES, RTSP_SCHEMES, SourceConfig, i
 from stream.live.sources.buffer import LatestFrameBuffer
 from stream.live.stats import RateMeter
 from stream.live.sources import AVSource, Frame, SourceError, SourceState
+from stream.live.sources.base import StateMachine
 from stream.live.sources.urls import redact
 from stream.messages import SourceStatus
 
@@ -45,7 +46,7 @@ def validate_url(url: str) -> None:
         raise SourceError(f"{url}: no such file")
 
 
-class StreamSource:
+class StreamSource(StateMachine):
     """What the scheduler and the status publisher see of any source: a name, a buffer, a state and counters."""
 
     def __init__(self, name: str, url: str, buffer: LatestFrameBuffer, analysed_fps: float) -> None:
@@ -53,8 +54,7 @@ class StreamSource:
         self.url = redact(url)
         self.buffer = buffer
         self.analysed_fps = analysed_fps
-        self.state = SourceState.IDLE
-        self.error: str | None = None
+        self._init_state()
         self.reconnects = 0
         self.frame_rate = RateMeter()
         self.last_frame_at: float | None = None
@@ -133,20 +133,20 @@ class AVLiveSource(StreamSource):
         self.buffer.close()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.state = SourceState.STOPPED
+        self._set_state(SourceState.STOPPED)
 
     def _run(self) -> None:
         attempt = 0
         while not self._stop.is_set():
-            self.state = SourceState.CONNECTING if attempt == 0 else SourceState.RECONNECTING
+            self._set_state(SourceState.CONNECTING if attempt == 0 else SourceState.RECONNECTING)
             try:
                 got_frames = self._play_once()
             except SourceError as exc:
-                self.error = str(exc)
+                self._set_state(self.state, error=str(exc))
                 log.warning("%s: %s", self.name, exc)
                 got_frames = False
                 if self.config.kind == "file" and not self.config.loop:
-                    self.state = SourceState.FAILED
+                    self._set_state(SourceState.FAILED)
                     return
             else:
                 if self._stop.is_set():
@@ -155,15 +155,15 @@ class AVLiveSource(StreamSource):
                     if self.config.loop and got_frames:
                         attempt = 0
                         continue
-                    self.state = SourceState.ENDED
+                    self._set_state(SourceState.ENDED)
                     return
-                self.error = "stream ended"
+                self._set_state(self.state, error="stream ended")
             attempt = 0 if got_frames else attempt + 1
             self.reconnects += 1
-            self.state = SourceState.RECONNECTING
+            self._set_state(SourceState.RECONNECTING)
             if self._stop.wait(self.config.backoff.delay(attempt, self._rng)):
                 break
-        self.state = SourceState.STOPPED
+        self._set_state(SourceState.STOPPED)
 
     def _play_once(self) -> bool:
         """Decode until the source ends, fails or the source is stopped; True if any frame arrived."""
@@ -175,8 +175,7 @@ class AVLiveSource(StreamSource):
                 if self._stop.is_set():
                     return got
                 if not got:
-                    self.state = SourceState.STREAMING
-                    self.error = None
+                    self._set_state(SourceState.STREAMING, error=None)
                     got = True
                 if self.config.kind == "file" and self.config.pace:
                     if pace_origin is None:

@@ -60,20 +60,19 @@ class WebRTCSource(StreamSource):
 
     # StreamSource may be started and stopped from any thread; the tasks live on the event loop.
     def start(self) -> None:
-        self.state = SourceState.CONNECTING
+        self._set_state(SourceState.CONNECTING)
         self.buffer.reopen()
         self._loop.call_soon_threadsafe(self._start_tasks)
 
     def stop(self) -> None:
-        if self.state is not SourceState.FAILED:
-            self.state = SourceState.STOPPED
+        if self.state is not SourceState.FAILED:  # a failure stays the stream's last word
+            self._set_state(SourceState.STOPPED)
         self.buffer.close()
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stop_tasks)
 
     def fail(self, error: str) -> None:
-        self.state = SourceState.FAILED
-        self.error = error
+        self._set_state(SourceState.FAILED, error=error)
         log.warning("%s: %s", self.name, error)
 
     def _start_tasks(self) -> None:
@@ -112,7 +111,7 @@ class WebRTCSource(StreamSource):
             image = await asyncio.to_thread(frame.to_ndarray, format="rgb24")
             if self.state not in (SourceState.CONNECTING, SourceState.STREAMING):
                 return
-            self.state = SourceState.STREAMING
+            self._set_state(SourceState.STREAMING)
             self.deliver(Frame(image, frame.pts, float(frame.time or 0.0), index, arrived))
         if self.state in (SourceState.CONNECTING, SourceState.STREAMING):  # a hang-up, not a failure
             log.info("%s: the browser ended its video track", self.name)
