@@ -90,7 +90,9 @@ def offer_loopback_when_offline() -> bool:
     current: Callable[..., list[str]] | None = getattr(aioice.ice, "get_host_addresses", None)
     if not callable(current):
         raise _incompatible("aioice.ice.get_host_addresses")
-    if not getattr(current, _FALLBACK_MARK, False):
+    if getattr(current, _FALLBACK_MARK, False):
+        original = current.__wrapped__  # type: ignore[attr-defined]
+    else:
         original = current
 
         def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
@@ -102,12 +104,9 @@ def offer_loopback_when_offline() -> bool:
         setattr(host_addresses, _FALLBACK_MARK, True)
         host_addresses.__wrapped__ = original  # type: ignore[attr-defined]
         aioice.ice.get_host_addresses = host_addresses
-        current = original
-    else:
-        current = getattr(current, "__wrapped__", current)
     offline = True
     with suppress(OSError):
-        offline = not current(use_ipv4=True, use_ipv6=True)
+        offline = not original(use_ipv4=True, use_ipv6=True)
     if offline:
         log.warning("WebRTC: this host has no network address but loopback, so WebRTC offers loopback (%s) "
                     "candidates: only a browser on this machine can connect", LOOPBACK_V4)
