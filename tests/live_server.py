@@ -60,6 +60,8 @@ class LiveServer:
     def api(self, method: str, path: str, body: dict | None = None, token: str | None = None):
         req = urllib.request.Request(self.base + path, method=method,
                                      data=None if body is None else json.dumps(body).encode())
+        if body is not None:  # serve refuses state-changing bodies of any other type (auth.py)
+            req.add_header("Content-Type", "application/json")
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         try:

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 
 import aiohttp
-import aioice.ice
 import pytest
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
@@ -30,19 +29,12 @@ VIDEO = FFPP / "real" / "004.mp4"
 BOXES_TIMEOUT_S = 30.0
 STATE_TIMEOUT_S = 15.0  # connect and stream, or be gone
 POLL_S = 0.05
+JSON = {"Content-Type": "application/json"}  # what the page sends; raw bodies below are JSON text too
 
 
 @pytest.fixture(scope="module")
 def meso():
     return build_engine("meso4-df", weights_dir=MESONET_WEIGHTS, allow_download=False)
-
-
-@pytest.fixture(autouse=True)
-def _ice_on_loopback(monkeypatch):
-    """aioice never offers 127.0.0.1 as a candidate. On a host with no other address (some CI sandboxes) let it,
-    so client and server can still meet; elsewhere the real interfaces are used unchanged."""
-    if not aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True):
-        monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
 
 
 class Serve:
@@ -211,7 +203,7 @@ def test_garbage_offers_are_refused_and_leave_no_peer(meso, monkeypatch):
                 (json.dumps({"sdp": await video.offer(), "type": "offer", "name": "no spaces"}), "name: "),
             ]
             for body, reason in cases:
-                async with http.post(serve.base + "/offer", data=body) as r:
+                async with http.post(serve.base + "/offer", data=body, headers=JSON) as r:
                     assert (r.status, reason in await r.text()) == (400, True), (body[:60], await r.text())
                 assert len(serve.registry) == 0 and not serve.service.names()
             async with http.delete(serve.base + "/offer/nosuchpeer") as r:

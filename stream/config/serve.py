@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -35,7 +36,12 @@ class ServeConfig(BaseModel):
     models: list[str] = ["meso4-df"]
     weights_dir: Path | None = None
     backend: str = Field(default="auto", pattern="^(auto|torch|onnx|tensorrt)$")
-    allowed_origins: list[str] = Field(default=[], description="extra Origins allowed on the websocket")
+    allowed_hosts: list[str] = Field(
+        default=[], description="names (`name` or `name:port`; the bound port when none) the server answers to "
+        "besides the loopback names and its bind address; every other Host is refused (DNS rebinding)")
+    allowed_origins: list[str] = Field(
+        default=[], description="extra Origins (`scheme://host:port`) allowed on the websocket, besides the "
+        "pages of allowed hosts")
     max_message_bytes: int = Field(default=4096, gt=0, description="largest message a client may send")
     detector: DetectorConfig = DetectorConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
@@ -54,6 +60,19 @@ class ServeConfig(BaseModel):
         if dupes:
             raise ValueError(f"source names must be unique, repeated: {sorted(dupes)}")
         return sources
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _bare_hosts(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            try:
+                parts = urlsplit(f"//{host}")
+                parts.port  # noqa: B018 - raises on a bad port
+            except ValueError:
+                parts = None
+            if parts is None or not parts.hostname or any(c in host for c in "@/\\?# "):
+                raise ValueError(f"allowed_hosts: {host!r} is not a host name or name:port (no scheme, no path)")
+        return hosts
 
     @property
     def needs_token(self) -> bool:
@@ -99,8 +118,6 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> S
 
 def source_name_for(url: str, taken: set[str]) -> str:
     """A readable, unique stream name from an address: the file stem or the camera host."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     base = Path(parts.path).stem if not parts.scheme else (parts.hostname or parts.scheme)
     base = re.sub(r"[^A-Za-z0-9_.\-]+", "-", base).strip("-") or "stream"

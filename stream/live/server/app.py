@@ -1,70 +1,48 @@
 """The HTTP side of `serve` (aiohttp): the websocket at /ws, the stream API, WebRTC signalling and the page.
 
-Everything shares one port. Bound to loopback it is open to the local user; bound beyond it, every request must
-carry the token (`?token=` or `Authorization: Bearer`). The websocket checks Origin so a web page on another site
-cannot read the overlays through the user's browser.
+Everything shares one port, and `build_app` lists every route in one table. Each feature starts and stops in
+its own `cleanup_ctx` (the service, then the WebRTC webcams and the relay), torn down in reverse order. Every
+request first passes `auth.py`: its Host must be one of this server's names, its token must match when the
+server is bound beyond loopback, and a state-changing request must be JSON from an allowed Origin.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
+from stream.live.server import auth
 from stream.live.server.hub import Client
 from stream.live.server.service import LiveService
 from stream.live.sources import SourceError
+
+try:  # WebRTC is optional: without aiortc (or with an aiortc these reads were not checked against) the rest runs
+    from stream.live.server import aiortc_compat, relay, webcam
+
+    aiortc_compat.check()
+    WEBRTC_DISABLED: str | None = None
+except ImportError as exc:  # includes aiortc_compat.AiortcIncompatible
+    aiortc_compat = relay = webcam = None  # type: ignore[assignment]
+    WEBRTC_DISABLED = f"WebRTC disabled: {exc}"
 
 log = logging.getLogger(__name__)
 
 WEB_ROOT = Path(__file__).resolve().parents[3] / "web"
 SERVICE_KEY = web.AppKey("service", LiveService)
 WS_HEARTBEAT_S = 20.0
-PUBLIC_PATHS = ("/", "/favicon.ico")  # the page and its code hold no data: it loads, then asks for the token
-PUBLIC_PREFIXES = ("/static/",)
 EVIDENCE_ID = re.compile(r"^[0-9a-f]{32}$")  # alert ids: uuid4 hex
 EVIDENCE_FILES = {"snapshot.jpg": "image/jpeg", "clip.mp4": "video/mp4"}
-
-
-def _token_ok(request: web.Request, service: LiveService) -> bool:
-    cfg = service.config
-    if not cfg.needs_token:
-        return True
-    given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    return bool(cfg.token) and hmac.compare_digest(given.encode(), cfg.token.encode())  # type: ignore[union-attr]
-
-
-def _origin_ok(request: web.Request, service: LiveService) -> bool:
-    origin = request.headers.get("Origin")
-    if origin is None:  # not a browser (CLI clients, tests): nothing to protect against
-        return True
-    host = request.headers.get("Host", "")
-    allowed = {f"http://{host}", f"https://{host}", *service.config.allowed_origins}
-    port = urlsplit(f"http://{host}").port
-    allowed |= {f"http://{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")}
-    return origin in allowed
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler):
-    service = request.app[SERVICE_KEY]
-    public = request.method in ("GET", "HEAD") and (
-        request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES))
-    if not public and not _token_ok(request, service):
-        raise web.HTTPUnauthorized(text="this server needs its access token: open the page with ?token=TOKEN")
-    return await handler(request)
+UPLOAD_LIMIT_FACTOR = 16  # request bodies (SDP offers) may be this many client messages long
 
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE_KEY]
-    if not _origin_ok(request, service):
-        raise web.HTTPForbidden(text="websocket Origin not allowed")
     ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_S, max_msg_size=service.config.max_message_bytes)
     await ws.prepare(request)
     streams = request.query.get("streams")
@@ -153,32 +131,51 @@ async def evidence(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Content-Type": EVIDENCE_FILES[name], "Cache-Control": "private"})
 
 
+async def webrtc_disabled(request: web.Request) -> web.Response:
+    """Stands in for the WebRTC routes when aiortc is missing, so the route table stays the same."""
+    raise web.HTTPServiceUnavailable(text=WEBRTC_DISABLED or "WebRTC disabled")
+
+
+async def service_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: sources, scheduler and bus run while the app does."""
+    service = app[SERVICE_KEY]
+    service.hub.bind(asyncio.get_running_loop())
+    service.start()
+    yield
+    await service.stop()
+
+
+async def webrtc_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: make WebRTC reachable on a host with no address but loopback (aiortc_compat)."""
+    aiortc_compat.offer_loopback_when_offline()
+    yield
+
+
 def build_app(service: LiveService) -> web.Application:
-    app = web.Application(middlewares=[auth_middleware], client_max_size=service.config.max_message_bytes * 16)
+    app = web.Application(middlewares=[auth.middleware],
+                          client_max_size=service.config.max_message_bytes * UPLOAD_LIMIT_FACTOR)
     app[SERVICE_KEY] = service
-    app.router.add_get("/", index)
-    app.router.add_get("/ws", ws_handler)
-    app.router.add_get("/api/streams", list_streams)
-    app.router.add_post("/api/streams", add_stream)
-    app.router.add_delete("/api/streams/{name}", remove_stream)
-    app.router.add_get("/evidence/{id}/{file}", evidence)
-    try:
-        from stream.live.server import relay, webcam as webrtc
-    except ImportError as exc:  # aiortc missing: the rest of serve still works
-        log.warning("WebRTC disabled: %s", exc)
+    app[auth.GUARD_KEY] = auth.Guard(service.config)
+    app.cleanup_ctx.append(service_ctx)
+    rtc = WEBRTC_DISABLED is None
+    if rtc:
+        app[webcam.PEERS_KEY] = webcam.PeerRegistry(service)
+        app[relay.RELAY_KEY] = relay.RelayHub(service)
+        app.cleanup_ctx.extend([webrtc_ctx, webcam.peers_ctx, relay.relay_ctx])
     else:
-        webrtc.setup(app, service)
-        relay.setup(app, service)
-    if (WEB_ROOT / "static").is_dir():
-        app.router.add_static("/static/", WEB_ROOT / "static")
-
-    async def on_startup(app: web.Application) -> None:
-        service.hub.bind(asyncio.get_running_loop())
-        service.start()
-
-    async def on_cleanup(app: web.Application) -> None:
-        await service.stop()
-
-    app.on_startup.append(on_startup)
-    app.on_cleanup.append(on_cleanup)
+        log.warning("%s", WEBRTC_DISABLED)
+    static = WEB_ROOT / "static"
+    app.add_routes([
+        web.get("/", index),
+        web.get("/ws", ws_handler),
+        web.get("/api/streams", list_streams),
+        web.post("/api/streams", add_stream),
+        web.delete("/api/streams/{name}", remove_stream),
+        web.get("/evidence/{id}/{file}", evidence),
+        web.post("/offer", webcam.post_offer if rtc else webrtc_disabled),
+        web.delete("/offer/{peer}", webcam.delete_offer if rtc else webrtc_disabled),
+        web.post("/relay/{stream}", relay.post_relay if rtc else webrtc_disabled),
+        web.delete("/relay/peer/{peer}", relay.delete_relay if rtc else webrtc_disabled),
+        *([web.static("/static/", static)] if static.is_dir() else []),
+    ])
     return app

@@ -4,8 +4,9 @@ overlay sits on exactly the video the server scored.
 `POST /relay/{stream}` takes a browser's offer (one receive-only video transceiver, plus a data channel the page
 names "dfstream-sync") and answers with a track that plays that stream. `DELETE /relay/peer/{peer}` hangs up.
 
-**One decode, one encode, any number of viewers.** Nothing is decoded twice: the relay taps the frames the
-stream's source already decodes for the scheduler (its `deliver`), keeps only the newest, and encodes it once
+**One decode, one encode, any number of viewers.** Nothing is decoded twice: the relay subscribes to the frames
+the stream's source already decodes for the scheduler (`StreamSource.subscribe`), keeps only the newest, and
+encodes it once
 on its own thread (H.264 with libx264 when the browser offers it, else VP8), whatever the number of viewers.
 Every viewer's track hands the same encoded packets to aiortc, which only packetises them (aiortc's
 `RTCRtpSender` accepts pre-encoded `av.Packet`s). aiortc's `MediaRelay` was not used because it shares the
@@ -20,6 +21,10 @@ random origin per sender; the relay learns it from the sender once the first fra
 over the data channel: `{"type": "sync", "epochs": [{"from": RTP, "base": RTP}, ...]}`. For a displayed frame
 with RTP timestamp r (from `requestVideoFrameCallback`), the page takes the newest epoch with `from <= r` and gets
 the scored frame's time as `(r - base) mod 2^32 / 90000` seconds, which it matches to the overlays' `time`.
+
+A relay ends with its last viewer, or when its stream is removed (`LiveService.on_removed`). The peer lifecycle
+(deadlines, capacity, shutdown) is `peers.PeerSet`, shared with the webcams; the aiortc internals the relay
+needs are read through `aiortc_compat`.
 """
 
 from __future__ import annotations
@@ -32,18 +37,19 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import av
 import numpy as np
 from aiohttp import web
-from aiortc import (MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender,
-                    RTCSessionDescription)
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc import sdp
 from aiortc.mediastreams import MediaStreamError
 
-from stream.live.server.app import _origin_ok
+from stream.live.server import aiortc_compat, peers
+from stream.live.server.peers import OfferRefused, PeerPolicy, PeerSet
 from stream.live.server.service import LiveService
 from stream.live.sources.live import StreamSource
 from stream.live.sources import Frame
@@ -57,17 +63,15 @@ KEYFRAME_INTERVAL_S = 2.0  # a viewer that joins or loses packets waits at most 
 BITRATE = 1_500_000
 MAX_VIEWERS = 16
 VIEWER_BACKLOG = 30  # encoded frames a viewer may lag behind before it skips to the next keyframe
-NEGOTIATION_TIMEOUT_S = 15.0
-CONNECT_TIMEOUT_S = 30.0  # an answered viewer that never connects is closed
-WATCH_PERIOD_S = 1.0  # how often viewers of removed streams are looked for
+NEGOTIATION_TIMEOUT_S = peers.NEGOTIATION_TIMEOUT_S
+CONNECT_TIMEOUT_S = peers.CONNECT_TIMEOUT_S  # an answered viewer that never connects is closed
 MAX_JUMP_S = 5.0  # a source clock jump larger than this (or backwards) starts a new timestamp epoch
 EPOCHS_KEPT = 4
 SYNC_CHANNEL = "dfstream-sync"
 RELAY_HELP = 'send JSON {"sdp": "...", "type": "offer"} with one receive-only video transceiver'
 
 
-class RelayRefused(ValueError):
-    """The offer cannot be answered; the message is for the user."""
+RelayRefused = OfferRefused  # the offer cannot be answered; the message is for the user
 
 
 class _Encoder:
@@ -220,22 +224,21 @@ class ViewerTrack(MediaStreamTrack):
         for the next packet only after sending the previous one, so here sent == origin + the last pts."""
         if self.origin is not None or self._last_pts is None or self.sender is None:
             return
-        sent = getattr(self.sender, "_RTCRtpSender__rtp_timestamp", None)
-        if isinstance(sent, int) and sent:
+        sent = aiortc_compat.last_rtp_timestamp(self.sender)
+        if sent is not None:
             self.origin = (sent - self._last_pts) % (1 << 32)
             if self.on_origin is not None:
                 self.on_origin(self.origin)
 
     def _check_keyframe_request(self) -> None:
         """A browser that lost packets sends PLI/FIR; aiortc flags it for its own encoder, which is not used."""
-        if self.sender is not None and getattr(self.sender, "_RTCRtpSender__force_keyframe", False):
-            self.sender._RTCRtpSender__force_keyframe = False  # type: ignore[attr-defined]
+        if self.sender is not None and aiortc_compat.take_keyframe_request(self.sender):
             self.relay.keyframe(self.codec)
 
 
 class StreamRelay:
-    """The tap on one source, its RTP timeline, and one shared encoder per codec in use. Exists while the
-    stream has viewers."""
+    """The subscription to one source, its RTP timeline, and one shared encoder per codec in use. Exists while
+    the stream has viewers."""
 
     def __init__(self, source: StreamSource, loop: asyncio.AbstractEventLoop) -> None:
         self.source = source
@@ -247,11 +250,11 @@ class StreamRelay:
         self._loop = loop
         self._offset: int | None = None
         self._last: int | None = None
-        self._original = source.deliver
-        source.deliver = self._tap  # type: ignore[method-assign]  # instance attribute: removed in close()
+        self.closed = False
+        self._unsubscribe = source.subscribe(self._tap)
 
     def _tap(self, frame: Frame) -> None:
-        self._original(frame)
+        """On the source's decoding thread, for every frame: stamp it and hand it to the encoders (cheap)."""
         rtp = self._rtp_time(frame)
         for encoder in list(self.encoders.values()):
             encoder.offer(frame, rtp)
@@ -301,8 +304,9 @@ class StreamRelay:
             self.encoders.pop(viewer.codec).stop()
 
     def close(self) -> None:
-        if self.source.__dict__.get("deliver") is not None:
-            del self.source.deliver  # the class's own deliver again
+        """Unsubscribe from the source, stop the encoders and end every viewer's track. Idempotent."""
+        self.closed = True
+        self._unsubscribe()
         for encoder in self.encoders.values():
             encoder.stop()
         self.encoders.clear()
@@ -312,26 +316,47 @@ class StreamRelay:
 
 @dataclass(eq=False)
 class Viewer:
+    """One browser watching one stream: its connection, its track and the sync data channel."""
+
     id: str
     stream: str
     pc: RTCPeerConnection
     track: ViewerTrack
     relay: StreamRelay
     channel: Any = None
-    timer: asyncio.TimerHandle | None = None
     created: float = field(default_factory=time.monotonic)
+
+
+def default_policy() -> PeerPolicy:
+    return PeerPolicy(MAX_VIEWERS, "relay viewers", NEGOTIATION_TIMEOUT_S, CONNECT_TIMEOUT_S)
 
 
 class RelayHub:
     """Every relayed stream and every viewer. Closing a viewer's peer, its stream, or the server closes it."""
 
-    def __init__(self, service: LiveService, max_viewers: int = MAX_VIEWERS) -> None:
+    def __init__(self, service: LiveService, policy: PeerPolicy | None = None) -> None:
         self.service = service
-        self.max_viewers = max_viewers
         self.relays: dict[str, StreamRelay] = {}  # by stream name
-        self.viewers: dict[str, Viewer] = {}
-        self._closing: set[asyncio.Task] = set()
-        self._watch: asyncio.Task | None = None
+        self._peers: PeerSet[Viewer] = PeerSet(policy or default_policy(), self._teardown)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+
+    @property
+    def viewers(self) -> dict[str, Viewer]:
+        return self._peers.peers
+
+    @property
+    def max_viewers(self) -> int:
+        return self._peers.policy.max_peers
+
+    def refuse_if_full(self) -> None:
+        self._peers.refuse_if_full()
+
+    def start(self) -> None:
+        """Learn of removed streams from the service (on the event loop that runs the server)."""
+        self._loop = asyncio.get_running_loop()
+        if self._unsubscribe is None:
+            self._unsubscribe = self.service.on_removed(self._stream_removed)
 
     def _source(self, name: str) -> StreamSource | None:
         return next((s for s in self.service.scheduler.sources() if s.name == name), None)
@@ -341,18 +366,8 @@ class RelayHub:
         if source is None:
             raise KeyError(name)
         loop = asyncio.get_running_loop()
-        if self._watch is None:
-            self._watch = loop.create_task(self._watch_streams())
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # see webrtc.ICE_SERVERS
-        try:
-            try:
-                transceiver, codec = await asyncio.wait_for(self._negotiate(pc, offer), NEGOTIATION_TIMEOUT_S)
-            except RelayRefused:
-                raise
-            except asyncio.TimeoutError:
-                raise
-            except Exception as exc:  # aiortc raises many kinds on bad SDP
-                raise RelayRefused(f"the SDP offer was refused: {exc or type(exc).__name__}") from exc
+        async with self._peers.opening() as pc:
+            transceiver, codec = await self._peers.answer(pc, lambda pc: self._negotiate(pc, offer))
             relay = self.relays.get(name)
             if relay is None or relay.source is not source:
                 if relay is not None:
@@ -362,12 +377,13 @@ class RelayHub:
             track = ViewerTrack(relay, codec)
             transceiver.sender.replaceTrack(track)
             track.sender = transceiver.sender
-            await pc.setLocalDescription(await pc.createAnswer())
-        except BaseException:
-            await pc.close()
-            raise
+            try:
+                await pc.setLocalDescription(await pc.createAnswer())
+            except BaseException:
+                if not relay.viewers:
+                    self._drop_relay(relay)
+                raise
         viewer = Viewer(uuid.uuid4().hex, name, pc, track, relay)
-        self.viewers[viewer.id] = viewer
         relay.add(track)
         track.on_origin = lambda _o, v=viewer: self._send_sync(v)
         relay.on_epoch = lambda r=relay: [self._send_sync(v) for v in self.viewers.values() if v.relay is r]
@@ -378,8 +394,7 @@ class RelayHub:
                 viewer.channel = channel
                 self._send_sync(viewer)
 
-        pc.on("connectionstatechange", lambda: self._state_changed(viewer))
-        viewer.timer = loop.call_later(CONNECT_TIMEOUT_S, self.discard, viewer.id)
+        self._peers.add(viewer)
         log.info("relay viewer %s watching %s (%s)", viewer.id, name, codec)
         return viewer, pc.localDescription
 
@@ -414,31 +429,21 @@ class RelayHub:
                   for start, offset in viewer.relay.epochs]
         channel.send(json.dumps({"type": "sync", "stream": viewer.stream, "clock": CLOCK, "epochs": epochs}))
 
-    def _state_changed(self, viewer: Viewer) -> None:
-        state = viewer.pc.connectionState
-        if state == "connected" and viewer.timer is not None:
-            viewer.timer.cancel()
-            viewer.timer = None
-        elif state in ("failed", "closed"):
-            self.discard(viewer.id)
-
     def discard(self, viewer_id: str) -> bool:
-        viewer = self.viewers.pop(viewer_id, None)
-        if viewer is None:
-            return False
-        if viewer.timer is not None:
-            viewer.timer.cancel()
+        """Hang up one viewer; its relay ends with its last viewer. Idempotent; call on the loop."""
+        return self._peers.discard(viewer_id)
+
+    def _teardown(self, viewer: Viewer, reason: str | None) -> None:
         viewer.track.stop()
         viewer.relay.remove(viewer.track)
         if not viewer.relay.viewers:
             self._drop_relay(viewer.relay)
-        task = asyncio.ensure_future(viewer.pc.close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-        log.info("relay viewer %s closed (%s)", viewer_id, viewer.stream)
-        return True
+        log.info("relay viewer %s closed (%s)%s", viewer.id, viewer.stream, f": {reason}" if reason else "")
 
     def _drop_relay(self, relay: StreamRelay) -> None:
+        if relay.closed:
+            return
+        relay.closed = True
         for key, r in list(self.relays.items()):
             if r is relay:
                 del self.relays[key]
@@ -446,23 +451,32 @@ class RelayHub:
             self.discard(viewer.id)
         relay.close()
 
-    async def _watch_streams(self) -> None:
-        """Close the viewers of streams that were removed (or replaced by a new stream of the same name)."""
-        while True:
-            await asyncio.sleep(WATCH_PERIOD_S)
-            for relay in list(self.relays.values()):
-                if self._source(relay.source.name) is not relay.source:
-                    self._drop_relay(relay)
+    def _stream_removed(self, source: StreamSource) -> None:
+        """LiveService.on_removed: close the viewers of a removed stream. Called wherever the removal ran;
+        the relay's state is only touched on the event loop."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._drop_source(source)
+        else:
+            loop.call_soon_threadsafe(self._drop_source, source)
+
+    def _drop_source(self, source: StreamSource) -> None:
+        for relay in [r for r in self.relays.values() if r.source is source]:
+            self._drop_relay(relay)
 
     async def close_all(self) -> None:
-        for viewer_id in list(self.viewers):
-            self.discard(viewer_id)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         for relay in list(self.relays.values()):
             self._drop_relay(relay)
-        if self._watch is not None:
-            self._watch.cancel()
-        if self._closing:
-            await asyncio.gather(*list(self._closing), return_exceptions=True)
+        await self._peers.close_all()
 
     def stats(self) -> dict[str, Any]:
         return {name: {"viewers": len(r.viewers),
@@ -473,41 +487,34 @@ class RelayHub:
 RELAY_KEY = web.AppKey("relay", RelayHub)
 
 
-def setup(app: web.Application, service: LiveService) -> RelayHub:
-    """Add the relay's routes to the serve app and close every viewer at shutdown."""
-    hub = RelayHub(service)
-    app[RELAY_KEY] = hub
-    service.extra_cleanups.append(hub.close_all)
+async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: follow stream removals while the server runs; close every viewer at shutdown."""
+    hub = app[RELAY_KEY]
+    hub.start()
+    yield
+    await hub.close_all()
 
-    async def post_relay(request: web.Request) -> web.Response:
-        if not _origin_ok(request, service):
-            raise web.HTTPForbidden(text="Origin not allowed")
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise web.HTTPBadRequest(text=f"malformed JSON: {RELAY_HELP}") from None
-        if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or body.get("type") != "offer":
-            raise web.HTTPBadRequest(text=RELAY_HELP)
-        if len(hub.viewers) >= hub.max_viewers:
-            raise web.HTTPServiceUnavailable(text=f"already {hub.max_viewers} relay viewers; close one first")
-        name = request.match_info["stream"]
-        try:
-            viewer, answer = await hub.open(name, RTCSessionDescription(sdp=body["sdp"], type="offer"))
-        except KeyError:
-            raise web.HTTPNotFound(text=f"no stream named {name!r}") from None
-        except RelayRefused as exc:
-            raise web.HTTPBadRequest(text=str(exc)) from None
-        except asyncio.TimeoutError:
-            raise web.HTTPGatewayTimeout(text="could not answer the offer in time (ICE gathering)") from None
-        return web.json_response({"sdp": answer.sdp, "type": answer.type, "stream": name, "peer": viewer.id,
-                                  "codec": viewer.track.codec})
 
-    async def delete_relay(request: web.Request) -> web.Response:
-        peer = request.match_info["peer"]
-        if not hub.discard(peer):
-            raise web.HTTPNotFound(text="no such relay viewer")
-        return web.json_response({"closed": peer})
+async def post_relay(request: web.Request) -> web.Response:
+    """`POST /relay/{stream}`: answer a browser's receive-only offer with that stream's video. (auth.py has
+    already refused other sites, other Hosts and non-JSON bodies.)"""
+    hub = request.app[RELAY_KEY]
+    offer, _ = await peers.read_offer(request, RELAY_HELP)
+    hub.refuse_if_full()
+    name = request.match_info["stream"]
+    try:
+        viewer, answer = await hub.open(name, offer)
+    except KeyError:
+        raise web.HTTPNotFound(text=f"no stream named {name!r}") from None
+    except (OfferRefused, asyncio.TimeoutError) as exc:
+        raise peers.negotiation_refused(exc) from None
+    return web.json_response({"sdp": answer.sdp, "type": answer.type, "stream": name, "peer": viewer.id,
+                              "codec": viewer.track.codec})
 
-    app.router.add_post("/relay/{stream}", post_relay)
-    app.router.add_delete("/relay/peer/{peer}", delete_relay)
-    return hub
+
+async def delete_relay(request: web.Request) -> web.Response:
+    """`DELETE /relay/peer/{peer}`: hang up one viewer."""
+    peer = request.match_info["peer"]
+    if not request.app[RELAY_KEY].discard(peer):
+        raise web.HTTPNotFound(text="no such relay viewer")
+    return web.json_response({"closed": peer})
