@@ -25,7 +25,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import aioice.ice
 import av
 import pytest
 
@@ -59,14 +58,6 @@ pytestmark = pytest.mark.skipif(chromium_unavailable() is not None, reason=chrom
 @pytest.fixture(scope="module")
 def meso():
     return build_engine("meso4-df", weights_dir=MESONET_WEIGHTS, allow_download=False)
-
-
-@pytest.fixture(autouse=True)
-def _ice_on_loopback(monkeypatch):
-    """As in test_webrtc: on a host with no address but loopback, let aioice offer 127.0.0.1 (Chromium runs
-    with --allow-loopback-in-peer-connection for the same reason)."""
-    if not aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True):
-        monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
 
 
 def to_y4m(video: Path, out: Path, size=Y4M_SIZE, seconds=Y4M_SECONDS) -> Path:

@@ -31,7 +31,6 @@ class LiveService:
         self.alerts = AlertManager(self.publish, self.evidence, config.alerts)
         self.scheduler = Scheduler(detector or FaceDetector(config.detector), engines, self.publish,
                                    config.scheduler, config.verdict, self.alerts)
-        self.extra_cleanups: list = []  # async callables run at shutdown (WebRTC peers...)
         self._removal_listeners: list[Callable[[StreamSource], None]] = []
 
     def on_removed(self, fn: Callable[[StreamSource], None]) -> Callable[[], None]:
@@ -82,8 +81,6 @@ class LiveService:
         self.scheduler.start()
 
     async def stop(self) -> None:
-        for cleanup in self.extra_cleanups:
-            await cleanup()
         self.scheduler.stop()  # ends open alerts, which still go out through the bus below
         for source in self.scheduler.sources():
             source.stop()

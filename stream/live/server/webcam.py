@@ -25,7 +25,6 @@ from stream.config.serve import source_name_for
 from stream.live.server import peers
 from stream.live.server.peers import OfferRefused, PeerPolicy, PeerSet
 from stream.live.server.service import LiveService
-from stream.messages import Status
 from stream.live.sources.live import SourceConfig
 from stream.live.sources.webrtc import WebRTCSource
 
@@ -120,10 +119,10 @@ class PeerRegistry:
         return video
 
     def _teardown(self, peer: Peer, error: str | None) -> None:
-        """A peer went: a failure is published as its stream's last status, then the stream is removed."""
+        """A peer went: a failure becomes its stream's last status (pushed by the source's state change), then
+        the stream is removed."""
         if error is not None:
             peer.source.fail(error)
-            self.service.publish(Status(peer.source.name, source=peer.source.source_status()).to_message())
         if any(s is peer.source for s in self.service.scheduler.sources()):  # not a newer stream of that name
             self.service.remove(peer.source.name)
         log.info("webrtc peer %s closed (stream %s)", peer.id, peer.source.name)

@@ -1,0 +1,118 @@
+"""The tree's layering, read from the code's own imports (ast), so a wrong-way import fails here, not in review.
+
+- no import cycle between modules;
+- `engines/` never imports `stream`;
+- the hot path (sources, faces, rings, scoring, scheduler) never imports offline jobs or the command line;
+- no live stage imports the offline jobs or the command line;
+- config modules import no runtime (checked in a fresh interpreter: no torch, PyAV, aiohttp or aiortc loaded).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("stream", "engines")
+HOT_PATH = ("stream.live.sources", "stream.live.faces", "stream.live.rings", "stream.live.scoring",
+            "stream.live.scheduler")
+OFFLINE = ("stream.jobs", "stream.cli")
+HEAVY = ("torch", "av", "aiohttp", "aiortc", "numpy", "engines", "stream.live")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports (at any depth in the file, lazy imports included)."""
+    files = {_module_name(p): p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for mod, path in files.items():
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            deps |= {n for n in names if n in files}
+        graph[mod] = deps - {mod}
+    return graph
+
+
+GRAPH = _graph()
+
+
+def _within(mod: str, prefixes) -> bool:
+    return any(mod == p or mod.startswith(p + ".") for p in prefixes)
+
+
+def _package_of(mod: str) -> str:
+    return mod.rsplit(".", 1)[0]
+
+
+def test_the_graph_is_read():
+    assert {"stream.live.scheduler.loop", "stream.jobs.scan", "engines.base"} <= GRAPH.keys()
+    assert "stream.live.scoring" in GRAPH["stream.jobs.scan"]
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A module-level import cycle, ignoring a package's own __init__ re-exporting its submodules."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(graph.get(m, ())):
+            if _package_of(d) == m or _package_of(m) == d:  # a package and its own submodules
+                continue
+            if state.get(d) == 1:
+                return stack[stack.index(d):] + [d]
+            if d not in state and (found := visit(d)):
+                return found
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_no_import_cycle():
+    assert _cycle(GRAPH) is None, " -> ".join(_cycle(GRAPH) or [])
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_engines_never_import_stream():
+    bad = {m: sorted(d for d in deps if _within(d, ("stream",))) for m, deps in GRAPH.items() if _within(m, ("engines",))}
+    assert not {m: d for m, d in bad.items() if d}
+
+
+@pytest.mark.parametrize("prefixes", [HOT_PATH, ("stream.live",), ("stream.messages",), ("stream.config",)],
+                         ids=["hot path", "live stages", "messages", "config"])
+def test_live_code_never_imports_offline_jobs_or_the_cli(prefixes):
+    bad = {m: sorted(d for d in deps if _within(d, OFFLINE)) for m, deps in GRAPH.items() if _within(m, prefixes)}
+    assert not {m: d for m, d in bad.items() if d}
+
+
+def test_config_imports_no_runtime():
+    code = ("import sys, stream.config, stream.config.serve, stream.config.sources, stream.config.verdicts, "
+            "stream.config.scheduler, stream.config.faces, stream.messages; "
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == ""
