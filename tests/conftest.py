@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from parts import needs, require
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FFPP = SHARED / "data" / "ffpp-c23"
 MESONET_WEIGHTS = SHARED / "weights" / "mesonet"
@@ -18,10 +20,15 @@ CROPS_PER_VIDEO = 3
 
 def pytest_collection_modifyitems(config, items):
     if not FFPP_VIDEOS:
-        skip = pytest.mark.skip(reason=f"shared media not found at {FFPP}")
         for item in items:
             if "ffpp" in item.fixturenames:
-                item.add_marker(skip)
+                item.add_marker(needs("the shared FF++ media", f"not found at {FFPP}"))
+
+
+def pytest_runtest_setup(item):
+    """`needs(part, reason)` marks: skip when the part is missing, or fail in strict mode (see tests/parts.py)."""
+    for mark in item.iter_markers("needs"):
+        require(mark.kwargs["part"], mark.kwargs["reason"])
 
 
 @pytest.fixture(scope="session", autouse=True)

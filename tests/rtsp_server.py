@@ -145,14 +145,15 @@ class RtspServer:
 if __name__ != "__main__":  # imported by the tests; the system python running main() needs no pytest
     import pytest
 
+    from parts import require
+
     @pytest.fixture
     def rtsp_server(ffpp):
         """A started RtspServer looping the first real FF++ video; skips where gst-rtsp-server is missing.
 
         Other test modules use it with `from rtsp_server import rtsp_server  # noqa: F401`.
         """
-        if reason := unavailable_reason():
-            pytest.skip(reason)
+        require("GStreamer's RTSP server", unavailable_reason())
         with RtspServer(sorted((ffpp / "real").glob("*.mp4"))[0]) as server:
             yield server
 

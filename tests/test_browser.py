@@ -35,6 +35,7 @@ from stream.live.sources.live import SourceConfig
 
 from browser import chromium_unavailable, open_browser, screenshot
 from conftest import FFPP, MESONET_WEIGHTS
+from parts import needs, require
 from live_server import LiveServer, collect
 from rtsp_server import RtspServer, unavailable_reason
 
@@ -52,7 +53,7 @@ PAGE_TIMEOUT_S = 20.0
 TOKEN = "browser-test-token"
 SCREENSHOT_SETTLE_S = 12.0
 
-pytestmark = pytest.mark.skipif(chromium_unavailable() is not None, reason=chromium_unavailable() or "")
+pytestmark = needs("Chromium (with Playwright)", chromium_unavailable())
 
 
 @pytest.fixture(scope="module")
@@ -216,8 +217,7 @@ def test_webcam_preview_shows_scored_face_boxes(meso, tmp_path):
 
 @pytest.mark.slow
 def test_rtsp_camera_added_from_the_page_is_relayed_with_boxes(meso, tmp_path):
-    if reason := unavailable_reason():
-        pytest.skip(reason)
+    require("GStreamer's RTSP server", unavailable_reason())
 
     async def scenario(server: LiveServer, camera: RtspServer) -> None:
         async with open_browser() as browser:
@@ -385,8 +385,7 @@ def test_evidence_route_serves_only_alert_files_and_needs_the_token(meso, tmp_pa
 def test_failures_are_said_in_words(meso, tmp_path):
     """Camera permission denied, a camera that drops and comes back, and a server that goes away and returns:
     each shows as a sentence on the page, never as a blank tile, and the page recovers by itself."""
-    if reason := unavailable_reason():
-        pytest.skip(reason)
+    require("GStreamer's RTSP server", unavailable_reason())
     config = ServeConfig(port=0)
     first = LiveServer(config, [meso]).__enter__()
     port = first.config.port

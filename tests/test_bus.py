@@ -25,8 +25,9 @@ from stream.config.sources import Backoff
 redis = pytest.importorskip("redis")
 
 from stream.live.bus.redis_bus import RedisBus, alerts_stream, channel  # noqa: E402 - needs redis
+from parts import needs
 
-pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=unavailable_reason() or "")
+pytestmark = needs("redis-server", unavailable_reason())
 
 REPO = Path(__file__).resolve().parents[1]
 STREAM = alerts_stream()

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
+from parts import require
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -103,7 +103,7 @@ def test_webrtc_connects_on_a_host_with_only_loopback(caplog):
             answer = session()
         assert "127.0.0.1" in answer and WARNING in caplog.text
     else:
-        pytest.skip("no user network namespace here (unshare -rn), and this host has a network address")
+        require("a loopback-only network (unshare -rn)", "no user network namespace here, and this host has a network address")
 
 
 if __name__ == "__main__":  # inside the namespace

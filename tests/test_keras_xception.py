@@ -22,6 +22,7 @@ from engines.keras_xception import (FEATURES, KerasMaxPool2d, KerasXception, ker
                                     same_pads)
 from engines.registry import XCEPTION_NOTOP_FILENAME, XCEPTION_NOTOP_MD5, XCEPTION_NOTOP_URL, get_entry
 from keras_xception_ref import keras_input, random_xception, set_tf_threads, torch_features, write_legacy_h5
+from parts import require
 
 # 75 -> stem 37 -> 35, then pools see 35 (odd), 18 (even: the extra pixel goes after), 9, 5.
 SIZE = 75
@@ -59,7 +60,7 @@ def test_registry_backbone_hash_is_the_one_keras_publishes() -> None:
     """Keras' own source names the file and its hash (an md5, Keras' `file_hash`); the registry must agree."""
     spec = importlib.util.find_spec("keras")
     if spec is None or spec.origin is None:
-        pytest.skip("keras is not installed")
+        require("Keras (the reference framework)", "keras is not installed")
     source = (Path(spec.origin).parent / "src" / "applications" / "xception.py").read_text()
     published = re.search(r'"xception_weights_tf_dim_ordering_tf_kernels_notop\.h5",.*?file_hash="([0-9a-f]+)"',
                           source, re.S)

@@ -14,9 +14,9 @@ from stream.live.sources.live import SourceConfig
 from conftest import FFPP, MESONET_WEIGHTS
 from live_server import LiveServer
 from rtsp_server import RtspServer, unavailable_reason
+from parts import needs
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(unavailable_reason() is not None,
-                                                   reason=f"no RTSP server: {unavailable_reason()}")]
+pytestmark = [pytest.mark.slow, needs("GStreamer's RTSP server", unavailable_reason())]
 RETURN_DEADLINE_S = 5.0  # boxes must flow again this soon after the camera returns
 OUTAGE_S = 3.0
 

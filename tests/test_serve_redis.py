@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from parts import needs
 import redis
 
 from engines.registry import build_engine
@@ -20,7 +22,7 @@ from redis_server import RedisServer, unavailable_reason
 from test_bus import Cli
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))]
+              needs("redis-server", unavailable_reason())]
 MIN_OUTAGE_S = 3.0
 ALERT_WAIT_S = 180.0  # alerts come from verdict flips, rarer when a loaded machine analyses few frames
 # A twitchy policy so the Deepfakes clip keeps raising alerts (start/update/end) throughout a short run.
