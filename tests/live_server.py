@@ -27,7 +27,9 @@ def free_port() -> int:
 
 class LiveServer:
     def __init__(self, config: ServeConfig, engines: Sequence[Engine], detector=None) -> None:
-        update = {"port": config.port or free_port()}
+        # a port the test did not choose (the default 8080 included) is a free one: never collide with a real serve
+        explicit = "port" in config.model_fields_set and config.port
+        update = {"port": config.port if explicit else free_port()}
         if "data_dir" not in config.model_fields_set:  # never write evidence into the checkout
             import tempfile
 
