@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from stream.live.faces.detector import DetectorConfig
 from stream.live.scheduler.loop import SchedulerConfig
@@ -36,7 +36,8 @@ class ServeConfig(BaseModel):
     sources: list[SourceConfig] = []
     models: list[str] = ["meso4-df"]
     weights_dir: Path | None = None
-    backend: str = Field(default="auto", pattern="^(auto|torch|onnx|tensorrt)$")
+    backend: str = Field(default="auto", description="where engines run: one of engines.backends.BACKENDS")
+    precision: str = Field(default="fp32", description="one of engines.backends.PRECISIONS (int8 needs calibration)")
     allowed_origins: list[str] = Field(default=[], description="extra Origins allowed on the websocket")
     max_message_bytes: int = Field(default=4096, gt=0, description="largest message a client may send")
     detector: DetectorConfig = DetectorConfig()
@@ -47,6 +48,16 @@ class ServeConfig(BaseModel):
     data_dir: Path = Field(default_factory=lambda: default_data_dir(),
                            description="alert log, spool and evidence ($DFSTREAM_DATA or ~/.local/share/dfstream)")
     redis: str | None = Field(default=None, description="redis://… to publish overlays, status and alerts to")
+
+    @field_validator("backend", "precision")
+    @classmethod
+    def _known_choice(cls, value: str, info: ValidationInfo) -> str:
+        from engines.backends import BACKENDS, PRECISIONS  # lazily: it imports torch
+
+        allowed = BACKENDS if info.field_name == "backend" else PRECISIONS
+        if value not in allowed:
+            raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+        return value
 
     @field_validator("sources")
     @classmethod
