@@ -195,3 +195,125 @@ def test_every_command_and_flag_keeps_its_defaults():
     for command, options in EXPECTED.items():
         missing = sorted(set(options) - set(table[command]))
         assert not missing, f"dfstream {command}: changed or lost {missing}"
+
+
+def test_new_serve_options_and_shared_choices():
+    from engines.backends import BACKENDS, PRECISIONS
+    from stream.cli import common
+
+    assert (common.BACKENDS, common.PRECISIONS) == (BACKENDS, PRECISIONS)  # read from the source, not imported
+    serve = parser_table(build_parser())["serve"]
+    assert "--precision store choices=fp32,fp16,int8" in serve
+    assert "--calibrate store nargs=+ type=Path metavar=MEDIA" in serve
+
+
+# -- no torch for the parser and `alerts` ------------------------------------------------------------------------
+
+NO_TORCH = """
+import sys
+from stream.cli import main
+for argv in ([{help}], ["alerts", "--data-dir", {data!r}]):
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+heavy = sorted(m for m in ("torch", "engines", "aiohttp", "rich", "av") if m in sys.modules)
+assert not heavy, heavy
+"""
+
+
+@pytest.mark.parametrize("help_argv", ["'--help'", "'serve', '--help'", "'scan', '--help'", "'train', '--help'"])
+def test_help_and_alerts_import_no_torch(help_argv, tmp_path):
+    code = NO_TORCH.format(help=help_argv, data=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "no alerts yet" in done.stderr
+
+
+def test_alerts_as_a_module_runs_without_warnings(tmp_path):
+    done = subprocess.run([sys.executable, "-W", "error", "-m", "stream.cli.alerts", "--data-dir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == f"dfstream alerts: no alerts yet ({tmp_path / 'alerts.jsonl'} does not exist)"
+
+
+# -- serve --precision -------------------------------------------------------------------------------------------
+
+def test_serve_precision_reaches_the_config_and_the_engines(monkeypatch, tmp_path):
+    from stream.cli import serve
+
+    args = build_parser().parse_args(["serve", "--precision", "int8", "--backend", "onnx", "--calibrate",
+                                      str(tmp_path / "faces.mp4"), "--model", "meso4-df", "--offline",
+                                      "--data-dir", str(tmp_path)])
+    config = serve.config_from_args(args)
+    assert (config.precision, config.backend) == ("int8", "onnx")
+    assert serve.config_from_args(build_parser().parse_args(["serve"])).precision == "fp32"  # the config's default
+
+    seen = []
+    monkeypatch.setattr(serve, "prepare_engine", lambda name, **kw: seen.append((name, kw)) or name)
+    assert serve.build_engines(config, args, "cpu") == ["meso4-df"]
+    kw = seen[0][1]
+    assert (kw["backend"], kw["precision"], kw["calibrate"], kw["offline"]) == \
+        ("onnx", "int8", [tmp_path / "faces.mp4"], True)
+
+
+def test_serve_precision_from_yaml_and_refused_when_unknown(tmp_path):
+    from stream.config.serve import ConfigError, load_config
+
+    path = tmp_path / "serve.yaml"
+    path.write_text("precision: int8\nbackend: onnx\n")
+    assert load_config(path).precision == "int8"
+    assert load_config(path, {"precision": "fp16"}).precision == "fp16"  # the command line wins
+    with pytest.raises(ConfigError, match="'int4' is not one of fp32, fp16, int8"):
+        load_config(None, {"precision": "int4"})
+
+
+def test_serve_fp16_on_the_cpu_is_refused_by_the_engine_preparation(capsys):
+    weights = REPO.parent / "shared" / "weights" / "mesonet"
+    if not (weights / "Meso4_DF.h5").exists():
+        pytest.skip(f"MesoNet weights not found in {weights}")
+    code = main(["serve", "--precision", "fp16", "--backend", "onnx", "--weights-dir", str(weights), "--offline",
+                 "--device", "cpu"])
+    assert code == EXIT_USAGE
+    assert "dfstream serve: ONNX Runtime on the CPU has no fast fp16" in capsys.readouterr().err
+
+
+# -- usage errors ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("argv", "message"), [
+    ([], "the following arguments are required: command"),
+    (["serve", "--precision", "int4"], "argument --precision: invalid choice: 'int4'"),
+    (["scan", "x.mp4", "--backend", "cuda"], "argument --backend: invalid choice: 'cuda'"),
+    (["models"], "the following arguments are required: action"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_argparse_usage_errors_exit_2_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["engines", "build", "meso4-df", "--backend", "auto"],
+     "dfstream engines: engines build needs a concrete --backend: onnx or tensorrt"),
+    (["explain", "x.mp4", "--out", "out", "--model", "meso4-df", "--model", "meso4-f2f"],
+     "dfstream explain: explain takes exactly one --model"),
+    (["serve", "--source", "ftp://camera/stream"], "dfstream serve: "),
+    (["scan", "x.mp4", "--model", "no-such-model", "--offline"], "dfstream scan: "),
+])
+def test_bad_input_exits_2_with_one_line(argv, message, capsys):
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bugs_are_not_mistaken_for_usage_errors(monkeypatch):
+    from stream.cli import models
+
+    def broken(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(models, "run_list", broken)
+    with pytest.raises(KeyError):
+        main(["models", "list"])
