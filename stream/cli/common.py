@@ -23,7 +23,8 @@ PIPED_TABLE_WIDTH = 200
 def _engine_constants(*names: str) -> tuple[tuple[str, ...], ...]:
     """`engines.backends`' BACKENDS and PRECISIONS, read from its source: importing it would import torch."""
     spec = importlib.util.find_spec("engines")  # finds the package without running its __init__ (torch)
-    assert spec is not None and spec.submodule_search_locations, "the engines package is not installed"
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the engines package is not installed")
     source = Path(next(iter(spec.submodule_search_locations))) / "backends.py"
     found = {}
     for node in ast.parse(source.read_text()).body:
