@@ -83,12 +83,14 @@ def build(model: str, weights_dir: Path | None, backend: str, precision: str, tm
 
 
 def main() -> None:
+    from engines.backends import PRECISIONS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=2)
     parser.add_argument("--model", default="meso4-df")
     parser.add_argument("--weights-dir", type=Path, default=ROOT.parent / "shared" / "weights" / "mesonet")
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="int8: ONNX Runtime static quantisation, calibrated on two shared clips")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds after warm-up")
     parser.add_argument("--fps", type=float, default=TARGET_ANALYSED_FPS, help="target analysed fps per stream")

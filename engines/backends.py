@@ -10,17 +10,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
 from engines.base import Engine, TorchEngine
 
-Backend = Literal["auto", "torch", "onnx", "tensorrt"]
-Precision = Literal["fp32", "fp16", "int8"]
-BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx", "tensorrt")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+from engines.choices import BACKENDS, PRECISIONS
 CACHE_ENV = "DFSTREAM_CACHE"
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ PACKAGES = ("stream", "engines")
 HOT_PATH = ("stream.live.sources", "stream.live.faces", "stream.live.rings", "stream.live.scoring",
             "stream.live.scheduler")
 OFFLINE = ("stream.jobs", "stream.cli")
-HEAVY = ("torch", "av", "aiohttp", "aiortc", "numpy", "engines", "stream.live")
+HEAVY = ("torch", "av", "aiohttp", "aiortc", "numpy", "engines.base", "engines.registry", "stream.live")
 
 
 def _module_name(path: Path) -> str:

@@ -25,11 +25,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from stream.cli.common import EXIT_OK, EXIT_USAGE  # EXIT_USAGE also when Redis is unreachable
 from stream.live.bus.base import ALERTS_LOG_NAME, default_data_dir
 from stream.messages import Message, dumps
 
-EXIT_OK = 0
-EXIT_USAGE = 2  # bad arguments or Redis unreachable
 PAGE = 100  # entries per XRANGE / XREAD / XREADGROUP call
 BLOCK_MS = 1000  # XREAD BLOCK: how long one read waits for new entries (also how often Ctrl-C is noticed)
 TAIL_POLL_S = 0.2  # how often a followed alerts.jsonl is checked for new lines

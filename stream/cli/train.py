@@ -1,4 +1,5 @@
-"""The `dfstream train` arguments and command. Built on every `dfstream` call, so it imports nothing heavy."""
+"""`dfstream train`: train an engine's weights on a labelled dataset. The parser is built on every `dfstream`
+call, so this module imports nothing heavy; the training itself is imported when the command runs."""
 
 from __future__ import annotations
 
@@ -7,10 +8,19 @@ import json
 import sys
 from pathlib import Path
 
+from typing import Any
+
+from stream.cli.common import EXIT_OK
 from stream.jobs.train import KINDS
 from stream.jobs.train.config import DEFAULT_VAL_FRACTION, DEFAULT_VIDEOMAE_INIT, TrainConfig
 
-EXIT_OK = 0
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("train", help="train an engine's weights on a labelled dataset "
+                                            "(logreg, lstm, videomae, xception)")
+    add_arguments(p)
+    p.set_defaults(run=run)
+    return p
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -10,8 +10,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from engines.choices import BACKENDS, PRECISIONS
 from stream.config.faces import DetectorConfig
 from stream.config.paths import default_data_dir
 from stream.config.scheduler import SchedulerConfig
@@ -35,7 +36,8 @@ class ServeConfig(BaseModel):
     sources: list[SourceConfig] = []
     models: list[str] = ["meso4-df"]
     weights_dir: Path | None = None
-    backend: str = Field(default="auto", pattern="^(auto|torch|onnx|tensorrt)$")
+    backend: str = Field(default="auto", description="where engines run: one of engines.choices.BACKENDS")
+    precision: str = Field(default="fp32", description="one of engines.choices.PRECISIONS (int8 needs calibration)")
     allowed_hosts: list[str] = Field(
         default=[], description="names (`name` or `name:port`; the bound port when none) the server answers to "
         "besides the loopback names and its bind address; every other Host is refused (DNS rebinding)")
@@ -51,6 +53,14 @@ class ServeConfig(BaseModel):
     data_dir: Path = Field(default_factory=lambda: default_data_dir(),
                            description="alert log, spool and evidence ($DFSTREAM_DATA or ~/.local/share/dfstream)")
     redis: str | None = Field(default=None, description="redis://… to publish overlays, status and alerts to")
+
+    @field_validator("backend", "precision")
+    @classmethod
+    def _known_choice(cls, value: str, info: ValidationInfo) -> str:
+        allowed = BACKENDS if info.field_name == "backend" else PRECISIONS
+        if value not in allowed:
+            raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+        return value
 
     @field_validator("sources")
     @classmethod

@@ -1,0 +1,71 @@
+"""`dfstream eval`: measure models on a labelled dataset and write the report (metrics, per-video scores, plots)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from stream.cli.common import EXIT_INPUT_FAILED, EXIT_OK, add_backend, add_model_args, face_detector, \
+    load_engines, print_table
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("eval", help="measure models on a labelled dataset (real/ + fake/, or FaceForensics++)")
+    p.add_argument("dataset", type=Path, metavar="DATASET",
+                   help="folder with real/ and fake/[METHOD/] media, or the FaceForensics++ layout")
+    add_model_args(p)
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="where metrics.json, videos.csv, roc.png and scores.png are written")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frames analysed per second of video (default 5; every frame when a clip model runs)")
+    p.add_argument("--faces", choices=["mtcnn", "none"], default="mtcnn",
+                   help="'none' scores the whole frame as one face (for datasets of face crops)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="p(fake) at or above which an item is called fake (default: the models' own, 0.5)")
+    add_backend(p)
+    p.add_argument("--cache-dir", dest="crop_cache_dir", type=Path, default=None, metavar="DIR",
+                   help="face-crop cache (default: $DFSTREAM_CACHE/crops or ~/.cache/dfstream/crops)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the face-crop cache")
+    # The engine-conversion settings, fixed for eval: fp32, the default engine cache.
+    p.set_defaults(run=run, precision="fp32", calibrate=None, cache_dir=None)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from stream.jobs.datasets import discover
+    from stream.jobs.evaluate import CropCache, RichProgress, default_crop_cache_dir, evaluate, write_report
+    from stream.jobs.scan import Scanner, ScanOptions
+
+    dataset = discover(args.dataset)  # a bad dataset fails before any model loads
+    engines, thresholds = load_engines(args)
+    threshold = [args.threshold] if args.threshold is not None else thresholds
+    scanner = Scanner(engines, threshold, ScanOptions(fps=args.fps, faces=args.faces), face_detector(args))
+    cache = None if args.no_cache else CropCache(args.crop_cache_dir or default_crop_cache_dir(), scanner)
+    with RichProgress(len(dataset.items)) as progress:
+        report = evaluate(dataset, scanner, cache, progress)
+    metrics = write_report(report, args.out)
+    print_metrics(metrics, args.out)
+    return EXIT_INPUT_FAILED if report.errors else EXIT_OK
+
+
+def print_metrics(metrics: dict, out: Path) -> None:
+    """Accuracy, F1 and AUC per level (video, frame), for all fakes and for each manipulation method."""
+    from rich.table import Table
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    table = Table(title=f"dfstream eval ({'+'.join(metrics['models'])}, threshold {metrics['threshold']:.2f}) "
+                        f"-> {out}")
+    for col in ("subset", "level", "n (real/fake)", "accuracy", "F1", "AUC"):
+        table.add_column(col, justify="left" if col in ("subset", "level") else "right")
+    methods = metrics["methods"] if len(metrics["methods"]) > 1 else {}  # one method is the same as "all"
+    rows = [("all", metrics)] + [(f"{m} vs reals", by) for m, by in methods.items()]
+    for subset, by_level in rows:
+        for level in ("video", "frame"):
+            if level in by_level:
+                m = by_level[level]
+                table.add_row(subset, level, f"{m['n']} ({m['real']}/{m['fake']})", fmt(m["accuracy"]),
+                              fmt(m["f1"]), fmt(m["auc"]))
+    print_table(table)

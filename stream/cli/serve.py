@@ -1,0 +1,98 @@
+"""`dfstream serve`: the live detector. Sources in, overlays, status and alerts out on a websocket (and Redis).
+
+Command-line values override the YAML config's; options left unset keep the config's value, so their
+parser defaults are None here (the config's own defaults apply: auto backend, fp32, meso4-df).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from stream.cli.common import BACKEND_HELP, EXIT_OK, add_backend, add_calibrate, add_device, add_model, add_offline, \
+    add_precision, add_weights_dir, device, prepare_engine
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("serve", help="run the live detector: sources in, overlays out on a websocket")
+    p.add_argument("--source", action="append", dest="sources", default=[], metavar="URL_OR_PATH",
+                   help="rtsp:// or rtsps:// camera, video file or /dev/videoN (repeatable)")
+    p.add_argument("--loop", action="store_true", help="replay file sources forever (demos)")
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    p.add_argument("--config", type=Path, default=None, help="YAML config (cameras, models, thresholds)")
+    p.add_argument("--token", default=None, help="access token, required when binding beyond loopback")
+    add_backend(p, default=None, help=f"{BACKEND_HELP} (default: the config's, else auto)")
+    add_precision(p, default=None, help="fp32 (default), fp16 (CUDA: torch or TensorRT) or int8 (ONNX Runtime or "
+                                        "TensorRT, calibrated on --calibrate)")
+    add_calibrate(p)
+    add_model(p, help="model to run (repeatable). Default: the config's, else meso4-df")
+    add_weights_dir(p)
+    add_offline(p)
+    add_device(p)
+    p.add_argument("--redis", default=None, metavar="URL",
+                   help="also publish to Redis: pub/sub for overlays and status, a Stream for alerts")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="alert log, spool and evidence (default: $DFSTREAM_DATA or ~/.local/share/dfstream)")
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(run=run)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The ServeConfig: `--config`'s YAML with the command line on top, a token made up when one is needed."""
+    import secrets
+
+    from stream.config.serve import load_config, source_name_for
+    from stream.live.sources.live import SourceConfig, validate_url
+
+    taken: set[str] = set()
+    sources = []
+    for url in args.sources:
+        validate_url(url)
+        name = source_name_for(url, taken)
+        taken.add(name)
+        sources.append(SourceConfig(name=name, url=url, loop=args.loop).model_dump())
+    config = load_config(args.config, {"host": args.host, "port": args.port, "token": args.token,
+                                       "models": args.models, "weights_dir": args.weights_dir,
+                                       "backend": args.backend, "precision": args.precision, "sources": sources,
+                                       "redis": args.redis, "data_dir": args.data_dir})
+    if config.needs_token and not config.token:
+        config = config.model_copy(update={"token": secrets.token_urlsafe(16)})
+    return config
+
+
+def build_engines(config: Any, args: argparse.Namespace, on_device: str) -> list[Any]:
+    """The config's models on its backend and precision, converted as `scan` converts them."""
+    return [prepare_engine(name, weights_dir=config.weights_dir, weights_file=None, device=on_device,
+                           offline=args.offline, backend=config.backend, precision=config.precision,
+                           calibrate=args.calibrate, cache_dir=None)
+            for name in config.models]
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from aiohttp import web
+
+    from stream.live.faces import FaceDetector
+    from stream.live.server.app import build_app
+    from stream.live.server.service import LiveService
+    from stream.live.sources.urls import redact
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = config_from_args(args)
+    on_device = device(args)
+    engines = build_engines(config, args, on_device)
+    detector = FaceDetector(config.detector.model_copy(update={"device": on_device}))
+    app = build_app(LiveService(config, engines, detector))
+    shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+    query = f"?token={config.token}" if config.needs_token else ""
+    print(f"dfstream serve: {len(config.sources)} source(s): "
+          f"{', '.join(redact(s.url) for s in config.sources) or 'none yet'}", flush=True)
+    print(f"dfstream serve: open http://{shown}:{config.port}/{query}  (websocket /ws)", flush=True)
+    print(f"dfstream serve: alerts -> {config.data_dir / 'alerts.jsonl'}"
+          f"{' and ' + redact(config.redis) if config.redis else ''}", flush=True)
+    web.run_app(app, host=config.host, port=config.port, print=None, handle_signals=True)
+    return EXIT_OK
