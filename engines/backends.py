@@ -85,7 +85,7 @@ def prepare(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     concrete = choose(backend)
     try:
-        return _convert(engine, concrete, precision, calibration, cache)
+        converted = _convert(engine, concrete, precision, calibration, cache)
     except BackendUnavailable:
         raise
     except Exception as exc:
@@ -93,6 +93,9 @@ def prepare(
             raise
         log.warning("%s: %s backend failed (%s); running on torch instead", engine.name, concrete, exc)
         return engine
+    if hasattr(engine, "quality"):  # the model's quality floor travels with it to any backend
+        converted.quality = engine.quality
+    return converted
 
 
 def _convert(engine: TorchEngine, backend: str, precision: str, calibration: np.ndarray | None,

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from engines.base import Engine, InputSpec, LabelMapping
+from engines.quality import QualityFloor
 from engines.weights import WeightsSource, fetch
 
 MESONET_BASE_URL = "https://raw.githubusercontent.com/DariusAf/MesoNet/master/weights/"
@@ -41,6 +42,7 @@ class ModelEntry(BaseModel):
     input: InputSpec
     labels: LabelMapping
     threshold: float = DEFAULT_THRESHOLD
+    quality: QualityFloor = QualityFloor()  # below it the engine's score is not used (low-quality)
 
 
 # architecture name -> "module:function"; the function is build(weights_path, entry, device) -> Engine.
@@ -178,6 +180,9 @@ def build_engine(
     path = Path(weights_file) if weights_file else fetch(entry.weights, weights_dir, allow_download)
     builder = _builder(entry.architecture)
     if not entry.extra_weights:
-        return builder(path, entry, device)
-    extra = {role: fetch(source, weights_dir, allow_download) for role, source in entry.extra_weights.items()}
-    return builder(path, entry, device, extra_paths=extra)
+        engine = builder(path, entry, device)
+    else:
+        extra = {role: fetch(source, weights_dir, allow_download) for role, source in entry.extra_weights.items()}
+        engine = builder(path, entry, device, extra_paths=extra)
+    engine.quality = entry.quality
+    return engine

@@ -49,7 +49,8 @@ class FaceOverlay:
     """One tracked face on one analysed frame.
 
     `score` is the smoothed, fused p(fake), `raw` this frame's fused p(fake), `engines` each engine's own
-    p(fake), `verdict` the track's hysteresis verdict."""
+    p(fake), `verdict` the track's hysteresis verdict, or "low-quality" (with `reason`) when the face is below
+    every engine's quality floor: such a face never counts toward the verdict or an alert."""
 
     track: int
     box: tuple[float, float, float, float]
@@ -58,10 +59,13 @@ class FaceOverlay:
     raw: float | None
     engines: dict[str, float]
     verdict: str
+    quality: dict[str, Any] = field(default_factory=dict)  # face_px, sharpness (+ the link's, for WebRTC)
+    reason: str | None = None  # why the verdict is "low-quality"
 
     def to_message(self) -> Message:
         return {"track": self.track, "box": _rounded_box(self.box), "prob": round(float(self.prob), 4),
-                "score": self.score, "raw": self.raw, "engines": dict(self.engines), "verdict": self.verdict}
+                "score": self.score, "raw": self.raw, "engines": dict(self.engines), "verdict": self.verdict,
+                "quality": dict(self.quality), "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,7 @@ class SchedulerStatus:
     shed: bool
     tracks: int
     scheduler: dict[str, Any]
+    gated_faces: int = 0  # face-frames judged low-quality since the stream started
 
     def to_message(self) -> Message:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -9,10 +9,13 @@ it in one place means an engine feature (a quality gate, calibration, an ensembl
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from engines.base import Engine
+from engines.quality import floor_of
+from stream.live.faces.quality import QUALITY_CROP, FaceQuality
 from stream.live.rings import ReadyWindow, TrackRings, WindowRings, WindowSpec
 
 CropKey = tuple[int, float]  # (crop size, margin)
@@ -37,8 +40,26 @@ def fuse(scores: Mapping[str, float], weights: Mapping[str, float] | None = None
     return float(np.dot(w, list(scores.values())) / w.sum())
 
 
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """Which engines may judge one face at its quality. With none, the face is `low-quality`, for `reason`."""
+
+    trusted: frozenset[str]
+    reason: str | None = None
+
+    @property
+    def low_quality(self) -> bool:
+        return not self.trusted
+
+    def keep(self, scores: Mapping[str, float]) -> dict[str, float]:
+        """The scores of the engines that may judge this face."""
+        return {n: s for n, s in scores.items() if n in self.trusted}
+
+
 class Scorer:
-    """Window specs, ring feeding and per-engine batching for a fixed set of engines."""
+    """Window specs, ring feeding, per-engine batching and the quality gate for a fixed set of engines."""
+
+    quality_key = QUALITY_CROP  # the crop every job cuts to measure sharpness
 
     def __init__(self, engines: Sequence[Engine]) -> None:
         self.engines = list(engines)
@@ -48,6 +69,12 @@ class Scorer:
     def crop_keys(self) -> list[CropKey]:
         """Every (size, margin) some engine's crops are cut at, in a stable order."""
         return sorted({w.crop_key for w in self.windows.values()})
+
+    def gate(self, quality: FaceQuality) -> Gate:
+        """Each engine's floor against this face's quality: an engine below its floor does not judge the face."""
+        reasons = {e.name: floor_of(e).reason(e.name, quality.face_px, quality.sharpness) for e in self.engines}
+        trusted = frozenset(n for n, r in reasons.items() if r is None)
+        return Gate(trusted, None if trusted else "; ".join(r for r in reasons.values() if r))
 
     def track_rings(self) -> TrackRings:
         """Rings for every track of one input (scan, eval)."""

@@ -22,6 +22,7 @@ from engines.base import Engine
 from stream.config.scheduler import SchedulerConfig
 from stream.config.verdicts import VerdictPolicy
 from stream.live.faces import FaceDetector, crop_faces
+from stream.live.faces.quality import measure
 from stream.live.rings import CropRing
 from stream.live.scheduler.governor import LoadGovernor
 from stream.live.scheduler.track import EVIDENCE_CROP, EVIDENCE_FRAMES, LiveStream, Track
@@ -149,7 +150,8 @@ class Scheduler:
     def process(self, picks: Sequence[Pick]) -> None:
         """Detect, track, crop and score one frame per picked stream, then publish one overlay per frame."""
         detections = self.detector.detect([f.image for _, f in picks])
-        keys = [*self.scorer.crop_keys, EVIDENCE_CROP]
+        quality_key = self.scorer.quality_key
+        keys = list(dict.fromkeys([*self.scorer.crop_keys, EVIDENCE_CROP, quality_key]))
         faces_of: list[list[tuple[Track, Any]]] = []
         for (st, frame), faces in zip(picks, detections):
             boxes = [d.box for d in faces]
@@ -164,7 +166,10 @@ class Scheduler:
                     track = st.tracks[tid] = Track(tid, self.scorer.window_rings(tid), self.judge.new_verdict(),
                                                    CropRing(EVIDENCE_FRAMES, EVIDENCE_CROP[0]))
                 track.evidence.push(crops[EVIDENCE_CROP][j])
-                here.append((track, det, {k: c[j] for k, c in crops.items() if k != EVIDENCE_CROP}))
+                track.quality = measure(det.box, crops[quality_key][j])
+                track.gate = self.scorer.gate(track.quality)
+                st.gated_faces += track.gate.low_quality
+                here.append((track, det, {k: crops[k][j] for k in self.scorer.crop_keys}))
             faces_of.append(here)
         flat = [(track.rings, face_crops) for here in faces_of for track, _, face_crops in here]
         flat_tracks = [track for here in faces_of for track, _, _ in here]
@@ -179,9 +184,11 @@ class Scheduler:
     def _overlay(self, st: LiveStream, frame: Frame, faces: list[tuple[Track, Any]], now: float) -> dict[str, Any]:
         out = []
         for track, det in faces:
-            j = self.judge.judge(st.name, track.id, track.verdict, track.scores, track.evidence)
+            j = self.judge.judge(st.name, track.id, track.verdict, track.scores, track.evidence, track.gate)
+            quality = {**(track.quality.to_message() if track.quality else {}), **st.source.link_quality()}
             out.append(FaceOverlay(track=track.id, box=det.box, prob=det.prob, score=j.score, raw=j.raw,
-                                   engines=dict(track.scores), verdict=j.verdict))
+                                   engines=dict(track.scores), verdict=j.verdict, quality=quality,
+                                   reason=j.reason))
         return Overlay(stream=st.name, pts=frame.pts, time=frame.time, frame_size=frame.size,
                        latency_ms=(now - frame.received) * 1000.0, faces=tuple(out),
                        verdict=worst([t.verdict.verdict for t in st.tracks.values()])).to_message()
@@ -206,7 +213,7 @@ class Scheduler:
         sched = SchedulerStatus(
             analysed_fps=round(st.analysed.rate(), 2), target_fps=round(self.target_fps(st), 2),
             latency_ms={"p50": st.latency.percentile_ms(50), "p95": st.latency.percentile_ms(95)},
-            shed=st.shed, tracks=len(st.tracks),
+            shed=st.shed, tracks=len(st.tracks), gated_faces=st.gated_faces,
             scheduler={"scale": round(g.scale, 3), "load": round(g.utilisation, 3),
                        "events": g.events[-STATUS_EVENTS:]})
         return Status(st.name, source=st.source.source_status(), scheduler=sched)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from stream.live.faces import IoUTracker
+from stream.live.faces.quality import FaceQuality
 from stream.live.rings import CropRing, WindowRings
+from stream.live.scoring import Gate
 from stream.live.sources.live import StreamSource
 from stream.live.stats import LatencyMeter, RateMeter
 from stream.live.verdicts.policy import TrackVerdict
@@ -24,6 +26,8 @@ class Track:
     verdict: TrackVerdict
     evidence: CropRing
     scores: dict[str, float] = field(default_factory=dict)
+    quality: FaceQuality | None = None  # of its latest face-frame
+    gate: Gate | None = None  # which engines may judge that face-frame
 
 
 @dataclass(eq=False)
@@ -38,6 +42,7 @@ class LiveStream:
     shed: bool = False
     analysed: RateMeter = field(default_factory=RateMeter)
     latency: LatencyMeter = field(default_factory=LatencyMeter)
+    gated_faces: int = 0  # face-frames judged low-quality
 
     @property
     def name(self) -> str:

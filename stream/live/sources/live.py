@@ -72,6 +72,10 @@ class StreamSource(StateMachine):
             except Exception:  # a viewer's bug must never stop the source feeding the scheduler
                 log.exception("%s: frame subscriber failed", self.name)
 
+    def link_quality(self) -> dict[str, Any]:
+        """What the link did to the picture (received size, bitrate), for sources that know it (WebRTC)."""
+        return {}
+
     def subscribe(self, fn: Callable[[Frame], None]) -> Callable[[], None]:
         """Call `fn(frame)` for every decoded frame, on the decoding thread (so `fn` must be quick: hand the
         frame on, never encode there). Returns the function that unsubscribes; calling it twice is harmless.

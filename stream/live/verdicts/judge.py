@@ -11,16 +11,20 @@ from dataclasses import dataclass
 
 from stream.config.verdicts import VerdictPolicy
 from stream.live.rings import CropRing
-from stream.live.scoring import fuse
+from stream.live.scoring import Gate, fuse
 from stream.live.verdicts.alerts import AlertManager
 from stream.live.verdicts.policy import TrackVerdict
+
+
+LOW_QUALITY = "low-quality"  # a face below every engine's quality floor: never judged real or fake
 
 
 @dataclass(frozen=True, slots=True)
 class Judgement:
     verdict: str
     score: float | None  # smoothed, fused p(fake)
-    raw: float | None  # this frame's fused p(fake)
+    raw: float | None  # this frame's fused p(fake), of the engines that may judge it
+    reason: str | None = None  # why the face was not judged
 
 
 class Judge:
@@ -32,9 +36,14 @@ class Judge:
         return TrackVerdict(self.policy)
 
     def judge(self, stream: str, track: int, state: TrackVerdict, scores: Mapping[str, float],
-              evidence: CropRing | None = None) -> Judgement:
-        """Update the track's verdict with this frame's engine scores and tell the alert lifecycle."""
-        engines = dict(scores)
+              evidence: CropRing | None = None, gate: Gate | None = None) -> Judgement:
+        """Update the track's verdict with this frame's engine scores and tell the alert lifecycle.
+
+        A face the gate calls low-quality leaves the verdict and any alert exactly as they were: it never counts
+        toward the hysteresis, and never starts, updates or ends an alert."""
+        if gate is not None and gate.low_quality:
+            return Judgement(LOW_QUALITY, state.smoothed, None, gate.reason)
+        engines = gate.keep(scores) if gate is not None else dict(scores)
         verdict = state.update(engines)
         if self.alerts is not None:
             self.alerts.observe(stream, track, verdict, state.smoothed, engines,
