@@ -172,7 +172,8 @@ def test_cache_is_keyed_by_content_and_crop_spec(tmp_path):
                     Scanner([_ConstantEngine(16)], [0.5], ScanOptions(faces="none", fps=1))):
         assert CropCache(tmp_path / "cache", changed).entry(a) != cache.entry(a)
     crops = FaceCrops(frames=3, index=np.array([0, 2, 2]), track=np.array([1, 1, 2]),
-                      crops={(8, 0.2): np.arange(3 * 8 * 8 * 3, dtype=np.uint8).reshape(3, 8, 8, 3)})
+                      crops={(8, 0.2): np.arange(3 * 8 * 8 * 3, dtype=np.uint8).reshape(3, 8, 8, 3)},
+                      face_px=np.array([90.0, 150.0, 40.0]), sharpness=np.array([12.0, 80.0, 5.0]))
     assert cache.load(cache.entry(a)) is None
     cache.save(cache.entry(a), crops)
     back = cache.load(cache.entry(renamed))
@@ -183,6 +184,7 @@ def test_cache_is_keyed_by_content_and_crop_spec(tmp_path):
     batches = list(back.batches(batch_frames=2))
     assert [b.frames for b in batches] == [2, 1]
     assert [[(f.index, f.tracks) for f in b.faces] for b in batches] == [[(0, [1])], [(2, [1, 2])]]
+    assert [q.face_px for q in batches[1].faces[0].quality] == [150.0, 40.0]  # each face's quality comes back
 
 
 # ---- real runs on the shared FF++ clips ----------------------------------------------------------------------

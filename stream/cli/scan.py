@@ -10,7 +10,7 @@ from typing import Any
 from stream.cli.common import EXIT_INPUT_FAILED, EXIT_OK, add_backend_args, add_model_args, face_detector, \
     load_engines, print_table
 
-COLOURS = {"fake": "red", "real": "green", "no-face": "yellow", "error": "magenta"}
+COLOURS = {"fake": "red", "real": "green", "no-face": "yellow", "low-quality": "grey50", "error": "magenta"}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -67,5 +67,5 @@ def print_results(results: list) -> None:
         table.add_column(col, justify="right" if col in ("p(fake)", "face-frames", "tracks") else "left")
     for r in results:
         table.add_row(r.path, f"[{COLOURS[r.label]}]{r.label}[/]", "" if r.score is None else f"{r.score:.3f}",
-                      str(r.frames_scored), str(len(r.tracks)), r.error or "")
+                      str(r.frames_scored), str(len(r.tracks)), r.error or r.reason or "")
     print_table(table)

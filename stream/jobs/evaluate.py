@@ -32,9 +32,10 @@ import numpy as np
 from engines.weights import sha256_of
 from stream.jobs.datasets import FAKE, REAL, Dataset, DatasetItem
 from stream.live.faces.tracker import TrackerConfig
+from stream.live.faces.quality import FaceQuality
 from stream.jobs.scan import READ_ERRORS, CropKey, FaceBatch, FaceFrame, Scanner
 
-CACHE_VERSION = 1  # bump when the cached arrays' meaning changes
+CACHE_VERSION = 2  # bump when the cached arrays' meaning changes (2: each face's size and sharpness)
 CACHE_ENV = "DFSTREAM_CACHE"
 CROPS_SUBDIR = "crops"
 SPEC_HASH_CHARS = 16
@@ -67,6 +68,8 @@ class FaceCrops:
     index: np.ndarray  # (N,) sampled-frame ordinal of each face
     track: np.ndarray  # (N,) track id of each face
     crops: dict[CropKey, np.ndarray]  # (N, size, size, 3) uint8 per (size, margin)
+    face_px: np.ndarray | None = None  # (N,) each face's short side in source pixels
+    sharpness: np.ndarray | None = None  # (N,) each face's sharpness (stream.live.faces.quality)
 
     @classmethod
     def extract(cls, scanner: Scanner, path: Path, progress: EvalProgress) -> FaceCrops:
@@ -78,10 +81,13 @@ class FaceCrops:
             progress.frames(batch.frames)
         keys = scanner.crop_keys
         rows = [(f.index, t) for f in faces for t in f.tracks]
+        quality = [q for f in faces for q in f.quality]
         return cls(
             frames=frames,
             index=np.array([r[0] for r in rows], dtype=np.int64),
             track=np.array([r[1] for r in rows], dtype=np.int64),
+            face_px=np.array([q.face_px for q in quality], dtype=np.float64),
+            sharpness=np.array([q.sharpness for q in quality], dtype=np.float64),
             crops={k: np.concatenate([f.crops[k] for f in faces]) if faces else np.empty((0, k[0], k[0], 3), np.uint8)
                    for k in keys},
         )
@@ -93,7 +99,10 @@ class FaceCrops:
             faces = []
             for ordinal in dict.fromkeys(self.index[in_batch].tolist()):
                 rows = in_batch[self.index[in_batch] == ordinal]
-                faces.append(FaceFrame(ordinal, self.track[rows].tolist(), {k: c[rows] for k, c in self.crops.items()}))
+                quality = ([FaceQuality(float(p), float(s)) for p, s in zip(self.face_px[rows], self.sharpness[rows])]
+                           if self.face_px is not None and self.sharpness is not None else [])
+                faces.append(FaceFrame(ordinal, self.track[rows].tolist(), {k: c[rows] for k, c in self.crops.items()},
+                                       quality))
             yield FaceBatch(frames=min(batch_frames, self.frames - first), faces=faces)
 
 
@@ -121,7 +130,9 @@ class CropCache:
             with np.load(entry, allow_pickle=False) as z:
                 keys = [(int(s), float(m)) for s, m in z["keys"]]
                 crops = FaceCrops(frames=int(z["frames"]), index=z["index"], track=z["track"],
-                                  crops={k: z[f"crops{i}"] for i, k in enumerate(keys)})
+                                  crops={k: z[f"crops{i}"] for i, k in enumerate(keys)},
+                                  face_px=z["face_px"] if "face_px" in z.files else None,
+                                  sharpness=z["sharpness"] if "sharpness" in z.files else None)
         except (OSError, KeyError, ValueError):
             self.misses += 1
             return None
@@ -134,7 +145,8 @@ class CropCache:
         keys = list(crops.crops)
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(tmp, frames=crops.frames, index=crops.index, track=crops.track,
+            quality = {} if crops.face_px is None else {"face_px": crops.face_px, "sharpness": crops.sharpness}
+            np.savez_compressed(tmp, frames=crops.frames, index=crops.index, track=crops.track, **quality,
                                 keys=np.array(keys, dtype=np.float64),
                                 **{f"crops{i}": crops.crops[k] for i, k in enumerate(keys)})
             os.replace(tmp, entry)
@@ -161,6 +173,7 @@ class ItemResult:
     frame_scores: np.ndarray  # fused p(fake) per scored face-frame
     error: str | None = None
     cached: bool = False
+    gated: int = 0  # face-frames below every engine's quality floor: not scored, as in scan and serve
 
 
 @dataclass
@@ -248,7 +261,7 @@ def _score_item(item: DatasetItem, scanner: Scanner, cache: CropCache | None, pr
     if result.error is not None:
         return ItemResult(item, none, error=result.error, cached=cached)
     frame_scores = np.array([np.mean(list(s.values())) for s in per_face if s], dtype=np.float64)
-    return ItemResult(item, frame_scores, cached=cached)
+    return ItemResult(item, frame_scores, cached=cached, gated=sum(t.gated for t in result.tracks))
 
 
 def _without_path(message: str, path: Path) -> str:
@@ -291,7 +304,8 @@ def metrics(report: Report) -> dict:
         "dataset": str(report.dataset.root), "layout": report.dataset.layout, "models": report.models,
         "threshold": report.threshold, "fps": report.fps,
         "counts": {**report.dataset.counts(), "scored": sum(len(r.frame_scores) > 0 for r in report.results),
-                   "no_face": len(report.no_face), "errors": len(report.errors)},
+                   "no_face": len(report.no_face), "errors": len(report.errors),
+                   "low_quality_face_frames": sum(r.gated for r in report.results)},
     }
     for level, (y, s, _) in levels.items():
         out[level] = binary_metrics(y, s, report.threshold)

@@ -19,14 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from engines.base import Engine
 from stream.live.faces import FaceDetector, IoUTracker, crop_faces, whole_frame
 from stream.live.rings import TrackRings
-from stream.live.scoring import CropKey, Scorer, fuse
+from stream.live.faces.quality import FaceQuality, measure, sharpness
+from stream.live.scoring import CropKey, Gate, Scorer, fuse
 from stream.live.sources import AVSource, Frame, SourceError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 WHOLE_FRAME_TRACK = 0  # with --faces none the whole frame is one "face" with this track id
 FRAME_ENGINE_FPS = 5.0  # default analysed rate when every engine scores single frames
 
-Label = Literal["fake", "real", "no-face", "error"]
+Label = Literal["fake", "real", "no-face", "low-quality", "error"]
 READ_ERRORS = (SourceError, OSError, UnidentifiedImageError)  # an unreadable input, reported per file
 
 
@@ -49,6 +50,7 @@ class FaceFrame:
     index: int
     tracks: list[int]
     crops: dict[CropKey, np.ndarray]
+    quality: list[FaceQuality] = field(default_factory=list)  # per face; empty: not measured (no gate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +64,18 @@ class FaceBatch:
 
 @dataclass
 class TrackScore:
+    """One track's mean p(fake) over the face-frames its engines could judge. `gated` face-frames were below
+    every engine's quality floor; a track with no other face-frame has no score, and `reason` says why."""
+
     id: int
     frames: int
-    score: float
+    score: float | None
+    gated: int = 0
+    reason: str | None = None
+
+    @property
+    def verdict(self) -> str | None:
+        return "low-quality" if self.score is None and self.gated else None
 
 
 @dataclass
@@ -78,6 +89,7 @@ class ScanResult:
     model: str
     engines: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    reason: str | None = None  # why the label is low-quality
 
     def to_json(self) -> dict:
         return {
@@ -86,10 +98,12 @@ class ScanResult:
             "score": self.score,
             "threshold": self.threshold,
             "frames_scored": self.frames_scored,
-            "tracks": [{"id": t.id, "frames": t.frames, "score": t.score} for t in self.tracks],
+            "tracks": [{"id": t.id, "frames": t.frames, "score": t.score, "gated": t.gated, "verdict": t.verdict,
+                        "reason": t.reason} for t in self.tracks],
             "model": self.model,
             "engines": self.engines,
             "error": self.error,
+            "reason": self.reason,
         }
 
 
@@ -101,9 +115,15 @@ class _Scores:
     def __init__(self, engine_names: Sequence[str]) -> None:
         self.items: dict[str, dict[int, list[float]]] = {n: {} for n in engine_names}
         self.face_frames: dict[int, int] = {}
+        self.gated: dict[int, int] = {}
+        self.reasons: dict[int, str] = {}  # the latest reason a track's face was not judged
+        self.windowed: set[str] = set()
 
-    def add_face(self, track: int) -> None:
+    def add_face(self, track: int, gate: Gate | None = None) -> None:
         self.face_frames[track] = self.face_frames.get(track, 0) + 1
+        if gate is not None and gate.low_quality:
+            self.gated[track] = self.gated.get(track, 0) + 1
+            self.reasons[track] = gate.reason or "below the quality floor"
 
     def add(self, engine: str, tracks: Sequence[int], scores: np.ndarray) -> None:
         for t, s in zip(tracks, scores):
@@ -117,12 +137,19 @@ class _Scores:
         out = []
         for t, n in sorted(self.face_frames.items()):
             means = [np.mean(by_track[t]) for by_track in self.items.values() if t in by_track]
-            if means:
-                out.append(TrackScore(id=t, frames=n, score=float(np.mean(means))))
+            gated = self.gated.get(t, 0)
+            if means or gated:
+                out.append(TrackScore(id=t, frames=n, score=float(np.mean(means)) if means else None, gated=gated,
+                                      reason=None if means else self.reasons.get(t)))
         return out
 
+    def completed(self, engines: Sequence[str]) -> None:
+        """Engines that completed a window (whether or not the gate let them judge it)."""
+        self.windowed.update(engines)
+
     def unscored_engines(self) -> list[str]:
-        return [n for n, by_track in self.items.items() if not by_track]
+        """Engines whose windows never filled (too short an input), as opposed to windows the gate refused."""
+        return [n for n in self.items if n not in self.windowed]
 
 
 class Scanner:
@@ -167,8 +194,8 @@ class Scanner:
         keys = self.crop_keys
         first = 0
         for batch in _batched(_frames_of(Path(path), self.fps), self.options.batch_frames):
-            faces = [FaceFrame(first + i, track_ids, {key: cut(*key) for key in keys})
-                     for i, (track_ids, cut) in enumerate(self._faces([f.image for f in batch], tracker))
+            faces = [FaceFrame(first + i, track_ids, {key: cut(*key) for key in keys}, quality)
+                     for i, (track_ids, cut, quality) in enumerate(self._faces([f.image for f in batch], tracker))
                      if track_ids]
             yield FaceBatch(frames=len(batch), faces=faces, expired=list(tracker.expired))
             first += len(batch)
@@ -193,15 +220,21 @@ class Scanner:
             return self._result(path, scores, error=str(exc)), per_face
         return self._result(path, scores), per_face
 
-    def _faces(self, images: list[np.ndarray], tracker: IoUTracker) -> list[tuple[list[int], Callable]]:
-        """Per frame: the track ids of its faces and a function cutting their crops at (size, margin)."""
+    def _faces(self, images: list[np.ndarray], tracker: IoUTracker
+               ) -> list[tuple[list[int], Callable, list[FaceQuality]]]:
+        """Per frame: the track ids of its faces, a function cutting their crops at (size, margin), and each
+        face's quality (its size and sharpness, measured on the `quality_key` crop)."""
+        qsize, qmargin = self.scorer.quality_key
         if self.options.faces == "none":
-            return [([WHOLE_FRAME_TRACK], lambda size, margin, im=im: whole_frame(im, size)) for im in images]
+            return [([WHOLE_FRAME_TRACK], lambda size, margin, im=im: whole_frame(im, size),
+                     [FaceQuality(float(min(im.shape[:2])), sharpness(whole_frame(im, qsize)[0]))]) for im in images]
         assert self.detector is not None
         out = []
         for im, faces in zip(images, self.detector.detect(images)):
             boxes = [d.box for d in faces]
-            out.append((tracker.update(boxes), lambda size, margin, im=im, b=boxes: crop_faces(im, b, size, margin)))
+            quality = [measure(b, c) for b, c in zip(boxes, crop_faces(im, boxes, qsize, qmargin))]
+            out.append((tracker.update(boxes), lambda size, margin, im=im, b=boxes: crop_faces(im, b, size, margin),
+                        quality))
         return out
 
     def _score_faces(self, faces: Sequence[FaceFrame], rings: TrackRings, scores: _Scores) -> list[dict[str, float]]:
@@ -210,13 +243,18 @@ class Scanner:
         items = []
         for face in faces:
             for j, tid in enumerate(face.tracks):
-                scores.add_face(tid)
-                items.append((tid, rings.of(tid), {key: c[j] for key, c in face.crops.items()}))
-        per_face = self.scorer.score((r, crops) for _, r, crops in items)
-        for (tid, _, _), got in zip(items, per_face):
+                gate = self.scorer.gate(face.quality[j]) if face.quality else None
+                scores.add_face(tid, gate)
+                items.append((tid, gate, rings.of(tid), {key: c[j] for key, c in face.crops.items()}))
+        per_face = self.scorer.score((r, crops) for _, _, r, crops in items)
+        judged = []
+        for (tid, gate, _, _), got in zip(items, per_face):
+            scores.completed(got)
+            got = gate.keep(got) if gate is not None else got  # engines below their floor do not judge
             for name, p in got.items():
                 scores.add(name, [tid], [p])
-        return per_face
+            judged.append(got)
+        return judged
 
     def _result(self, path: Path, scores: _Scores, error: str | None = None) -> ScanResult:
         tracks = scores.track_scores()
@@ -228,8 +266,12 @@ class Scanner:
                 f"too short for {n}: it needs {self.windows[n].length} face-frames of one face, "
                 f"the longest track has {longest}" for n in scores.unscored_engines())
         score = fuse(per_engine) if per_engine and error is None else None
+        reason = None
         if error is not None:
             label: Label = "error"
+        elif score is None and scores.gated:
+            label = "low-quality"
+            reason = next(iter(scores.reasons.values()))
         elif score is None:
             label = "no-face"
         else:
@@ -244,6 +286,7 @@ class Scanner:
             model=self.model_name,
             engines=per_engine,
             error=error,
+            reason=reason,
         )
 
 
