@@ -3,7 +3,9 @@ crash exactly once and in order through the spool, and lossy messages are droppe
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -24,7 +26,8 @@ from stream.config.sources import Backoff
 
 redis = pytest.importorskip("redis")
 
-from stream.live.bus.redis_bus import RedisBus, alerts_stream, channel  # noqa: E402 - needs redis
+from stream.live.bus import redis_bus  # noqa: E402 - needs redis
+from stream.live.bus.redis_bus import IO_TIMEOUT_S, RedisBus, alerts_stream, channel  # noqa: E402 - needs redis
 from parts import needs
 
 pytestmark = needs("redis-server", unavailable_reason())
@@ -33,7 +36,12 @@ REPO = Path(__file__).resolve().parents[1]
 STREAM = alerts_stream()
 CLI_TIMEOUT_S = 30.0  # a CLI subprocess starting (imports) and printing, on a loaded 2-core machine
 DELIVERY_TIMEOUT_S = 30.0
-PUBLISH_BOUND_S = 0.25  # longest one publish() may take, Redis up or down (well under CONNECT_TIMEOUT_S)
+# A sanity bound only: no publish() sat through one Redis I/O timeout (IO_TIMEOUT_S). The claim that publish
+# never waits on the network is proven by order, not by a clock, in test_publish_returns_while_redis_hangs;
+# a tight wall-time bound (it was 0.25 s) fails on a loaded two-core machine for reasons that are not Redis.
+PUBLISH_BOUND_S = IO_TIMEOUT_S
+HUNG_IO_TIMEOUT_S = 60.0  # the bus's socket timeout while Redis is frozen: the publisher hangs this long at most
+HUNG_PUBLISHES = 50  # alerts (and as many overlays) published while the publisher hangs
 RESTART_ALERTS = 60
 RESTART_PACE_S = 0.05  # one alert every 50 ms: the run lasts ~3 s...
 KILL_AFTER = 20  # ...Redis is killed after this many alerts...
@@ -202,6 +210,42 @@ def test_every_alert_exactly_once_in_order_across_a_redis_crash(persistent_serve
     finally:
         thread.join()
         follower.proc.kill()
+        bus.close()
+
+
+def test_publish_returns_while_redis_hangs(server: RedisServer, tmp_path: Path, monkeypatch) -> None:
+    """Redis frozen (SIGSTOP: the socket stays open, nothing answers) holds the publisher thread inside an XADD;
+    every publish() made meanwhile returns while that call is still pending, so none waited on the network.
+    Proven by order (the publisher's counters had not moved when the last publish returned), not by timing."""
+    real_connect = redis_bus.connect
+    monkeypatch.setattr(redis_bus, "connect", lambda url, client_name=None: real_connect(
+        url, client_name=client_name, socket_timeout=HUNG_IO_TIMEOUT_S))
+    bus = open_redis_bus(server.url, tmp_path)
+    client = redis.Redis.from_url(server.url)
+    pid = server.proc.pid
+    try:
+        first = make_alert()
+        bus.publish(first)  # connected and the script loaded before the freeze
+        wait_for(lambda: bus.stats()["alerts_sent"] == 1, what="the first alert")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            stuck = make_alert()
+            bus.publish(stuck)
+            wait_for(lambda: bus.stats()["queued"] == 0, what="the publisher to take the alert")  # now in XADD
+            during = [make_alert() for _ in range(HUNG_PUBLISHES)]
+            for msg in during:
+                bus.publish(msg)
+                bus.publish(overlay())
+            after = bus.stats()  # the last publish has returned; the publisher has not got an answer yet
+            assert (after["alerts_sent"], after["alerts_spooled"], after["redis_up"]) == (1, 0, True), after
+            assert after["queued"] == 2 * HUNG_PUBLISHES, after
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # by PID: only the server this test froze
+                os.kill(pid, signal.SIGCONT)
+        keys = [m["key"] for m in (first, stuck, *during)]
+        wait_for(lambda: bus.stats()["alerts_sent"] == len(keys), what="the alerts after the thaw")
+        assert stream_keys(client) == keys  # each once, in order
+    finally:
         bus.close()
 
 

@@ -22,7 +22,6 @@ from stream.jobs.scan import Scanner, ScanOptions
 
 EVAL_FPS = "1"  # one frame per second of video keeps a cold run over the seven clips affordable on two cores
 MODEL_ARGS = ["--model", "meso4-df", "--weights-dir", str(MESONET_WEIGHTS), "--offline", "--backend", "torch"]
-CACHE_SPEEDUP = 3.0  # a warm run only scores; it must take less than 1/CACHE_SPEEDUP of the cold run
 FACES = sorted((SHARED / "data" / "faces" / "celeba-hq").glob("*.jpg"))
 FFPP_METHODS = {"Deepfakes": "519_515", "Face2Face": "750_743", "FaceSwap": "634_660", "NeuralTextures": "004_982"}
 
@@ -191,11 +190,28 @@ def test_cache_is_keyed_by_content_and_crop_spec(tmp_path):
 
 @pytest.fixture(scope="module")
 def ffpp_runs(ffpp, tmp_path_factory) -> dict[str, Path]:
-    """eval of meso4-df on the shared clips twice, sharing one crop cache: cold (decode + detect), then warm."""
+    """eval of meso4-df on the shared clips twice, sharing one crop cache: cold (decode + detect), then warm.
+
+    Each run also counts, in `runs["work"][name]`, the files it decoded and the frame batches it sent to the face
+    detector (the two costs the cache exists to skip)."""
+    from stream.live.faces import FaceDetector
+    from stream.live.sources import AVSource
+
     base = tmp_path_factory.mktemp("eval")
-    runs = {}
+    runs: dict = {"work": {}}
     for name in ("cold", "warm"):
-        assert run_eval(ffpp, base / name, base / "cache", "--fps", EVAL_FPS) == EXIT_OK
+        work = runs["work"][name] = {"decoded": 0, "detected": 0}
+
+        def counted(fn, what, work=work):
+            def wrapper(*args, **kwargs):
+                work[what] += 1
+                return fn(*args, **kwargs)
+            return wrapper
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(AVSource, "frames", counted(AVSource.frames, "decoded"))
+            mp.setattr(FaceDetector, "detect", counted(FaceDetector.detect, "detected"))
+            assert run_eval(ffpp, base / name, base / "cache", "--fps", EVAL_FPS) == EXIT_OK
         runs[name] = base / name
     return runs
 
@@ -243,7 +259,12 @@ def test_second_run_hits_the_cache_and_gives_identical_scores(ffpp_runs):
     assert (cold["cache"]["hits"], cold["cache"]["misses"]) == (0, 7)
     assert (warm["cache"]["hits"], warm["cache"]["misses"]) == (7, 0)
     assert len(list(Path(warm["cache"]["dir"]).glob("*/*.npz"))) == 7
-    assert warm["seconds"] * CACHE_SPEEDUP < cold["seconds"], (warm["seconds"], cold["seconds"])
+    # a warm run only scores: it decodes no file and detects no face (checked by counting, not by timing it,
+    # which a loaded machine makes flaky; both runs' wall times stay in metrics.json["seconds"], and the costs
+    # the cache skips, decoding and detection, are timed by benchmarks/scan.py)
+    work = ffpp_runs["work"]
+    assert work["cold"]["decoded"] == 7 and work["cold"]["detected"] > 0, work
+    assert work["warm"] == {"decoded": 0, "detected": 0}, work
     assert read_csv(ffpp_runs["cold"] / VIDEOS_CSV) == read_csv(ffpp_runs["warm"] / VIDEOS_CSV)
     for level in ("frame", "video"):
         assert warm[level] == cold[level]

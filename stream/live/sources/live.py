@@ -174,10 +174,20 @@ class AVLiveSource(StreamSource):
         src = self._open()
         got = False
         pace_origin: tuple[float, float] | None = None
+        last_at: float | None = None
         try:
             for frame in src.frames():
                 if self._stop.is_set():
                     return got
+                if self.config.kind != "file":
+                    # The watchdog is PyAV's read timeout, but FFmpeg swallows the first timed-out read of a
+                    # silent camera: it flushes its parser and hands back the frame that parser held, and only
+                    # the next read fails, a second watchdog_s later. A frame that comes after watchdog_s of
+                    # silence is that flushed tail: stop here, so a silent camera reconnects after watchdog_s.
+                    if last_at is not None and frame.received - last_at >= self.config.watchdog_s:
+                        raise SourceError(f"{self.url}: no frame for {frame.received - last_at:.1f} s "
+                                          f"(watchdog {self.config.watchdog_s:g} s)")
+                    last_at = frame.received
                 if not got:
                     self._set_state(SourceState.STREAMING, error=None)
                     got = True
