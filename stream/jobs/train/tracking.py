@@ -170,12 +170,16 @@ class EmissionsMeter:
 
     def __enter__(self) -> EmissionsMeter:
         if self.enabled:
+            import logging
+
             from codecarbon import OfflineEmissionsTracker
 
+            # Its start-up chatter (hardware guesses, "multiple instances") goes before log_level applies.
+            logging.getLogger("codecarbon").setLevel(logging.ERROR)
             self._out.mkdir(parents=True, exist_ok=True)
             self._tracker = OfflineEmissionsTracker(
                 country_iso_code=self.country, output_dir=str(self._out), output_file=EMISSIONS_CSV,
-                project_name=self._project, save_to_file=True, log_level="error")
+                project_name=self._project, log_level="error")  # CSV output is the default
             self._tracker.start()
         return self
 
