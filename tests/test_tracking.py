@@ -8,6 +8,7 @@ not what the model learns.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -16,11 +17,18 @@ from pathlib import Path
 import pytest
 
 from conftest import MESONET_WEIGHTS, SHARED
+from parts import needs
 from stream.cli import EXIT_OK, EXIT_USAGE, main
 from stream.jobs.train.tracking import CODECARBON_MISSING, EMISSIONS_CSV, MAX_PARAM_CHARS, flatten
 
-mlflow = pytest.importorskip("mlflow")  # the test extra installs mlflow-skinny
-pytest.importorskip("codecarbon")  # and codecarbon
+
+def _missing(module: str, package: str) -> str | None:
+    found = importlib.util.find_spec(module) is not None
+    return None if found else f"{package} is not installed (the test extra has it: scripts/setup.sh test)"
+
+
+NEEDS_MLFLOW = needs("MLflow", _missing("mlflow", "mlflow-skinny"))
+NEEDS_CODECARBON = needs("CodeCarbon", _missing("codecarbon", "codecarbon"))
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = sorted((SHARED / "data" / "faces" / "celeba-hq").glob("*.jpg"))
@@ -77,7 +85,11 @@ def _check_emissions(block: dict, out: Path, country: str) -> None:
     assert row["country_iso_code"] == country
 
 
+@NEEDS_MLFLOW
+@NEEDS_CODECARBON
 def test_train_logs_what_metrics_json_holds_to_a_real_mlflow_file_store(file_store: str, tmp_path: Path) -> None:
+    import mlflow
+
     data, out = _faces(tmp_path / "data", PER_CLASS), tmp_path / "out"
     assert main(_train_args(data, out, "--mlflow", "--mlflow-experiment", "tracked", "--track-emissions")) == EXIT_OK
     report = json.loads((out / "metrics.json").read_text())
@@ -123,6 +135,7 @@ def test_train_logs_what_metrics_json_holds_to_a_real_mlflow_file_store(file_sto
         assert (got / name).read_bytes() == (out / name).read_bytes(), name
 
 
+@NEEDS_MLFLOW
 def test_train_with_a_store_mlflow_refuses_exits_2_before_training(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "nope://nowhere")
     out = tmp_path / "out"
@@ -132,6 +145,7 @@ def test_train_with_a_store_mlflow_refuses_exits_2_before_training(tmp_path: Pat
     assert not (out / "metrics.json").exists() and not (out / "checkpoint.pt").exists()
 
 
+@NEEDS_CODECARBON
 def test_eval_track_emissions_writes_an_emissions_block(tmp_path: Path) -> None:
     data, out = _faces(tmp_path / "data", 1), tmp_path / "out"
     argv = ["eval", str(data), "--out", str(out), *EVAL_ARGS, "--track-emissions", "--emissions-country", "fra"]
@@ -148,6 +162,7 @@ def test_eval_without_track_emissions_has_no_block(tmp_path: Path) -> None:
     assert "emissions" not in json.loads((out / "metrics.json").read_text()) and not (out / EMISSIONS_CSV).exists()
 
 
+@NEEDS_CODECARBON
 def test_an_unknown_emissions_country_exits_2(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     argv = ["eval", str(_faces(tmp_path / "data", 1)), "--out", str(out), *EVAL_ARGS, "--track-emissions",
