@@ -8,6 +8,7 @@ from typing import Any
 
 from stream.cli.common import EXIT_INPUT_FAILED, EXIT_OK, add_backend, add_model_args, face_detector, \
     load_engines, print_table
+from stream.jobs.train.tracking import add_emissions_arguments
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -27,6 +28,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", dest="crop_cache_dir", type=Path, default=None, metavar="DIR",
                    help="face-crop cache (default: $DFSTREAM_CACHE/crops or ~/.cache/dfstream/crops)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the face-crop cache")
+    add_emissions_arguments(p)
     # The engine-conversion settings, fixed for eval: fp32, the default engine cache.
     p.set_defaults(run=run, precision="fp32", calibrate=None, cache_dir=None)
     return p
@@ -37,14 +39,19 @@ def run(args: argparse.Namespace) -> int:
     from stream.jobs.evaluate import CropCache, RichProgress, default_crop_cache_dir, evaluate, write_report
     from stream.jobs.scan import Scanner, ScanOptions
 
+    from stream.jobs.train.tracking import EmissionsMeter
+
+    # Without CodeCarbon, or with an unknown country, --track-emissions fails before any work.
+    emissions = EmissionsMeter(args.track_emissions, args.out, args.emissions_country, "dfstream-eval")
     dataset = discover(args.dataset)  # a bad dataset fails before any model loads
-    engines, thresholds = load_engines(args)
-    threshold = [args.threshold] if args.threshold is not None else thresholds
-    scanner = Scanner(engines, threshold, ScanOptions(fps=args.fps, faces=args.faces), face_detector(args))
-    cache = None if args.no_cache else CropCache(args.crop_cache_dir or default_crop_cache_dir(), scanner)
-    with RichProgress(len(dataset.items)) as progress:
-        report = evaluate(dataset, scanner, cache, progress)
-    metrics = write_report(report, args.out)
+    with emissions:  # loading the models and scoring: the eval's whole cost
+        engines, thresholds = load_engines(args)
+        threshold = [args.threshold] if args.threshold is not None else thresholds
+        scanner = Scanner(engines, threshold, ScanOptions(fps=args.fps, faces=args.faces), face_detector(args))
+        cache = None if args.no_cache else CropCache(args.crop_cache_dir or default_crop_cache_dir(), scanner)
+        with RichProgress(len(dataset.items)) as progress:
+            report = evaluate(dataset, scanner, cache, progress)
+    metrics = write_report(report, args.out, extra={"emissions": emissions.result} if args.track_emissions else None)
     print_metrics(metrics, args.out)
     return EXIT_INPUT_FAILED if report.errors else EXIT_OK
 

@@ -13,6 +13,7 @@ from typing import Any
 from stream.cli.common import EXIT_OK
 from stream.jobs.train import KINDS
 from stream.jobs.train.config import DEFAULT_VAL_FRACTION, DEFAULT_VIDEOMAE_INIT, TrainConfig
+from stream.jobs.train.tracking import add_emissions_arguments
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -75,8 +76,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="videomae: epochs with the backbone frozen before it is unfrozen (default 1)")
     kinds.add_argument("--lr-decay", type=float, default=None, help="videomae: lr factor per epoch (default 0.9)")
     track = p.add_argument_group("tracking")
-    track.add_argument("--mlflow", action="store_true", help="log to MLflow (needs the 'mlflow' extra)")
+    track.add_argument("--mlflow", action="store_true", help="log to MLflow (needs the 'mlflow' extra), to the "
+                       "store MLFLOW_TRACKING_URI names (e.g. file:./mlruns)")
     track.add_argument("--mlflow-experiment", default="dfstream-train")
+    add_emissions_arguments(track)
     track.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 

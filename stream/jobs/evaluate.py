@@ -324,11 +324,12 @@ def metrics(report: Report) -> dict:
     return out
 
 
-def write_report(report: Report, out_dir: Path) -> dict:
-    """Write metrics.json, videos.csv, the ROC curve and the score histogram; return the metrics."""
+def write_report(report: Report, out_dir: Path, extra: dict | None = None) -> dict:
+    """Write metrics.json (with `extra`'s keys, e.g. "emissions"), videos.csv, the ROC curve and the score
+    histogram; return the metrics."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = metrics(report)
+    result = {**metrics(report), **(extra or {})}
     (out_dir / METRICS_JSON).write_text(json.dumps(result, indent=2) + "\n")
     with open(out_dir / VIDEOS_CSV, "w", newline="") as f:
         writer = csv.writer(f)

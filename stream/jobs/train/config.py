@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from stream.jobs.train import KINDS, TrainError
+from stream.jobs.train.tracking import DEFAULT_EMISSIONS_COUNTRY
 
 DEFAULT_VIDEOMAE_INIT = "MCG-NJU/videomae-base-finetuned-kinetics"  # card 001: VideoMAE from Kinetics-400
 DEFAULT_VAL_FRACTION = 0.2
@@ -69,6 +70,8 @@ class TrainConfig:
     # output
     mlflow: bool = False
     mlflow_experiment: str = "dfstream-train"
+    track_emissions: bool = False
+    emissions_country: str = DEFAULT_EMISSIONS_COUNTRY
     progress: bool = True
 
     def resolved(self) -> TrainConfig:

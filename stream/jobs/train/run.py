@@ -22,7 +22,7 @@ from stream.jobs.train.data import SBI_HINT, CropSpec, Samples, Sbi, collect, lo
 from stream.jobs.train.progress import say
 from stream.jobs.train.seed import SBI_VAL
 from stream.jobs.train.splits import check_both_classes, split_groups, val_mask
-from stream.jobs.train.tracking import Tracker, open_tracker
+from stream.jobs.train.tracking import EmissionsMeter, Tracker, log_emissions, open_tracker
 
 METRICS_JSON = "metrics.json"
 FEATURES_NPZ = "features.npz"
@@ -118,6 +118,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run one training job end to end; returns what metrics.json holds."""
     cfg = cfg.resolved()
     started = time.perf_counter()
+    emissions = EmissionsMeter(cfg.track_emissions, cfg.out, cfg.emissions_country, f"dfstream-train-{cfg.kind}")
     dataset = load_dataset(cfg.dataset, cfg.sbi)
     checkpoint.refuse_overwrite(cfg.out, cfg.resume)
     # Fail on too few videos before any decoding.
@@ -125,18 +126,24 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                               cfg.val_fraction, cfg.seed)
     cfg.out.mkdir(parents=True, exist_ok=True)
     module = importlib.import_module(f"stream.jobs.train.{cfg.kind}")
-    with open_tracker(cfg.mlflow, cfg.mlflow_experiment, f"{cfg.kind}-{dataset.root.name}", say) as tracker:
+    with open_tracker(cfg.mlflow, cfg.mlflow_experiment, f"{cfg.kind}-{dataset.root.name}", say) as tracker, \
+            emissions:
         tracker.params(cfg.public())
         run = Run(cfg, dataset, val_groups, _device(cfg), tracker)
         result = module.train(run)
         report = {"kind": cfg.kind, "card": CARDS[cfg.kind], "dataset": str(dataset.root), "layout": dataset.layout,
                   "config": cfg.public(), **result, "seconds": round(time.perf_counter() - started, 3)}
         report["weights"] = [str(p) for p in result.get("weights", [])]
+        if cfg.track_emissions:
+            report["emissions"] = emissions.stop()  # this invocation's: a resumed run measures its own part
+        if tracker.info():
+            report["mlflow"] = tracker.info()
         (cfg.out / METRICS_JSON).write_text(json.dumps(report, indent=2, default=_json) + "\n")
         for path in [*result.get("weights", []), cfg.out / METRICS_JSON]:
             tracker.artifact(Path(path))
         if result.get("val"):
             tracker.metrics({f"best.{k}": v for k, v in result["val"].items()})
+        log_emissions(tracker, report.get("emissions"))
     return report
 
 
