@@ -93,8 +93,9 @@ def prepare(
             raise
         log.warning("%s: %s backend failed (%s); running on torch instead", engine.name, concrete, exc)
         return engine
-    if hasattr(engine, "quality"):  # the model's quality floor travels with it to any backend
-        converted.quality = engine.quality
+    for attr in ("quality", "calibration", "weights_path", "weights_sha256"):  # what travels to any backend
+        if hasattr(engine, attr):
+            setattr(converted, attr, getattr(engine, attr))
     return converted
 
 

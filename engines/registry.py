@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engines.base import Engine, InputSpec, LabelMapping
 from engines.quality import QualityFloor
-from engines.weights import WeightsSource, fetch
+from engines.weights import WeightsSource, fetch, sha256_of
 
 MESONET_BASE_URL = "https://raw.githubusercontent.com/DariusAf/MesoNet/master/weights/"
 # Keras' ImageNet Xception without top, the file `keras.applications.Xception(weights="imagenet",
@@ -185,4 +185,6 @@ def build_engine(
         extra = {role: fetch(source, weights_dir, allow_download) for role, source in entry.extra_weights.items()}
         engine = builder(path, entry, device, extra_paths=extra)
     engine.quality = entry.quality
+    engine.weights_path = path  # calibration files are tied to these weights by their sha256
+    engine.weights_sha256 = sha256_of(path)
     return engine

@@ -191,7 +191,7 @@ def parser_table(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) 
 
 def test_every_command_and_flag_keeps_its_defaults():
     table = parser_table(build_parser())
-    assert list(table) == list(EXPECTED)
+    assert [c for c in table if c in EXPECTED] == list(EXPECTED)  # new commands may join; none may go
     for command, options in EXPECTED.items():
         missing = sorted(set(options) - set(table[command]))
         assert not missing, f"dfstream {command}: changed or lost {missing}"

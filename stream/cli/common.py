@@ -35,6 +35,8 @@ USAGE_ERRORS = (
     ("engines.backends", "BackendUnavailable"),
     ("stream.live.sources", "SourceError"),
     ("stream.config.serve", "ConfigError"),
+    ("engines.calibration", "CalibrationError"),
+    ("stream.jobs.calibrate", "CalibrationFitError"),
 )
 
 
@@ -138,6 +140,80 @@ def load_engines(args: argparse.Namespace) -> tuple[list[Any], list[float]]:
     entries = [get_entry(n) for n in names]
     engines = [prepared(n, args, args.weights) for n in names]
     return engines, [e.threshold for e in entries]
+
+
+ENSEMBLE_PREFIX = "ensemble:"  # --model ensemble:a,b,c names a stacked ensemble of registry models
+
+
+def add_calibration(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calibration", type=Path, action="append", default=None, metavar="FILE",
+                   help="a calibration map (dfstream calibrate) for a model, or a fitted ensemble; repeatable. "
+                        "Without it, WEIGHTS.calibration.json beside a model's weights is used if present")
+
+
+def expand_models(names: list[str]) -> tuple[list[str], str | None]:
+    """Registry names to build, and the ensemble's name when one `ensemble:a,b,...` was asked for."""
+    ensembles = [n for n in names if n.startswith(ENSEMBLE_PREFIX)]
+    if not ensembles:
+        return names, None
+    if len(names) != 1:
+        raise ValueError("an ensemble is a model of its own: give it as the only --model")
+    members = [m.strip() for m in names[0].removeprefix(ENSEMBLE_PREFIX).split(",") if m.strip()]
+    if len(members) < 2 or len(set(members)) != len(members):
+        raise ValueError(f"{names[0]}: an ensemble needs two or more different models, e.g. "
+                         "ensemble:meso4-df,meso4-f2f")
+    return members, ENSEMBLE_PREFIX + ",".join(members)
+
+
+def attach_calibrations(engines: list[Any], files: list[Path] | None, ensemble_name: str | None = None) -> Any:
+    """Give each engine its calibration map: from `files` (checked against the engine's weights), else the file
+    beside its weights. Returns the fitted ensemble when `ensemble_name` is asked for (its file is required)."""
+    from engines.calibration import Calibration, CalibrationError, Ensemble, attach, beside, check_weights, read_file
+
+    by_name = {e.name: e for e in engines}
+    ensemble = None
+    for path in files or []:
+        item = read_file(path)
+        cals = item.members if isinstance(item, Ensemble) else [item]
+        if isinstance(item, Ensemble):
+            if ensemble_name is None or set(item.member_names) != set(by_name):
+                raise CalibrationError(f"{path}: an ensemble of {item.member_names}; run it with "
+                                       f"--model {ENSEMBLE_PREFIX}{','.join(item.member_names)}")
+            ensemble = item
+        for cal in cals:
+            if cal.model not in by_name:
+                raise CalibrationError(f"{path}: fitted for {cal.model}, which is not among the models "
+                                       f"{sorted(by_name)}")
+            engine = by_name[cal.model]
+            check_weights(cal, path, engine.name, engine.weights_sha256)
+            attach(engine, cal)
+    for engine in engines:
+        if getattr(engine, "calibration", None) is None and getattr(engine, "weights_path", None) is not None:
+            found = beside(engine.weights_path)
+            if found.is_file():
+                cal = read_file(found)
+                if not isinstance(cal, Calibration):
+                    raise CalibrationError(f"{found}: expected a single model's calibration")
+                check_weights(cal, found, engine.name, engine.weights_sha256)
+                attach(engine, cal)
+    if ensemble_name is not None and ensemble is None:
+        raise CalibrationError(f"{ensemble_name}: its stacking weights are fitted, never set by hand: fit them with "
+                               f"dfstream calibrate --model {ensemble_name} DATASET --out FILE, then pass "
+                               "--calibration FILE")
+    return ensemble
+
+
+def load_models(args: argparse.Namespace) -> tuple[list[Any], list[float], Any]:
+    """The `--model` engines with their calibrations, their thresholds, and the ensemble if one was named."""
+    from engines.registry import DEFAULT_MODEL, get_entry
+
+    names, ensemble_name = expand_models(args.models or [DEFAULT_MODEL])
+    if args.weights and len(names) != 1:
+        raise ValueError("--weights needs exactly one --model")
+    engines = [prepared(n, args, args.weights) for n in names]
+    ensemble = attach_calibrations(engines, getattr(args, "calibration", None), ensemble_name)
+    thresholds = [0.5] if ensemble is not None else [get_entry(n).threshold for n in names]
+    return engines, thresholds, ensemble
 
 
 def face_detector(args: argparse.Namespace) -> Any:

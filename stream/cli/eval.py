@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.cli.common import EXIT_INPUT_FAILED, EXIT_OK, add_backend, add_model_args, face_detector, \
-    load_engines, print_table
+    add_calibration, load_models, print_table
 from stream.jobs.train.tracking import add_emissions_arguments
 
 
@@ -29,6 +29,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="face-crop cache (default: $DFSTREAM_CACHE/crops or ~/.cache/dfstream/crops)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the face-crop cache")
     add_emissions_arguments(p)
+    add_calibration(p)
     # The engine-conversion settings, fixed for eval: fp32, the default engine cache.
     p.set_defaults(run=run, precision="fp32", calibrate=None, cache_dir=None)
     return p
@@ -45,15 +46,61 @@ def run(args: argparse.Namespace) -> int:
     emissions = EmissionsMeter(args.track_emissions, args.out, args.emissions_country, "dfstream-eval")
     dataset = discover(args.dataset)  # a bad dataset fails before any model loads
     with emissions:  # loading the models and scoring: the eval's whole cost
-        engines, thresholds = load_engines(args)
+        engines, thresholds, ensemble = load_models(args)
         threshold = [args.threshold] if args.threshold is not None else thresholds
-        scanner = Scanner(engines, threshold, ScanOptions(fps=args.fps, faces=args.faces), face_detector(args))
+        # raw scores: calibration (and an ensemble's stacking) are applied below, so both sides are measured
+        scanner = Scanner(engines, threshold, ScanOptions(fps=args.fps, faces=args.faces), face_detector(args),
+                          calibrated=False)
         cache = None if args.no_cache else CropCache(args.crop_cache_dir or default_crop_cache_dir(), scanner)
         with RichProgress(len(dataset.items)) as progress:
             report = evaluate(dataset, scanner, cache, progress)
-    metrics = write_report(report, args.out, extra={"emissions": emissions.result} if args.track_emissions else None)
+    extra = {"emissions": emissions.result} if args.track_emissions else {}
+    report, calibration = calibrated_report(report, engines, ensemble, args.out)
+    extra.update(calibration)
+    metrics = write_report(report, args.out, extra=extra or None)
     print_metrics(metrics, args.out)
     return EXIT_INPUT_FAILED if report.errors else EXIT_OK
+
+
+RELIABILITY_PNG = "reliability.png"
+
+
+def calibrated_report(report: Any, engines: list[Any], ensemble: Any, out: Path) -> tuple[Any, dict]:
+    """With calibration maps or an ensemble: the report on calibrated scores, the expected calibration error
+    before and after with a reliability diagram, and (for an ensemble) each member beside it on the same faces."""
+    import numpy as np
+
+    from engines.calibration import calibration_of
+    from stream.jobs.calibrate import ece, reliability_diagram
+    from stream.jobs.evaluate import binary_metrics, frame_labels_and_scores, rescored
+
+    cals = {e.name: c for e in engines if (c := calibration_of(e)) is not None}
+    if not cals and ensemble is None:
+        return report, {}
+
+    def transform(scores: dict[str, float]) -> dict[str, float]:
+        return {n: float(cals[n].apply(np.array([v]))[0]) if n in cals else v for n, v in scores.items()}
+
+    def mean(scores: dict[str, float]) -> float | None:
+        return float(np.mean(list(scores.values()))) if scores else None
+
+    after = rescored(report, ensemble.fuse if ensemble is not None else mean, transform,
+                     models=[ensemble.name] if ensemble is not None else None)
+    y0, s0 = frame_labels_and_scores(report)
+    y1, s1 = frame_labels_and_scores(after)
+    out.mkdir(parents=True, exist_ok=True)
+    reliability_diagram({"raw": s0, "calibrated": s1}, y1, out / RELIABILITY_PNG,
+                        f"{'+'.join(after.models)} on {report.dataset.root.name}")
+    extra: dict = {"calibration": {"ece_before": ece(s0, y0), "ece_after": ece(s1, y1), "reliability": RELIABILITY_PNG,
+                                   "maps": {n: {"method": c.method, "fitted_on": c.fitted_on} for n, c in cals.items()}}}
+    if ensemble is not None:
+        extra["calibration"]["stacking"] = {"coef": ensemble.coef, "intercept": ensemble.intercept}
+        extra["members"] = {}
+        for name in ensemble.member_names:
+            alone = rescored(report, lambda s, n=name: s.get(n), transform, models=[name])
+            y, s = frame_labels_and_scores(alone)
+            extra["members"][name] = {"frame": binary_metrics(y, s, report.threshold), "ece": ece(s, y)}
+    return after, extra
 
 
 def print_metrics(metrics: dict, out: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.cli.common import EXIT_INPUT_FAILED, EXIT_OK, add_backend_args, add_model_args, face_detector, \
-    load_engines, print_table
+    add_calibration, load_models, print_table
 
 COLOURS = {"fake": "red", "real": "green", "no-face": "yellow", "low-quality": "grey50", "error": "magenta"}
 
@@ -23,6 +23,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--faces", choices=["mtcnn", "none"], default="mtcnn",
                    help="'none' scores the whole frame as one face (for already-cropped faces)")
     add_backend_args(p)
+    add_calibration(p)
     p.set_defaults(run=run)
     return p
 
@@ -33,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
 
     from stream.jobs.scan import Scanner, ScanOptions
 
-    engines, thresholds = load_engines(args)
-    scanner = Scanner(engines, thresholds, ScanOptions(fps=args.fps, faces=args.faces), face_detector(args))
+    engines, thresholds, ensemble = load_models(args)
+    scanner = Scanner(engines, thresholds, ScanOptions(fps=args.fps, faces=args.faces), face_detector(args),
+                      ensemble=ensemble)
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[frames]} frames"), TimeElapsedColumn(),

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.cli.common import BACKEND_HELP, EXIT_OK, add_backend, add_calibrate, add_device, add_model, add_offline, \
-    add_precision, add_weights_dir, device, prepare_engine
+    add_calibration, add_precision, add_weights_dir, attach_calibrations, device, expand_models, prepare_engine
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -29,6 +29,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_calibrate(p)
     add_model(p, help="model to run (repeatable). Default: the config's, else meso4-df")
     add_weights_dir(p)
+    add_calibration(p)
     add_offline(p)
     add_device(p)
     p.add_argument("--redis", default=None, metavar="URL",
@@ -57,18 +58,22 @@ def config_from_args(args: argparse.Namespace) -> Any:
     config = load_config(args.config, {"host": args.host, "port": args.port, "token": args.token,
                                        "models": args.models, "weights_dir": args.weights_dir,
                                        "backend": args.backend, "precision": args.precision, "sources": sources,
-                                       "redis": args.redis, "data_dir": args.data_dir})
+                                       "redis": args.redis, "data_dir": args.data_dir,
+                                       "calibration": args.calibration})
     if config.needs_token and not config.token:
         config = config.model_copy(update={"token": secrets.token_urlsafe(16)})
     return config
 
 
-def build_engines(config: Any, args: argparse.Namespace, on_device: str) -> list[Any]:
-    """The config's models on its backend and precision, converted as `scan` converts them."""
-    return [prepare_engine(name, weights_dir=config.weights_dir, weights_file=None, device=on_device,
-                           offline=args.offline, backend=config.backend, precision=config.precision,
-                           calibrate=args.calibrate, cache_dir=None)
-            for name in config.models]
+def build_engines(config: Any, args: argparse.Namespace, on_device: str) -> tuple[list[Any], Any]:
+    """The config's models on its backend and precision, converted as `scan` converts them, with their score
+    calibrations; and the fitted ensemble when the model is `ensemble:a,b,...`."""
+    names, ensemble_name = expand_models(list(config.models))
+    engines = [prepare_engine(name, weights_dir=config.weights_dir, weights_file=None, device=on_device,
+                              offline=args.offline, backend=config.backend, precision=config.precision,
+                              calibrate=args.calibrate, cache_dir=None)
+               for name in names]
+    return engines, attach_calibrations(engines, list(config.calibration), ensemble_name)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_from_args(args)
     on_device = device(args)
-    engines = build_engines(config, args, on_device)
+    engines, ensemble = build_engines(config, args, on_device)
     detector = FaceDetector(config.detector.model_copy(update={"device": on_device}))
-    app = build_app(LiveService(config, engines, detector))
+    app = build_app(LiveService(config, engines, detector, ensemble))
     shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     query = f"?token={config.token}" if config.needs_token else ""
     print(f"dfstream serve: {len(config.sources)} source(s): "

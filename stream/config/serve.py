@@ -36,6 +36,8 @@ class ServeConfig(BaseModel):
     sources: list[SourceConfig] = []
     models: list[str] = ["meso4-df"]
     weights_dir: Path | None = None
+    calibration: list[Path] = Field(default=[], description="calibration maps (dfstream calibrate) or a fitted "
+                                    "ensemble for the models; WEIGHTS.calibration.json beside weights is found too")
     backend: str = Field(default="auto", description="where engines run: one of engines.choices.BACKENDS")
     precision: str = Field(default="fp32", description="one of engines.choices.PRECISIONS (int8 needs calibration)")
     allowed_hosts: list[str] = Field(

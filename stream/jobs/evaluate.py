@@ -17,12 +17,13 @@ crop arrays, fresh or cached, so both runs give identical scores.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -174,6 +175,7 @@ class ItemResult:
     error: str | None = None
     cached: bool = False
     gated: int = 0  # face-frames below every engine's quality floor: not scored, as in scan and serve
+    engine_scores: list[dict[str, float]] = field(default_factory=list)  # per face-frame, each engine's p(fake)
 
 
 @dataclass
@@ -261,7 +263,8 @@ def _score_item(item: DatasetItem, scanner: Scanner, cache: CropCache | None, pr
     if result.error is not None:
         return ItemResult(item, none, error=result.error, cached=cached)
     frame_scores = np.array([np.mean(list(s.values())) for s in per_face if s], dtype=np.float64)
-    return ItemResult(item, frame_scores, cached=cached, gated=sum(t.gated for t in result.tracks))
+    return ItemResult(item, frame_scores, cached=cached, gated=sum(t.gated for t in result.tracks),
+                      engine_scores=[s for s in per_face if s])
 
 
 def _without_path(message: str, path: Path) -> str:
@@ -322,6 +325,26 @@ def metrics(report: Report) -> dict:
     out["cache"] = report.cache
     out["seconds"] = round(report.seconds, 3)
     return out
+
+
+def rescored(report: Report, fuse: Callable[[dict[str, float]], float | None],
+             transform: Callable[[dict[str, float]], dict[str, float]] = dict, models: list[str] | None = None
+             ) -> Report:
+    """The same faces with new fused scores: each face-frame's engine scores through `transform` (calibration
+    maps) and then `fuse` (mean, an ensemble's stacking, or one member alone). Faces `fuse` cannot score drop."""
+    results = []
+    for r in report.results:
+        faces = [transform(s) for s in r.engine_scores]
+        fused = [fuse(s) for s in faces]
+        results.append(dataclasses.replace(r, engine_scores=faces,
+                                           frame_scores=np.array([f for f in fused if f is not None], np.float64)))
+    return dataclasses.replace(report, results=results, models=models or report.models)
+
+
+def frame_labels_and_scores(report: Report) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, fused p(fake)) of every scored face-frame."""
+    y, s = _levels(report)["frame"][:2]
+    return y, s
 
 
 def write_report(report: Report, out_dir: Path, extra: dict | None = None) -> dict:

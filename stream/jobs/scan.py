@@ -17,10 +17,11 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from engines.base import Engine
+from engines.calibration import Ensemble
 from stream.live.faces import FaceDetector, IoUTracker, crop_faces, whole_frame
 from stream.live.rings import TrackRings
 from stream.live.faces.quality import FaceQuality, measure, sharpness
-from stream.live.scoring import CropKey, Gate, Scorer, fuse
+from stream.live.scoring import CropKey, Gate, Scorer
 from stream.live.sources import AVSource, Frame, SourceError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -133,13 +134,13 @@ class _Scores:
         return {n: float(np.mean([s for v in by_track.values() for s in v]))
                 for n, by_track in self.items.items() if by_track}
 
-    def track_scores(self) -> list[TrackScore]:
+    def track_scores(self, fusion: Callable[[dict[str, float]], float | None]) -> list[TrackScore]:
         out = []
         for t, n in sorted(self.face_frames.items()):
-            means = [np.mean(by_track[t]) for by_track in self.items.values() if t in by_track]
+            means = {e: float(np.mean(by_track[t])) for e, by_track in self.items.items() if t in by_track}
             gated = self.gated.get(t, 0)
             if means or gated:
-                out.append(TrackScore(id=t, frames=n, score=float(np.mean(means)) if means else None, gated=gated,
+                out.append(TrackScore(id=t, frames=n, score=fusion(means) if means else None, gated=gated,
                                       reason=None if means else self.reasons.get(t)))
         return out
 
@@ -161,11 +162,13 @@ class Scanner:
         thresholds: Sequence[float],
         options: ScanOptions | None = None,
         detector: FaceDetector | None = None,
+        ensemble: Ensemble | None = None,
+        calibrated: bool = True,
     ) -> None:
         if not engines:
             raise ValueError("scan needs at least one engine")
         self.engines = list(engines)
-        self.scorer = Scorer(self.engines)
+        self.scorer = Scorer(self.engines, ensemble, calibrated)
         self.windows = self.scorer.windows
         self.threshold = float(np.mean(thresholds))
         self.options = options or ScanOptions()
@@ -257,7 +260,7 @@ class Scanner:
         return judged
 
     def _result(self, path: Path, scores: _Scores, error: str | None = None) -> ScanResult:
-        tracks = scores.track_scores()
+        tracks = scores.track_scores(self.scorer.fuse)
         per_engine = scores.engine_scores()
         face_frames = sum(scores.face_frames.values())
         if error is None and face_frames and scores.unscored_engines():
@@ -265,7 +268,7 @@ class Scanner:
             error = "; ".join(
                 f"too short for {n}: it needs {self.windows[n].length} face-frames of one face, "
                 f"the longest track has {longest}" for n in scores.unscored_engines())
-        score = fuse(per_engine) if per_engine and error is None else None
+        score = self.scorer.fuse(per_engine) if per_engine and error is None else None
         reason = None
         if error is not None:
             label: Label = "error"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engines.base import Engine
+from engines.calibration import Ensemble, calibration_of
 from engines.quality import floor_of
 from stream.live.faces.quality import QUALITY_CROP, FaceQuality
 from stream.live.rings import ReadyWindow, TrackRings, WindowRings, WindowSpec
@@ -61,9 +62,22 @@ class Scorer:
 
     quality_key = QUALITY_CROP  # the crop every job cuts to measure sharpness
 
-    def __init__(self, engines: Sequence[Engine]) -> None:
+    def __init__(self, engines: Sequence[Engine], ensemble: Ensemble | None = None, calibrated: bool = True) -> None:
+        """`ensemble` fuses by its fitted stacking instead of the weighted mean; `calibrated=False` reports raw
+        engine scores even where an engine carries a calibration map (eval measures both)."""
         self.engines = list(engines)
         self.windows = {e.name: window_for(e) for e in self.engines}
+        self.ensemble = ensemble
+        self.calibrated = calibrated
+        if ensemble is not None and set(ensemble.member_names) != {e.name for e in self.engines}:
+            raise ValueError(f"ensemble {ensemble.name} has members {ensemble.member_names}, the engines are "
+                             f"{[e.name for e in self.engines]}")
+
+    def fuse(self, scores: Mapping[str, float], weights: Mapping[str, float] | None = None) -> float | None:
+        """One p(fake) from the engines' scores: the ensemble's stacking, else the weighted mean."""
+        if self.ensemble is not None:
+            return self.ensemble.fuse(scores)
+        return fuse(scores, weights)
 
     @property
     def crop_keys(self) -> list[CropKey]:
@@ -98,6 +112,10 @@ class Scorer:
             if not mine:
                 continue
             batch = np.stack([w.clip[0] if w.spec.length == 1 else w.clip for _, w in mine])
-            for (i, _), p in zip(mine, engine.predict(batch)):
-                out[i][engine.name] = float(p)
+            p = engine.predict(batch)
+            cal = calibration_of(engine) if self.calibrated else None
+            if cal is not None:
+                p = cal.apply(p)
+            for (i, _), s in zip(mine, p):
+                out[i][engine.name] = float(s)
         return out

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from engines.base import Engine
+from engines.calibration import Ensemble
 from stream.config.scheduler import SchedulerConfig
 from stream.config.verdicts import VerdictPolicy
 from stream.live.faces import FaceDetector, crop_faces
@@ -49,11 +50,12 @@ Pick = tuple[LiveStream, Frame]
 class Scheduler:
     def __init__(self, detector: FaceDetector, engines: Sequence[Engine], publish: Publish,
                  config: SchedulerConfig | None = None, policy: VerdictPolicy | None = None,
-                 alerts: AlertManager | None = None) -> None:
+                 alerts: AlertManager | None = None, ensemble: Ensemble | None = None) -> None:
         self.detector = detector
-        self.scorer = Scorer(engines)
+        self.scorer = Scorer(engines, ensemble)
         self.engines = self.scorer.engines
-        self.judge = Judge(policy, alerts)
+        weights = (policy or VerdictPolicy()).weights
+        self.judge = Judge(policy, alerts, lambda scores: self.scorer.fuse(scores, weights))
         self.publish = publish
         self.config = config or SchedulerConfig()
         self.governor = LoadGovernor(self.config)

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from engines.base import Engine
+from engines.calibration import Ensemble
 
 from stream.live.verdicts.alerts import AlertManager
 from stream.live.bus import open_bus
@@ -23,14 +24,15 @@ log = logging.getLogger(__name__)
 
 
 class LiveService:
-    def __init__(self, config: ServeConfig, engines: Sequence[Engine], detector: FaceDetector | None = None) -> None:
+    def __init__(self, config: ServeConfig, engines: Sequence[Engine], detector: FaceDetector | None = None,
+                 ensemble: Ensemble | None = None) -> None:
         self.config = config
         self.hub = Hub()
         self.bus = open_bus(config.redis, config.data_dir, [self.hub.publish_threadsafe])
         self.evidence = EvidenceStore(config.data_dir / "evidence", config.evidence)
         self.alerts = AlertManager(self.publish, self.evidence, config.alerts)
         self.scheduler = Scheduler(detector or FaceDetector(config.detector), engines, self.publish,
-                                   config.scheduler, config.verdict, self.alerts)
+                                   config.scheduler, config.verdict, self.alerts, ensemble)
         self._removal_listeners: list[Callable[[StreamSource], None]] = []
 
     def on_removed(self, fn: Callable[[StreamSource], None]) -> Callable[[], None]:

@@ -6,7 +6,7 @@ live in one place, whatever the message looks like.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from stream.config.verdicts import VerdictPolicy
@@ -28,12 +28,15 @@ class Judgement:
 
 
 class Judge:
-    def __init__(self, policy: VerdictPolicy | None = None, alerts: AlertManager | None = None) -> None:
+    def __init__(self, policy: VerdictPolicy | None = None, alerts: AlertManager | None = None,
+                 fusion: Callable[[Mapping[str, float]], float | None] | None = None) -> None:
+        """`fusion` turns engine scores into one p(fake) (a stacked ensemble); default the policy's weighted mean."""
         self.policy = policy or VerdictPolicy()
         self.alerts = alerts
+        self.fusion = fusion or (lambda scores: fuse(scores, self.policy.weights))
 
     def new_verdict(self) -> TrackVerdict:
-        return TrackVerdict(self.policy)
+        return TrackVerdict(self.policy, self.fusion)
 
     def judge(self, stream: str, track: int, state: TrackVerdict, scores: Mapping[str, float],
               evidence: CropRing | None = None, gate: Gate | None = None) -> Judgement:
@@ -48,7 +51,7 @@ class Judge:
         if self.alerts is not None:
             self.alerts.observe(stream, track, verdict, state.smoothed, engines,
                                 evidence=(lambda r=evidence: (r.recent()[-1], r.recent())) if evidence else None)
-        return Judgement(verdict, state.smoothed, fuse(engines, self.policy.weights))
+        return Judgement(verdict, state.smoothed, self.fusion(engines))
 
     def track_lost(self, stream: str, track: int) -> None:
         if self.alerts is not None:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,6 +29,7 @@ class TrackVerdict:
     """The rolling state of one face track."""
 
     policy: VerdictPolicy
+    fusion: Callable[[Mapping[str, float]], float | None] | None = None  # default: the policy's weighted mean
     verdict: Verdict = "uncertain"
     smoothed: float | None = None
     history: deque = field(default_factory=deque)
@@ -35,7 +37,7 @@ class TrackVerdict:
     _run_low: int = 0
 
     def update(self, engines: dict[str, float]) -> Verdict:
-        fused = fuse(engines, self.policy.weights)
+        fused = self.fusion(engines) if self.fusion is not None else fuse(engines, self.policy.weights)
         if fused is None:
             return self.verdict
         p = self.policy
