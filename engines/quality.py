@@ -33,6 +33,11 @@ class QualityFloor(BaseModel):
 NO_FLOOR = QualityFloor()
 
 
+def smallest_floor_px(engines) -> int:
+    """The smallest face any of `engines` can judge: faces well below it are not worth searching for."""
+    return min((floor_of(e).min_face_px for e in engines), default=0)
+
+
 def floor_of(engine: object) -> QualityFloor:
     """An engine's floor (set by `build_engine` from its registry entry); none for engines built by hand."""
     return getattr(engine, "quality", None) or NO_FLOOR

@@ -60,8 +60,18 @@ _MESO_INPUT = InputSpec(size=256, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), mar
 _MESO_LABELS = LabelMapping(kind="sigmoid", positive="real")
 
 
+# Quality floors from `benchmarks/robustness.py` on the seven shared FF++ clips at 18 re-encodings (2026-12-01):
+# real faces under 96 px get p(fake) 0.77-0.96 from the Deepfakes-trained files (93-100 % false alarms), which is
+# what a 640x360 webcam gives (faces of ~66 px); above 96 px no further size helps. The Face2Face files' false
+# alarms stay 0-17 % at every size, so they get only a sanity floor. No sharpness floor: sharpness tracks face
+# size here, and a floor on it would also gate a third of the untouched originals.
+_MESO_FLOOR_SOURCE = "benchmarks/robustness.py, shared FF++ clips, 2026-12-01"
+_MESO_FLOORS = {"meso4-df": 96, "mesoinception-df": 96, "meso4-f2f": 64, "mesoinception-f2f": 64}
+
+
 def _meso(name: str, arch: str, filename: str, sha256: str, trained_on: str) -> ModelEntry:
     return ModelEntry(
+        quality=QualityFloor(min_face_px=_MESO_FLOORS[name], source=_MESO_FLOOR_SOURCE),
         name=name,
         architecture=arch,
         description=f"MesoNet {arch} (Afchar et al. 2018) trained on {trained_on}",

@@ -90,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     on_device = device(args)
     engines, ensemble = build_engines(config, args, on_device)
-    detector = FaceDetector(config.detector.model_copy(update={"device": on_device}))
+    from engines.quality import smallest_floor_px
+
+    detector = FaceDetector(config.detector.model_copy(update={"device": on_device}), smallest_floor_px(engines))
     app = build_app(LiveService(config, engines, detector, ensemble))
     shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     query = f"?token={config.token}" if config.needs_token else ""

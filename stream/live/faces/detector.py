@@ -16,9 +16,14 @@ from PIL import Image
 from stream.config.faces import DetectorConfig
 
 from stream.live.faces import tv_compat
+from stream.live.faces.crop import crop_faces, square_box
 
 
 RESIZE_REDUCING_GAP = 1.0
+# Faces are searched for down to this fraction of the engines' quality floor: a face far below it cannot be
+# scored, so its pyramid levels are not worth their cost, while one a little under it is still found and shown
+# as low-quality (with its reason) rather than silently missing.
+FLOOR_SEARCH_FRACTION = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +37,11 @@ class Detection:
 
 
 class FaceDetector:
-    def __init__(self, config: DetectorConfig | None = None) -> None:
+    def __init__(self, config: DetectorConfig | None = None, min_source_face_px: float = 0.0) -> None:
+        """`min_source_face_px`: the smallest face (short side, source pixels) any engine can judge; the search
+        stops at `FLOOR_SEARCH_FRACTION` of it, never below `config.min_face_size` in detector pixels."""
         self.config = config or DetectorConfig()
+        self.min_source_face_px = min_source_face_px
         with tv_compat.standin():
             from facenet_pytorch import MTCNN  # binds the torchvision functions it needs at import
 
@@ -58,6 +66,7 @@ class FaceDetector:
         for indices in groups.values():
             scale = self._scale(images[indices[0]])
             batch = np.stack([_resize(images[i], scale) for i in indices])
+            self._mtcnn.min_face_size = self.min_face_size(scale)
             with torch.inference_mode():
                 boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
             for i, b, p, pts in zip(indices, boxes, probs, points):
@@ -70,6 +79,39 @@ class FaceDetector:
                     if prob >= self.config.min_prob
                 ]
         return results
+
+
+    def min_face_size(self, scale: float) -> int:
+        """MTCNN's smallest searched face, in the pixels of an image downscaled by `scale`."""
+        return max(self.config.min_face_size, int(self.min_source_face_px * FLOOR_SEARCH_FRACTION * scale))
+
+    def relocate(self, regions: Sequence[tuple[np.ndarray, np.ndarray]], scale: float = 2.0,
+                 size: int = 96) -> list[Detection | None]:
+        """Find again each face (image, last box) in a square crop `scale` times the box, resized to `size`:
+        one MTCNN batch for all of them. Returns per region the detection nearest the crop's centre, in
+        full-frame pixels, or None where the face is gone."""
+        if not regions:
+            return []
+        margin = (scale - 1.0) / 2.0
+        crops = np.stack([crop_faces(image, [box], size, margin)[0] for image, box in regions])
+        self._mtcnn.min_face_size = self.config.min_face_size
+        with torch.inference_mode():
+            boxes, probs, points = self._mtcnn.detect(crops, landmarks=True)
+        out: list[Detection | None] = []
+        for (image, box), b, p, pts in zip(regions, boxes, probs, points):
+            left, top, right, _ = square_box(box, margin)
+            k = (right - left) / size  # crop pixels -> source pixels
+            found = [] if b is None else [(bb, pp, ll) for bb, pp, ll in zip(b, p, pts) if pp >= self.config.min_prob]
+            if not found:
+                out.append(None)
+                continue
+            centre = size / 2.0
+            bb, pp, ll = min(found, key=lambda f: np.hypot((f[0][0] + f[0][2]) / 2 - centre,
+                                                           (f[0][1] + f[0][3]) / 2 - centre))
+            shift = np.array([left, top], dtype=np.float32)
+            out.append(Detection(box=(bb.reshape(2, 2) * k + shift).reshape(4).astype(np.float32), prob=float(pp),
+                                 landmarks=(ll * k + shift).astype(np.float32)))
+        return out
 
 
 def _resize(image: np.ndarray, scale: float) -> np.ndarray:

@@ -24,6 +24,7 @@ from stream.config.scheduler import SchedulerConfig
 from stream.config.verdicts import VerdictPolicy
 from stream.live.faces import FaceDetector, crop_faces
 from stream.live.faces.quality import measure
+from stream.live.faces.tracker import iou_matrix
 from stream.live.rings import CropRing
 from stream.live.scheduler.governor import LoadGovernor
 from stream.live.scheduler.track import EVIDENCE_CROP, EVIDENCE_FRAMES, LiveStream, Track
@@ -41,6 +42,7 @@ IDLE_WAIT_S = 0.005  # longest nap when nothing is due, so a due stream is picke
 # When one stream is due, streams due within this fraction of their period join the same pass: otherwise streams
 # drift apart and every pass carries a single frame, paying MTCNN's fixed cost once per stream.
 COALESCE_FRACTION = 0.5
+DUPLICATE_IOU = 0.5  # re-located boxes overlapping this much are one face
 STATUS_EVENTS = 3  # recent governor decisions carried in each status message
 
 Publish = Callable[[dict[str, Any]], None]
@@ -151,7 +153,7 @@ class Scheduler:
     # --- one pass ------------------------------------------------------------------------------------------
     def process(self, picks: Sequence[Pick]) -> None:
         """Detect, track, crop and score one frame per picked stream, then publish one overlay per frame."""
-        detections = self.detector.detect([f.image for _, f in picks])
+        detections = self._detect(picks)
         quality_key = self.scorer.quality_key
         keys = list(dict.fromkeys([*self.scorer.crop_keys, EVIDENCE_CROP, quality_key]))
         faces_of: list[list[tuple[Track, Any]]] = []
@@ -167,6 +169,7 @@ class Scheduler:
                 if track is None:
                     track = st.tracks[tid] = Track(tid, self.scorer.window_rings(tid), self.judge.new_verdict(),
                                                    CropRing(EVIDENCE_FRAMES, EVIDENCE_CROP[0]))
+                track.box = det.box
                 track.evidence.push(crops[EVIDENCE_CROP][j])
                 track.quality = measure(det.box, crops[quality_key][j])
                 track.gate = self.scorer.gate(track.quality)
@@ -182,6 +185,36 @@ class Scheduler:
             st.analysed.tick(now)
             st.latency.add(now - frame.received)
             self.publish(self._overlay(st, frame, [(t, d) for t, d, _ in here], now))
+
+    def _detect(self, picks: Sequence[Pick]) -> list[list[Any]]:
+        """Faces per pick: full-frame MTCNN where the detection policy says so, else each track re-located on a
+        crop around its last box (all crops of the pass in one batch)."""
+        policy = self.config.detection
+        full: list[int] = []
+        regions: list[tuple[int, Any, Any]] = []  # (pick, image, last box)
+        for i, (st, frame) in enumerate(picks):
+            boxes = [t.box for t in st.tracks.values() if t.box is not None]
+            if st.lost or not boxes or st.since_full + 1 >= policy.detect_every:
+                full.append(i)
+            else:
+                regions += [(i, frame.image, b) for b in boxes]
+        out: list[list[Any]] = [[] for _ in picks]
+        for i, faces in zip(full, self.detector.detect([picks[i][1].image for i in full]) if full else []):
+            out[i] = faces
+            st = picks[i][0]
+            st.since_full, st.lost = 0, False
+            st.full_detections += 1
+        found = self.detector.relocate([(im, b) for _, im, b in regions], policy.relocate_scale,
+                                       policy.relocate_size) if regions else []
+        relocated = {i for i, _, _ in regions}
+        for (i, _, _), det in zip(regions, found):
+            if det is None:
+                picks[i][0].lost = True  # a face left or moved too far: the next pass looks at the whole frame
+            elif not any(iou_matrix(det.box[None], d.box[None])[0, 0] > DUPLICATE_IOU for d in out[i]):
+                out[i].append(det)  # two tracks' crops may both find one face: keep it once
+        for i in relocated:
+            picks[i][0].since_full += 1
+        return out
 
     def _overlay(self, st: LiveStream, frame: Frame, faces: list[tuple[Track, Any]], now: float) -> dict[str, Any]:
         out = []

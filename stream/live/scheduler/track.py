@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from stream.live.faces import IoUTracker
 from stream.live.faces.quality import FaceQuality
 from stream.live.rings import CropRing, WindowRings
@@ -26,6 +28,7 @@ class Track:
     verdict: TrackVerdict
     evidence: CropRing
     scores: dict[str, float] = field(default_factory=dict)
+    box: np.ndarray | None = None  # its latest box, where re-location looks for it next
     quality: FaceQuality | None = None  # of its latest face-frame
     gate: Gate | None = None  # which engines may judge that face-frame
 
@@ -43,6 +46,9 @@ class LiveStream:
     analysed: RateMeter = field(default_factory=RateMeter)
     latency: LatencyMeter = field(default_factory=LatencyMeter)
     gated_faces: int = 0  # face-frames judged low-quality
+    since_full: int = 0  # analysed frames since the last full-frame detection
+    lost: bool = False  # a track could not be re-located: detect the full frame next
+    full_detections: int = 0
 
     @property
     def name(self) -> str:

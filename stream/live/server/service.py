@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from engines.base import Engine
 from engines.calibration import Ensemble
+from engines.quality import smallest_floor_px
 
 from stream.live.verdicts.alerts import AlertManager
 from stream.live.bus import open_bus
@@ -31,7 +32,8 @@ class LiveService:
         self.bus = open_bus(config.redis, config.data_dir, [self.hub.publish_threadsafe])
         self.evidence = EvidenceStore(config.data_dir / "evidence", config.evidence)
         self.alerts = AlertManager(self.publish, self.evidence, config.alerts)
-        self.scheduler = Scheduler(detector or FaceDetector(config.detector), engines, self.publish,
+        detector = detector or FaceDetector(config.detector, smallest_floor_px(engines))
+        self.scheduler = Scheduler(detector, engines, self.publish,
                                    config.scheduler, config.verdict, self.alerts, ensemble)
         self._removal_listeners: list[Callable[[StreamSource], None]] = []
 
