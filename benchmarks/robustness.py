@@ -1,0 +1,625 @@
+"""Robustness of the frame detectors to face size, compression and the WebRTC path, measured side by side.
+
+Run: .venv/bin/python benchmarks/robustness.py [--real GLOB] [--fake GLOB] [--model NAME ...] [--level NAME ...]
+     [--fps 2] [--seconds 6] [--json FILE]
+
+Every clip (the shared FF++ c23 ones by default: real/ is label 0, fake/ label 1) is turned into one version per
+level, and every version is scored on the same sampled source frames (frame i of the clip is kept when
+floor(i * fps / clip_fps) changes, over the first --seconds s), so the levels are paired frame by frame:
+- original: the file as it is.
+- res-<lines>: scaled with libswscale (PyAV reformat, bilinear) to <lines> lines keeping the aspect (width rounded
+  to even), re-encoded H.264 (libx264, --x264-preset) at CRF 18, so that it isolates resolution. Only levels below
+  the source's height run (res-N at the source height would be crf-18); the others are listed as skipped.
+- crf-<n>: re-encoded H.264 at CRF n at the source resolution.
+- webrtc-<vp8|h264>-<kbps>[-<lines>p]: the clip (scaled to <lines> first, default the source's height) is sent
+  through a real aiortc RTCPeerConnection pair on loopback in this process: a MediaStreamTrack yields the clip's
+  frames paced at their own rate, the codec is chosen with transceiver.setCodecPreferences, and the frames the
+  receiving peer decodes are the ones scored (their index is recovered from the RTP timestamp). aiortc's encoders
+  set their bitrate from the receiver's REMB and clamp it (VP8 250-1500 kbps, H.264 500-3000 kbps), so the rate
+  is pinned: the sender's get_encoder is swapped for subclasses of aiortc's Vp8Encoder/H264Encoder whose
+  `target_bitrate` always reads the level's kbps and ignores REMB's writes; the encoders are otherwise aiortc's
+  own (VP8 CBR realtime cpu-used -6; H.264 Baseline zerolatency ABR). 300 kbps is where libwebrtc starts a
+  video stream; 1500-2500 kbps is where it settles on a clean link at 360p-720p. The achieved rate (payload bytes
+  out of the encoder over the clip's duration) is printed per level.
+
+Per version: MTCNN (the product's FaceDetector, default config) on the sampled frames; the largest face of each
+frame is kept (the FF++ clips have one subject; a second, background face would carry the wrong label), cut with
+crop_faces at each engine's size and margin (as Scanner does) and scored by engine.predict -> p(fake).
+Per face-frame it records:
+- face px: the short side of the MTCNN box, in pixels of the frame that was scored.
+- sharpness: the variance of the 4-neighbour Laplacian (0 1 0 / 1 -4 1 / 0 1 0, valid region) of the grayscale
+  (0.299 R + 0.587 G + 0.114 B, float) face crop cut at 128x128 with margin 0 (bilinear), see `sharpness()`.
+Per level and model it prints: face-frames of real and fake clips, mean p(fake) on each, the frame-level AUC
+(sklearn roc_auc_score, fake = positive), the false-alarm rate (fraction of real face-frames with p(fake) >= the
+model's registry threshold), the paired change of real faces' mean p(fake) against `original` on the same
+frames (d real), and the median face px and sharpness. Then every face-frame of every level is pooled and binned
+by face px and by sharpness tertiles (cut points printed), with the same figures per bin; and per model the
+smallest face px (and sharpness) floor above which every bin with at least --min-bin real faces has a
+false-alarm rate under --max-false-alarm and, where it has --min-bin fakes too, an AUC above 0.5.
+
+Re-encoded clips go to a temporary folder that is removed at the end. --json FILE writes the configuration,
+every face-frame record, and every table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import glob
+import json
+import math
+import platform
+import re
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the project's packages, not this folder's engines.py benchmark
+
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+
+SHARED = REPO.parent / "shared"
+FFPP = SHARED / "data" / "ffpp-c23"
+DEFAULT_REAL = str(FFPP / "real" / "*.mp4")
+DEFAULT_FAKE = str(FFPP / "fake" / "*.mp4")
+DEFAULT_WEIGHTS_DIR = SHARED / "weights" / "mesonet"
+DEFAULT_MODELS = ("meso4-df", "meso4-f2f", "mesoinception-df", "mesoinception-f2f")
+DEFAULT_LEVELS = (
+    "original",
+    "res-1080", "res-720", "res-480", "res-360", "res-240",
+    "crf-18", "crf-23", "crf-28", "crf-35",
+    "webrtc-vp8-300-360p", "webrtc-vp8-1500-360p", "webrtc-vp8-2500-360p",
+    "webrtc-h264-300-360p", "webrtc-h264-1500-360p", "webrtc-h264-2500-360p",
+    "webrtc-vp8-300-720p", "webrtc-h264-2500-720p",
+)
+SIZE_EDGES = (64, 96, 128, 192)  # face px bins: <64, 64-96, 96-128, 128-192, >=192
+SHARPNESS_SIZE = 128
+RES_CRF = 18
+WEBRTC_CLOCK = 90000  # RTP video clock; the track's pts are in 1/90000 s
+WEBRTC_CONNECT_S = 20.0  # from the offer to the first decoded frame
+WEBRTC_IDLE_S = 5.0  # no frame for this long after the first one: the stream is over
+LEVEL_RE = re.compile(
+    r"^(?:(?P<original>original)|res-(?P<res>\d+)|crf-(?P<crf>\d+)|"
+    r"webrtc-(?P<codec>vp8|h264)-(?P<kbps>\d+)(?:-(?P<lines>\d+)p)?)$")
+
+
+# --- levels -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Level:
+    name: str
+    kind: str  # original | res | crf | webrtc
+    lines: int | None = None
+    crf: int | None = None
+    codec: str | None = None
+    kbps: int | None = None
+
+
+def parse_level(name: str) -> Level:
+    m = LEVEL_RE.match(name)
+    if not m:
+        raise argparse.ArgumentTypeError(
+            f"unknown level {name!r}: original, res-<lines>, crf-<n>, webrtc-<vp8|h264>-<kbps>[-<lines>p]")
+    if m["original"]:
+        return Level(name, "original")
+    if m["res"]:
+        return Level(name, "res", lines=int(m["res"]), crf=RES_CRF)
+    if m["crf"]:
+        return Level(name, "crf", crf=int(m["crf"]))
+    return Level(name, "webrtc", lines=int(m["lines"]) if m["lines"] else None, codec=m["codec"],
+                 kbps=int(m["kbps"]))
+
+
+# --- measures -----------------------------------------------------------------------------------------------
+
+
+def sharpness(crop: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian of an RGB (H, W, 3) uint8 crop's luma, over the valid region."""
+    g = crop.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4.0 * g[1:-1, 1:-1]
+    return float(lap.var())
+
+
+def auc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if len(set(labels)) < 2:
+        return None
+    return float(roc_auc_score(labels, scores))
+
+
+# --- clips and versions -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    label: int  # 1 = fake
+    width: int
+    height: int
+    fps: float
+    keep: tuple[int, ...]  # sampled frame indices
+
+    @property
+    def name(self) -> str:
+        return f"{'fake' if self.label else 'real'}/{self.path.name}"
+
+    @property
+    def last(self) -> int:
+        return self.keep[-1]
+
+
+def probe(path: Path, label: int, fps: float, seconds: float) -> Clip:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        rate = float(s.average_rate or s.guessed_rate or 25)
+        n = s.frames or int(float(c.duration or 0) / 1e6 * rate)
+        width, height = s.codec_context.width, s.codec_context.height
+    n = min(n, int(math.floor(seconds * rate))) if n else int(math.floor(seconds * rate))
+    keep = [i for i in range(n) if i == 0 or math.floor(i * fps / rate) != math.floor((i - 1) * fps / rate)]
+    return Clip(path, label, width, height, rate, tuple(keep))
+
+
+def scaled_size(clip: Clip, lines: int | None) -> tuple[int, int]:
+    if lines is None or lines >= clip.height:
+        return clip.width, clip.height
+    return max(2, round(clip.width * lines / clip.height / 2) * 2), lines
+
+
+def decode(path: Path, keep: Iterable[int], last: int) -> dict[int, np.ndarray]:
+    """The RGB frames at indices `keep` (decode order = display order for these files) of a video file."""
+    wanted, out = set(keep), {}
+    with av.open(str(path)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            if i in wanted:
+                out[i] = frame.to_ndarray(format="rgb24")
+            if i >= last:
+                break
+    return out
+
+
+def source_frames(clip: Clip, size: tuple[int, int]) -> list[av.VideoFrame]:
+    """The clip's first frames up to its last sampled one, as yuv420p at `size`."""
+    frames = []
+    with av.open(str(clip.path)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            frames.append(frame.reformat(width=size[0], height=size[1], format="yuv420p",
+                                         interpolation="BILINEAR"))
+            if i >= clip.last:
+                break
+    return frames
+
+
+def reencode(clip: Clip, dst: Path, size: tuple[int, int], crf: int, preset: str) -> Path:
+    """H.264 at CRF `crf`, `size`, every frame kept with its index as pts (so sampled indices still match)."""
+    with av.open(str(dst), "w") as out:
+        rate = Fraction(clip.fps).limit_denominator(1001)
+        vs = out.add_stream("libx264", rate=rate)
+        vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+        vs.options = {"crf": str(crf), "preset": preset}
+        for i, frame in enumerate(source_frames(clip, size)):
+            frame.pts, frame.time_base = i, 1 / rate
+            for packet in vs.encode(frame):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+    return dst
+
+
+# --- WebRTC on loopback -------------------------------------------------------------------------------------
+
+
+@dataclass
+class WebRTCStats:
+    sent_bytes: int = 0
+    encoded_frames: int = 0
+    received_frames: int = 0
+    remb_bps: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def pinned_encoder(codec_mime: str, bps: int, stats: WebRTCStats):
+    """aiortc's own encoder for `codec_mime`, with `target_bitrate` pinned at `bps` (REMB writes are recorded and
+    ignored) and the payload bytes it produces counted."""
+    from aiortc.codecs.h264 import H264Encoder
+    from aiortc.codecs.vpx import Vp8Encoder
+
+    base = Vp8Encoder if codec_mime == "video/vp8" else H264Encoder
+
+    class Pinned(base):  # type: ignore[misc,valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            # Vp8Encoder also reads its private copy for the rate-control buffer size
+            setattr(self, f"_{base.__name__}__target_bitrate", bps)
+
+        @property
+        def target_bitrate(self) -> int:
+            return bps
+
+        @target_bitrate.setter
+        def target_bitrate(self, bitrate: int) -> None:
+            stats.remb_bps.append(int(bitrate))
+
+        def encode(self, frame, force_keyframe: bool = False):
+            payloads, timestamp = super().encode(frame, force_keyframe)
+            stats.sent_bytes += sum(len(p) for p in payloads)
+            stats.encoded_frames += 1
+            return payloads, timestamp
+
+    return Pinned()
+
+
+async def _webrtc(frames: list[av.VideoFrame], fps: float, codec: str, bps: int, keep: set[int], last: int,
+                  stats: WebRTCStats) -> dict[int, np.ndarray]:
+    import aiortc.rtcrtpsender as rtcrtpsender
+    from aiortc import (MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender)
+    from aiortc.mediastreams import MediaStreamError
+
+    mime = f"video/{codec}"
+
+    class ClipTrack(MediaStreamTrack):
+        kind = "video"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.i = 0
+            self.t0: float | None = None
+
+        async def recv(self) -> av.VideoFrame:
+            if self.i >= len(frames):
+                self.stop()
+                raise MediaStreamError
+            if self.t0 is None:
+                self.t0 = time.monotonic()
+            wait = self.t0 + self.i / fps - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            frame = frames[self.i]
+            frame.pts, frame.time_base = round(self.i * WEBRTC_CLOCK / fps), Fraction(1, WEBRTC_CLOCK)
+            self.i += 1
+            return frame
+
+    original_get_encoder = rtcrtpsender.get_encoder
+    rtcrtpsender.get_encoder = lambda c: (pinned_encoder(mime, bps, stats) if c.mimeType.lower() == mime
+                                          else original_get_encoder(c))
+    config = RTCConfiguration(iceServers=[])  # no STUN: loopback only, and no internet here
+    sender_pc, receiver_pc = RTCPeerConnection(config), RTCPeerConnection(config)
+    remote: asyncio.Future = asyncio.get_running_loop().create_future()
+    receiver_pc.on("track", lambda track: remote.done() or remote.set_result(track))
+    got: dict[int, np.ndarray] = {}
+    t0 = time.monotonic()
+    try:
+        transceiver = sender_pc.addTransceiver(ClipTrack(), direction="sendonly")
+        caps = RTCRtpSender.getCapabilities("video").codecs
+        transceiver.setCodecPreferences([c for c in caps if c.mimeType.lower() == mime])
+        await sender_pc.setLocalDescription(await sender_pc.createOffer())
+        await receiver_pc.setRemoteDescription(sender_pc.localDescription)
+        await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
+        await sender_pc.setRemoteDescription(receiver_pc.localDescription)
+        track = await asyncio.wait_for(remote, WEBRTC_CONNECT_S)
+        pts0 = None
+        timeout = WEBRTC_CONNECT_S
+        while True:
+            try:
+                frame = await asyncio.wait_for(track.recv(), timeout)
+            except (asyncio.TimeoutError, MediaStreamError):
+                break
+            timeout = WEBRTC_IDLE_S
+            stats.received_frames += 1
+            if pts0 is None:
+                pts0 = frame.pts
+            index = round((frame.pts - pts0) * fps / WEBRTC_CLOCK)
+            if index in keep:
+                got[index] = frame.to_ndarray(format="rgb24")
+            if index >= last:
+                break
+    finally:
+        stats.seconds = time.monotonic() - t0
+        await sender_pc.close()
+        await receiver_pc.close()
+        rtcrtpsender.get_encoder = original_get_encoder
+    return got
+
+
+def webrtc_roundtrip(clip: Clip, level: Level) -> tuple[dict[int, np.ndarray], WebRTCStats]:
+    from stream.live.server.aiortc_compat import offer_loopback_when_offline
+
+    offer_loopback_when_offline()
+    frames = source_frames(clip, scaled_size(clip, level.lines))
+    stats = WebRTCStats()
+    assert level.codec and level.kbps
+    got = asyncio.run(_webrtc(frames, clip.fps, level.codec, level.kbps * 1000, set(clip.keep), clip.last, stats))
+    return got, stats
+
+
+# --- scoring ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Record:
+    clip: str
+    label: int
+    level: str
+    frame: int
+    face_px: float
+    sharpness: float
+    scores: dict[str, float]
+
+
+def score_frames(frames: dict[int, np.ndarray], clip: Clip, level: str, detector, engines) -> list[Record]:
+    from stream.live.faces import crop_faces
+
+    order = sorted(frames)
+    images = [frames[i] for i in order]
+    found = []
+    for k in range(0, len(images), 8):  # the scanner's detector batch
+        found += detector.detect(images[k:k + 8])
+    picked = []
+    for i, image, faces in zip(order, images, found):
+        if faces:
+            box = max(faces, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])).box
+            picked.append((i, image, box))
+    if not picked:
+        return []
+    keys = sorted({(e.spec.size, e.spec.margin) for e in engines})
+    crops = {key: np.concatenate([crop_faces(im, [b], *key) for _, im, b in picked]) for key in keys}
+    scores = {e.name: e.predict(crops[(e.spec.size, e.spec.margin)]) for e in engines}
+    out = []
+    for j, (i, image, box) in enumerate(picked):
+        sharp = sharpness(crop_faces(image, [box], SHARPNESS_SIZE, 0.0)[0])
+        px = float(min(box[2] - box[0], box[3] - box[1]))
+        out.append(Record(clip.name, clip.label, level, i, px, sharp,
+                          {name: float(s[j]) for name, s in scores.items()}))
+    return out
+
+
+# --- summaries ----------------------------------------------------------------------------------------------
+
+
+def summary(records: Sequence[Record], model: str, threshold: float) -> dict:
+    real = [r.scores[model] for r in records if r.label == 0]
+    fake = [r.scores[model] for r in records if r.label == 1]
+    return {
+        "n_real": len(real),
+        "n_fake": len(fake),
+        "p_real": float(np.mean(real)) if real else None,
+        "p_fake": float(np.mean(fake)) if fake else None,
+        "auc": auc([r.label for r in records], [r.scores[model] for r in records]),
+        "false_alarm": float(np.mean(np.asarray(real) >= threshold)) if real else None,
+        "face_px": float(np.median([r.face_px for r in records])) if records else None,
+        "sharpness": float(np.median([r.sharpness for r in records])) if records else None,
+    }
+
+
+def paired_delta(records: Sequence[Record], originals: dict[tuple[str, int], Record], model: str) -> float | None:
+    """Mean over real face-frames of (p(fake) at this level - p(fake) of the same frame in `original`)."""
+    d = [r.scores[model] - originals[(r.clip, r.frame)].scores[model]
+         for r in records if r.label == 0 and (r.clip, r.frame) in originals]
+    return float(np.mean(d)) if d else None
+
+
+def size_bins() -> list[tuple[str, float, float]]:
+    edges = (0.0, *SIZE_EDGES, math.inf)
+    names = [f"<{SIZE_EDGES[0]}"] + [f"{a}-{b}" for a, b in zip(SIZE_EDGES, SIZE_EDGES[1:])] + [f">={SIZE_EDGES[-1]}"]
+    return [(n, lo, hi) for n, lo, hi in zip(names, edges, edges[1:])]
+
+
+def floor_for(bins: list[tuple[str, float, dict]], min_bin: int, max_fa: float) -> tuple[float | None, str]:
+    """The smallest bin lower edge at and above which every bin with >= min_bin real faces has a false-alarm
+    rate < max_fa and, where it has >= min_bin fakes, AUC > 0.5. Returns (edge or None, why)."""
+    def ok(s: dict) -> bool | None:
+        if s["n_real"] < min_bin:
+            return None  # too few to judge
+        if s["false_alarm"] >= max_fa:
+            return False
+        return not (s["n_fake"] >= min_bin and s["auc"] is not None and s["auc"] <= 0.5)
+
+    verdicts = [ok(s) for _, _, s in bins]
+    if not any(v is not None for v in verdicts):
+        return None, "no bin has enough real faces"
+    for k, (name, lo, _) in enumerate(bins):
+        rest = [v for v in verdicts[k:] if v is not None]
+        if rest and all(rest):
+            return lo, f"bins from {name} up pass"
+    return None, "no floor: the top bin fails" if verdicts[-1] is False else "no floor passes"
+
+
+def fmt(v, spec: str = ".3f") -> str:
+    if v is None:
+        return "-"
+    return format(v, spec)
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    rows = [list(map(str, r)) for r in rows]
+    widths = [max(len(h), *(len(r[k]) for r in rows)) if rows else len(h) for k, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.rjust(w) if k else c.ljust(w) for k, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+# --- main ---------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--real", action="append", help=f"glob of real clips (repeatable; default {DEFAULT_REAL})")
+    parser.add_argument("--fake", action="append", help=f"glob of fake clips (repeatable; default {DEFAULT_FAKE})")
+    parser.add_argument("--model", action="append", help=f"repeatable; default {', '.join(DEFAULT_MODELS)}")
+    parser.add_argument("--level", action="append", type=parse_level,
+                        help="repeatable; default " + ", ".join(DEFAULT_LEVELS))
+    parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR)
+    parser.add_argument("--fps", type=float, default=2.0, help="sampled frames per second of clip")
+    parser.add_argument("--seconds", type=float, default=6.0, help="the first seconds of each clip are used")
+    parser.add_argument("--x264-preset", default="veryfast", help="libx264 preset of the res-/crf- re-encodes")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--max-false-alarm", type=float, default=0.10)
+    parser.add_argument("--min-bin", type=int, default=10, help="face-frames a bin needs to be judged")
+    parser.add_argument("--json", type=Path, help="write every record and table here")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from engines.registry import build_engine, get_entry
+    from stream.live.faces import FaceDetector
+
+    torch.set_num_threads(args.threads)
+    models = args.model or list(DEFAULT_MODELS)
+    levels = args.level or [parse_level(n) for n in DEFAULT_LEVELS]
+    if "original" not in [lv.name for lv in levels]:
+        levels = [parse_level("original"), *levels]  # the paired baseline
+    started = time.monotonic()
+    out: list[str] = []
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        out.append(text)
+
+    say("benchmarks/robustness.py: p(fake) of real and fake faces per resolution, compression and WebRTC level")
+    say(f"command: {shlex.join([sys.executable, *sys.argv] if argv is None else ['robustness.py', *argv])}")
+    say(f"date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')} | host: {platform.node()} | "
+        f"python {platform.python_version()} | torch {torch.__version__} ({args.threads} threads) | "
+        f"av {av.__version__}")
+    say(f"sampling: {args.fps:g} frames/s over the first {args.seconds:g} s of each clip; largest MTCNN face "
+        f"per frame; sharpness = var of the 4-neighbour Laplacian of the luma of the 128x128 margin-0 crop")
+
+    clips = []
+    for label, patterns in ((0, args.real or [DEFAULT_REAL]), (1, args.fake or [DEFAULT_FAKE])):
+        for path in sorted({p for pat in patterns for p in glob.glob(pat)}):
+            clips.append(probe(Path(path), label, args.fps, args.seconds))
+    if not any(c.label == 0 for c in clips) or not any(c.label == 1 for c in clips):
+        parser.error("need at least one real and one fake clip")
+    for c in clips:
+        say(f"clip {c.name}: {c.width}x{c.height} @ {c.fps:g} fps, {len(c.keep)} sampled frames")
+
+    engines = [build_engine(m, weights_dir=args.weights_dir, allow_download=False) for m in models]
+    thresholds = {m: get_entry(m).threshold for m in models}
+    detector = FaceDetector()
+    records: list[Record] = []
+    level_info: dict[str, dict] = {lv.name: {"skipped": [], "clips": 0, "decoded": 0, "wanted": 0,
+                                              "kbps": [], "seconds": []} for lv in levels}
+    say()
+    with tempfile.TemporaryDirectory(prefix="dfstream-robustness-") as tmp:
+        for c in clips:
+            for lv in levels:
+                info = level_info[lv.name]
+                t0 = time.monotonic()
+                if lv.kind == "original":
+                    frames = decode(c.path, c.keep, c.last)
+                elif lv.kind in ("res", "crf"):
+                    if lv.kind == "res" and lv.lines >= c.height:
+                        info["skipped"].append(c.name)
+                        continue
+                    dst = Path(tmp) / f"{c.path.stem}.{lv.name}.mp4"
+                    reencode(c, dst, scaled_size(c, lv.lines), lv.crf, args.x264_preset)
+                    frames = decode(dst, c.keep, c.last)
+                    info["kbps"].append(dst.stat().st_size * 8 / 1000 / ((c.last + 1) / c.fps))
+                    dst.unlink()
+                else:
+                    frames, stats = webrtc_roundtrip(c, lv)
+                    info["kbps"].append(stats.sent_bytes * 8 / 1000 / ((c.last + 1) / c.fps))
+                    info.setdefault("remb_kbps_last", []).append(stats.remb_bps[-1] / 1000 if stats.remb_bps else None)
+                    info.setdefault("received", []).append(f"{stats.received_frames}/{stats.encoded_frames}")
+                info["clips"] += 1
+                info["decoded"] += len(frames)
+                info["wanted"] += len(c.keep)
+                got = score_frames(frames, c, lv.name, detector, engines)
+                records += got
+                info["seconds"].append(time.monotonic() - t0)
+                say(f"  {c.name:34s} {lv.name:22s} frames {len(frames):3d}/{len(c.keep)} faces {len(got):3d} "
+                    f"{time.monotonic() - t0:5.1f} s")
+
+    originals = {(r.clip, r.frame): r for r in records if r.level == "original"}
+    result: dict = {"argv": sys.argv if argv is None else list(argv), "date": dt.datetime.now().isoformat(),
+                    "models": models, "thresholds": thresholds, "levels": [asdict(lv) for lv in levels],
+                    "clips": [{"name": c.name, "width": c.width, "height": c.height, "fps": c.fps,
+                               "sampled": len(c.keep)} for c in clips],
+                    "level_info": level_info, "per_level": [], "by_size": [], "by_sharpness": [], "floors": {}}
+
+    say()
+    say("== per level: (versions scored / clips; achieved kbps = mean over clips of the video bitrate)")
+    rows = []
+    for lv in levels:
+        info = level_info[lv.name]
+        skipped = f" skipped {len(info['skipped'])} (source not above {lv.lines} lines)" if info["skipped"] else ""
+        kbps = f"{np.mean(info['kbps']):.0f} kbps" if info["kbps"] else "-"
+        extra = f" received/encoded {', '.join(info['received'])}" if info.get("received") else ""
+        say(f"  {lv.name:22s} {info['clips']}/{len(clips)} clips, frames {info['decoded']}/{info['wanted']}, "
+            f"{kbps}{skipped}{extra}")
+        for m in models:
+            sub = [r for r in records if r.level == lv.name]
+            s = summary(sub, m, thresholds[m])
+            s["d_real"] = paired_delta(sub, originals, m)
+            result["per_level"].append({"level": lv.name, "model": m, **s})
+            rows.append([lv.name, m, f"{s['n_real']}/{s['n_fake']}", fmt(s["p_real"]), fmt(s["p_fake"]),
+                         fmt(s["auc"]), fmt(s["false_alarm"], ".0%"), fmt(s["d_real"], "+.3f"),
+                         fmt(s["face_px"], ".0f"), fmt(s["sharpness"], ".0f")])
+    say()
+    say(table(["level", "model", "n real/fake", "p real", "p fake", "AUC", "FA@thr", "d real", "face px",
+               "sharp"], rows))
+
+    pooled = records
+    bins = size_bins()
+    sharp_cuts = np.quantile([r.sharpness for r in pooled], [1 / 3, 2 / 3]) if pooled else [0.0, 0.0]
+    sharp_bins = [(f"low <{sharp_cuts[0]:.0f}", 0.0, float(sharp_cuts[0])),
+                  (f"mid {sharp_cuts[0]:.0f}-{sharp_cuts[1]:.0f}", float(sharp_cuts[0]), float(sharp_cuts[1])),
+                  (f"high >={sharp_cuts[1]:.0f}", float(sharp_cuts[1]), math.inf)]
+    for title, key, bin_list, field_name in (
+            ("face px (short side of the MTCNN box)", "by_size", bins, "face_px"),
+            ("sharpness tertiles", "by_sharpness", sharp_bins, "sharpness")):
+        say()
+        say(f"== all levels pooled, by {title}; threshold per model "
+            + ", ".join(f"{m} {t:g}" for m, t in thresholds.items()))
+        rows = []
+        per_model: dict[str, list] = {m: [] for m in models}
+        for m in models:
+            for name, lo, hi in bin_list:
+                sub = [r for r in pooled if lo <= getattr(r, field_name) < hi]
+                s = summary(sub, m, thresholds[m])
+                per_model[m].append((name, lo, s))
+                result[key].append({"model": m, "bin": name, "lo": lo, "hi": None if math.isinf(hi) else hi, **s})
+                rows.append([m, name, f"{s['n_real']}/{s['n_fake']}", fmt(s["p_real"]), fmt(s["p_fake"]),
+                             fmt(s["auc"]), fmt(s["false_alarm"], ".0%")])
+        say(table(["model", "bin", "n real/fake", "p real", "p fake", "AUC", "FA@thr"], rows))
+        for m in models:
+            edge, why = floor_for(per_model[m], args.min_bin, args.max_false_alarm)
+            result["floors"].setdefault(m, {})[field_name] = {"floor": edge, "why": why}
+
+    say()
+    say(f"== floors: the smallest bin edge from which every bin with >= {args.min_bin} real faces has FA < "
+        f"{args.max_false_alarm:.0%} and (with >= {args.min_bin} fakes) AUC > 0.5; above it, pooled:")
+    rows = []
+    for m in models:
+        f = result["floors"][m]
+        cells = [m]
+        for field_name in ("face_px", "sharpness"):
+            edge = f[field_name]["floor"]
+            if edge is None:
+                cells += [f"none ({f[field_name]['why']})", "-", "-"]
+                continue
+            s = summary([r for r in pooled if getattr(r, field_name) >= edge], m, thresholds[m])
+            f[field_name]["above"] = s
+            cells += [f"{edge:.0f}", fmt(s["false_alarm"], ".0%"), fmt(s["auc"])]
+        rows.append(cells)
+    say(table(["model", "min face px", "FA above", "AUC above", "min sharpness", "FA above", "AUC above"], rows))
+    elapsed = time.monotonic() - started
+    say()
+    say(f"run time {elapsed:.0f} s, {len(records)} face-frames x {len(models)} models")
+    result["run_s"] = elapsed
+    result["records"] = [asdict(r) for r in records]
+    result["text"] = "\n".join(out)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=lambda o: None))
+    return result
+
+
+if __name__ == "__main__":
+    main()
