@@ -187,14 +187,15 @@ def decode(path: Path, keep: Iterable[int], last: int) -> dict[int, np.ndarray]:
     return out
 
 
-def source_frames(clip: Clip, size: tuple[int, int]) -> list[av.VideoFrame]:
-    """The clip's first frames up to its last sampled one, as yuv420p at `size`."""
+def source_frames(clip: Clip, size: tuple[int, int], extra: int = 0) -> list[av.VideoFrame]:
+    """The clip's first frames up to its last sampled one (and `extra` more, where the clip has them), as
+    yuv420p at `size`."""
     frames = []
     with av.open(str(clip.path)) as c:
         for i, frame in enumerate(c.decode(video=0)):
             frames.append(frame.reformat(width=size[0], height=size[1], format="yuv420p",
                                          interpolation="BILINEAR"))
-            if i >= clip.last:
+            if i >= clip.last + extra:
                 break
     return frames
 
@@ -334,7 +335,8 @@ def webrtc_roundtrip(clip: Clip, level: Level) -> tuple[dict[int, np.ndarray], W
     from stream.live.server.aiortc_compat import offer_loopback_when_offline
 
     offer_loopback_when_offline()
-    frames = source_frames(clip, scaled_size(clip, level.lines))
+    # one more second: aiortc's jitter buffer hands a frame on only when the next one's first packet arrives
+    frames = source_frames(clip, scaled_size(clip, level.lines), extra=math.ceil(clip.fps))
     stats = WebRTCStats()
     assert level.codec and level.kbps
     got = asyncio.run(_webrtc(frames, clip.fps, level.codec, level.kbps * 1000, set(clip.keep), clip.last, stats))
@@ -527,7 +529,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     frames, stats = webrtc_roundtrip(c, lv)
                     info["kbps"].append(stats.sent_bytes * 8 / 1000 / ((c.last + 1) / c.fps))
                     info.setdefault("remb_kbps_last", []).append(stats.remb_bps[-1] / 1000 if stats.remb_bps else None)
-                    info.setdefault("received", []).append(f"{stats.received_frames}/{stats.encoded_frames}")
+                    info.setdefault("received", []).append(
+                        f"{stats.received_frames}/{stats.encoded_frames} in {stats.seconds:.0f} s")
                 info["clips"] += 1
                 info["decoded"] += len(frames)
                 info["wanted"] += len(c.keep)
@@ -551,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         info = level_info[lv.name]
         skipped = f" skipped {len(info['skipped'])} (source not above {lv.lines} lines)" if info["skipped"] else ""
         kbps = f"{np.mean(info['kbps']):.0f} kbps" if info["kbps"] else "-"
-        extra = f" received/encoded {', '.join(info['received'])}" if info.get("received") else ""
+        extra = f"; received/encoded frames: {', '.join(info['received'])}" if info.get("received") else ""
         say(f"  {lv.name:22s} {info['clips']}/{len(clips)} clips, frames {info['decoded']}/{info['wanted']}, "
             f"{kbps}{skipped}{extra}")
         for m in models:
