@@ -397,6 +397,7 @@ def summary(records: Sequence[Record], model: str, threshold: float) -> dict:
         "p_fake": float(np.mean(fake)) if fake else None,
         "auc": auc([r.label for r in records], [r.scores[model] for r in records]),
         "false_alarm": float(np.mean(np.asarray(real) >= threshold)) if real else None,
+        "detected": float(np.mean(np.asarray(fake) >= threshold)) if fake else None,
         "face_px": float(np.median([r.face_px for r in records])) if records else None,
         "sharpness": float(np.median([r.sharpness for r in records])) if records else None,
     }
@@ -466,6 +467,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--max-false-alarm", type=float, default=0.10)
     parser.add_argument("--min-bin", type=int, default=10, help="face-frames a bin needs to be judged")
     parser.add_argument("--json", type=Path, help="write every record and table here")
+    parser.add_argument("--replay", type=Path,
+                        help="print the tables again from the records of an earlier --json, measuring nothing")
     args = parser.parse_args(argv)
 
     import torch
@@ -490,61 +493,75 @@ def main(argv: Sequence[str] | None = None) -> dict:
     say(f"date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')} | host: {platform.node()} | "
         f"python {platform.python_version()} | torch {torch.__version__} ({args.threads} threads) | "
         f"av {av.__version__}")
-    say(f"sampling: {args.fps:g} frames/s over the first {args.seconds:g} s of each clip; largest MTCNN face "
-        f"per frame; sharpness = var of the 4-neighbour Laplacian of the luma of the 128x128 margin-0 crop")
+    measured: dict = {}
+    if args.replay:
+        saved = json.loads(args.replay.read_text())
+        models, thresholds = saved["models"], saved["thresholds"]
+        levels = [Level(**d) for d in saved["levels"]]
+        level_info, clips = saved["level_info"], saved["clips"]
+        records = [Record(**d) for d in saved["records"]]
+        measured = {"measured_argv": saved["argv"], "measured_date": saved["date"],
+                    "measured_run_s": saved.get("run_s")}
+        say(f"replayed from {args.replay}: measured {saved['date']} by {shlex.join(saved['argv'])} in "
+            f"{saved.get('run_s', 0):.0f} s")
+        say(saved["text"].split("\n")[3] if saved.get("text") else "")
+    else:
+        say(f"sampling: {args.fps:g} frames/s over the first {args.seconds:g} s of each clip; largest MTCNN face "
+            f"per frame; sharpness = var of the 4-neighbour Laplacian of the luma of the 128x128 margin-0 crop")
 
-    clips = []
-    for label, patterns in ((0, args.real or [DEFAULT_REAL]), (1, args.fake or [DEFAULT_FAKE])):
-        for path in sorted({p for pat in patterns for p in glob.glob(pat)}):
-            clips.append(probe(Path(path), label, args.fps, args.seconds))
-    if not any(c.label == 0 for c in clips) or not any(c.label == 1 for c in clips):
-        parser.error("need at least one real and one fake clip")
-    for c in clips:
-        say(f"clip {c.name}: {c.width}x{c.height} @ {c.fps:g} fps, {len(c.keep)} sampled frames")
-
-    engines = [build_engine(m, weights_dir=args.weights_dir, allow_download=False) for m in models]
-    thresholds = {m: get_entry(m).threshold for m in models}
-    detector = FaceDetector()
-    records: list[Record] = []
-    level_info: dict[str, dict] = {lv.name: {"skipped": [], "clips": 0, "decoded": 0, "wanted": 0,
-                                              "kbps": [], "seconds": []} for lv in levels}
-    say()
-    with tempfile.TemporaryDirectory(prefix="dfstream-robustness-") as tmp:
+        clips = []
+        for label, patterns in ((0, args.real or [DEFAULT_REAL]), (1, args.fake or [DEFAULT_FAKE])):
+            for path in sorted({p for pat in patterns for p in glob.glob(pat)}):
+                clips.append(probe(Path(path), label, args.fps, args.seconds))
+        if not any(c.label == 0 for c in clips) or not any(c.label == 1 for c in clips):
+            parser.error("need at least one real and one fake clip")
         for c in clips:
-            for lv in levels:
-                info = level_info[lv.name]
-                t0 = time.monotonic()
-                if lv.kind == "original":
-                    frames = decode(c.path, c.keep, c.last)
-                elif lv.kind in ("res", "crf"):
-                    if lv.kind == "res" and lv.lines >= c.height:
-                        info["skipped"].append(c.name)
-                        continue
-                    dst = Path(tmp) / f"{c.path.stem}.{lv.name}.mp4"
-                    reencode(c, dst, scaled_size(c, lv.lines), lv.crf, args.x264_preset)
-                    frames = decode(dst, c.keep, c.last)
-                    info["kbps"].append(dst.stat().st_size * 8 / 1000 / ((c.last + 1) / c.fps))
-                    dst.unlink()
-                else:
-                    frames, stats = webrtc_roundtrip(c, lv)
-                    info["kbps"].append(stats.sent_bytes * 8 / 1000 / ((c.last + 1) / c.fps))
-                    info.setdefault("remb_kbps_last", []).append(stats.remb_bps[-1] / 1000 if stats.remb_bps else None)
-                    info.setdefault("received", []).append(
-                        f"{stats.received_frames}/{stats.encoded_frames} in {stats.seconds:.0f} s")
-                info["clips"] += 1
-                info["decoded"] += len(frames)
-                info["wanted"] += len(c.keep)
-                got = score_frames(frames, c, lv.name, detector, engines)
-                records += got
-                info["seconds"].append(time.monotonic() - t0)
-                say(f"  {c.name:34s} {lv.name:22s} frames {len(frames):3d}/{len(c.keep)} faces {len(got):3d} "
-                    f"{time.monotonic() - t0:5.1f} s")
+            say(f"clip {c.name}: {c.width}x{c.height} @ {c.fps:g} fps, {len(c.keep)} sampled frames")
+
+        engines = [build_engine(m, weights_dir=args.weights_dir, allow_download=False) for m in models]
+        thresholds = {m: get_entry(m).threshold for m in models}
+        detector = FaceDetector()
+        records: list[Record] = []
+        level_info: dict[str, dict] = {lv.name: {"skipped": [], "clips": 0, "decoded": 0, "wanted": 0,
+                                                  "kbps": [], "seconds": []} for lv in levels}
+        say()
+        with tempfile.TemporaryDirectory(prefix="dfstream-robustness-") as tmp:
+            for c in clips:
+                for lv in levels:
+                    info = level_info[lv.name]
+                    t0 = time.monotonic()
+                    if lv.kind == "original":
+                        frames = decode(c.path, c.keep, c.last)
+                    elif lv.kind in ("res", "crf"):
+                        if lv.kind == "res" and lv.lines >= c.height:
+                            info["skipped"].append(c.name)
+                            continue
+                        dst = Path(tmp) / f"{c.path.stem}.{lv.name}.mp4"
+                        reencode(c, dst, scaled_size(c, lv.lines), lv.crf, args.x264_preset)
+                        frames = decode(dst, c.keep, c.last)
+                        info["kbps"].append(dst.stat().st_size * 8 / 1000 / ((c.last + 1) / c.fps))
+                        dst.unlink()
+                    else:
+                        frames, stats = webrtc_roundtrip(c, lv)
+                        info["kbps"].append(stats.sent_bytes * 8 / 1000 / ((c.last + 1) / c.fps))
+                        info.setdefault("remb_kbps_last", []).append(stats.remb_bps[-1] / 1000 if stats.remb_bps else None)
+                        info.setdefault("received", []).append(
+                            f"{stats.received_frames}/{stats.encoded_frames} in {stats.seconds:.0f} s")
+                    info["clips"] += 1
+                    info["decoded"] += len(frames)
+                    info["wanted"] += len(c.keep)
+                    got = score_frames(frames, c, lv.name, detector, engines)
+                    records += got
+                    info["seconds"].append(time.monotonic() - t0)
+                    say(f"  {c.name:34s} {lv.name:22s} frames {len(frames):3d}/{len(c.keep)} faces {len(got):3d} "
+                        f"{time.monotonic() - t0:5.1f} s")
 
     originals = {(r.clip, r.frame): r for r in records if r.level == "original"}
     result: dict = {"argv": sys.argv if argv is None else list(argv), "date": dt.datetime.now().isoformat(),
                     "models": models, "thresholds": thresholds, "levels": [asdict(lv) for lv in levels],
-                    "clips": [{"name": c.name, "width": c.width, "height": c.height, "fps": c.fps,
-                               "sampled": len(c.keep)} for c in clips],
+                    "clips": clips if args.replay else [
+                        {"name": c.name, "width": c.width, "height": c.height, "fps": c.fps,
+                         "sampled": len(c.keep)} for c in clips], **measured,
                     "level_info": level_info, "per_level": [], "by_size": [], "by_sharpness": [], "floors": {}}
 
     say()
@@ -563,10 +580,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
             s["d_real"] = paired_delta(sub, originals, m)
             result["per_level"].append({"level": lv.name, "model": m, **s})
             rows.append([lv.name, m, f"{s['n_real']}/{s['n_fake']}", fmt(s["p_real"]), fmt(s["p_fake"]),
-                         fmt(s["auc"]), fmt(s["false_alarm"], ".0%"), fmt(s["d_real"], "+.3f"),
+                         fmt(s["auc"]), fmt(s["false_alarm"], ".0%"), fmt(s["detected"], ".0%"),
+                         fmt(s["d_real"], "+.3f"),
                          fmt(s["face_px"], ".0f"), fmt(s["sharpness"], ".0f")])
     say()
-    say(table(["level", "model", "n real/fake", "p real", "p fake", "AUC", "FA@thr", "d real", "face px",
+    say(table(["level", "model", "n real/fake", "p real", "p fake", "AUC", "FA@thr", "TPR@thr", "d real", "face px",
                "sharp"], rows))
 
     pooled = records
@@ -590,8 +608,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 per_model[m].append((name, lo, s))
                 result[key].append({"model": m, "bin": name, "lo": lo, "hi": None if math.isinf(hi) else hi, **s})
                 rows.append([m, name, f"{s['n_real']}/{s['n_fake']}", fmt(s["p_real"]), fmt(s["p_fake"]),
-                             fmt(s["auc"]), fmt(s["false_alarm"], ".0%")])
-        say(table(["model", "bin", "n real/fake", "p real", "p fake", "AUC", "FA@thr"], rows))
+                             fmt(s["auc"]), fmt(s["false_alarm"], ".0%"), fmt(s["detected"], ".0%")])
+        say(table(["model", "bin", "n real/fake", "p real", "p fake", "AUC", "FA@thr", "TPR@thr"], rows))
         for m in models:
             edge, why = floor_for(per_model[m], args.min_bin, args.max_false_alarm)
             result["floors"].setdefault(m, {})[field_name] = {"floor": edge, "why": why}
@@ -606,16 +624,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for field_name in ("face_px", "sharpness"):
             edge = f[field_name]["floor"]
             if edge is None:
-                cells += [f"none ({f[field_name]['why']})", "-", "-"]
+                cells += [f"none ({f[field_name]['why']})", "-", "-", "-"]
                 continue
             s = summary([r for r in pooled if getattr(r, field_name) >= edge], m, thresholds[m])
             f[field_name]["above"] = s
-            cells += [f"{edge:.0f}", fmt(s["false_alarm"], ".0%"), fmt(s["auc"])]
+            cells += [f"{edge:.0f}", fmt(s["false_alarm"], ".0%"), fmt(s["detected"], ".0%"), fmt(s["auc"])]
         rows.append(cells)
-    say(table(["model", "min face px", "FA above", "AUC above", "min sharpness", "FA above", "AUC above"], rows))
+    say(table(["model", "min face px", "FA above", "TPR above", "AUC above", "min sharpness", "FA above",
+               "TPR above", "AUC above"], rows))
     elapsed = time.monotonic() - started
     say()
-    say(f"run time {elapsed:.0f} s, {len(records)} face-frames x {len(models)} models")
+    say(f"{'replay' if args.replay else 'run'} time {elapsed:.0f} s, {len(records)} face-frames x {len(models)} "
+        "models")
     result["run_s"] = elapsed
     result["records"] = [asdict(r) for r in records]
     result["text"] = "\n".join(out)
