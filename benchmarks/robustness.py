@@ -646,3 +646,152 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+
+# --- Measured ---------------------------------------------------------------------------------------------------
+# 2026-12-01, 2 shared CPU cores (load ~8), 1781 s, the default run (all 7 shared FF++ c23 clips: 3 real, 4 fake;
+# 2 fps over the first 6 s = 12 frames per clip and level; 1332 face-frames in all):
+#   nice -n 10 /work/main/.venv/bin/python benchmarks/robustness.py --json /tmp/robust/full.json
+# tables as printed by --replay of that file. Every WebRTC session received 139 of the 139 frames it needed
+# (166 for the 30 fps clip), in 6 s of wall time (h264-2500-720p: up to 9 s, the encoder ran behind real time).
+#
+# == per level: (versions scored / clips; achieved kbps = mean over clips of the video bitrate)
+#   original               7/7 clips, frames 84/84, -
+#   res-1080               0/7 clips, frames 0/0, - skipped 7 (source not above 1080 lines)
+#   res-720                1/7 clips, frames 12/12, 2169 kbps skipped 6 (source not above 720 lines)
+#   res-480                5/7 clips, frames 60/60, 686 kbps skipped 2 (source not above 480 lines)
+#   res-360                7/7 clips, frames 84/84, 489 kbps
+#   res-240                7/7 clips, frames 84/84, 269 kbps
+#   crf-18                 7/7 clips, frames 84/84, 1342 kbps
+#   crf-23                 7/7 clips, frames 84/84, 743 kbps
+#   crf-28                 7/7 clips, frames 84/84, 404 kbps
+#   crf-35                 7/7 clips, frames 84/84, 182 kbps
+#   webrtc-vp8-300-360p    7/7 clips, frames 84/84, 298 kbps
+#   webrtc-vp8-1500-360p   7/7 clips, frames 84/84, 1474 kbps
+#   webrtc-vp8-2500-360p   7/7 clips, frames 84/84, 2090 kbps
+#   webrtc-h264-300-360p   7/7 clips, frames 84/84, 230 kbps
+#   webrtc-h264-1500-360p  7/7 clips, frames 84/84, 1239 kbps
+#   webrtc-h264-2500-360p  7/7 clips, frames 84/84, 2098 kbps
+#   webrtc-vp8-300-720p    7/7 clips, frames 84/84, 324 kbps
+#   webrtc-h264-2500-720p  7/7 clips, frames 84/84, 2056 kbps
+#
+# level                              model  n real/fake  p real  p fake    AUC  FA@thr  TPR@thr  d real  face px  sharp
+# ---------------------  -----------------  -----------  ------  ------  -----  ------  -------  ------  -------  -----
+# original                        meso4-df        36/48   0.504   0.374  0.327     50%      29%  +0.000      132    100
+# original                       meso4-f2f        36/48   0.221   0.436  0.595      8%      46%  +0.000      132    100
+# original                mesoinception-df        36/48   0.381   0.400  0.464     39%      40%  +0.000      132    100
+# original               mesoinception-f2f        36/48   0.011   0.198  0.599      0%      19%  +0.000      132    100
+# res-1080                        meso4-df          0/0       -       -      -       -        -       -        -      -
+# res-1080                       meso4-f2f          0/0       -       -      -       -        -       -        -      -
+# res-1080                mesoinception-df          0/0       -       -      -       -        -       -        -      -
+# res-1080               mesoinception-f2f          0/0       -       -      -       -        -       -        -      -
+# res-720                         meso4-df         0/12       -   0.221      -       -      17%       -      173    144
+# res-720                        meso4-f2f         0/12       -   0.857      -       -      92%       -      173    144
+# res-720                 mesoinception-df         0/12       -   0.629      -       -      67%       -      173    144
+# res-720                mesoinception-f2f         0/12       -   0.435      -       -      50%       -      173    144
+# res-480                         meso4-df        24/36   0.636   0.398  0.192     79%      28%  +0.237      116     76
+# res-480                        meso4-f2f        24/36   0.277   0.354  0.480     17%      31%  +0.019      116     76
+# res-480                 mesoinception-df        24/36   0.600   0.505  0.456     67%      56%  +0.435      116     76
+# res-480                mesoinception-f2f        24/36   0.014   0.066  0.505      0%       0%  +0.009      116     76
+# res-360                         meso4-df        36/48   0.849   0.710  0.370    100%      79%  +0.345       66     53
+# res-360                        meso4-f2f        36/48   0.280   0.429  0.568      8%      46%  +0.058       66     53
+# res-360                 mesoinception-df        36/48   0.935   0.838  0.480    100%      88%  +0.554       66     53
+# res-360                mesoinception-f2f        36/48   0.021   0.033  0.534      0%       0%  +0.010       66     53
+# res-240                         meso4-df        36/48   0.896   0.894  0.484     97%      98%  +0.391       44     30
+# res-240                        meso4-f2f        36/48   0.313   0.419  0.595     11%      40%  +0.092       44     30
+# res-240                 mesoinception-df        36/48   0.947   0.964  0.514     97%      98%  +0.566       44     30
+# res-240                mesoinception-f2f        36/48   0.043   0.045  0.527      0%       0%  +0.032       44     30
+# crf-18                          meso4-df        36/48   0.488   0.383  0.346     44%      31%  -0.016      132    101
+# crf-18                         meso4-f2f        36/48   0.219   0.448  0.594     11%      48%  -0.002      132    101
+# crf-18                  mesoinception-df        36/48   0.387   0.406  0.476     36%      40%  +0.006      132    101
+# crf-18                 mesoinception-f2f        36/48   0.012   0.165  0.612      0%      12%  +0.001      132    101
+# crf-23                          meso4-df        36/48   0.453   0.390  0.387     42%      29%  -0.051      131     97
+# crf-23                         meso4-f2f        36/48   0.218   0.471  0.629      6%      52%  -0.003      131     97
+# crf-23                  mesoinception-df        36/48   0.409   0.476  0.520     42%      50%  +0.028      131     97
+# crf-23                 mesoinception-f2f        36/48   0.032   0.185  0.544      0%      17%  +0.021      131     97
+# crf-28                          meso4-df        36/48   0.487   0.410  0.396     53%      33%  -0.017      132     92
+# crf-28                         meso4-f2f        36/48   0.240   0.441  0.607      0%      50%  +0.018      132     92
+# crf-28                  mesoinception-df        36/48   0.468   0.486  0.516     50%      46%  +0.087      132     92
+# crf-28                 mesoinception-f2f        36/48   0.028   0.147  0.545      0%      10%  +0.017      132     92
+# crf-35                          meso4-df        36/48   0.611   0.471  0.380     72%      44%  +0.107      130     70
+# crf-35                         meso4-f2f        36/48   0.289   0.456  0.651      3%      48%  +0.067      130     70
+# crf-35                  mesoinception-df        36/48   0.598   0.583  0.516     61%      58%  +0.217      130     70
+# crf-35                 mesoinception-f2f        36/48   0.016   0.092  0.620      0%       4%  +0.005      130     70
+# webrtc-vp8-300-360p             meso4-df        36/48   0.880   0.805  0.430    100%      94%  +0.376       66     45
+# webrtc-vp8-300-360p            meso4-f2f        36/48   0.296   0.415  0.616      8%      38%  +0.074       66     45
+# webrtc-vp8-300-360p     mesoinception-df        36/48   0.940   0.862  0.524    100%      94%  +0.559       66     45
+# webrtc-vp8-300-360p    mesoinception-f2f        36/48   0.029   0.029  0.472      0%       0%  +0.018       66     45
+# webrtc-vp8-1500-360p            meso4-df        36/48   0.858   0.708  0.348     97%      75%  +0.354       65     53
+# webrtc-vp8-1500-360p           meso4-f2f        36/48   0.311   0.420  0.550     17%      42%  +0.090       65     53
+# webrtc-vp8-1500-360p    mesoinception-df        36/48   0.922   0.864  0.466    100%      96%  +0.541       65     53
+# webrtc-vp8-1500-360p   mesoinception-f2f        36/48   0.021   0.061  0.516      0%       4%  +0.010       65     53
+# webrtc-vp8-2500-360p            meso4-df        36/48   0.866   0.708  0.349    100%      79%  +0.362       65     53
+# webrtc-vp8-2500-360p           meso4-f2f        36/48   0.312   0.435  0.568     17%      46%  +0.091       65     53
+# webrtc-vp8-2500-360p    mesoinception-df        36/48   0.951   0.837  0.413    100%      92%  +0.570       65     53
+# webrtc-vp8-2500-360p   mesoinception-f2f        36/48   0.026   0.070  0.516      0%       4%  +0.015       65     53
+# webrtc-h264-300-360p            meso4-df        36/48   0.823   0.743  0.414     97%      88%  +0.319       66     46
+# webrtc-h264-300-360p           meso4-f2f        36/48   0.311   0.415  0.622      8%      44%  +0.089       66     46
+# webrtc-h264-300-360p    mesoinception-df        36/48   0.907   0.840  0.518     97%      90%  +0.526       66     46
+# webrtc-h264-300-360p   mesoinception-f2f        36/48   0.046   0.029  0.513      3%       0%  +0.036       66     46
+# webrtc-h264-1500-360p           meso4-df        36/48   0.863   0.705  0.348    100%      77%  +0.359       66     54
+# webrtc-h264-1500-360p          meso4-f2f        36/48   0.299   0.441  0.583     11%      46%  +0.078       66     54
+# webrtc-h264-1500-360p   mesoinception-df        36/48   0.935   0.845  0.471    100%      92%  +0.554       66     54
+# webrtc-h264-1500-360p  mesoinception-f2f        36/48   0.026   0.071  0.516      0%       2%  +0.015       66     54
+# webrtc-h264-2500-360p           meso4-df        36/48   0.862   0.702  0.354    100%      75%  +0.358       65     55
+# webrtc-h264-2500-360p          meso4-f2f        36/48   0.325   0.449  0.573     14%      46%  +0.104       65     55
+# webrtc-h264-2500-360p   mesoinception-df        36/48   0.932   0.848  0.445    100%      94%  +0.551       65     55
+# webrtc-h264-2500-360p  mesoinception-f2f        36/48   0.028   0.068  0.476      0%       6%  +0.017       65     55
+# webrtc-vp8-300-720p             meso4-df        36/48   0.559   0.439  0.389     61%      35%  +0.055      132     85
+# webrtc-vp8-300-720p            meso4-f2f        36/48   0.199   0.380  0.619      6%      42%  -0.023      132     85
+# webrtc-vp8-300-720p     mesoinception-df        36/48   0.521   0.504  0.502     50%      52%  +0.140      132     85
+# webrtc-vp8-300-720p    mesoinception-f2f        36/48   0.019   0.014  0.502      0%       0%  +0.008      132     85
+# webrtc-h264-2500-720p           meso4-df        36/48   0.500   0.377  0.332     50%      29%  -0.004      131     99
+# webrtc-h264-2500-720p          meso4-f2f        36/48   0.212   0.448  0.613     11%      48%  -0.009      131     99
+# webrtc-h264-2500-720p   mesoinception-df        36/48   0.389   0.461  0.503     39%      48%  +0.008      131     99
+# webrtc-h264-2500-720p  mesoinception-f2f        36/48   0.017   0.144  0.594      0%      10%  +0.006      131     99
+#
+# == all levels pooled, by face px (short side of the MTCNN box); threshold 0.5 for every model
+# model                  bin  n real/fake  p real  p fake    AUC  FA@thr  TPR@thr
+# -----------------  -------  -----------  ------  ------  -----  ------  -------
+# meso4-df               <64      150/158   0.906   0.920  0.625    100%     100%
+# meso4-df             64-96      230/319   0.769   0.709  0.473     93%      78%
+# meso4-df            96-128        58/51   0.421   0.317  0.373     36%      12%
+# meso4-df           128-192      123/180   0.444   0.218  0.194     43%       9%
+# meso4-df             >=192         3/60   0.530   0.219  0.161     33%      22%
+# meso4-f2f              <64      150/158   0.293   0.497  0.747      8%      58%
+# meso4-f2f            64-96      230/319   0.260   0.455  0.646      9%      47%
+# meso4-f2f           96-128        58/51   0.227   0.286  0.405     10%      24%
+# meso4-f2f          128-192      123/180   0.280   0.265  0.400     13%      21%
+# meso4-f2f            >=192         3/60   0.299   0.820  1.000      0%      95%
+# mesoinception-df       <64      150/158   0.955   0.955  0.599    100%     100%
+# mesoinception-df     64-96      230/319   0.895   0.840  0.550     97%      90%
+# mesoinception-df    96-128        58/51   0.334   0.298  0.468     26%      29%
+# mesoinception-df   128-192      123/180   0.224   0.241  0.378     21%      25%
+# mesoinception-df     >=192         3/60   0.263   0.646  0.811     33%      65%
+# mesoinception-f2f      <64      150/158   0.044   0.053  0.567      0%       0%
+# mesoinception-f2f    64-96      230/319   0.014   0.049  0.541      0%       3%
+# mesoinception-f2f   96-128        58/51   0.026   0.047  0.419      2%       0%
+# mesoinception-f2f  128-192      123/180   0.019   0.085  0.466      0%       8%
+# mesoinception-f2f    >=192         3/60   0.000   0.511  1.000      0%      43%
+#
+# == all levels pooled, by sharpness tertiles; threshold 0.5 for every model
+# model                    bin  n real/fake  p real  p fake    AUC  FA@thr  TPR@thr
+# -----------------  ---------  -----------  ------  ------  -----  ------  -------
+# meso4-df             low <53      191/253   0.858   0.881  0.611     98%      99%
+# meso4-df           mid 53-86      227/217   0.722   0.646  0.459     81%      67%
+# meso4-df           high >=86      146/298   0.448   0.259  0.271     45%      15%
+# meso4-f2f            low <53      191/253   0.288   0.432  0.654      9%      47%
+# meso4-f2f          mid 53-86      227/217   0.292   0.381  0.505     11%      37%
+# meso4-f2f          high >=86      146/298   0.211   0.480  0.658      9%      50%
+# mesoinception-df     low <53      191/253   0.920   0.920  0.599     99%      98%
+# mesoinception-df   mid 53-86      227/217   0.721   0.664  0.512     75%      71%
+# mesoinception-df   high >=86      146/298   0.393   0.467  0.523     38%      48%
+# mesoinception-f2f    low <53      191/253   0.026   0.042  0.612      0%       0%
+# mesoinception-f2f  mid 53-86      227/217   0.022   0.031  0.480      0%       0%
+# mesoinception-f2f  high >=86      146/298   0.025   0.184  0.573      1%      16%
+#
+#
+# == floors: the smallest bin edge from which every bin with >= 10 real faces has FA < 10% and (with >= 10 fakes)
+#    AUC > 0.5; above it, pooled:
+#    face px:   none passes, for any of the four models.
+#    sharpness: meso4-f2f >= 86 (FA 9%, TPR 50%, AUC 0.658); mesoinception-f2f >= 86 (FA 1%, TPR 16%, AUC 0.573);
+#               meso4-df and mesoinception-df: none (the top tertile fails: FA 45% / 38%).
