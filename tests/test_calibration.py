@@ -133,30 +133,36 @@ def dfdc(tmp_path_factory) -> Path:
 def test_calibrate_then_eval_and_scan_with_the_files(dfdc, tmp_path, capsys):
     common = ["--weights-dir", str(MESONET_WEIGHTS), "--offline", "--faces", "none",
               "--cache-dir", str(tmp_path / "cache")]
-    out = tmp_path / "meso4-df.json"
-    assert main(["calibrate", str(dfdc), "--model", "meso4-df", "--out", str(out), *common]) == 0
+    from PIL import Image
+
+    from engines.registry import get_entry
+
+    out = tmp_path / "meso4-f2f.json"
+    assert main(["calibrate", str(dfdc), "--model", "meso4-f2f", "--out", str(out), *common]) == 0
     assert "expected calibration error" in capsys.readouterr().out
     cal = read_file(out)
-    assert isinstance(cal, Calibration) and cal.model == "meso4-df" and cal.fitted_on["faces"] == 22
+    floor = get_entry("meso4-f2f").quality.min_face_px
+    judged = sum(min(Image.open(f).size) >= floor for f in DFDC.glob("*/*"))  # the quality gate applies here too
+    assert isinstance(cal, Calibration) and cal.model == "meso4-f2f" and cal.fitted_on["faces"] == judged
     ens_file = tmp_path / "ens.json"
-    assert main(["calibrate", str(dfdc), "--model", "ensemble:meso4-df,meso4-f2f", "--out", str(ens_file),
+    assert main(["calibrate", str(dfdc), "--model", "ensemble:meso4-f2f,mesoinception-f2f", "--out", str(ens_file),
                  *common]) == 0
     ens = read_file(ens_file)
-    assert isinstance(ens, Ensemble) and set(ens.coef) == {"meso4-df", "meso4-f2f"}
+    assert isinstance(ens, Ensemble) and set(ens.coef) == {"meso4-f2f", "mesoinception-f2f"}
     # eval: calibration measured before and after, a reliability diagram, the ensemble beside its members
     report = tmp_path / "report"
-    assert main(["eval", str(dfdc), "--out", str(report), "--model", "ensemble:meso4-df,meso4-f2f",
+    assert main(["eval", str(dfdc), "--out", str(report), "--model", "ensemble:meso4-f2f,mesoinception-f2f",
                  "--calibration", str(ens_file), *common[:-2], "--no-cache"]) == 0
     metrics = json.loads((report / "metrics.json").read_text())
-    assert set(metrics["members"]) == {"meso4-df", "meso4-f2f"} and (report / "reliability.png").stat().st_size
-    assert 0 <= metrics["calibration"]["ece_after"] <= 1 and metrics["models"] == ["ensemble:meso4-df,meso4-f2f"]
+    assert set(metrics["members"]) == {"meso4-f2f", "mesoinception-f2f"} and (report / "reliability.png").stat().st_size
+    assert 0 <= metrics["calibration"]["ece_after"] <= 1 and metrics["models"] == ["ensemble:meso4-f2f,mesoinception-f2f"]
     capsys.readouterr()
-    image = str(sorted((DFDC / "fake").iterdir())[0])
-    assert main(["scan", image, "--json", "--model", "meso4-df", "--calibration", str(out), *common[:-2]]) == 0
+    image = str(max((DFDC / "fake").iterdir(), key=lambda f: min(Image.open(f).size)))  # above every floor
+    assert main(["scan", image, "--json", "--model", "meso4-f2f", "--calibration", str(out), *common[:-2]]) == 0
     calibrated = json.loads(capsys.readouterr().out)
-    assert main(["scan", image, "--json", "--model", "meso4-df", *common[:-2]]) == 0
+    assert main(["scan", image, "--json", "--model", "meso4-f2f", *common[:-2]]) == 0
     raw = json.loads(capsys.readouterr().out)
     assert calibrated["score"] == pytest.approx(float(cal.apply(np.array([raw["score"]]))[0]), abs=1e-5)
     # a file for the other model is refused, in words, with exit 2
-    assert main(["scan", image, "--model", "meso4-f2f", "--calibration", str(out), *common[:-2]]) == 2
+    assert main(["scan", image, "--model", "meso4-df", "--calibration", str(out), *common[:-2]]) == 2
     assert "not among the models" in capsys.readouterr().err
