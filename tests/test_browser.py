@@ -352,19 +352,25 @@ def test_real_clip_as_webcam_raises_no_alert_and_every_face_carries_its_quality(
 
 @pytest.mark.slow
 def test_webcam_with_chromium_default_webrtc_settings(meso, tmp_path):
-    """A user's Chromium: mDNS host candidates (WebRtcHideLocalIpsWithMdns on) and no loopback candidates. With the
-    camera granted, Chromium shows its real host addresses, so aiortc, which cannot resolve .local names, still
-    gets one it can reach: the webcam is scored as in the other tests."""
+    """A user's Chromium: mDNS host candidates (WebRtcHideLocalIpsWithMdns on) and no loopback candidates. The
+    offer's host candidates are `.local` names, even with the camera granted; aiortc (aioice) resolves them by
+    multicast DNS, so the webcam connects and is scored as in the other tests."""
     y4m = to_y4m(REAL_VIDEO, tmp_path / "camera.y4m")
 
     async def scenario(server: LiveServer) -> None:
         async with open_browser(fake_camera(y4m), webrtc_defaults=True) as browser:
             page = await browser.new_page(height=720)
+            offers: list[str] = []
+            page.on("request", lambda r: offers.append(r.post_data_json["sdp"])
+                    if r.method == "POST" and r.url.endswith("/offer") else None)
             await page.goto(server.base + "/")
             await until_live(page)
             name = await start_webcam(page)
             faces = await scored_faces(page, name, BOXES_TIMEOUT_S)
             assert faces and all(f["verdict"] in VERDICTS for f in faces), faces
+            candidates = [line for line in offers[0].splitlines() if line.startswith("a=candidate:")]
+            print("offer candidates with Chromium's defaults:", *candidates, sep="\n  ")
+            assert candidates and all(".local " in c for c in candidates if " typ host" in c), candidates
             await expect(tile_of(page, name).locator(".message")).to_be_hidden()
             assert name in server.service.names()
 
