@@ -284,9 +284,14 @@ def quality_summary(faces: list[dict]) -> dict:
             "verdicts": sorted({f["verdict"] for f in faces})}
 
 
-# The 640x360 webcam: its faces are about half the size of the 720p ones (see the README's Browser section for
-# the numbers). Whether a small real face is judged fake is what the engines' quality floors settle.
-WEBCAM_SIZES = [pytest.param((1280, 720), id="1280x720"), pytest.param((640, 360), id="640x360")]
+# The real clip's face is ~122-138 px at 1280x720 and ~63-67 px at 640x360. With no quality floor (engines'
+# QualityFloor defaults to 0) MesoNet judges the small, soft 640x360 face fake within seconds (p(fake) up to ~0.9)
+# and an alert starts: the bug the floor fixes, so that parametrisation names the floor it needs and fails until
+# it lands in engines/registry.py.
+FLOOR_NEEDED = {(640, 360): "meso4-df needs a quality floor (engines/registry.py, QualityFloor(min_face_px=...))"
+                            " above this size's ~63-67 px faces and at or below 720p's ~122 px"}
+WEBCAM_SIZES = [pytest.param((1280, 720), id="1280x720"),
+                pytest.param((640, 360), id="640x360-needs-meso4-df-min_face_px-floor")]
 
 
 @pytest.mark.slow
@@ -315,10 +320,7 @@ def test_real_clip_as_webcam_raises_no_alert_and_every_face_carries_its_quality(
             await expect(tile.locator(".stats")).to_contain_text(f"received {width}×{height} at",
                                                                  timeout=ms(PAGE_TIMEOUT_S))
             await expect(tile.locator(".stats")).to_contain_text("low-quality face-frame")
-            while (left := NO_ALERT_S - (time.monotonic() - started)) > 0:  # stop early on an alert
-                if msgs.of("alert"):
-                    break
-                await asyncio.sleep(min(1.0, left))
+            await asyncio.sleep(max(0.0, NO_ALERT_S - (time.monotonic() - started)))  # all of it: the numbers
             await expect(tile.locator(".stats")).to_contain_text(re.compile(r"at \d[\d.]* (kbps|Mbps)"))
             await screenshot(page, tmp_path / "webcam-quality.png")
 
@@ -328,8 +330,9 @@ def test_real_clip_as_webcam_raises_no_alert_and_every_face_carries_its_quality(
         print(f"webcam {width}x{height}: {len(overlays)} overlays, {len(faces)} faces: {json.dumps(summary)}")
         (tmp_path / "quality.json").write_text(json.dumps(summary))
         alerts = msgs.of("alert")
-        assert not alerts, (f"an alert on the real clip at {width}x{height} (face_px {summary['face_px']}, "
-                            f"p(fake) {summary['score']}): {alerts[0]}")
+        assert not alerts, (f"{FLOOR_NEEDED.get(size, 'no floor is meant to be needed here')}: an alert on the real"
+                            f" clip at {width}x{height} (face_px {summary['face_px']}, p(fake) {summary['score']},"
+                            f" sharpness {summary['sharpness']}): {alerts[0]}")
         assert faces, "no face was scored"
         for face in faces:
             assert face["verdict"] in VERDICTS, face

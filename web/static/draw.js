@@ -61,10 +61,11 @@ export function drawOverlay(ctx, msg, rect, cw, ch) {
     const label = faceLabel(face);
     const tw = ctx.measureText(label).width + 10;
     const ly = box.y >= 20 ? box.y - 20 : box.y + box.h + 2;
+    const lx = Math.max(0, Math.min(box.x - 1.5, cw - tw)); // a long label stays on the canvas
     ctx.fillStyle = colour;
-    ctx.fillRect(box.x - 1.5, ly, tw, 19);
+    ctx.fillRect(lx, ly, tw, 19);
     ctx.fillStyle = low ? "#f3f4f7" : "#0b0e14";
-    ctx.fillText(label, box.x + 4, ly + 3);
+    ctx.fillText(label, lx + 5.5, ly + 3);
 
     // p(fake) bar along the bottom edge of the box: empty = real, full = fake
     const by = Math.min(ch - 6, box.y + box.h + (ly > box.y ? 22 : 4));

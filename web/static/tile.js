@@ -305,7 +305,8 @@ export class Tile {
       this.tooltip.append(el("div", "reason", `Not judged: ${f.reason || "below every engine's quality floor"}`));
     }
     const rows = [["fused p(fake), smoothed", percent(f.score)], ["fused p(fake), this frame", percent(f.raw)]];
-    for (const [name, p] of Object.entries(f.engines || {})) rows.push([name, percent(p)]);
+    const unused = f.verdict === LOW_QUALITY ? " (not used)" : "";
+    for (const [name, p] of Object.entries(f.engines || {})) rows.push([`${name}${unused}`, percent(p)]);
     rows.push(["face detector confidence", percent(f.prob)]);
     const q = f.quality || {};
     if (q.face_px !== undefined) rows.push(["face size", `${fmt(q.face_px, 0)} px`]);
