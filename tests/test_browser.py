@@ -284,12 +284,12 @@ def quality_summary(faces: list[dict]) -> dict:
             "verdicts": sorted({f["verdict"] for f in faces})}
 
 
-# The real clip's face is ~122-138 px at 1280x720 and ~63-67 px at 640x360. With no quality floor (engines'
+# The real clip's face is ~122-138 px at 1280x720 and ~59-69 px at 640x360. With no quality floor (engines'
 # QualityFloor defaults to 0) MesoNet judges the small, soft 640x360 face fake within seconds (p(fake) up to ~0.9)
 # and an alert starts: the bug the floor fixes, so that parametrisation names the floor it needs and fails until
 # it lands in engines/registry.py.
 FLOOR_NEEDED = {(640, 360): "meso4-df needs a quality floor (engines/registry.py, QualityFloor(min_face_px=...))"
-                            " above this size's ~63-67 px faces and at or below 720p's ~122 px"}
+                            " above this size's ~59-69 px faces and at or below 720p's ~122 px"}
 WEBCAM_SIZES = [pytest.param((1280, 720), id="1280x720"),
                 pytest.param((640, 360), id="640x360-needs-meso4-df-min_face_px-floor")]
 
@@ -354,10 +354,21 @@ def test_real_clip_as_webcam_raises_no_alert_and_every_face_carries_its_quality(
 
 
 @pytest.mark.slow
-def test_webcam_with_chromium_default_webrtc_settings(meso, tmp_path):
+@pytest.mark.parametrize("mdns", ["resolved", "blocked"])
+def test_webcam_with_chromium_default_webrtc_settings(meso, tmp_path, monkeypatch, mdns):
     """A user's Chromium: mDNS host candidates (WebRtcHideLocalIpsWithMdns on) and no loopback candidates. The
-    offer's host candidates are `.local` names, even with the camera granted; aiortc (aioice) resolves them by
-    multicast DNS, so the webcam connects and is scored as in the other tests."""
+    offer's host candidates are `.local` names, even with the camera granted. aiortc (aioice) resolves them by
+    multicast DNS; and where multicast DNS is blocked (`blocked`: no name resolves), ICE still learns the browser's
+    address from the browser's own checks (a peer-reflexive candidate). Either way the webcam is scored."""
+    asked: list[str] = []  # the .local names the server could not resolve
+    if mdns == "blocked":
+        import aioice.mdns
+
+        async def unresolved(self, hostname, timeout=1.0):
+            asked.append(hostname)
+            return None
+
+        monkeypatch.setattr(aioice.mdns.MDnsProtocol, "resolve", unresolved)
     y4m = to_y4m(REAL_VIDEO, tmp_path / "camera.y4m")
 
     async def scenario(server: LiveServer) -> None:
@@ -374,6 +385,7 @@ def test_webcam_with_chromium_default_webrtc_settings(meso, tmp_path):
             candidates = [line for line in offers[0].splitlines() if line.startswith("a=candidate:")]
             print("offer candidates with Chromium's defaults:", *candidates, sep="\n  ")
             assert candidates and all(".local " in c for c in candidates if " typ host" in c), candidates
+            assert bool(asked) == (mdns == "blocked"), asked
             await expect(tile_of(page, name).locator(".message")).to_be_hidden()
             assert name in server.service.names()
 
