@@ -3,7 +3,6 @@
 // verdict) is drawn grey and dashed, labelled with the server's reason instead of a score.
 
 export const LOW_QUALITY = "low-quality";
-export const VERDICTS = ["real", "uncertain", "fake", LOW_QUALITY]; // what a face's verdict may be
 export const COLOURS = { real: "#2fb36b", uncertain: "#f0b429", fake: "#e5484d", [LOW_QUALITY]: "#6b7385", none: "#8a94a6" };
 
 export function colourOf(verdict) {
@@ -11,6 +10,12 @@ export function colourOf(verdict) {
 }
 
 const LABEL_MAX = 56;
+
+/** A face's colour: its verdict's, grey while not scored, a darker grey when low-quality. */
+export function faceColour(face) {
+  if (face.verdict === LOW_QUALITY) return COLOURS[LOW_QUALITY];
+  return colourOf(face.score === null ? "none" : face.verdict);
+}
 
 /** The words on a face's box. */
 export function faceLabel(face) {
@@ -51,7 +56,7 @@ export function drawOverlay(ctx, msg, rect, cw, ch) {
     const [x1, y1, x2, y2] = face.box;
     const box = { x: rect.x + x1 * sx, y: rect.y + y1 * sy, w: (x2 - x1) * sx, h: (y2 - y1) * sy };
     const low = face.verdict === LOW_QUALITY;
-    const colour = colourOf(low ? LOW_QUALITY : face.score === null ? "none" : face.verdict);
+    const colour = faceColour(face);
     ctx.lineWidth = 3;
     ctx.strokeStyle = colour;
     ctx.setLineDash(low ? [6, 4] : []);

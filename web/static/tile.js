@@ -15,7 +15,7 @@
 //   originOf(key)    when (performance.now() ms) the frame with that key arrived or was captured, or null
 //   detach()         stop and let go of everything; hangUp() the same, for a page being closed
 
-import { colourOf, contentRect, drawOverlay, drawStrip, faceLabel, LOW_QUALITY, percent } from "./draw.js";
+import { colourOf, contentRect, drawOverlay, drawStrip, faceColour, faceLabel, LOW_QUALITY, percent } from "./draw.js";
 import { CLOCK, OverlayBuffer, percentile, timeKey } from "./sync.js";
 
 const STRIP_SPAN_MS = 60000;
@@ -285,7 +285,7 @@ export class Tile {
     d.faces = this.drawnFaces.map(({ face, x, y, w: bw, h: bh }) => ({
       track: face.track, score: face.score, verdict: face.verdict, engines: face.engines,
       reason: face.reason ?? null, quality: face.quality || {}, label: faceLabel(face),
-      colour: colourOf(face.verdict === LOW_QUALITY ? LOW_QUALITY : face.score === null ? "none" : face.verdict),
+      colour: faceColour(face),
       box: [Math.round(x), Math.round(y), Math.round(bw), Math.round(bh)], // CSS px within the stage
     }));
     if (d.faces.length) d.withFaces += 1;
