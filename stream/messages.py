@@ -100,9 +100,13 @@ class SourceStatus:
     reconnects: int
     error: str | None
     frame_size: tuple[int, int] | None
+    link: dict[str, Any] | None = None  # what the link delivers (WebRTC: received size, bitrate_kbps)
 
     def to_message(self) -> Message:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        msg = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.link is None:
+            del msg["link"]
+        return msg
 
 
 @dataclass(frozen=True, slots=True)

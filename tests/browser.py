@@ -22,15 +22,20 @@ from pathlib import Path
 
 CHROMIUM = os.environ.get("DFSTREAM_CHROMIUM", "/usr/bin/chromium")
 # The flags every test browser runs with: no sandbox (containers, root), no GPU, nothing fetched from the network.
-BASE_FLAGS = (
+COMMON_FLAGS = (
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
     "--disable-default-apps", "--disable-extensions", "--mute-audio", "--no-default-browser-check",
     "--autoplay-policy=no-user-gesture-required",
-    # WebRTC between the page and aiortc on one host: allow loopback candidates (hosts with no other address)
-    # and plain IP host candidates (no mDNS names the server would have to resolve).
+)  # fmt: skip
+# WebRTC between the page and aiortc on one host: allow loopback candidates (hosts with no other address) and
+# plain IP host candidates (no mDNS names the server would have to resolve). Not a user's browser:
+# `open_browser(webrtc_defaults=True)` leaves them out and keeps Chromium's own WebRTC settings.
+WEBRTC_LOOPBACK_FLAGS = (
     "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns,Translate,MediaRouter",
 )  # fmt: skip
+WEBRTC_DEFAULT_FLAGS = ("--disable-features=Translate,MediaRouter",)
+BASE_FLAGS = COMMON_FLAGS + WEBRTC_LOOPBACK_FLAGS
 LAUNCH_TIMEOUT_MS = 30_000
 
 
@@ -71,12 +76,16 @@ class Browser:
 
 
 @asynccontextmanager
-async def open_browser(extra_flags: tuple[str, ...] | list[str] = ()) -> AsyncIterator[Browser]:
+async def open_browser(extra_flags: tuple[str, ...] | list[str] = (), webrtc_defaults: bool = False
+                       ) -> AsyncIterator[Browser]:
+    """A headless Chromium with BASE_FLAGS, or with Chromium's own WebRTC settings (mDNS host candidates, no
+    loopback candidates) where `webrtc_defaults`, as a user's browser has them."""
     from playwright.async_api import async_playwright
 
+    flags = COMMON_FLAGS + (WEBRTC_DEFAULT_FLAGS if webrtc_defaults else WEBRTC_LOOPBACK_FLAGS)
     async with async_playwright() as pw:
         chromium = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                            args=[*BASE_FLAGS, *extra_flags], timeout=LAUNCH_TIMEOUT_MS)
+                                            args=[*flags, *extra_flags], timeout=LAUNCH_TIMEOUT_MS)
         browser = Browser(chromium)
         try:
             yield browser

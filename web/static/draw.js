@@ -1,10 +1,31 @@
 // Drawing one overlay message on a canvas: a box per face, its track id, the fused p(fake) as a label and a bar,
-// coloured by the track's verdict.
+// coloured by the track's verdict. A "low-quality" face (below every engine's quality floor: it counts toward no
+// verdict) is drawn grey and dashed, labelled with the server's reason instead of a score.
 
-export const COLOURS = { real: "#2fb36b", uncertain: "#f0b429", fake: "#e5484d", none: "#8a94a6" };
+export const LOW_QUALITY = "low-quality";
+export const COLOURS = { real: "#2fb36b", uncertain: "#f0b429", fake: "#e5484d", [LOW_QUALITY]: "#6b7385", none: "#8a94a6" };
 
 export function colourOf(verdict) {
   return COLOURS[verdict] || COLOURS.none;
+}
+
+const LABEL_MAX = 56;
+
+/** A face's colour: its verdict's, grey while not scored, a darker grey when low-quality. */
+export function faceColour(face) {
+  if (face.verdict === LOW_QUALITY) return COLOURS[LOW_QUALITY];
+  return colourOf(face.score === null ? "none" : face.verdict);
+}
+
+/** The words on a face's box. */
+export function faceLabel(face) {
+  if (face.verdict === LOW_QUALITY) {
+    const why = face.reason ? `: ${face.reason}` : "";
+    const label = `#${face.track} low quality${why}`;
+    return label.length > LABEL_MAX ? `${label.slice(0, LABEL_MAX - 1)}…` : label; // the tooltip has it all
+  }
+  if (face.score === null) return `#${face.track} scoring…`;
+  return `#${face.track} ${face.verdict} ${percent(face.score)}`;
 }
 
 /** Where a frame of `w` x `h` shows inside a `cw` x `ch` element with object-fit: contain. */
@@ -34,26 +55,28 @@ export function drawOverlay(ctx, msg, rect, cw, ch) {
   for (const face of msg.faces) {
     const [x1, y1, x2, y2] = face.box;
     const box = { x: rect.x + x1 * sx, y: rect.y + y1 * sy, w: (x2 - x1) * sx, h: (y2 - y1) * sy };
-    const colour = colourOf(face.score === null ? "none" : face.verdict);
+    const low = face.verdict === LOW_QUALITY;
+    const colour = faceColour(face);
     ctx.lineWidth = 3;
     ctx.strokeStyle = colour;
+    ctx.setLineDash(low ? [6, 4] : []);
     ctx.strokeRect(box.x, box.y, box.w, box.h);
+    ctx.setLineDash([]);
 
-    const label = face.score === null
-      ? `#${face.track} scoring…`
-      : `#${face.track} ${face.verdict} ${percent(face.score)}`;
+    const label = faceLabel(face);
     const tw = ctx.measureText(label).width + 10;
     const ly = box.y >= 20 ? box.y - 20 : box.y + box.h + 2;
+    const lx = Math.max(0, Math.min(box.x - 1.5, cw - tw)); // a long label stays on the canvas
     ctx.fillStyle = colour;
-    ctx.fillRect(box.x - 1.5, ly, tw, 19);
-    ctx.fillStyle = "#0b0e14";
-    ctx.fillText(label, box.x + 4, ly + 3);
+    ctx.fillRect(lx, ly, tw, 19);
+    ctx.fillStyle = low ? "#f3f4f7" : "#0b0e14";
+    ctx.fillText(label, lx + 5.5, ly + 3);
 
     // p(fake) bar along the bottom edge of the box: empty = real, full = fake
     const by = Math.min(ch - 6, box.y + box.h + (ly > box.y ? 22 : 4));
     ctx.fillStyle = "rgba(11, 14, 20, 0.75)";
     ctx.fillRect(box.x, by, box.w, 6);
-    if (face.score !== null) {
+    if (face.score !== null && !low) {
       ctx.fillStyle = colour;
       ctx.fillRect(box.x, by, box.w * Math.max(0, Math.min(1, face.score)), 6);
     }

@@ -4,6 +4,47 @@
 import { CaptureClock } from "./sync.js";
 
 const GATHER_TIMEOUT_MS = 3000;
+// What the webcam asks for: 720p, because the detectors judge faces by their pixels (a small or blurred face is
+// "low-quality" and judged by nothing). The encoder may spend up to 2.5 Mbps at 720p (more for larger frames), and
+// on a poor link it lowers the frame rate, not the resolution.
+export const CAPTURE = { width: 1280, height: 720, frameRate: 25, maxFrameRate: 30 };
+export const MIN_BITRATE_BPS = 2_500_000; // the sender's cap at 720p and below
+const DEGRADATION = "maintain-resolution";
+
+/** The sender's bitrate cap for a `width` x `height` picture: 2.5 Mbps at 720p, and as much per pixel above. */
+export function maxBitrateFor(width, height) {
+  const perPixel = MIN_BITRATE_BPS / (CAPTURE.width * CAPTURE.height);
+  return Math.max(MIN_BITRATE_BPS, Math.round(perPixel * (width || 0) * (height || 0)));
+}
+
+/**
+ * Cap the sender's bitrate for the track's size and keep its resolution under congestion. Returns what the
+ * browser reports back afterwards ({width, height, maxBitrate, degradationPreference, error}), for the page's
+ * state: a browser may ignore a setting, and then the numbers say so.
+ */
+async function tuneSender(sender, track) {
+  const settings = track.getSettings ? track.getSettings() : {};
+  const out = { width: settings.width ?? null, height: settings.height ?? null, maxBitrate: null,
+    degradationPreference: null, error: null };
+  if ("contentHint" in track) track.contentHint = "detail"; // Chromium's own hint for keeping resolution
+  const set = async (degradation) => {
+    const params = sender.getParameters();
+    if (!params.encodings || !params.encodings.length) params.encodings = [{}];
+    for (const enc of params.encodings) enc.maxBitrate = maxBitrateFor(settings.width, settings.height);
+    if (degradation) params.degradationPreference = DEGRADATION;
+    await sender.setParameters(params);
+  };
+  try {
+    await set(true);
+  } catch (err) { // a browser without degradationPreference: at least the bitrate
+    out.error = String((err && err.message) || err);
+    await set(false).catch(() => {});
+  }
+  const now = sender.getParameters();
+  out.maxBitrate = (now.encodings && now.encodings[0] && now.encodings[0].maxBitrate) ?? null;
+  out.degradationPreference = now.degradationPreference ?? null;
+  return out;
+}
 
 function gathered(pc) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
@@ -43,8 +84,9 @@ export function cameraErrorText(err) {
 }
 
 /**
- * Send the webcam to the server. Returns {stream, peer, media, pc, clock}; `clock` maps preview capture times to
- * the RTP timestamps the server reports (null where the browser has no encoded-frame transforms).
+ * Send the webcam to the server. Returns {stream, peer, media, pc, clock, sender}; `clock` maps preview capture
+ * times to the RTP timestamps the server reports (null where the browser has no encoded-frame transforms);
+ * `sender` is what tuneSender() set.
  */
 export async function startWebcam(api, name) {
   if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
@@ -53,7 +95,10 @@ export async function startWebcam(api, name) {
     throw err;
   }
   const media = await navigator.mediaDevices.getUserMedia({
-    video: { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 25, max: 30 } },
+    video: {
+      width: { ideal: CAPTURE.width }, height: { ideal: CAPTURE.height },
+      frameRate: { ideal: CAPTURE.frameRate, max: CAPTURE.maxFrameRate },
+    },
     audio: false,
   });
   const transforms = typeof RTCRtpSender !== "undefined" && "createEncodedStreams" in RTCRtpSender.prototype;
@@ -76,7 +121,8 @@ export async function startWebcam(api, name) {
         .catch(() => {});
     }
     const answer = await negotiate(pc, api, "/offer", { name });
-    return { stream: answer.stream, peer: answer.peer, media, pc, clock };
+    const tuned = await tuneSender(sender, media.getVideoTracks()[0]);
+    return { stream: answer.stream, peer: answer.peer, media, pc, clock, sender: tuned };
   } catch (err) {
     media.getTracks().forEach((t) => t.stop());
     if (pc) pc.close();

@@ -15,7 +15,7 @@
 //   originOf(key)    when (performance.now() ms) the frame with that key arrived or was captured, or null
 //   detach()         stop and let go of everything; hangUp() the same, for a page being closed
 
-import { colourOf, contentRect, drawOverlay, drawStrip, percent } from "./draw.js";
+import { colourOf, contentRect, drawOverlay, drawStrip, faceColour, faceLabel, LOW_QUALITY, percent } from "./draw.js";
 import { CLOCK, OverlayBuffer, percentile, timeKey } from "./sync.js";
 
 const STRIP_SPAN_MS = 60000;
@@ -38,6 +38,15 @@ export function el(tag, cls, text) {
 
 function fmt(v, digits = 1) {
   return v === null || v === undefined || Number.isNaN(v) ? "–" : Number(v).toFixed(digits);
+}
+
+/** What the link delivered (a WebRTC stream's status.link): "received 1280×720 at 2480 kbps". */
+export function linkText(link) {
+  if (!link) return "";
+  const size = link.received ? `${link.received[0]}×${link.received[1]}` : "–";
+  const rate = link.bitrate_kbps === null || link.bitrate_kbps === undefined ? "– kbps"
+    : link.bitrate_kbps >= 1000 ? `${fmt(link.bitrate_kbps / 1000, 2)} Mbps` : `${fmt(link.bitrate_kbps, 0)} kbps`;
+  return `received ${size} at ${rate}`;
 }
 
 export class Tile {
@@ -194,6 +203,7 @@ export class Tile {
     this.state.stats = {
       fps: msg.fps, analysed_fps: msg.analysed_fps, target_fps: msg.target_fps, dropped: msg.dropped,
       received: msg.received, latency_ms: msg.latency_ms, tracks: msg.tracks, reconnects: msg.reconnects,
+      gated_faces: msg.gated_faces, link: msg.link || null,
     };
     this.el.dataset.state = msg.state;
     this.badgeEl.textContent = msg.state;
@@ -206,7 +216,9 @@ export class Tile {
       `dropped ${msg.dropped ?? "–"}`,
       `latency p50 ${fmt(lat.p50, 0)} ms · p95 ${fmt(lat.p95, 0)} ms`,
     ];
+    if (msg.link) parts.push(linkText(msg.link));
     if (msg.tracks !== undefined) parts.push(`${msg.tracks} track${msg.tracks === 1 ? "" : "s"}`);
+    if (msg.gated_faces !== undefined) parts.push(`${msg.gated_faces} low-quality face-frame${msg.gated_faces === 1 ? "" : "s"}`);
     if (msg.reconnects) parts.push(`${msg.reconnects} reconnect${msg.reconnects === 1 ? "" : "s"}`);
     this.statsEl.textContent = parts.join(" · ");
     this.refreshMessage();
@@ -272,6 +284,8 @@ export class Tile {
     d.frames += 1;
     d.faces = this.drawnFaces.map(({ face, x, y, w: bw, h: bh }) => ({
       track: face.track, score: face.score, verdict: face.verdict, engines: face.engines,
+      reason: face.reason ?? null, quality: face.quality || {}, label: faceLabel(face),
+      colour: faceColour(face),
       box: [Math.round(x), Math.round(y), Math.round(bw), Math.round(bh)], // CSS px within the stage
     }));
     if (d.faces.length) d.withFaces += 1;
@@ -287,9 +301,17 @@ export class Tile {
     const f = hit.face;
     this.tooltip.replaceChildren();
     this.tooltip.append(el("strong", "", `Track #${f.track}: ${f.verdict}`));
+    if (f.verdict === LOW_QUALITY) {
+      this.tooltip.append(el("div", "reason", `Not judged: ${f.reason || "below every engine's quality floor"}`));
+    }
     const rows = [["fused p(fake), smoothed", percent(f.score)], ["fused p(fake), this frame", percent(f.raw)]];
-    for (const [name, p] of Object.entries(f.engines || {})) rows.push([name, percent(p)]);
+    const unused = f.verdict === LOW_QUALITY ? " (not used)" : "";
+    for (const [name, p] of Object.entries(f.engines || {})) rows.push([`${name}${unused}`, percent(p)]);
     rows.push(["face detector confidence", percent(f.prob)]);
+    const q = f.quality || {};
+    if (q.face_px !== undefined) rows.push(["face size", `${fmt(q.face_px, 0)} px`]);
+    if (q.sharpness !== undefined) rows.push(["sharpness", fmt(q.sharpness, 0)]);
+    if (q.received !== undefined || q.bitrate_kbps !== undefined) rows.push(["link", linkText(q).replace(/^received /, "")]);
     for (const [k, v] of rows) {
       const row = el("div", "row");
       row.append(el("span", "", k), el("span", "v", v));

@@ -130,7 +130,7 @@ export class RelayView {
 }
 
 export class LocalView {
-  /** `local`: what rtc.startWebcam returned ({stream, peer, media, pc, clock}). */
+  /** `local`: what rtc.startWebcam returned ({stream, peer, media, pc, clock, sender}). */
   constructor(api, local) {
     this.api = api;
     this.local = local;
@@ -149,6 +149,7 @@ export class LocalView {
     this.tile = tile;
     const { video } = tile;
     const { pc, media, clock } = this.local;
+    tile.state.capture = this.local.sender || null; // what the camera gives and the sender was set to
     video.after(this.preview);
     video.srcObject = media;
     video.classList.add("source"); // decoded, not shown: the preview canvas shows delayed frames

@@ -5,20 +5,23 @@
 closes, when it never connects, when its stream is removed through the API, and at shutdown (the shared
 lifecycle is `peers.PeerSet`), so no peer outlives its stream or the other way round.
 
-The source side of a peer (its video track) is `stream.live.sources.webrtc.WebRTCSource`.
+The source side of a peer (its video track) is `stream.live.sources.webrtc.WebRTCSource`. While a peer is open,
+a small task reads its receiver's stats every `BITRATE_EVERY_S` and sets the source's received bitrate, which
+the stream's status and every face's quality carry (`WebRTCSource.link_quality()`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from aiohttp import web
-from aiortc import MediaStreamTrack, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCIceServer, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription, RTCStatsReport
 from pydantic import TypeAdapter, ValidationError
 
 from stream.config.serve import source_name_for
@@ -38,6 +41,7 @@ DISCONNECT_GRACE_S = peers.DISCONNECT_GRACE_S
 STREAM_NAME = TypeAdapter(Annotated[str, SourceConfig.model_fields["name"]])  # the same rules as config names
 DEFAULT_NAME = "webrtc"
 OFFER_HELP = 'send JSON {"sdp": "...", "type": "offer", "name": "optional stream name"}'
+BITRATE_EVERY_S = 1.0  # how often each peer's received bitrate is measured
 
 
 class NameTaken(ValueError):
@@ -51,6 +55,37 @@ class Peer:
     id: str
     pc: RTCPeerConnection
     source: WebRTCSource
+    stats: asyncio.Task | None = None  # measures the received bitrate while the peer is open
+
+
+def received_bytes(report: RTCStatsReport) -> int | None:
+    """The bytes received so far on a video receiver, from its `getStats()` report. The inbound RTP stats'
+    `bytesReceived` where aiortc gives it; aiortc 1.16 does not, so else the transport's: a webcam peer's
+    transport carries only its one video track (every other media section is answered inactive)."""
+    by_type: dict[str, int] = {}
+    for stats in report.values():
+        n = getattr(stats, "bytesReceived", None)
+        if isinstance(n, int) and stats.type in ("inbound-rtp", "transport"):
+            by_type[stats.type] = by_type.get(stats.type, 0) + n
+    return by_type.get("inbound-rtp", by_type.get("transport"))
+
+
+async def measure_bitrate(receiver: RTCRtpReceiver, source: WebRTCSource, every_s: float = BITRATE_EVERY_S) -> None:
+    """Set `source.bitrate_kbps` from the receiver's byte count every `every_s`, until cancelled."""
+    last: tuple[int, float] | None = None
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            got = received_bytes(await receiver.getStats())
+        except Exception:  # the transport is going away: the peer's teardown cancels this task
+            log.debug("%s: receiver stats unavailable", source.name, exc_info=True)
+            continue
+        now = time.monotonic()
+        if got is None:
+            continue
+        if last is not None and now > last[1] and got >= last[0]:
+            source.bitrate_kbps = round((got - last[0]) * 8 / 1000 / (now - last[1]), 1)
+        last = (got, now)
 
 
 def default_policy() -> PeerPolicy:
@@ -90,27 +125,28 @@ class PeerRegistry:
             raise NameTaken(f"a stream named {name!r} already exists")
         peer_id = uuid.uuid4().hex
         async with self._peers.opening() as pc:
-            track = await self._peers.answer(pc, lambda pc: self._negotiate(pc, offer))
-            source = WebRTCSource(name, peer_id, track, on_stop=self.discard)
+            receiver = await self._peers.answer(pc, lambda pc: self._negotiate(pc, offer))
+            source = WebRTCSource(name, peer_id, receiver.track, on_stop=self.discard)
             try:
                 self.service.add_source(source)
             except ValueError as exc:  # the name was taken while we negotiated
                 raise NameTaken(str(exc)) from None
         peer = Peer(peer_id, pc, source)
         self._peers.add(peer)
+        peer.stats = asyncio.create_task(measure_bitrate(receiver, source), name=f"webrtc-bitrate-{name}")
         log.info("webrtc peer %s opened stream %s", peer_id, name)
         return peer, pc.localDescription
 
     @staticmethod
-    async def _negotiate(pc: RTCPeerConnection, offer: RTCSessionDescription) -> MediaStreamTrack:
-        """Receive the first video track; answer every other media section inactive, because aiortc would
-        decode and queue it without bound while nobody reads it."""
+    async def _negotiate(pc: RTCPeerConnection, offer: RTCSessionDescription) -> RTCRtpReceiver:
+        """Receive the first video track (returns its receiver); answer every other media section inactive,
+        because aiortc would decode and queue it without bound while nobody reads it."""
         await pc.setRemoteDescription(offer)
         video = None
         for transceiver in pc.getTransceivers():
             track = transceiver.receiver.track
             if video is None and transceiver.kind == "video" and track is not None:
-                video = track
+                video = transceiver.receiver
             else:
                 transceiver.direction = "inactive"
         if video is None:
@@ -121,6 +157,8 @@ class PeerRegistry:
     def _teardown(self, peer: Peer, error: str | None) -> None:
         """A peer went: a failure becomes its stream's last status (pushed by the source's state change), then
         the stream is removed."""
+        if peer.stats is not None:
+            peer.stats.cancel()
         if error is not None:
             peer.source.fail(error)
         if any(s is peer.source for s in self.service.scheduler.sources()):  # not a newer stream of that name

@@ -3,15 +3,21 @@
 aiortc decodes on its own thread and queues every decoded frame without bound. The source keeps that queue empty
 by taking frames as they arrive and holding only the newest; only that one is converted to RGB (on a worker
 thread, so WebRTC I/O on the event loop never waits), and the frames it replaced are counted as dropped.
+
+What the link delivers is part of every face's quality and of the stream's status (`link_quality()`): the size
+of the newest received frame, and the bitrate the peer's receiver measured (set by the signalling side,
+`stream.live.server.webcam`, from `RTCRtpReceiver.getStats()`). A browser that lowers its resolution or bitrate
+on a poor link then shows in the numbers, next to the verdict it produced.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
@@ -20,6 +26,7 @@ from av import VideoFrame
 from stream.live.sources.base import Frame, SourceState
 from stream.live.sources.buffer import BufferPolicy, LatestFrameBuffer
 from stream.live.sources.live import SourceConfig, StreamSource
+from stream.messages import SourceStatus
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,16 @@ class WebRTCSource(StreamSource):
         self._ended = False
         self._count = 0
         self._tasks: list[asyncio.Task] = []
+        self.bitrate_kbps: float | None = None  # the receiver's measured bitrate; None until first measured
+
+    def link_quality(self) -> dict[str, Any]:
+        """The received frame size ([w, h], None before the first frame) and bitrate (kbit/s, None until
+        measured)."""
+        size = self.frame_size
+        return {"received": list(size) if size else None, "bitrate_kbps": self.bitrate_kbps}
+
+    def source_status(self) -> SourceStatus:
+        return dataclasses.replace(super().source_status(), link=self.link_quality())
 
     # StreamSource may be started and stopped from any thread; the tasks live on the event loop.
     def start(self) -> None:
