@@ -158,7 +158,10 @@ MODELS: dict[str, ModelEntry] = {
     ]
 }
 
-DEFAULT_MODEL = "meso4-df"
+# Chosen by measurement (benchmarks/robustness.py and scan on the shared FF++ clips, 2026-12-01): meso4-f2f's
+# false alarms on real faces stay at 0-17 % across resolutions, compression and the WebRTC path, and it flags none
+# of the three shared real clips, where meso4-df is below chance (AUC 0.33) and calls half the real faces fake.
+DEFAULT_MODEL = "meso4-f2f"
 
 
 class UnknownModel(KeyError):

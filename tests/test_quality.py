@@ -106,3 +106,11 @@ def test_a_face_below_the_floor_never_starts_an_alert_even_at_p_099(frames, floo
         sched.publish_status()
         status = next(m for m in msgs if m["type"] == "status")
         assert status["gated_faces"] == len(faces)
+
+
+def test_serve_and_scan_share_the_measured_default_model():
+    from engines.registry import DEFAULT_MODEL, get_entry
+    from stream.config.serve import ServeConfig
+
+    assert ServeConfig().models == [DEFAULT_MODEL]
+    assert get_entry(DEFAULT_MODEL).quality.min_face_px > 0  # its floor is measured, not left at none

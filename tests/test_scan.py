@@ -37,7 +37,9 @@ def test_scan_all_shared_videos():
         assert 0.0 <= r["score"] <= 1.0 and r["threshold"] == 0.5 and r["model"] == "meso4-df"
         assert r["frames_scored"] > 0 and len(r["tracks"]) >= 1
         # the video score is the mean over scored face-frames, i.e. the frame-weighted mean of track scores
-        weighted = sum(t["score"] * t["frames"] for t in r["tracks"]) / sum(t["frames"] for t in r["tracks"])
+        # (over the face-frames that were judged: low-quality ones are counted in frames_scored but not scored)
+        judged = [(t["score"], t["frames"] - t["gated"]) for t in r["tracks"] if t["score"] is not None]
+        weighted = sum(s * n for s, n in judged) / sum(n for _, n in judged)
         assert r["score"] == pytest.approx(weighted, abs=1e-9)
         assert sum(t["frames"] for t in r["tracks"]) == r["frames_scored"]
         assert r["label"] == ("fake" if r["score"] >= r["threshold"] else "real")

@@ -21,7 +21,7 @@ PIPED_TABLE_WIDTH = 200
 
 
 BACKEND_HELP = "auto: TensorRT, then CUDA torch, then ONNX Runtime on the CPU"
-MODEL_HELP = "model to run (repeatable; several are fused by mean p_fake). Default: meso4-df"
+MODEL_HELP = "model to run (repeatable; several are fused by mean p_fake). Default: meso4-f2f"
 WEIGHTS_DIR_HELP = "folder holding weight files (default: $DFSTREAM_WEIGHTS or ~/.cache/dfstream/weights)"
 DEVICE_HELP = "torch device (default: cuda when available, else cpu)"
 
@@ -131,7 +131,7 @@ def prepared(name: str, args: argparse.Namespace, weights_file: Path | None) -> 
 
 
 def load_engines(args: argparse.Namespace) -> tuple[list[Any], list[float]]:
-    """The `--model` engines (default meso4-df) and their registry thresholds."""
+    """The `--model` engines (default meso4-f2f) and their registry thresholds."""
     from engines.registry import DEFAULT_MODEL, get_entry
 
     names = args.models or [DEFAULT_MODEL]

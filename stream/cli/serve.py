@@ -27,7 +27,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_precision(p, default=None, help="fp32 (default), fp16 (CUDA: torch or TensorRT) or int8 (ONNX Runtime or "
                                         "TensorRT, calibrated on --calibrate)")
     add_calibrate(p)
-    add_model(p, help="model to run (repeatable). Default: the config's, else meso4-df")
+    add_model(p, help="model to run (repeatable). Default: the config's, else meso4-f2f")
     add_weights_dir(p)
     add_calibration(p)
     add_offline(p)

@@ -34,7 +34,7 @@ class ServeConfig(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535)
     token: str | None = Field(default=None, description="required by clients when bound beyond loopback")
     sources: list[SourceConfig] = []
-    models: list[str] = ["meso4-df"]
+    models: list[str] = ["meso4-f2f"]  # engines.registry.DEFAULT_MODEL (not imported: config stays torch-free)
     weights_dir: Path | None = None
     calibration: list[Path] = Field(default=[], description="calibration maps (dfstream calibrate) or a fitted "
                                     "ensemble for the models; WEIGHTS.calibration.json beside weights is found too")
