@@ -7,6 +7,7 @@ moment a frame was decoded to the moment its overlay was published). For the pro
     .venv/bin/python benchmarks/live.py --streams 2 --model meso4-df --seconds 30
     .venv/bin/python benchmarks/live.py --streams 1 --model xception-140k --seconds 30
     .venv/bin/python benchmarks/live.py --streams 1 --model xception-140k --precision int8
+    .venv/bin/python benchmarks/live.py --streams 4 --compare      # detect every frame vs every 3rd, one run
 
 The 720p30 inputs are made once from the shared FF++ clips (scaled with PyAV into a temp folder). xception-140k
 runs with random weights in the card's layout when its published file is absent: speed does not depend on values.
@@ -97,27 +98,71 @@ def main() -> None:
     parser.add_argument("--detect-side", type=int, default=None,
                         help="MTCNN's longest side (config detector.max_side; default 640). 480 is ~1.8x faster "
                              "but finds no face under ~107 px in a 1280-wide frame (~80 px at 640)")
+    parser.add_argument("--detect-every", type=int, default=3,
+                        help="analysed frames per full-frame MTCNN (the scheduler's detection policy; 1: every frame)")
+    parser.add_argument("--compare", action="store_true",
+                        help="run detect-every-frame and the interval policy on the same inputs, side by side")
     args = parser.parse_args()
 
-    from stream.live.faces import DetectorConfig, FaceDetector
-    from stream.live.scheduler.loop import Scheduler
-    from stream.live.sources.live import AVLiveSource, SourceConfig
+    from stream.config.scheduler import DetectionPolicy
+    from stream.live.faces import DetectorConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="dfstream-live-bench-"))
     videos = [make_720p30(SHARED_VIDEOS[i % len(SHARED_VIDEOS)], tmp / f"cam{i}.mp4") for i in range(args.streams)]
     engine = build(args.model, args.weights_dir, args.backend, args.precision, tmp)
+    detector_config = DetectorConfig() if args.detect_side is None else DetectorConfig(max_side=args.detect_side)
+    policies = [DetectionPolicy(detect_every=args.detect_every)]
+    if args.compare:  # today's policy first, then the interval policy, on the same inputs in one run
+        policies = [DetectionPolicy(detect_every=1), DetectionPolicy(detect_every=max(2, args.detect_every))]
+    console = Console()
+    runs = [run_once(args, engine, videos, detector_config, policy, console) for policy in policies]
+    if args.compare:
+        base, new = runs
+        table = Table(title=f"--compare: detect every {policies[1].detect_every} vs every analysed frame")
+        for col in ("stream", "analysed fps ratio", "first-box lag s (every / interval)",
+                    "track ids (every / interval)", "mean p(fake) diff"):
+            table.add_column(col, justify="right")
+        for name in base["streams"]:
+            b, n = base["streams"][name], new["streams"][name]
+            diff = abs(n["mean_p"] - b["mean_p"]) if not (np.isnan(n["mean_p"]) or np.isnan(b["mean_p"])) else np.nan
+            table.add_row(name, f"{n['analysed'] / max(b['analysed'], 1e-9):.2f}",
+                          f"{b['lag']:.2f} / {n['lag']:.2f}", f"{b['ids']} / {n['ids']}", f"{diff:.3f}")
+        console.print(table)
+        console.print(f"process CPU {base['cpu']:.2f} -> {new['cpu']:.2f} cores; total analysed fps "
+                      f"{sum(s['analysed'] for s in base['streams'].values()):.1f} -> "
+                      f"{sum(s['analysed'] for s in new['streams'].values()):.1f}")
+
+
+def run_once(args, engine, videos, detector_config, policy, console) -> dict:
+    """One measured run of the real sources, scheduler and engine under one detection policy."""
+    from stream.config.scheduler import SchedulerConfig
+    from stream.live.faces import FaceDetector
+    from stream.live.scheduler.loop import Scheduler
+    from stream.live.sources.live import AVLiveSource, SourceConfig
+
     latest_status: dict[str, dict] = {}
     overlays: dict[str, list[float]] = {}
+    scores: dict[str, list[float]] = {}
+    ids: dict[str, set[int]] = {}
+    first_seen: dict[str, float] = {}
+    first_box: dict[str, float] = {}
+    measuring = False
 
     def publish(msg: dict) -> None:
         if msg["type"] == "status":
             latest_status[msg["stream"]] = msg
-        elif msg["type"] == "overlay" and measuring:
-            overlays.setdefault(msg["stream"], []).append(msg["latency_ms"])
+        elif msg["type"] == "overlay":
+            name, now = msg["stream"], time.monotonic()
+            first_seen.setdefault(name, now)
+            if msg["faces"]:
+                first_box.setdefault(name, now)
+            if measuring:
+                overlays.setdefault(name, []).append(msg["latency_ms"])
+                for f in msg["faces"]:
+                    ids.setdefault(name, set()).add(f["track"])
+                    scores.setdefault(name, []).extend(f["engines"].values())
 
-    measuring = False
-    detector_config = DetectorConfig() if args.detect_side is None else DetectorConfig(max_side=args.detect_side)
-    sched = Scheduler(FaceDetector(detector_config), [engine], publish)
+    sched = Scheduler(FaceDetector(detector_config), [engine], publish, SchedulerConfig(detection=policy))
     sources = [AVLiveSource(SourceConfig(name=f"cam{i}", url=str(v), loop=True, analysed_fps=args.fps))
                for i, v in enumerate(videos)]
     for s in sources:
@@ -142,15 +187,21 @@ def main() -> None:
         s.stop()
 
     table = Table(title=f"live: {args.streams} × {WIDTH}x{HEIGHT}@{FPS} files, {engine.name} on "
-                        f"{type(engine).__name__} {args.precision}, target {args.fps} analysed fps, detect side {detector_config.max_side}, "
-                        f"{args.seconds:.0f} s measured")
-    for col in ("stream", "displayed fps", "analysed fps", "dropped", "latency p50 ms", "latency p95 ms"):
+                        f"{type(engine).__name__} {args.precision}, target {args.fps} analysed fps, detect side "
+                        f"{detector_config.max_side}, detect every {policy.detect_every}, {args.seconds:.0f} s measured")
+    for col in ("stream", "displayed fps", "analysed fps", "dropped", "latency p50 ms", "latency p95 ms",
+                "first-box lag s", "track ids", "mean p(fake)"):
         table.add_column(col, justify="right")
+    out: dict = {"streams": {}}
     for s in sources:
         lat = np.asarray(overlays.get(s.name, [np.nan]))
-        table.add_row(s.name, f"{received[s.name] / elapsed:.1f}", f"{len(overlays.get(s.name, [])) / elapsed:.1f}",
-                      str(dropped[s.name]), f"{np.nanpercentile(lat, 50):.0f}", f"{np.nanpercentile(lat, 95):.0f}")
-    console = Console()
+        lag = first_box.get(s.name, np.nan) - first_seen.get(s.name, np.nan)
+        mean_p = float(np.mean(scores[s.name])) if scores.get(s.name) else np.nan
+        analysed = len(overlays.get(s.name, [])) / elapsed
+        out["streams"][s.name] = {"analysed": analysed, "lag": lag, "ids": len(ids.get(s.name, ())), "mean_p": mean_p}
+        table.add_row(s.name, f"{received[s.name] / elapsed:.1f}", f"{analysed:.1f}",
+                      str(dropped[s.name]), f"{np.nanpercentile(lat, 50):.0f}", f"{np.nanpercentile(lat, 95):.0f}",
+                      f"{lag:.2f}", str(len(ids.get(s.name, ()))), f"{mean_p:.3f}")
     console.print(table)
     cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed
     events = latest_status.get("cam0", {}).get("scheduler", {})
@@ -158,6 +209,8 @@ def main() -> None:
                   f"scheduler scale {events.get('scale')} load {events.get('load')} | "
                   f"1-min load average {psutil.getloadavg()[0]:.1f}")
     console.print(f"events: {events.get('events')}")
+    out["cpu"] = cpu
+    return out
 
 
 if __name__ == "__main__":
