@@ -119,6 +119,23 @@ def sensitive_model(module: nn.Module, head: nn.Linear, spec: Any, crops: np.nda
     return module.eval()
 
 
+def sensitive_xception(crops: np.ndarray, folder: Any, seed: int = 0) -> Any:
+    """The registry's xception-140k engine, built from a saved state dict of an input-sensitive random
+    Xception140k (BN statistics of `crops`, head along their main direction of variation), so the whole load
+    path is the product's."""
+    from engines.registry import build_engine, get_entry
+    from engines.xception_140k import Xception140k
+
+    name = "xception-140k"
+    torch.manual_seed(seed)
+    model = Xception140k()
+    sensitive_model(model, model.fc, get_entry(name).input, crops, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / "best_xception.pth"
+    torch.save(model.state_dict(), weights)
+    return build_engine(name, weights_file=weights)
+
+
 @torch.no_grad()
 def inputs_of(layer: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """What `layer` receives when `module` runs on `x` (a forward pre-hook, removed afterwards)."""

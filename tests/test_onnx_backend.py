@@ -18,8 +18,8 @@ import torch
 from engines.base import InputSpec, LabelMapping, TorchEngine, channel_stats, normalise
 from engines.onnx_backend import OnnxEngine, OnnxModelError, export_onnx, onnx_engine_for
 from engines.registry import build_engine
-from engines.xception_140k import Xception140k
-from sensitive import INPUT_BUGS, PARITY_FAILURE, assert_close, assert_spread, inject, sensitive_model, spread_linear
+from sensitive import (INPUT_BUGS, PARITY_FAILURE, assert_close, assert_spread, inject, sensitive_xception,
+                       spread_linear)
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "shared" / "weights" / "mesonet"
 MESONETS = ["meso4-df", "meso4-f2f", "mesoinception-df", "mesoinception-f2f"]
@@ -28,7 +28,6 @@ XCEPTION = "xception-140k"
 XCEPTION_SIZE = 299
 XCEPTION_CROPS = 5  # a 299^2 Xception pass costs ~0.1-0.5 s per crop per backend on 2 shared cores
 CROPS_PER_VIDEO = 3  # of the conftest fixture: every third crop is another video
-XCEPTION_SEED = 0
 PARITY_TOL = 1e-4
 TOY_CLIPS = 5
 CLIP = InputSpec(size=16, frames=4, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))  # a toy temporal engine
@@ -59,20 +58,6 @@ def test_mesonet_parity(name: str, ffpp_face_crops, tmp_path: Path) -> None:
         name, export_onnx(engine, tmp_path / f"{name}.onnx"), engine.spec, engine.labels, intra_op_threads=1
     )
     _assert_parity(engine, onnx_engine, ffpp_face_crops(MESO_SIZE))
-
-
-def sensitive_xception(crops: np.ndarray, folder: Path) -> TorchEngine:
-    """xception-140k built by the registry from a saved state dict of an input-sensitive random Xception140k
-    (BN statistics of `crops`, head along their main direction of variation). Shared with test_quantize.py."""
-    from engines.registry import get_entry
-
-    torch.manual_seed(XCEPTION_SEED)
-    model = Xception140k()
-    sensitive_model(model, model.fc, get_entry(XCEPTION).input, crops, XCEPTION_SEED)
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / "best_xception.pth"
-    torch.save(model.state_dict(), weights)
-    return build_engine(XCEPTION, weights_file=weights)
 
 
 @pytest.fixture(scope="module")
