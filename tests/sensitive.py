@@ -171,13 +171,14 @@ def spread_linear(linear: nn.Linear, features: torch.Tensor, target_std: float =
 
 
 def assert_spread(outputs: np.ndarray, tol: float, factor: float = SPREAD_FACTOR, what: str = "reference") -> float:
-    """The reference's outputs must span at least `factor` x `tol` across the inputs; returns the spread.
+    """The reference's outputs (N inputs, any output shape) must span at least `factor` x `tol` across the
+    inputs, in their most varying element; returns that spread.
 
     A parity test whose reference maps every input to nearly the same output passes whatever the backend is fed.
     """
     outputs = np.asarray(outputs, dtype=np.float64)
     assert len(outputs) > 1, f"{what}: need more than one input to measure a spread"
-    spread = float(np.ptp(outputs))
+    spread = float(np.ptp(outputs, axis=0).max())  # per output element across inputs, the widest
     assert spread >= factor * tol, (
         f"{what}: outputs span only {spread:.3g} across {len(outputs)} inputs, under {factor:g} x the parity "
         f"tolerance {tol:g}; a parity check at that tolerance cannot tell the inputs apart"
