@@ -109,10 +109,12 @@ def sensitise(module: nn.Module, x: torch.Tensor, seed: int) -> nn.Module:
     return fit_bn_stats(module, x)
 
 
-def sensitive_model(module: nn.Module, head: nn.Linear, spec: Any, crops: np.ndarray, seed: int) -> nn.Module:
-    """`sensitise` on `crops` (uint8, normalised by `spec` as the engines do), then `spread_linear` on `head`."""
+def sensitive_model(module: nn.Module, head: nn.Linear | None, spec: Any, crops: np.ndarray, seed: int) -> nn.Module:
+    """`sensitise` on `crops` (uint8, normalised by `spec` as the engines do), then `spread_linear` on `head`
+    (default: the module's `fc`)."""
     from engines.base import channel_stats, normalise
 
+    head = module.fc if head is None else head
     x = normalise(crops, *channel_stats(spec))
     sensitise(module, x, seed)
     spread_linear(head, inputs_of(head, module, x))
