@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from engines.backends import BackendUnavailable, available_backends, choose, prepare, unavailable_reasons
