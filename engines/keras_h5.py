@@ -44,22 +44,38 @@ def _short_names(layer: str, names: list[str]) -> list[str]:
     return [n[len(prefix):] if n.startswith(prefix) else n for n in full]
 
 
+def _open(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise WeightsFormatError(f"{path}: not an HDF5 file ({e})") from None
+
+
+def _root(f: h5py.File, path: Path) -> h5py.Group:
+    root = f[FULL_MODEL_GROUP] if FULL_MODEL_GROUP in f else f
+    if "layer_names" not in root.attrs:
+        raise WeightsFormatError(f"{path}: no 'layer_names' attribute, not a Keras 2 HDF5 weight file")
+    return root
+
+
+def read_layer_names(path: str | Path) -> list[str]:
+    """Every layer name of a Keras 2 HDF5 file in topological order, weightless layers (activations, pools,
+    dropout) included: the only record such a file keeps of the layers that carry no weights."""
+    path = Path(path)
+    with _open(path) as f:
+        return [_text(n) for n in _root(f, path).attrs["layer_names"]]
+
+
 def read_keras_h5(path: str | Path) -> dict[str, LayerWeights]:
     """Every layer of a Keras 2 HDF5 weight file, in the file's (topological) order: name -> {short name: array}.
 
     Layers without weights (pooling, flatten, ...) map to an empty dict so the order stays visible.
     """
     path = Path(path)
-    try:
-        f = h5py.File(path, "r")
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise WeightsFormatError(f"{path}: not an HDF5 file ({e})") from None
-    with f:
-        root = f[FULL_MODEL_GROUP] if FULL_MODEL_GROUP in f else f
-        if "layer_names" not in root.attrs:
-            raise WeightsFormatError(f"{path}: no 'layer_names' attribute, not a Keras 2 HDF5 weight file")
+    with _open(path) as f:
+        root = _root(f, path)
         layers: dict[str, LayerWeights] = {}
         for layer in map(_text, root.attrs["layer_names"]):
             if layer not in root:

@@ -3,6 +3,12 @@
 The layers reproduce the Keras originals exactly ("same" padding for convs and pools, BN epsilon 1e-3, Flatten
 over NHWC), so the published weights give the published outputs without TensorFlow. The network's sigmoid is
 p(real); the registry's LabelMapping turns it into p(fake) inside `TorchEngine`.
+
+The head's activation between its two Dense layers follows the file, not the authors' code: Keras 2 lists every
+layer, weightless ones included, in `layer_names`, and the published Meso4 files list none there while the
+MesoInception files list `leaky_re_lu_1`. Measured on the shared data (`benchmarks/meso_activation.py`, README
+"Notes on the models"): MesoInception without its LeakyReLU loses AUC and calibration; Meso4 ranks the same either
+way, and its file's linear head gives the lower p(fake) on real faces.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engines.base import TorchEngine
-from engines.keras_h5 import KERAS_BN_EPSILON, load_into
+from engines.base import WeightsFormatError
+from engines.keras_h5 import KERAS_BN_EPSILON, load_into, read_layer_names
 
 if TYPE_CHECKING:
     from engines.registry import ModelEntry
@@ -25,6 +32,10 @@ INPUT_SIZE = 256
 IN_CHANNELS = 3
 DROPOUT_P = 0.5
 LEAKY_SLOPE = 0.1
+# Keras 2 auto-names a layer after its class plus "_N"; these are the class prefixes the head may hold.
+DENSE_PREFIX = "dense"
+LEAKY_PREFIX = "leaky_re_lu"
+DROPOUT_PREFIX = "dropout"
 HIDDEN_UNITS = 16
 FINAL_CHANNELS = 16
 # Four stages pool by 2, 2, 2 and 4: 256 -> 8, so the head sees 8 * 8 * 16 = 1024 features.
@@ -118,18 +129,25 @@ class InceptionStage(nn.Module):
 
 
 class MesoHead(nn.Module):
-    """Flatten (over NHWC, as Keras did) -> Dropout -> Dense 16 -> LeakyReLU -> Dropout -> Dense 1 -> sigmoid."""
+    """Flatten (over NHWC, as Keras did) -> Dropout -> Dense 16 -> [LeakyReLU] -> Dropout -> Dense 1 -> sigmoid.
 
-    def __init__(self) -> None:
+    `leaky` says whether the LeakyReLU is there; without it the two Dense layers compose linearly, as in a Keras
+    model that has no activation layer between them.
+    """
+
+    def __init__(self, leaky: bool = True) -> None:
         super().__init__()
+        self.leaky = leaky
         self.dropout = nn.Dropout(DROPOUT_P)
         self.hidden = nn.Linear(HEAD_FEATURES, HIDDEN_UNITS)
         self.out = nn.Linear(HIDDEN_UNITS, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout(x.permute(0, 2, 3, 1).flatten(1))
-        x = self.dropout(F.leaky_relu(self.hidden(x), LEAKY_SLOPE))
-        return torch.sigmoid(self.out(x))
+        hidden = self.hidden(x)
+        if self.leaky:
+            hidden = F.leaky_relu(hidden, LEAKY_SLOPE)
+        return torch.sigmoid(self.out(self.dropout(hidden)))
 
     def keras_order(self) -> list[nn.Module]:
         return [self.hidden, self.out]
@@ -138,10 +156,10 @@ class MesoHead(nn.Module):
 class MesoNet(nn.Module):
     """Stages then head; maps (N, 3, 256, 256) in [0, 1] to p(real) of shape (N, 1)."""
 
-    def __init__(self, stages: list[nn.Module]) -> None:
+    def __init__(self, stages: list[nn.Module], leaky: bool = True) -> None:
         super().__init__()
         self.stages = nn.Sequential(*stages)
-        self.head = MesoHead()
+        self.head = MesoHead(leaky)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(x))
@@ -151,16 +169,16 @@ class MesoNet(nn.Module):
         return [m for stage in [*self.stages, self.head] for m in stage.keras_order()]
 
 
-def meso4() -> MesoNet:
+def meso4(leaky: bool = True) -> MesoNet:
     return MesoNet([
         ConvStage(IN_CHANNELS, 8, 3, 2),
         ConvStage(8, 8, 5, 2),
         ConvStage(8, 16, 5, 2),
         ConvStage(16, FINAL_CHANNELS, 5, 4),
-    ])
+    ], leaky)
 
 
-def mesoinception4() -> MesoNet:
+def mesoinception4(leaky: bool = True) -> MesoNet:
     first = InceptionStage(IN_CHANNELS, 1, 4, 4, 2)
     second = InceptionStage(first.out_channels, 2, 4, 4, 2)
     return MesoNet([
@@ -168,17 +186,48 @@ def mesoinception4() -> MesoNet:
         second,
         ConvStage(second.out_channels, 16, 5, 2),
         ConvStage(16, FINAL_CHANNELS, 5, 4),
-    ])
+    ], leaky)
 
 
-def _build(net: MesoNet, weights_path: Path, entry: ModelEntry, device: str | torch.device) -> TorchEngine:
+def _layer_class(name: str) -> str:
+    """`leaky_re_lu_1` -> `leaky_re_lu`: the Keras class prefix of an auto-named layer."""
+    prefix, _, suffix = name.rpartition("_")
+    return prefix if suffix.isdigit() else name
+
+
+def head_layers(layer_names: list[str], source: object) -> list[str]:
+    """The class prefixes of the layers between the head's two Dense layers, as the file lists them."""
+    dense = [i for i, n in enumerate(layer_names) if _layer_class(n) == DENSE_PREFIX]
+    if len(dense) != 2:
+        raise WeightsFormatError(f"{source}: expected 2 dense layers in layer_names, got {len(dense)}")
+    return [_layer_class(n) for n in layer_names[dense[0] + 1 : dense[1]]]
+
+
+def file_has_leaky(layer_names: list[str], source: object) -> bool:
+    """Whether the file's head has the LeakyReLU; any head layer other than Dropout and LeakyReLU is refused,
+    since the engine would otherwise silently run an activation the weights were not trained with."""
+    between = head_layers(layer_names, source)
+    unknown = [n for n in between if n not in (LEAKY_PREFIX, DROPOUT_PREFIX)]
+    if unknown or between.count(LEAKY_PREFIX) > 1:
+        raise WeightsFormatError(f"{source}: unsupported layers {between} between the head's Dense layers")
+    return LEAKY_PREFIX in between
+
+
+def _build(arch, weights_path: Path, entry: ModelEntry, device: str | torch.device,
+           leaky: bool | None) -> TorchEngine:
+    """`leaky=None` follows the file's layer list; True/False force a variant (benchmarks/meso_activation.py)."""
+    if leaky is None:
+        leaky = file_has_leaky(read_layer_names(weights_path), weights_path)
+    net = arch(leaky)
     load_into(weights_path, net.keras_order())
     return TorchEngine(entry.name, net, entry.input, entry.labels, device)
 
 
-def build_meso4(weights_path: Path, entry: ModelEntry, device: str | torch.device = "cpu") -> TorchEngine:
-    return _build(meso4(), weights_path, entry, device)
+def build_meso4(weights_path: Path, entry: ModelEntry, device: str | torch.device = "cpu",
+                leaky: bool | None = None) -> TorchEngine:
+    return _build(meso4, weights_path, entry, device, leaky)
 
 
-def build_mesoinception4(weights_path: Path, entry: ModelEntry, device: str | torch.device = "cpu") -> TorchEngine:
-    return _build(mesoinception4(), weights_path, entry, device)
+def build_mesoinception4(weights_path: Path, entry: ModelEntry, device: str | torch.device = "cpu",
+                         leaky: bool | None = None) -> TorchEngine:
+    return _build(mesoinception4, weights_path, entry, device, leaky)

@@ -1,4 +1,8 @@
-"""Reference Keras Xception models for the parity tests: random weights, random BN statistics, legacy-layout files.
+"""Reference Keras Xception models for the parity tests: random weights made input-sensitive, legacy-layout files.
+
+Random BN statistics alone leave a random Xception's features nearly constant (they varied across face crops by at
+most 6e-5, under the 1e-4 parity tolerance), so `random_xception` can fit the moving statistics to real crops and
+damp the residual branches, as tests/sensitive.py does for the torch networks.
 
 Imported by the test modules only, after `pytest.importorskip("tensorflow")`, so collecting tests never needs TF.
 """
@@ -7,17 +11,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import re
+
 import h5py
 import numpy as np
 import torch
 
 from engines.keras_xception import KerasXception
+from sensitive import RESIDUAL_DAMPING, spread_linear
 
 # BN statistics drawn around Keras' initial values: far enough to catch a swapped or skipped tensor, close enough
 # that 14 blocks of random convs neither explode nor vanish.
 BN_GAMMA = (0.5, 1.5)
 BN_SHIFT = (-0.1, 0.1)  # beta and moving mean
 BN_VAR = (0.5, 1.5)
+# The BN closing each residual branch of keras.applications.Xception: sepconv2 of the down-sampling blocks 2, 3, 4
+# and 13, sepconv3 of the middle blocks 5-12.
+RESIDUAL_END = re.compile(r"block(2|3|4|13)_sepconv2_bn|block([5-9]|1[0-2])_sepconv3_bn")
 
 
 def set_tf_threads(tf) -> None:
@@ -41,14 +51,57 @@ def randomise_bn(model, seed: int) -> None:
                                rng.uniform(*BN_VAR, n)])
 
 
-def random_xception(size: int, seed: int):
-    """`keras.applications.Xception(weights=None, include_top=False, pooling="avg")` with random BN statistics."""
+def _batch_norms(model) -> list:
+    from keras import layers
+
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, layers.BatchNormalization)]
+
+
+def damp_residual_branches(model, factor: float = RESIDUAL_DAMPING) -> None:
+    """Scale gamma and beta of the BN closing each residual branch, so every block stays near its shortcut."""
+    ends = [bn for bn in _batch_norms(model) if RESIDUAL_END.fullmatch(bn.name)]
+    assert len(ends) == 12, f"expected the 12 residual branches of Xception, found {len(ends)}"
+    for bn in ends:
+        gamma, beta, mean, var = bn.get_weights()
+        bn.set_weights([gamma * factor, beta * factor, mean, var])
+
+
+def fit_bn_stats(model, x: np.ndarray) -> None:
+    """Moving statistics of every BatchNormalization set to those of the batch `x`: one training-mode pass with
+    momentum 0, in which each BN normalises by the batch statistics it then stores."""
+    bns = _batch_norms(model)
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0
+    try:
+        model(x, training=True)
+    finally:
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+
+
+def random_xception(size: int, seed: int, crops: np.ndarray | None = None):
+    """`keras.applications.Xception(weights=None, include_top=False, pooling="avg")` with random BN statistics;
+    given real `crops`, input-sensitive: damped residual branches and BN statistics fitted to the crops."""
     import keras
 
     keras.utils.set_random_seed(seed)
     model = keras.applications.Xception(weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3))
     randomise_bn(model, seed)
+    if crops is not None:
+        damp_residual_branches(model)
+        fit_bn_stats(model, keras_input(crops))
     return model
+
+
+def spread_dense(dense, features: np.ndarray) -> None:
+    """A Keras Dense(1 or 2) pointed along the main direction of `features` and scaled so its logit or margin
+    spreads, by the same rule as the torch heads (tests/sensitive.py `spread_linear`)."""
+    kernel, _ = dense.get_weights()
+    linear = torch.nn.Linear(*kernel.shape)
+    spread_linear(linear, torch.from_numpy(np.asarray(features, np.float32)))
+    dense.set_weights([linear.weight.detach().numpy().T, linear.bias.detach().numpy()])
 
 
 def write_legacy_h5(model, path: Path) -> Path:

@@ -1,8 +1,11 @@
 """The torch Keras Xception: structure, TF "same" pooling, and feature parity with Keras for every weight layout.
 
 The published notop file cannot be fetched offline, so the parity tests build `keras.applications.Xception` with
-random weights and random BN statistics, write its weights in the Keras 3 layout (`save_weights`, `.keras`) and
-in the Keras 2 layout of the published file, and compare features on real FF++ face crops.
+random weights made input-sensitive (BN statistics fitted to the real FF++ face crops, damped residual branches:
+with random statistics alone its features varied across crops by at most 6e-5, under the 1e-4 tolerance), write
+its weights in the Keras 3 layout (`save_weights`, `.keras`) and in the Keras 2 layout of the published file, and
+compare features on those crops. The check first asserts that the Keras features spread across crops far beyond
+the tolerance, and the bug tests prove the same check fails on channel-swapped or blank crops.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from engines.keras_xception import (FEATURES, KerasMaxPool2d, KerasXception, ker
 from engines.registry import XCEPTION_NOTOP_FILENAME, XCEPTION_NOTOP_MD5, XCEPTION_NOTOP_URL, get_entry
 from keras_xception_ref import keras_input, random_xception, set_tf_threads, torch_features, write_legacy_h5
 from parts import require
+from sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
 
 # 75 -> stem 37 -> 35, then pools see 35 (odd), 18 (even: the extra pixel goes after), 9, 5.
 SIZE = 75
@@ -105,9 +109,10 @@ def test_maxpool_matches_keras_same(size: int, tf) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tf, tmp_path_factory):
-    """A random Keras Xception and its weights in each layout: Keras 3 `.weights.h5`, `.keras`, Keras 2 `.h5`."""
-    model = random_xception(SIZE, seed=0)
+def reference(tf, crops, tmp_path_factory):
+    """A sensitive random Keras Xception and its weights in each layout: Keras 3 `.weights.h5`, `.keras`, Keras 2
+    `.h5`."""
+    model = random_xception(SIZE, seed=0, crops=crops)
     folder = tmp_path_factory.mktemp("keras_xception")
     model.save_weights(folder / "x.weights.h5")
     model.save(folder / "x.keras")
@@ -120,15 +125,32 @@ def crops(ffpp_face_crops) -> np.ndarray:
     return ffpp_face_crops(SIZE)[::3]  # one crop per FF++ video, real and fake
 
 
+def check_features(expected: np.ndarray, got: np.ndarray) -> float:
+    """The check the parity and bug tests share: Keras' features must spread across crops, torch's must match."""
+    assert got.shape == expected.shape == (len(expected), FEATURES)
+    spread = assert_spread(expected, PARITY_TOL, what="Keras Xception features")
+    worst = assert_close(expected, got, PARITY_TOL, "torch vs Keras Xception features")
+    print(f"torch vs Keras features: max |diff| {worst:.2e}, spread {spread:.3f}")
+    return worst
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("filename", ["x.weights.h5", "x.keras", "x_legacy.h5"])
 def test_features_match_keras(filename: str, reference, crops: np.ndarray) -> None:
     model, folder = reference
     expected = model(keras_input(crops), training=False).numpy()
-    got = torch_features(load_xception(KerasXception(), folder / filename), crops)
-    assert got.shape == expected.shape == (len(crops), FEATURES)
-    assert np.abs(got - expected).max() <= PARITY_TOL
-    assert np.abs(expected).max() > 100 * PARITY_TOL  # the features are not trivially small
+    check_features(expected, torch_features(load_xception(KerasXception(), folder / filename), crops))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", [swap_crop_channels, np.zeros_like], ids=["swap_channels", "blank"])
+def test_feature_parity_sees_wrong_input(bug, reference, crops: np.ndarray) -> None:
+    """The torch side fed channel-swapped or blank crops: the same check must fail."""
+    model, folder = reference
+    expected = model(keras_input(crops), training=False).numpy()
+    got = torch_features(load_xception(KerasXception(), folder / "x_legacy.h5"), bug(crops))
+    with pytest.raises(AssertionError, match=PARITY_FAILURE):
+        check_features(expected, got)
 
 
 @pytest.mark.slow

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from itertools import count
 from pathlib import Path
 
 import h5py
@@ -12,9 +10,9 @@ import pytest
 import torch
 
 from engines.base import TorchEngine, WeightsFormatError
-from engines.keras_h5 import read_keras_h5
 from engines.mesonet import KerasMaxPool2d, build_meso4, build_mesoinception4
 from engines.registry import build_engine, get_entry
+from sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEIGHTS_DIR = SHARED / "weights" / "mesonet"
@@ -22,16 +20,12 @@ CELEBA_DIR = SHARED / "data" / "faces" / "celeba-hq"
 CROP_SIZE = 256
 N_CROPS = 8
 PARITY_TOL = 1e-4
-# The first Keras auto-name suffix each file's weighted layers were created with (conv2d_N, batch_normalization_N,
-# dense_N): Meso4 was built second in the authors' session, MesoInception first.
-MESO4_NAME_START = {"conv2d": 5, "batch_normalization": 5, "dense": 3}
-INCEPTION_NAME_START = {"conv2d": 1, "batch_normalization": 1, "dense": 1}
-# registry model -> (weight file, builder, reference builder name, first name suffixes)
+# registry model -> (weight file, builder)
 CASES = {
-    "meso4-df": ("Meso4_DF.h5", build_meso4, "meso4", MESO4_NAME_START),
-    "meso4-f2f": ("Meso4_F2F.h5", build_meso4, "meso4", MESO4_NAME_START),
-    "mesoinception-df": ("MesoInception_DF.h5", build_mesoinception4, "inception", INCEPTION_NAME_START),
-    "mesoinception-f2f": ("MesoInception_F2F.h5", build_mesoinception4, "inception", INCEPTION_NAME_START),
+    "meso4-df": ("Meso4_DF.h5", build_meso4),
+    "meso4-f2f": ("Meso4_F2F.h5", build_meso4),
+    "mesoinception-df": ("MesoInception_DF.h5", build_mesoinception4),
+    "mesoinception-f2f": ("MesoInception_F2F.h5", build_mesoinception4),
 }
 
 
@@ -52,53 +46,11 @@ def crops() -> np.ndarray:
 
 
 def _engine(model: str) -> TorchEngine:
-    filename, builder, _, _ = CASES[model]
+    filename, builder = CASES[model]
     return builder(WEIGHTS_DIR / filename, get_entry(model), "cpu")
 
 
 # ---------------------------------------------------------------- Keras reference
-
-
-def _keras_mesonet(kind: str, first: dict[str, int]):
-    """The authors' Keras model, layer for layer, named as Keras 2 auto-named it so `by_name` loading matches."""
-    from keras import Model, layers
-
-    counters = {k: count(v) for k, v in first.items()}
-
-    def name(kind_: str) -> str:
-        return f"{kind_}_{next(counters[kind_])}"
-
-    def conv(n: int, k: int, dilation: int = 1) -> Callable:
-        return layers.Conv2D(n, k, padding="same", dilation_rate=dilation, activation="relu", name=name("conv2d"))
-
-    def bn_pool(x, pool: int):
-        x = layers.BatchNormalization(name=name("batch_normalization"))(x)
-        return layers.MaxPooling2D(pool, padding="same")(x)
-
-    def inception(x, a: int, b: int, c: int, d: int):
-        x1 = conv(a, 1)(x)
-        x2 = conv(b, 1)(x)  # one statement per layer: Keras 2 named them in this creation order
-        x2 = conv(b, 3)(x2)
-        x3 = conv(c, 1)(x)
-        x3 = conv(c, 3, 2)(x3)
-        x4 = conv(d, 1)(x)
-        x4 = conv(d, 3, 3)(x4)
-        return layers.Concatenate(axis=-1)([x1, x2, x3, x4])
-
-    inp = layers.Input((CROP_SIZE, CROP_SIZE, 3))
-    if kind == "meso4":
-        x = bn_pool(conv(8, 3)(inp), 2)
-        x = bn_pool(conv(8, 5)(x), 2)
-    else:
-        x = bn_pool(inception(inp, 1, 4, 4, 2), 2)
-        x = bn_pool(inception(x, 2, 4, 4, 2), 2)
-    x = bn_pool(conv(16, 5)(x), 2)
-    x = bn_pool(conv(16, 5)(x), 4)
-    y = layers.Dropout(0.5)(layers.Flatten()(x))
-    y = layers.Dense(16, name=name("dense"))(y)
-    y = layers.Dropout(0.5)(layers.LeakyReLU(negative_slope=0.1)(y))
-    y = layers.Dense(1, activation="sigmoid", name=name("dense"))(y)
-    return Model(inp, y)
 
 
 @pytest.fixture(scope="module")
@@ -112,22 +64,72 @@ def tf():
     return tf
 
 
+@pytest.fixture(scope="module")
+def keras_p_fake(ffpp_crops: np.ndarray, tf) -> dict[str, np.ndarray]:
+    """p(fake) of the Keras reference built from each file's own layer list, on the FF++ crops."""
+    from keras_meso_ref import keras_mesonet, keras_p_real
+
+    return {model: 1.0 - keras_p_real(keras_mesonet(WEIGHTS_DIR / CASES[model][0]), ffpp_crops) for model in CASES}
+
+
+def check_keras_parity(reference: np.ndarray, engine: TorchEngine, crops: np.ndarray, feed=lambda c: c) -> float:
+    """The parity check every Keras test and bug test shares: the reference must spread, the engine must match.
+
+    `feed` is what the engine is given instead of the crops, for the tests that break its input on purpose.
+    """
+    assert_spread(reference, PARITY_TOL, what=f"{engine.name} Keras reference")
+    p_fake = engine.predict(feed(crops))
+    assert p_fake.shape == (len(crops),) and p_fake.dtype == np.float32
+    return assert_close(reference, p_fake, PARITY_TOL, f"{engine.name} torch vs Keras")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", list(CASES))
-def test_keras_parity(model: str, ffpp_crops: np.ndarray, tf) -> None:
-    """The torch port matches the Keras model with the same file; loading by name also checks our layer order."""
-    filename, _, kind, first = CASES[model]
-    path = WEIGHTS_DIR / filename
-    reference = _keras_mesonet(kind, first)
-    weighted = {layer.name for layer in reference.layers if layer.weights}
-    assert weighted == {n for n, w in read_keras_h5(path).items() if w}, "reference names must cover the file"
-    reference.load_weights(str(path), by_name=True)
+def test_keras_parity(model: str, ffpp_crops: np.ndarray, keras_p_fake) -> None:
+    """The torch port matches the Keras model built from the file's layer list (a LeakyReLU only where the file
+    lists one) and loaded by name, which also checks our layer order."""
+    check_keras_parity(keras_p_fake[model], _engine(model), ffpp_crops)
 
-    crops = ffpp_crops
-    p_real = reference(crops.astype(np.float32) / 255.0, training=False).numpy()[:, 0]
-    p_fake = _engine(model).predict(crops)
-    assert p_fake.shape == (len(crops),) and p_fake.dtype == np.float32
-    assert np.abs((1.0 - p_fake) - p_real).max() <= PARITY_TOL
+
+@pytest.mark.parametrize("model", list(CASES))
+def test_engine_head_follows_the_file(model: str) -> None:
+    """Keras 2 lists weightless layers too: the engine runs a LeakyReLU exactly where the file lists one."""
+    from keras_meso_ref import head_classes
+
+    listed = head_classes(WEIGHTS_DIR / CASES[model][0])
+    assert listed in (["dropout", "dense", "dropout", "dense"], ["dropout", "dense", "leaky_re_lu", "dropout", "dense"])
+    assert _engine(model).module.head.leaky == ("leaky_re_lu" in listed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", list(CASES))
+def test_keras_parity_sees_a_wrong_activation(model: str, ffpp_crops: np.ndarray, keras_p_fake) -> None:
+    """The parity check fails when the engine's head has the other activation than the file: it can see it."""
+    filename, builder = CASES[model]
+    path = WEIGHTS_DIR / filename
+    wrong = builder(path, get_entry(model), "cpu", leaky=not _engine(model).module.head.leaky)
+    with pytest.raises(AssertionError, match=PARITY_FAILURE):
+        check_keras_parity(keras_p_fake[model], wrong, ffpp_crops)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", [swap_crop_channels, np.zeros_like], ids=["swap_channels", "blank"])
+def test_keras_parity_sees_wrong_input(bug, ffpp_crops: np.ndarray, keras_p_fake) -> None:
+    """Channel-swapped or blank crops fed to the torch side only make the same parity check fail."""
+    with pytest.raises(AssertionError, match=PARITY_FAILURE):
+        check_keras_parity(keras_p_fake["meso4-df"], _engine("meso4-df"), ffpp_crops, feed=bug)
+
+
+def test_unknown_head_layer_is_refused(tmp_path: Path) -> None:
+    """A head layer the engine does not implement (here a PReLU) is an error, never silently skipped."""
+    path = _rewrite(WEIGHTS_DIR / "Meso4_DF.h5", tmp_path / "prelu.h5")
+    with h5py.File(path, "r+") as f:
+        names = [n.decode() for n in f.attrs["layer_names"]]
+        names.insert(names.index("dense_3") + 1, "p_re_lu_1")
+        f.create_group("p_re_lu_1").attrs["weight_names"] = np.array([], dtype="S1")
+        f.attrs["layer_names"] = [n.encode() for n in names]
+    with pytest.raises(WeightsFormatError, match=r"prelu\.h5: unsupported layers .*p_re_lu"):
+        build_meso4(path, get_entry("meso4-df"), "cpu")
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 The real `best_xception.pth` cannot be fetched offline, so the tests save a freshly built model's state dict in
 the same layout and check the whole path (file -> registry builder -> p_fake) plus every way a file can be wrong.
+The scoring check uses an input-sensitive random model (tests/sensitive.py) on real face crops, asserts that the
+reference's p(fake) spreads across them first, and the bug tests prove it fails on swapped or blank crops.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from engines.base import WeightsFormatError
 from engines.registry import build_engine, get_entry
 from engines.weights import WeightsUnavailable, fetch
 from engines.xception_140k import EXPECTED_STATE_KEYS, Xception140k, load_state_dict_file
+from sensitive import PARITY_FAILURE, assert_close, assert_spread, sensitive_model, swap_crop_channels
 
 NAME = "xception-140k"
 HF_REPO = "RamadhanZome/deepfake-xception"
 SIZE = 299
-BATCH = 2
+CROPS_PER_VIDEO = 3  # of the conftest fixture: every third crop is another video
+PARITY_TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -47,21 +51,45 @@ def test_state_dict_has_published_layout(state: dict[str, torch.Tensor]) -> None
     assert state["block1.layers.1.depthwise.weight"].shape == (64, 1, 3, 3)
 
 
-def test_loads_strictly_and_scores(state: dict[str, torch.Tensor], tmp_path: Path) -> None:
-    path = _save(state, tmp_path / "best_xception.pth")
-    engine = build_engine(NAME, weights_file=path)
-    crops = np.random.default_rng(0).integers(0, 256, (BATCH, SIZE, SIZE, 3), dtype=np.uint8)
-    p_fake = engine.predict(crops)
-    assert p_fake.shape == (BATCH,) and p_fake.dtype == np.float32
-    assert np.all((p_fake >= 0) & (p_fake <= 1))
-
+@pytest.fixture(scope="module")
+def scoring_case(ffpp_face_crops, tmp_path_factory):
+    """(engine built by the registry from the saved file, the same weights as a plain module, crops)."""
+    crops = ffpp_face_crops(SIZE)[::CROPS_PER_VIDEO]
+    torch.manual_seed(0)
+    model = sensitive_model(Xception140k(), None, get_entry(NAME).input, crops, seed=0)
+    path = _save(model.state_dict(), tmp_path_factory.mktemp("x140k") / "best_xception.pth")
     reference = Xception140k().eval()
-    reference.load_state_dict(state, strict=True)
+    reference.load_state_dict(torch.load(path, weights_only=True), strict=True)
+    return build_engine(NAME, weights_file=path), reference, crops
+
+
+def reference_p_fake(reference: Xception140k, crops: np.ndarray) -> np.ndarray:
+    """The card's own pipeline: ToTensor, Normalize(mean=0.5, std=0.5), softmax, index 0 = fake."""
     x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0
-    x = (x - 0.5) / 0.5  # the card's Normalize(mean=0.5, std=0.5)
     with torch.no_grad():
-        expected = torch.softmax(reference(x), dim=1)[:, 0].numpy()
-    np.testing.assert_allclose(p_fake, expected, rtol=1e-4, atol=1e-5)
+        return torch.softmax(reference((x - 0.5) / 0.5), dim=1)[:, 0].numpy()
+
+
+def check_scores(expected: np.ndarray, engine, crops: np.ndarray) -> float:
+    """The check the scoring and bug tests share: the reference must spread, the engine must match it."""
+    assert_spread(expected, PARITY_TOL, what="xception-140k card pipeline")
+    p_fake = engine.predict(crops)
+    assert p_fake.shape == (len(crops),) and p_fake.dtype == np.float32
+    return assert_close(expected, p_fake, PARITY_TOL, f"{NAME} engine vs the card's pipeline")
+
+
+@pytest.mark.slow
+def test_loads_strictly_and_scores(scoring_case) -> None:
+    engine, reference, crops = scoring_case
+    check_scores(reference_p_fake(reference, crops), engine, crops)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", [swap_crop_channels, np.zeros_like], ids=["swap_channels", "blank"])
+def test_scoring_sees_wrong_input(bug, scoring_case) -> None:
+    engine, reference, crops = scoring_case
+    with pytest.raises(AssertionError, match=PARITY_FAILURE):
+        check_scores(reference_p_fake(reference, crops), engine, bug(crops))
 
 
 def test_unwraps_checkpoint_and_dataparallel(state: dict[str, torch.Tensor], tmp_path: Path) -> None:

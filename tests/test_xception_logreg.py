@@ -1,7 +1,10 @@
 """xception-logreg (card 000): the safe head format against scikit-learn, pickle refusal, and the whole engine.
 
 The head tests fit a real StandardScaler + LogisticRegression; the engine test uses a random Keras Xception
-written in the published notop file's Keras 2 layout, since that file cannot be fetched offline.
+written in the published notop file's Keras 2 layout, since that file cannot be fetched offline, made
+input-sensitive (BN statistics fitted to the crops, damped residual branches: keras_xception_ref.py). Its check
+first asserts that the reference p(fake) spreads across crops far beyond the tolerance, and the bug tests prove
+the same check fails when the engine is fed channel-swapped or blank crops.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from engines.registry import MODELS, XCEPTION_NOTOP_FILENAME, build_engine, get_
 from engines.weights import ChecksumMismatch, WeightsSource, WeightsUnavailable
 from engines.xception_logreg import UntrustedPickle, build_xception_logreg, load_head, save_head, write_head
 from keras_xception_ref import keras_input, random_xception, set_tf_threads, write_legacy_h5
+from sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.linear_model import LogisticRegression  # noqa: E402
@@ -31,8 +35,8 @@ HEAD_TOL = 1e-6
 TORCH_HEAD_TOL = 1e-6  # the torch head runs in float32 (measured ~3e-7)
 SIZE = 80  # engine test frames: stem 39 -> 37, then pools see 37, 19, 10 (even), 5
 PARITY_TOL = 1e-4
-# Strong regularisation: 21 crops in 2048-d are separable, and an unregularised head would amplify float32
-# feature rounding (random-net features vary little between crops) far past what a real head sees.
+# Strong regularisation: 21 crops in 2048-d are separable, and an unregularised head would grow its weights
+# without bound and amplify float32 feature rounding far past what a real head sees.
 HEAD_C = 1e-3
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
 
@@ -117,28 +121,51 @@ def test_head_of_the_wrong_width_is_refused(tmp_path: Path) -> None:
                               extra_paths={"backbone": tmp_path / "never_read.h5"})
 
 
-@pytest.mark.slow
-def test_engine_matches_keras_features_plus_head(ffpp_face_crops, monkeypatch, tmp_path: Path) -> None:
-    """build_engine fetches both files from one folder; p(fake) = head(Keras features) on real face crops."""
+@pytest.fixture(scope="module")
+def keras_case(ffpp_face_crops, tmp_path_factory):
+    """(engine, reference p(fake), crops): build_engine fetches both files from one folder; the reference is
+    head(Keras features) of a sensitive random Keras Xception, on real face crops."""
     tf = pytest.importorskip("tensorflow")
     set_tf_threads(tf)
-    keras_model = random_xception(SIZE, seed=3)
-    write_legacy_h5(keras_model, tmp_path / XCEPTION_NOTOP_FILENAME)
+    folder = tmp_path_factory.mktemp("logreg")
     crops = ffpp_face_crops(SIZE)
+    keras_model = random_xception(SIZE, seed=3, crops=crops)
+    write_legacy_h5(keras_model, folder / XCEPTION_NOTOP_FILENAME)
     features = keras_model(keras_input(crops), training=False).numpy().astype(np.float64)
     # A head fitted on these very features, so p(fake) spreads over (0, 1) instead of sitting at one end.
     labels = np.arange(len(crops)) % 2
     scaler = StandardScaler().fit(features)
     clf = LogisticRegression(C=HEAD_C, max_iter=3000).fit(scaler.transform(features), labels)
-    save_head(tmp_path / get_entry(NAME).weights.filename, scaler, clf)
+    save_head(folder / get_entry(NAME).weights.filename, scaler, clf)
     # The registry entry, but with the random backbone's hash (none) and the small test frames.
     entry = get_entry(NAME)
     test_entry = entry.model_copy(update={
         "extra_weights": {"backbone": WeightsSource(filename=XCEPTION_NOTOP_FILENAME)},
         "input": InputSpec(size=SIZE, mean=entry.input.mean, std=entry.input.std),
     })
-    monkeypatch.setitem(MODELS, NAME, test_entry)
-    engine = build_engine(NAME, weights_dir=tmp_path, allow_download=False)
-    expected = clf.predict_proba(scaler.transform(features))[:, 1]
-    assert np.ptp(expected) > 0.1
-    assert np.abs(engine.predict(crops) - expected).max() <= PARITY_TOL
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(MODELS, NAME, test_entry)
+        engine = build_engine(NAME, weights_dir=folder, allow_download=False)
+    return engine, clf.predict_proba(scaler.transform(features))[:, 1], crops
+
+
+def check_engine(engine, expected: np.ndarray, crops: np.ndarray) -> float:
+    """The check the parity and bug tests share: the reference must spread, the engine must match it."""
+    spread = assert_spread(expected, PARITY_TOL, what="Keras features + head")
+    worst = assert_close(expected, engine.predict(crops), PARITY_TOL, f"{NAME} vs Keras features + head")
+    print(f"{NAME}: max |p_fake diff| {worst:.2e}, reference spread {spread:.3f}")
+    return worst
+
+
+@pytest.mark.slow
+def test_engine_matches_keras_features_plus_head(keras_case) -> None:
+    engine, expected, crops = keras_case
+    check_engine(engine, expected, crops)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", [swap_crop_channels, np.zeros_like], ids=["swap_channels", "blank"])
+def test_engine_parity_sees_wrong_input(bug, keras_case) -> None:
+    engine, expected, crops = keras_case
+    with pytest.raises(AssertionError, match=PARITY_FAILURE):
+        check_engine(engine, expected, bug(crops))

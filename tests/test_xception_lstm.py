@@ -1,7 +1,10 @@
 """xception-lstm (card 002): the card's Keras model, saved as `.keras` and as a legacy `.h5`, imports with parity.
 
 The authors' `COMBINED_best_Phase1.keras` has no public address, so the reference is the card's own `build_model`
-with random weights (random BN statistics too), a short TIME_STEPS and small frames, saved by Keras itself.
+with random weights, a short TIME_STEPS and small frames, saved by Keras itself. The weights are made
+input-sensitive (keras_xception_ref.py: Xception BN statistics fitted to the frames, damped residual branches;
+the Dense pointed along the LSTM states' main direction), the check first asserts that the reference p(fake)
+spreads across sequences far beyond the tolerance, and the bug tests prove it fails on swapped or blank frames.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ from engines.base import WeightsFormatError
 from engines.registry import build_engine, get_entry
 from engines.weights import WeightsUnavailable
 from engines.xception_lstm import FAKE_INDEX, parse_config
-from keras_xception_ref import keras_input, randomise_bn, set_tf_threads
+from keras_xception_ref import (damp_residual_branches, fit_bn_stats, keras_input, randomise_bn, set_tf_threads,
+                                spread_dense)
+from sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
 
 NAME = "xception-lstm"
 TIME_STEPS = 3  # the card uses 30; the engine reads it from the file
 SIZE = 96  # stem 47 -> 45, then pools see 45, 23 (odd) and 12, 6 (even: the extra pixel goes after)
 PARITY_TOL = 1e-4
-# Random Xception features are small (~0.03): scale the LSTM's input kernel so its gates leave the linear regime.
-LSTM_KERNEL_SCALE = 20.0
 MIN_HIDDEN_SPREAD = 0.1  # the compared LSTM states must span a real range, not sit at zero
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
 
@@ -44,8 +47,9 @@ def test_missing_file_says_where_to_get_it(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The card's build_model (TimeDistributed Xception + LSTM + Dropout + Dense softmax), saved three ways."""
+def reference(tmp_path_factory, sequences: np.ndarray):
+    """The card's build_model (TimeDistributed Xception + LSTM + Dropout + Dense softmax), made sensitive to the
+    test sequences, saved three ways."""
     tf = pytest.importorskip("tensorflow")
     set_tf_threads(tf)
     import keras
@@ -59,9 +63,10 @@ def reference(tmp_path_factory):
     x = layers.Dropout(0.5)(lstm(x))
     model = keras.Model(inputs, layers.Dense(2, activation="softmax")(x))
     randomise_bn(model, seed=2)
-    kernel, recurrent, bias = lstm.get_weights()
-    lstm.set_weights([kernel * LSTM_KERNEL_SCALE, recurrent, bias])
+    damp_residual_branches(base)
+    fit_bn_stats(base, keras_input(sequences.reshape(-1, SIZE, SIZE, 3)))
     hidden = keras.Model(inputs, lstm.output)
+    spread_dense(model.layers[-1], hidden(keras_input(sequences), training=False).numpy())
     folder = tmp_path_factory.mktemp("xception_lstm")
     model.save(folder / "COMBINED_best_Phase1.keras")
     model.save(folder / "legacy.h5")  # Keras' legacy full-model HDF5 (model_weights + model_config)
@@ -77,18 +82,25 @@ def sequences(ffpp_face_crops) -> np.ndarray:
     return crops[:n].reshape(-1, TIME_STEPS, SIZE, SIZE, 3)[::2]
 
 
+def check_engine(engine, expected: np.ndarray, sequences: np.ndarray) -> float:
+    """The check the parity and bug tests share: the reference p(fake) must spread, the engine must match it."""
+    spread = assert_spread(expected, PARITY_TOL, what="Keras Xception+LSTM")
+    p_fake = engine.predict(sequences)
+    assert p_fake.shape == (len(sequences),) and p_fake.dtype == np.float32
+    worst = assert_close(expected, p_fake, PARITY_TOL, f"{NAME} vs Keras")
+    print(f"{NAME}: max |p_fake diff| {worst:.2e}, reference spread {spread:.3f}")
+    return worst
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("filename", ["COMBINED_best_Phase1.keras", "legacy.h5"])
 def test_matches_keras(filename: str, reference, sequences: np.ndarray) -> None:
-    """p(fake) matches, and so does the LSTM's last state, which random features would otherwise leave
-    nearly identical across sequences (and so weakly checked) at the softmax."""
+    """p(fake) matches, and so does the LSTM's last state."""
     model, hidden, folder = reference
     expected = model(keras_input(sequences), training=False).numpy()
     engine = build_engine(NAME, weights_file=folder / filename)
     assert (engine.spec.frames, engine.spec.size) == (TIME_STEPS, SIZE)  # read from the file's config
-    p_fake = engine.predict(sequences)
-    assert p_fake.shape == (len(sequences),) and p_fake.dtype == np.float32
-    assert np.abs(p_fake - expected[:, FAKE_INDEX]).max() <= PARITY_TOL
+    check_engine(engine, expected[:, FAKE_INDEX], sequences)
 
     module = engine.module
     with torch.inference_mode():
@@ -96,8 +108,19 @@ def test_matches_keras(filename: str, reference, sequences: np.ndarray) -> None:
         features = module.backbone(x.flatten(0, 1)).reshape(*x.shape[:2], -1)
         _, (state, _) = module.lstm(features)
     expected_state = hidden(keras_input(sequences), training=False).numpy()
-    assert np.abs(state[-1].numpy() - expected_state).max() <= PARITY_TOL
-    assert np.ptp(expected_state) > MIN_HIDDEN_SPREAD
+    assert np.ptp(expected_state, axis=0).max() > MIN_HIDDEN_SPREAD
+    assert_close(expected_state, state[-1].numpy(), PARITY_TOL, "LSTM last state vs Keras")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", [swap_crop_channels, np.zeros_like], ids=["swap_channels", "blank"])
+def test_parity_sees_wrong_input(bug, reference, sequences: np.ndarray) -> None:
+    """The engine fed channel-swapped or blank frames: the same check must fail."""
+    model, _, folder = reference
+    expected = model(keras_input(sequences), training=False).numpy()[:, FAKE_INDEX]
+    engine = build_engine(NAME, weights_file=folder / "COMBINED_best_Phase1.keras")
+    with pytest.raises(AssertionError, match=PARITY_FAILURE):
+        check_engine(engine, expected, bug(sequences))
 
 
 @pytest.mark.slow
@@ -107,9 +130,10 @@ def test_weights_only_file_keeps_the_registry_spec(reference, sequences: np.ndar
     engine = build_engine(NAME, weights_file=folder / "weights_only.weights.h5")
     assert (engine.spec.frames, engine.spec.size) == (get_entry(NAME).input.frames, get_entry(NAME).input.size)
     expected = model(keras_input(sequences), training=False).numpy()
+    assert_spread(expected, PARITY_TOL, what="Keras Xception+LSTM")
     with torch.inference_mode():
         got = engine.module(engine.preprocess(sequences)).numpy()
-    assert np.abs(got - expected).max() <= PARITY_TOL
+    assert_close(expected, got, PARITY_TOL, f"{NAME} (weights-only file) vs Keras")
 
 
 @pytest.mark.slow
