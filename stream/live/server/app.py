@@ -91,7 +91,7 @@ def _client_message(client: Client, text: str) -> dict | None:
     """Clients may only (re)subscribe; anything else gets an error reply and the connection stays open."""
     try:
         msg = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError, and nesting too deep for the parser
         return {"type": "error", "error": "malformed JSON"}
     if not isinstance(msg, dict) or msg.get("type") != "subscribe":
         return {"type": "error", "error": "unknown message; send {\"type\": \"subscribe\", \"streams\": [...]}"}
