@@ -94,8 +94,8 @@ class LiveService:
         """Add a stream sent through the API: the source policy first (auth.check_api_source), then the stream
         limit, then the address itself; remembered for the next start. Raises SourceRefused, StreamLimit,
         SourceError or ValueError, and then nothing was added."""
-        if "://" in url:  # a malformed address is said to be malformed (400) before any policy rule or lookup
-            validate_url(url)
+        if url.lower().startswith(("rtsp://", "rtsps://", "http://", "https://")):
+            validate_url(url)  # a malformed address is said to be malformed (400) before any lookup
         await check_api_source(url, self.config.source_policy)  # before any look at a local path's existence
         self.refuse_if_full()
         config = SourceConfig(name=name or source_name_for(url, self.names()), url=url, loop=loop)
