@@ -11,7 +11,7 @@ import pytest
 
 from engines.registry import build_engine
 from stream.config.serve import ConfigError, ServeConfig, expand_env, load_config, source_name_for
-from stream.config.sources import Backoff
+from stream.config.sources import Backoff, SourcePolicy
 from stream.live.sources.buffer import BufferPolicy, LatestFrameBuffer
 from stream.live.server.hub import Client, Hub
 from stream.config.scheduler import SchedulerConfig
@@ -284,7 +284,9 @@ def meso():
 def test_serve_two_file_sources_stream_boxes_and_status(meso):
     sources = [SourceConfig(name="real004", url=str(FFPP / "real" / "004.mp4"), loop=True),
                SourceConfig(name="df519", url=str(FFPP / "fake" / "Deepfakes_519_515.mp4"), loop=True)]
-    with LiveServer(ServeConfig(sources=sources), [meso]) as server:
+    # the API may add local files only under source_policy.allowed_paths (the config file's are trusted)
+    policy = SourcePolicy(allowed_paths=[str(FFPP)])
+    with LiveServer(ServeConfig(sources=sources, source_policy=policy), [meso]) as server:
         def enough(msgs):
             with_faces = {m["stream"] for m in msgs if m["type"] == "overlay" and m["faces"]}
             # heartbeats (with a measured frame rate), not only the statuses pushed when a source changed state

@@ -16,7 +16,7 @@ from engines.choices import BACKENDS, PRECISIONS
 from stream.config.faces import DetectorConfig
 from stream.config.paths import default_data_dir
 from stream.config.scheduler import SchedulerConfig
-from stream.config.sources import SourceConfig
+from stream.config.sources import SourceConfig, SourcePolicy
 from stream.config.verdicts import AlertPolicy, EvidencePolicy, VerdictPolicy
 
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -55,6 +55,19 @@ class ServeConfig(BaseModel):
     data_dir: Path = Field(default_factory=lambda: default_data_dir(),
                            description="alert log, spool and evidence ($DFSTREAM_DATA or ~/.local/share/dfstream)")
     redis: str | None = Field(default=None, description="redis://… to publish overlays, status and alerts to")
+    source_policy: SourcePolicy = Field(default_factory=SourcePolicy,
+                                        description="what addresses sent through the API may be (the file and "
+                                        "the command line are trusted)")
+    max_streams: int = Field(default=32, gt=0, description="streams at once; more are refused with 503 (the "
+                             "config file's own sources always start)")
+    max_webrtc_peers: int | None = Field(default=None, gt=0, description="browser webcams at once (default: "
+                                         "webcam.MAX_PEERS); more are refused with 503")
+    max_relay_viewers: int | None = Field(default=None, gt=0, description="relay viewers at once (default: "
+                                          "relay.MAX_VIEWERS); more are refused with 503")
+    ws_messages_per_s: float = Field(default=20.0, gt=0, description="messages a websocket client may send per "
+                                     "second (burst: twice that); more are refused with an error reply")
+    persist_streams: bool = Field(default=True, description="remember streams added or removed through the API "
+                                  "in data_dir/streams.json, and restore them at start")
 
     @field_validator("backend", "precision")
     @classmethod

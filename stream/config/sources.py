@@ -74,3 +74,18 @@ class SourceConfig(BaseModel):
     @property
     def policy(self) -> BufferPolicy:
         return BufferPolicy.WAIT if self.kind == "file" and not self.pace else BufferPolicy.DROP_OLDEST
+
+
+class SourcePolicy(BaseModel):
+    """What an address sent through the API (`POST /api/streams`) may be. The config file and the command line
+    are trusted and not checked against it. See `stream.live.server.auth.check_api_source` for the rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow_http: bool = Field(default=False, description="accept http:// and https:// sources from the API")
+    allowed_paths: list[str] = Field(
+        default=[], description="folders under which local files and devices (/dev/videoN) may be added through "
+        "the API; none by default")
+    allowed_addresses: list[str] = Field(
+        default=[], description="link-local or metadata addresses, networks (CIDR) or host names the API may "
+        "add cameras at anyway (169.254.0.0/16 and fe80::/10 are refused otherwise)")

@@ -8,7 +8,8 @@ it in one place means an engine feature (a quality gate, calibration, an ensembl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,6 +70,7 @@ class Scorer:
         self.windows = {e.name: window_for(e) for e in self.engines}
         self.ensemble = ensemble
         self.calibrated = calibrated
+        self.observe: Callable[[str, float, int], None] | None = None  # (engine, seconds, batch) per predict
         if ensemble is not None and set(ensemble.member_names) != {e.name for e in self.engines}:
             raise ValueError(f"ensemble {ensemble.name} has members {ensemble.member_names}, the engines are "
                              f"{[e.name for e in self.engines]}")
@@ -112,7 +114,10 @@ class Scorer:
             if not mine:
                 continue
             batch = np.stack([w.clip[0] if w.spec.length == 1 else w.clip for _, w in mine])
+            t0 = time.perf_counter()
             p = engine.predict(batch)
+            if self.observe is not None:
+                self.observe(engine.name, time.perf_counter() - t0, len(batch))
             cal = calibration_of(engine) if self.calibrated else None
             if cal is not None:
                 p = cal.apply(p)

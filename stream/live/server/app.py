@@ -4,11 +4,17 @@ Everything shares one port, and `build_app` lists every route in one table. Each
 its own `cleanup_ctx` (the service, then the WebRTC webcams and the relay), torn down in reverse order. Every
 request first passes `auth.py`: its Host must be one of this server's names, its token must match when the
 server is bound beyond loopback, and a state-changing request must be JSON from an allowed Origin.
+
+Operations: `GET /metrics` (Prometheus text, metrics.py; the token beyond loopback like every route),
+`GET /healthz` (alive; open to probes) and `GET /readyz` (engines loaded and the bus up or spooling; open to
+probes, but stream names only with the token). Limits refuse with 503 and the reason: `max_streams`,
+`max_webrtc_peers`, `max_relay_viewers`; a websocket client over `ws_messages_per_s` gets an error reply.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -19,7 +25,8 @@ from aiohttp import WSMsgType, web
 
 from stream.live.server import auth
 from stream.live.server.hub import Client
-from stream.live.server.service import LiveService
+from stream.live.server.metrics import CONTENT_TYPE_LATEST, Metrics
+from stream.live.server.service import LiveService, StreamLimit
 from stream.live.sources import SourceError
 
 try:  # WebRTC is optional: without aiortc (or with an aiortc these reads were not checked against) the rest runs
@@ -35,6 +42,8 @@ log = logging.getLogger(__name__)
 
 WEB_ROOT = Path(__file__).resolve().parents[3] / "web"
 SERVICE_KEY = web.AppKey("service", LiveService)
+METRICS_KEY = web.AppKey("metrics", Metrics)
+WS_POLICY_VIOLATION = 1008  # websocket close code for a client that keeps flooding
 WS_HEARTBEAT_S = 20.0
 EVIDENCE_ID = re.compile(r"^[0-9a-f]{32}$")  # alert ids: uuid4 hex
 EVIDENCE_FILES = {"snapshot.jpg": "image/jpeg", "clip.mp4": "video/mp4"}
@@ -46,11 +55,19 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_S, max_msg_size=service.config.max_message_bytes)
     await ws.prepare(request)
     streams = request.query.get("streams")
-    client = Client(ws.send_str, set(streams.split(",")) if streams else None)
+    client = Client(ws.send_str, set(streams.split(",")) if streams else None, service.config.ws_messages_per_s)
     service.hub.join(client)
     pump = asyncio.create_task(client.pump())
     try:
         async for msg in ws:
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and client.limit and not client.limit.allow():
+                if client.limit.flooding:
+                    await ws.close(code=WS_POLICY_VIOLATION, message=b"too many messages")
+                    break
+                if client.limit.refused == 1:  # one error per run of refusals, not one per message
+                    await ws.send_str(json.dumps({"type": "error", "error": "too many messages: at most "
+                                                  f"{service.config.ws_messages_per_s:g} per second; ignored"}))
+                continue
             if msg.type == WSMsgType.TEXT:
                 reply = _client_message(client, msg.data)
                 if reply:
@@ -59,9 +76,13 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
                 await ws.send_str(json.dumps({"type": "error", "error": "binary messages are not accepted"}))
             elif msg.type == WSMsgType.ERROR:
                 break
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:  # one client's trouble must never reach the server
+        log.exception("websocket client failed")
     finally:
         client.closed = True
-        service.hub.clients.discard(client)
+        service.hub.leave(client)
         pump.cancel()
     return ws
 
@@ -70,7 +91,7 @@ def _client_message(client: Client, text: str) -> dict | None:
     """Clients may only (re)subscribe; anything else gets an error reply and the connection stays open."""
     try:
         msg = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError, and nesting too deep for the parser
         return {"type": "error", "error": "malformed JSON"}
     if not isinstance(msg, dict) or msg.get("type") != "subscribe":
         return {"type": "error", "error": "unknown message; send {\"type\": \"subscribe\", \"streams\": [...]}"}
@@ -98,15 +119,22 @@ async def add_stream(request: web.Request) -> web.Response:
             raise TypeError
     except (json.JSONDecodeError, KeyError, TypeError):
         raise web.HTTPBadRequest(text='send JSON {"url": "rtsp://...", "name": "optional"}') from None
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise web.HTTPBadRequest(text="name must be a string")
     try:
-        source = service.add_url(url, body.get("name"), bool(body.get("loop", False)))
+        source = await service.api_add(url, name, bool(body.get("loop", False)))
+    except auth.SourceRefused as exc:
+        raise web.HTTPForbidden(text=str(exc)) from None
+    except StreamLimit as exc:
+        raise web.HTTPServiceUnavailable(text=str(exc)) from None
     except (SourceError, ValueError) as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
     return web.json_response({"name": source.name, "url": source.url}, status=201)
 
 
 async def remove_stream(request: web.Request) -> web.Response:
-    if not request.app[SERVICE_KEY].remove(request.match_info["name"]):
+    if not request.app[SERVICE_KEY].api_remove(request.match_info["name"]):
         raise web.HTTPNotFound(text="no such stream")
     return web.json_response({"removed": request.match_info["name"]})
 
@@ -131,6 +159,58 @@ async def evidence(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Content-Type": EVIDENCE_FILES[name], "Cache-Control": "private"})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS_KEY].scrape(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive and its event loop answers. Open to probes; says nothing else."""
+    return web.json_response({"alive": True})
+
+
+def readiness(service: LiveService) -> dict:
+    """Engines loaded, the scheduler running, the bus connected or spooling."""
+    sched = service.scheduler
+    engines_ok = bool(sched.engines)
+    sched_ok = sched._thread is not None and sched._thread.is_alive()
+    stats = service.bus.stats()
+    if "redis_up" in stats:  # Redis, or its on-disk spool while Redis is down: either way no alert is lost
+        bus = {"ok": True, "kind": "redis", "connected": bool(stats["redis_up"]), "spooled": stats.get("spool", 0)}
+    else:
+        bus = {"ok": True, "kind": "local"}
+    checks = {"engines": {"ok": engines_ok, "loaded": [e.name for e in sched.engines]},
+              "scheduler": {"ok": sched_ok}, "bus": bus}
+    return {"ready": all(c["ok"] for c in checks.values()), "checks": checks}
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 when ready, else 503. Open to probes: without the token (when one is needed) the body counts streams
+    by state but names none, and the engine list is left out."""
+    service = request.app[SERVICE_KEY]
+    body = readiness(service)
+    sources = service.scheduler.sources()
+    counts: dict[str, int] = {}
+    for src in sources:
+        counts[src.state.value] = counts.get(src.state.value, 0) + 1
+    body["streams"] = {"count": len(sources), "by_state": counts}
+    if request.app[auth.GUARD_KEY].token_ok(request):
+        body["streams"]["states"] = {src.name: src.state.value for src in sources}
+    else:
+        body["checks"]["engines"].pop("loaded")
+    return web.json_response(body, status=200 if body["ready"] else 503)
+
+
+def refuse_when_full(handler):
+    """A webcam offer adds a stream: refuse it (503) before any negotiation when max_streams are running."""
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            request.app[SERVICE_KEY].refuse_if_full()
+        except StreamLimit as exc:
+            raise web.HTTPServiceUnavailable(text=str(exc)) from None
+        return await handler(request)
+    return guarded
+
+
 async def webrtc_disabled(request: web.Request) -> web.Response:
     """Stands in for the WebRTC routes when aiortc is missing, so the route table stays the same."""
     raise web.HTTPServiceUnavailable(text=WEBRTC_DISABLED or "WebRTC disabled")
@@ -141,6 +221,7 @@ async def service_ctx(app: web.Application) -> AsyncIterator[None]:
     service = app[SERVICE_KEY]
     service.hub.bind(asyncio.get_running_loop())
     service.start()
+    await service.restore()
     yield
     await service.stop()
 
@@ -158,12 +239,23 @@ def build_app(service: LiveService) -> web.Application:
     app[auth.GUARD_KEY] = auth.Guard(service.config)
     app.cleanup_ctx.append(service_ctx)
     rtc = WEBRTC_DISABLED is None
+    config = service.config
     if rtc:
-        app[webcam.PEERS_KEY] = webcam.PeerRegistry(service)
-        app[relay.RELAY_KEY] = relay.RelayHub(service)
+        cams, viewers = webcam.default_policy(), relay.default_policy()
+        if config.max_webrtc_peers is not None:
+            cams = dataclasses.replace(cams, max_peers=config.max_webrtc_peers)
+        if config.max_relay_viewers is not None:
+            viewers = dataclasses.replace(viewers, max_peers=config.max_relay_viewers)
+        app[webcam.PEERS_KEY] = webcam.PeerRegistry(service, policy=cams)
+        app[relay.RELAY_KEY] = relay.RelayHub(service, policy=viewers)
         app.cleanup_ctx.extend([webrtc_ctx, webcam.peers_ctx, relay.relay_ctx])
     else:
         log.warning("%s", WEBRTC_DISABLED)
+    def peer_counts() -> dict[str, int]:
+        return {"webcam": len(app[webcam.PEERS_KEY]), "relay": len(app[relay.RELAY_KEY].viewers)} if rtc else {}
+
+    app[METRICS_KEY] = Metrics(service, peer_counts)
+    service.on_removed(lambda source: app[METRICS_KEY].forget_stream(source.name))
     static = WEB_ROOT / "static"
     app.add_routes([
         web.get("/", index),
@@ -172,7 +264,10 @@ def build_app(service: LiveService) -> web.Application:
         web.post("/api/streams", add_stream),
         web.delete("/api/streams/{name}", remove_stream),
         web.get("/evidence/{id}/{file}", evidence),
-        web.post("/offer", webcam.post_offer if rtc else webrtc_disabled),
+        web.get("/metrics", metrics),
+        web.get("/healthz", healthz),
+        web.get("/readyz", readyz),
+        web.post("/offer", refuse_when_full(webcam.post_offer) if rtc else webrtc_disabled),
         web.delete("/offer/{peer}", webcam.delete_offer if rtc else webrtc_disabled),
         web.post("/relay/{stream}", relay.post_relay if rtc else webrtc_disabled),
         web.delete("/relay/peer/{peer}", relay.delete_relay if rtc else webrtc_disabled),

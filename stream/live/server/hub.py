@@ -1,6 +1,9 @@
 """Websocket fan-out. Each client has its own outbox: overlays and status are lossy (a slow client loses the
 oldest), alerts are never dropped, and nothing a client does can slow the pipeline or another client.
 
+A client may send at most `rate` messages per second (a token bucket holding twice that); the handler refuses
+the rest with an error reply, and closes a client that keeps flooding (`RateLimit`).
+
 A client that connects late (a page opened or reloaded while a face is already flagged) is first sent the latest
 message of every open alert and of the most recent ended ones, so an alert feed never depends on when it was opened.
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict, deque
 from typing import Any
 
@@ -18,11 +22,44 @@ log = logging.getLogger(__name__)
 
 LOSSY_BACKLOG = 32  # overlay/status messages a client may lag behind before the oldest are dropped
 ENDED_ALERTS_REPLAYED = 50  # ended alerts a newly connected client is sent (open ones are always sent)
+RATE_BURST_FACTOR = 2.0  # a client may send this many seconds' worth of messages at once
+FLOOD_REFUSALS = 200  # refused messages in a row (none allowed between) after which the client is closed
+
+
+class RateLimit:
+    """A token bucket: `allow()` is True for at most `rate` messages per second, after a burst of
+    `RATE_BURST_FACTOR * rate`."""
+
+    def __init__(self, rate: float, clock=time.monotonic) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate * RATE_BURST_FACTOR)
+        self.tokens = self.capacity
+        self.refused = 0  # in a row
+        self.refused_total = 0
+        self._clock = clock
+        self._last = clock()
+
+    def allow(self) -> bool:
+        now = self._clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            self.refused = 0
+            return True
+        self.refused += 1
+        self.refused_total += 1
+        return False
+
+    @property
+    def flooding(self) -> bool:
+        return self.refused >= FLOOD_REFUSALS
 
 
 class Client:
-    def __init__(self, send, streams: set[str] | None = None) -> None:
+    def __init__(self, send, streams: set[str] | None = None, rate: float | None = None) -> None:
         self._send = send  # async callable(str)
+        self.limit = RateLimit(rate) if rate else None
         self.streams = streams  # None: every stream
         self.lossy: deque[str] = deque(maxlen=LOSSY_BACKLOG)
         self.reliable: deque[str] = deque()
@@ -78,6 +115,8 @@ class Hub:
         self.clients: set[Client] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.replay = AlertReplay(ended_alerts_replayed)
+        self.departed_dropped = 0  # messages dropped for clients that have since left (for the metrics)
+        self.departed_refused = 0  # messages refused by the rate limit, likewise
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -88,6 +127,21 @@ class Hub:
             if client.wants(msg):
                 client.enqueue(msg, text)
         self.clients.add(client)
+
+    def leave(self, client: Client) -> None:
+        """Forget a client (its counters stay in the hub's totals); call on the event loop's thread."""
+        if client in self.clients:
+            self.clients.discard(client)
+            self.departed_dropped += client.dropped
+            self.departed_refused += client.limit.refused_total if client.limit else 0
+
+    def dropped_total(self) -> int:
+        """Lossy messages dropped for slow clients since the start, departed clients included."""
+        return self.departed_dropped + sum(c.dropped for c in list(self.clients))
+
+    def refused_total(self) -> int:
+        """Client messages refused by the rate limit since the start."""
+        return self.departed_refused + sum(c.limit.refused_total for c in list(self.clients) if c.limit)
 
     def publish(self, msg: dict[str, Any]) -> None:
         """Deliver to every subscribed client; call on the event loop's thread."""

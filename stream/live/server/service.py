@@ -1,4 +1,8 @@
-"""LiveService: owns the sources, the scheduler and the hub, and starts and stops them together."""
+"""LiveService: owns the sources, the scheduler and the hub, and starts and stops them together.
+
+Streams added or removed through the API (`api_add`, `api_remove`) are checked against the source policy and
+the stream limit, and remembered in `data_dir/streams.json` (persist.py) so they come back after a restart.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +19,19 @@ from stream.live.bus import open_bus
 from stream.config.serve import ServeConfig, source_name_for
 from stream.live.verdicts.evidence import EvidenceStore
 from stream.live.faces import FaceDetector
+from stream.live.server.auth import check_api_source
 from stream.live.server.hub import Hub
+from stream.live.server.persist import STREAMS_FILE, StreamStore
 from stream.live.scheduler.loop import Scheduler
-from stream.live.sources import SourceState
+from stream.live.sources import SourceError, SourceState
 from stream.messages import Status
 from stream.live.sources.live import AVLiveSource, SourceConfig, StreamSource, validate_url
 
 log = logging.getLogger(__name__)
+
+
+class StreamLimit(Exception):
+    """Already `max_streams` streams: the message says so (the API answers 503 with it)."""
 
 
 class LiveService:
@@ -36,15 +46,32 @@ class LiveService:
         self.scheduler = Scheduler(detector, engines, self.publish,
                                    config.scheduler, config.verdict, self.alerts, ensemble)
         self._removal_listeners: list[Callable[[StreamSource], None]] = []
+        self._taps: list[Callable[[dict], None]] = []
+        self.store = StreamStore(config.data_dir / STREAMS_FILE) if config.persist_streams else None
 
     def on_removed(self, fn: Callable[[StreamSource], None]) -> Callable[[], None]:
         """Call `fn(source)` after a stream is removed (the API, a hung-up peer). Returns the unsubscriber."""
         self._removal_listeners.append(fn)
         return lambda: self._removal_listeners.remove(fn) if fn in self._removal_listeners else None
 
+    def tap(self, fn: Callable[[dict], None]) -> None:
+        """Also hand every published message to `fn` (metrics), on the publisher's thread; `fn` must be quick."""
+        self._taps.append(fn)
+
     def publish(self, msg: dict) -> None:
         """Every message leaves through the bus: websockets always, Redis and the alert log as configured."""
+        for fn in self._taps:
+            try:
+                fn(msg)
+            except Exception:
+                log.exception("message tap failed")
         self.bus.publish(msg)
+
+    def refuse_if_full(self) -> None:
+        """Raise StreamLimit when `max_streams` streams already run."""
+        n = len(self.scheduler.streams())
+        if n >= self.config.max_streams:
+            raise StreamLimit(f"already {n} streams (max_streams is {self.config.max_streams}); remove one first")
 
     def names(self) -> set[str]:
         return {s.name for s in self.scheduler.sources()}
@@ -65,6 +92,35 @@ class LiveService:
         source.start()
         log.info("stream %s started (%s)", source.name, source.url)
 
+    async def api_add(self, url: str, name: str | None = None, loop: bool = False) -> StreamSource:
+        """Add a stream sent through the API: the source policy first (auth.check_api_source), then the stream
+        limit, then the address itself; remembered for the next start. Raises SourceRefused, StreamLimit,
+        SourceError or ValueError, and then nothing was added."""
+        if url.lower().startswith(("rtsp://", "rtsps://", "http://", "https://")):
+            validate_url(url)  # a malformed address is said to be malformed (400) before any lookup
+        await check_api_source(url, self.config.source_policy)  # before any look at a local path's existence
+        self.refuse_if_full()
+        config = SourceConfig(name=name or source_name_for(url, self.names()), url=url, loop=loop)
+        source = self.add_config(config)
+        if self.store is not None:
+            try:
+                self.store.record_add(config)
+            except OSError as exc:
+                self.remove(config.name)
+                raise SourceError(f"stream not added: it could not be saved to {self.store.path} ({exc})") from None
+        return source
+
+    def api_remove(self, name: str) -> bool:
+        """Remove a stream through the API, and remember it (a config-file source stays removed)."""
+        if not self.remove(name):
+            return False
+        if self.store is not None:
+            try:
+                self.store.record_remove(name, {s.name for s in self.config.sources})
+            except OSError:
+                log.exception("stream %s removed, but the removal could not be saved to %s", name, self.store.path)
+        return True
+
     def remove(self, name: str) -> bool:
         source = self.scheduler.remove(name)
         if source is None:
@@ -79,10 +135,29 @@ class LiveService:
         return True
 
     def start(self) -> None:
+        """The bus, the config file's sources (less those removed through the API), then the scheduler. The API's
+        own sources come back in `restore`, which checks them against today's source policy."""
         self.bus.start()
+        removed = self.store.removed | set(self.store.added) if self.store is not None else set()
         for sc in self.config.sources:
+            if sc.name in removed:
+                log.info("stream %s: not started (removed or replaced through the API, see %s)", sc.name,
+                         self.store.path if self.store else "")
+                continue
             self.add_config(sc)
         self.scheduler.start()
+
+    async def restore(self) -> None:
+        """Start the streams added through the API before the last restart. Each is checked against the source
+        policy again (it may have changed); one refused, or no longer valid, is logged and skipped."""
+        if self.store is None:
+            return
+        for sc in list(self.store.added.values()):
+            try:
+                await check_api_source(sc.url, self.config.source_policy)
+                self.add_config(sc)
+            except (SourceError, ValueError) as exc:
+                log.error("stream %s from %s not restored: %s", sc.name, self.store.path, exc)
 
     async def stop(self) -> None:
         self.scheduler.stop()  # ends open alerts, which still go out through the bus below

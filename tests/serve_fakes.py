@@ -1,0 +1,110 @@
+"""Cheap stand-ins for the hardening, metrics and fuzz tests of the real serve app: no MTCNN, no decoding.
+
+`Ticker` is a stream that delivers synthetic frames from its own thread (so overlays flow), `OneFace` a detector
+that finds one face in the middle of every frame, `AlwaysFake` an engine that calls every face fake (so alerts
+start), `NoFaces` a detector that finds none, and `Idle` a stream that never delivers a frame.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+
+import numpy as np
+
+from engines.base import Engine, InputSpec
+from stream.live.faces.detector import Detection
+from stream.live.sources import Frame, SourceState
+from stream.live.sources.buffer import LatestFrameBuffer
+from stream.live.sources.live import StreamSource
+
+JSON_TYPE = "application/json"
+FRAME = (96, 128)  # (h, w)
+
+
+class NoFaces:
+    def detect(self, images):
+        return [[] for _ in images]
+
+
+class OneFace:
+    def detect(self, images):
+        return [[Detection(np.array([32.0, 16.0, 96.0, 80.0]), 0.99, np.zeros((5, 2)))] for _ in images]
+
+
+class AlwaysFake(Engine):
+    def __init__(self, name: str = "always-fake") -> None:
+        self.name, self.spec = name, InputSpec(size=32)
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        return np.full(len(crops), 0.99, dtype=np.float32)
+
+
+class Idle(StreamSource):
+    def __init__(self, name: str) -> None:
+        super().__init__(name, "idle:", LatestFrameBuffer(), 1.0)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class Ticker(StreamSource):
+    """Delivers a random RGB frame every 1/fps seconds until stopped."""
+
+    def __init__(self, name: str, fps: float = 20.0, analysed_fps: float = 10.0) -> None:
+        super().__init__(name, "ticker:", LatestFrameBuffer(), analysed_fps)
+        self.fps = fps
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._set_state(SourceState.CONNECTING)
+        self._set_state(SourceState.STREAMING)
+        self._thread = threading.Thread(target=self._run, name=f"ticker-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        rng = np.random.default_rng(0)
+        i = 0
+        while not self._stop.wait(1.0 / self.fps):
+            image = rng.integers(0, 255, (*FRAME, 3), dtype=np.uint8)
+            self.deliver(Frame(image=image, pts=i, time=i / self.fps, index=i, received=time.monotonic()))
+            i += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._set_state(SourceState.STOPPED)
+
+
+def add_source(server, source: StreamSource, timeout: float = 10.0) -> None:
+    """Add a source on the server's loop (as webcam peers do) and wait until it is listed."""
+    server.loop.call_soon_threadsafe(server.service.add_source, source)
+    deadline = time.monotonic() + timeout
+    while source.name not in server.service.names():
+        assert time.monotonic() < deadline, f"{source.name} was not added"
+        time.sleep(0.02)
+
+
+def send(port: int, method: str, path: str, body: dict | str | None = None, *, address: str = "127.0.0.1",
+         content_type: str | None = JSON_TYPE, **headers: str) -> tuple[int, str]:
+    """One request with exactly these headers; Host is address:port unless given."""
+    sent = {"Host": f"{address}:{port}"}
+    sent.update({k.replace("_", "-"): v for k, v in headers.items()})
+    data = None if body is None else (body if isinstance(body, str) else json.dumps(body)).encode()
+    if data is not None and content_type is not None:
+        sent["Content-Type"] = content_type
+    conn = http.client.HTTPConnection(address, port, timeout=30)
+    try:
+        conn.request(method, path, body=data, headers=sent)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
