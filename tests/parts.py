@@ -31,3 +31,13 @@ def require(part: str, reason: str | None) -> None:
     if strict():
         pytest.fail(f"strict mode ({STRICT_ENV}=1): {part} is needed but missing: {reason}", pytrace=False)
     pytest.skip(f"{part} missing: {reason}")
+
+
+def import_or_require(module: str):
+    """`pytest.importorskip`, strict: the module, or a skip (a failure in strict mode) saying it is missing."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        require(f"the Python package {module}", str(exc))

@@ -24,11 +24,11 @@ from stream.live.bus.base import ALERTS_LOG_NAME
 from stream.live.bus.spool import SPOOL_NAME, Spool, SpoolLocked
 from stream.config.sources import Backoff
 
-redis = pytest.importorskip("redis")
+from parts import needs, import_or_require
+redis = import_or_require("redis")
 
 from stream.live.bus import redis_bus  # noqa: E402 - needs redis
 from stream.live.bus.redis_bus import IO_TIMEOUT_S, RedisBus, alerts_stream, channel  # noqa: E402 - needs redis
-from parts import needs
 
 pytestmark = needs("redis-server", unavailable_reason())
 

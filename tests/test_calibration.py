@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.calibration import (Calibration, CalibrationError, Ensemble, Platt, attach, beside, check_weights,
+from engines.calibration import (Calibration, CalibrationError, Ensemble, Platt, beside, check_weights,
                                  read_file, write_file)
 from stream.cli import main
 from stream.cli.common import attach_calibrations, expand_models

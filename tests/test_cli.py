@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from parts import require
 from stream.cli import EXIT_USAGE, build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,7 +272,7 @@ def test_serve_precision_from_yaml_and_refused_when_unknown(tmp_path):
 def test_serve_fp16_on_the_cpu_is_refused_by_the_engine_preparation(capsys):
     weights = REPO.parent / "shared" / "weights" / "mesonet"
     if not (weights / "Meso4_DF.h5").exists():
-        pytest.skip(f"MesoNet weights not found in {weights}")
+        require("the shared MesoNet weights", f"not found in {weights}")
     code = main(["serve", "--precision", "fp16", "--backend", "onnx", "--weights-dir", str(weights), "--offline",
                  "--device", "cpu"])
     assert code == EXIT_USAGE

@@ -25,7 +25,7 @@ from engines.keras_xception import (FEATURES, KerasMaxPool2d, KerasXception, ker
                                     same_pads)
 from engines.registry import XCEPTION_NOTOP_FILENAME, XCEPTION_NOTOP_MD5, XCEPTION_NOTOP_URL, get_entry
 from keras_xception_ref import keras_input, random_xception, set_tf_threads, torch_features, write_legacy_h5
-from parts import require
+from parts import require, import_or_require
 from sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
 
 # 75 -> stem 37 -> 35, then pools see 35 (odd), 18 (even: the extra pixel goes after), 9, 5.
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't
 
 @pytest.fixture(scope="module")
 def tf():
-    tf = pytest.importorskip("tensorflow")
+    tf = import_or_require("tensorflow")
     set_tf_threads(tf)
     return tf
 

@@ -13,6 +13,7 @@ from engines.base import TorchEngine, WeightsFormatError
 from engines.mesonet import KerasMaxPool2d, build_meso4, build_mesoinception4
 from engines.registry import build_engine, get_entry
 from sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
+from parts import import_or_require
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEIGHTS_DIR = SHARED / "weights" / "mesonet"
@@ -55,7 +56,7 @@ def _engine(model: str) -> TorchEngine:
 
 @pytest.fixture(scope="module")
 def tf():
-    tf = pytest.importorskip("tensorflow")
+    tf = import_or_require("tensorflow")
     try:
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)

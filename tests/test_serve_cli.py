@@ -22,6 +22,7 @@ import pytest
 from engines.registry import DEFAULT_MODEL
 
 from conftest import FFPP, MESONET_WEIGHTS
+from parts import needs
 from live_server import collect, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,8 +31,9 @@ STREAM = CLIP.stem  # serve names a file source after its stem
 LISTEN_TIMEOUT_S = 300  # the first run exports the ONNX model and loads MTCNN on a shared, slow CPU
 EXIT_TIMEOUT_S = 30
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not CLIP.exists() or not (MESONET_WEIGHTS / "Meso4_DF.h5").exists(),
-                                                    reason="shared clip or MesoNet weights not found")]
+pytestmark = [pytest.mark.slow, needs("the shared clip and MesoNet weights",
+                                     None if CLIP.exists() and (MESONET_WEIGHTS / "Meso4_F2F.h5").exists()
+                                     else f"{CLIP} or {MESONET_WEIGHTS} not found")]
 
 
 @pytest.fixture(scope="module")

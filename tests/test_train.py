@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from conftest import FFPP, FFPP_VIDEOS, CROPS_PER_VIDEO
+from parts import import_or_require
 from engines.keras_xception import KerasXception
 from engines.registry import XCEPTION_NOTOP_FILENAME, build_engine, get_entry
 from stream.cli import EXIT_OK, EXIT_USAGE, main
@@ -332,7 +333,7 @@ def test_lstm_finetune_with_online_sbi_trains_the_backbone_on_real_only_data(rea
 @pytest.mark.slow
 def test_lstm_weights_load_in_keras(tmp_path: Path) -> None:
     """The card's own `build_model(...).load_weights(path)` reads the file, and agrees with the engine."""
-    tf = pytest.importorskip("tensorflow")
+    tf = import_or_require("tensorflow")
     from keras_xception_ref import set_tf_threads
 
     set_tf_threads(tf)
@@ -362,7 +363,7 @@ def test_lstm_weights_load_in_keras(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_videomae_smoke_writes_a_folder_the_engine_loads(frames_dataset: Path, tmp_path: Path) -> None:
-    transformers = pytest.importorskip("transformers")
+    transformers = import_or_require("transformers")
     init = tmp_path / "init"
     torch.manual_seed(0)
     config = transformers.VideoMAEConfig(num_labels=2, id2label={0: "FAKE", 1: "REAL"},
@@ -380,7 +381,7 @@ def test_videomae_smoke_writes_a_folder_the_engine_loads(frames_dataset: Path, t
 
 @pytest.mark.slow
 def test_videomae_with_online_sbi_trains_on_real_only_data(reals_dataset: Path, tmp_path: Path) -> None:
-    transformers = pytest.importorskip("transformers")
+    transformers = import_or_require("transformers")
     init = tmp_path / "init"
     torch.manual_seed(0)
     transformers.VideoMAEForVideoClassification(transformers.VideoMAEConfig(num_labels=2, **TINY_VIDEOMAE)) \

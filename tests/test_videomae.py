@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
+from parts import import_or_require
+transformers = import_or_require("transformers")
 from transformers import VideoMAEConfig, VideoMAEForVideoClassification  # noqa: E402
 
 from engines.base import WeightsFormatError  # noqa: E402

@@ -23,7 +23,8 @@ from engines.xception_logreg import UntrustedPickle, build_xception_logreg, load
 from keras_xception_ref import keras_input, random_xception, set_tf_threads, write_legacy_h5
 from sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
 
-sklearn = pytest.importorskip("sklearn")
+from parts import import_or_require
+sklearn = import_or_require("sklearn")
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -125,7 +126,7 @@ def test_head_of_the_wrong_width_is_refused(tmp_path: Path) -> None:
 def keras_case(ffpp_face_crops, tmp_path_factory):
     """(engine, reference p(fake), crops): build_engine fetches both files from one folder; the reference is
     head(Keras features) of a sensitive random Keras Xception, on real face crops."""
-    tf = pytest.importorskip("tensorflow")
+    tf = import_or_require("tensorflow")
     set_tf_threads(tf)
     folder = tmp_path_factory.mktemp("logreg")
     crops = ffpp_face_crops(SIZE)

@@ -24,6 +24,7 @@ from engines.xception_lstm import FAKE_INDEX, parse_config
 from keras_xception_ref import (damp_residual_branches, fit_bn_stats, keras_input, randomise_bn, set_tf_threads,
                                 spread_dense)
 from sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
+from parts import import_or_require
 
 NAME = "xception-lstm"
 TIME_STEPS = 3  # the card uses 30; the engine reads it from the file
@@ -50,7 +51,7 @@ def test_missing_file_says_where_to_get_it(tmp_path: Path) -> None:
 def reference(tmp_path_factory, sequences: np.ndarray):
     """The card's build_model (TimeDistributed Xception + LSTM + Dropout + Dense softmax), made sensitive to the
     test sequences, saved three ways."""
-    tf = pytest.importorskip("tensorflow")
+    tf = import_or_require("tensorflow")
     set_tf_threads(tf)
     import keras
     from keras import layers
