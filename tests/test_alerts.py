@@ -73,7 +73,7 @@ def test_deepfakes_video_raises_alert_with_evidence(tmp_path):
     msgs = []
     store = EvidenceStore(tmp_path)
     manager = AlertManager(msgs.append, store, AlertPolicy(update_every_s=0.5))
-    engine = build_engine("meso4-df", weights_dir=MESONET_WEIGHTS, allow_download=False)
+    engine = build_engine(DEFAULT_MODEL, weights_dir=MESONET_WEIGHTS, allow_download=False)
     sched = Scheduler(FaceDetector(), [engine], msgs.append, policy=VerdictPolicy(), alerts=manager)
     feed = _FileFeed("df", FFPP / "fake" / "Deepfakes_519_515.mp4")
     st = sched.add(feed)

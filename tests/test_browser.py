@@ -66,7 +66,7 @@ pytestmark = needs("Chromium (with Playwright)", chromium_unavailable())
 
 @pytest.fixture(scope="module")
 def meso():
-    return build_engine("meso4-df", weights_dir=MESONET_WEIGHTS, allow_download=False)
+    return build_engine(DEFAULT_MODEL, weights_dir=MESONET_WEIGHTS, allow_download=False)
 
 
 def to_y4m(video: Path, out: Path, size=Y4M_SIZE, seconds=Y4M_SECONDS) -> Path:
@@ -235,7 +235,7 @@ def test_webcam_preview_shows_scored_face_boxes(meso, tmp_path):
             await expect(tile.locator("canvas.preview")).to_be_visible()
             await expect(page.locator("#empty")).to_be_hidden()
             faces = await scored_faces(page, name, BOXES_TIMEOUT_S - (time.monotonic() - started))
-            assert all(0.0 <= f["score"] <= 1.0 and "meso4-df" in f["engines"] for f in faces if f["score"] is not None)
+            assert all(0.0 <= f["score"] <= 1.0 and DEFAULT_MODEL in f["engines"] for f in faces if f["score"] is not None)
             state = await page.evaluate(f"window.__dfstream.streams[{json.dumps(name)}]")
             assert state["mode"] == "local" and state["sync"]["clock"] == "capture", state["sync"]
             # matched by timestamp: some drawn overlays belong to the very frame on screen (within 0.5 ms), which
@@ -249,7 +249,7 @@ def test_webcam_preview_shows_scored_face_boxes(meso, tmp_path):
             await page.wait_for_timeout(ms(SCREENSHOT_SETTLE_S if os.environ.get("DFSTREAM_SCREENSHOT") else 1.0))
             await expect(tile.locator(".stats")).to_contain_text("fps")
             tip = await hover_face(page, name)  # the picture shows the per-engine scores too
-            assert "meso4-df" in tip, tip
+            assert DEFAULT_MODEL in tip, tip
             await screenshot(page, *save_screenshot_paths(tmp_path, "webcam.png"))
 
             # the tile's Remove stops the stream on the server, and the tile goes
@@ -284,14 +284,13 @@ def quality_summary(faces: list[dict]) -> dict:
             "verdicts": sorted({f["verdict"] for f in faces})}
 
 
-# The real clip's face is ~122-138 px at 1280x720 and ~59-69 px at 640x360. With no quality floor (engines'
-# QualityFloor defaults to 0) MesoNet judges the small, soft 640x360 face fake within seconds (p(fake) up to ~0.9)
-# and an alert starts: the bug the floor fixes, so that parametrisation names the floor it needs and fails until
-# it lands in engines/registry.py.
-FLOOR_NEEDED = {(640, 360): "meso4-df needs a quality floor (engines/registry.py, QualityFloor(min_face_px=...))"
-                            " above this size's ~59-69 px faces and at or below 720p's ~122 px"}
+# The real clip's face is ~122-138 px at 1280x720 and ~59-69 px at 640x360. Without a quality floor MesoNet's
+# Deepfakes file judged the small, soft 640x360 face fake within seconds (p(fake) up to ~0.9) and an alert started:
+# the bug the measured floors and default model fix (README, Robustness), which this parametrisation guards.
+FLOOR_NEEDED = {(640, 360): "the default model's quality floor (engines/registry.py) must keep this size's ~59-69 px "
+                            "faces from raising an alert"}
 WEBCAM_SIZES = [pytest.param((1280, 720), id="1280x720"),
-                pytest.param((640, 360), id="640x360-needs-meso4-df-min_face_px-floor")]
+                pytest.param((640, 360), id="640x360")]
 
 
 @pytest.mark.slow
@@ -401,7 +400,7 @@ def test_low_quality_faces_are_drawn_grey_with_their_reason(tmp_path):
     """With a floor no face reaches, every face is low-quality: drawn grey and dashed, labelled with the server's
     reason (and the tooltip says it was not judged), and the stats line counts the gated face-frames."""
     floor = QualityFloor(min_face_px=4096, source="test: a floor no face reaches")
-    engine = build_engine("meso4-df", weights_dir=MESONET_WEIGHTS, allow_download=False)
+    engine = build_engine(DEFAULT_MODEL, weights_dir=MESONET_WEIGHTS, allow_download=False)
     engine.quality = floor  # what build_engine sets from the registry entry
     source = SourceConfig(name="lobby", url=str(REAL_VIDEO), loop=True)
 
@@ -415,7 +414,7 @@ def test_low_quality_faces_are_drawn_grey_with_their_reason(tmp_path):
                                   BOXES_TIMEOUT_S)
             assert all(f["verdict"] == "low-quality" for f in faces), faces
             face = faces[0]
-            assert face["reason"].startswith("face ") and "< 4096 px for meso4-df" in face["reason"], face
+            assert face["reason"].startswith("face ") and f"< 4096 px for {DEFAULT_MODEL}" in face["reason"], face
             assert face["label"].startswith(f"#{face['track']} low quality: face "), face
             assert face["colour"] == "#6b7385", face  # grey, not a verdict's colour
             assert face["quality"]["face_px"] > 0 and "sharpness" in face["quality"], face
@@ -466,7 +465,7 @@ def test_rtsp_camera_added_from_the_page_is_relayed_with_boxes(meso, tmp_path):
             await expect(tile.locator(".message")).to_be_hidden(timeout=ms(PAGE_TIMEOUT_S))
             t0 = await page.evaluate(f"{video}.currentTime")
             faces = await scored_faces(page, "door", BOXES_TIMEOUT_S)
-            assert faces and all("meso4-df" in f["engines"] for f in faces if f["score"] is not None)
+            assert faces and all(DEFAULT_MODEL in f["engines"] for f in faces if f["score"] is not None)
             t1 = await page.evaluate(f"{video}.currentTime")
             assert t1 > t0, "the relayed video is not advancing"
             state = await page.evaluate("window.__dfstream.streams.door")
@@ -475,7 +474,7 @@ def test_rtsp_camera_added_from_the_page_is_relayed_with_boxes(meso, tmp_path):
             assert state["video"]["width"] > 0
             await wait_js(page, "window.__dfstream.inspect('door').overlayInk > 0", BOXES_TIMEOUT_S)
             tip = await hover_face(page, "door")
-            assert "meso4-df" in tip and "Track #" in tip, tip
+            assert DEFAULT_MODEL in tip and "Track #" in tip, tip
             relay = server._runner.app[RELAY_KEY]
             assert sum(len(r.viewers) for r in relay.relays.values()) == 1
             await screenshot(page, tmp_path / "rtsp.png")
@@ -509,9 +508,9 @@ def test_alert_on_the_deepfakes_video_appears_in_the_feed_of_a_page_opened_later
             alert = await page.evaluate(f"window.__dfstream.alerts[{json.dumps(first['id'])}]")
             assert alert["snapshot"] == "loaded", alert
             assert alert["stream"] == "studio"
-            assert alert["score_max"] >= 0.7 and "meso4-df" in alert["engines"]
+            assert alert["score_max"] >= 0.7 and DEFAULT_MODEL in alert["engines"]
             await expect(li.locator("strong")).to_have_text(re.compile(r"^studio · track #\d+$"))
-            await expect(li).to_contain_text("meso4-df")
+            await expect(li).to_contain_text(DEFAULT_MODEL)
             await expect(li.locator("img")).to_have_js_property("naturalWidth", 224)
             await expect(li.locator("img")).to_have_js_property("naturalHeight", 224)
             link = li.locator("a")

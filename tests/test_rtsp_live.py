@@ -93,7 +93,7 @@ class Recorder:
 
 
 def test_rtsp_boxes_and_reconnect_while_file_keeps_flowing():
-    engine = build_engine("meso4-df", weights_dir=MESONET_WEIGHTS, allow_download=False)
+    engine = build_engine(DEFAULT_MODEL, weights_dir=MESONET_WEIGHTS, allow_download=False)
     with RtspServer(FFPP / "real" / "004.mp4") as camera:
         config = ServeConfig(sources=[
             SourceConfig(name="cam", url=camera.url, watchdog_s=3.0),

@@ -44,7 +44,7 @@ def wait_for(cond, timeout: float, what: str) -> None:
 
 
 def test_alerts_reach_follower_exactly_once_across_a_redis_restart(tmp_path):
-    engine = build_engine("meso4-df", weights_dir=MESONET_WEIGHTS, allow_download=False)
+    engine = build_engine(DEFAULT_MODEL, weights_dir=MESONET_WEIGHTS, allow_download=False)
     with RedisServer(persistent=True) as rs:
         follower = Cli("--redis", rs.url, "--follow", "--json", "--group", "watchers")
         source = SourceConfig(name="df", url=str(FFPP / "fake" / "Deepfakes_519_515.mp4"), loop=True)

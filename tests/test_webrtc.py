@@ -34,7 +34,7 @@ JSON = {"Content-Type": "application/json"}  # what the page sends; raw bodies b
 
 @pytest.fixture(scope="module")
 def meso():
-    return build_engine("meso4-df", weights_dir=MESONET_WEIGHTS, allow_download=False)
+    return build_engine(DEFAULT_MODEL, weights_dir=MESONET_WEIGHTS, allow_download=False)
 
 
 class Serve:
