@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engines.registry import build_engine
+from engines.registry import DEFAULT_MODEL, build_engine
 from stream.live.verdicts.alerts import AlertManager, AlertPolicy
 from stream.live.verdicts.evidence import EvidencePolicy, EvidenceStore
 from stream.live.faces import FaceDetector

@@ -33,7 +33,7 @@ import av
 import pytest
 
 from engines.quality import QualityFloor
-from engines.registry import build_engine
+from engines.registry import DEFAULT_MODEL, build_engine
 from stream.config.serve import ServeConfig
 from stream.live.server.relay import RELAY_KEY
 from stream.live.sources.live import SourceConfig

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from engines.registry import build_engine
+from engines.registry import DEFAULT_MODEL, build_engine
 from stream.config.serve import ConfigError, ServeConfig, expand_env, load_config, source_name_for
 from stream.config.sources import Backoff, SourcePolicy
 from stream.live.sources.buffer import BufferPolicy, LatestFrameBuffer

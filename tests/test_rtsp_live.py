@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from engines.registry import build_engine
+from engines.registry import DEFAULT_MODEL, build_engine
 from stream.config.serve import ServeConfig
 from stream.live.sources.live import SourceConfig
 

@@ -10,7 +10,7 @@ import pytest
 from parts import needs
 import redis
 
-from engines.registry import build_engine
+from engines.registry import DEFAULT_MODEL, build_engine
 from stream.live.verdicts.alerts import AlertPolicy
 from stream.config.serve import ServeConfig
 from stream.live.sources.live import SourceConfig

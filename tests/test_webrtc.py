@@ -14,7 +14,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc.contrib.media import MediaPlayer
 
-from engines.registry import build_engine
+from engines.registry import DEFAULT_MODEL, build_engine
 from stream.config.serve import ServeConfig
 from stream.live.server.app import build_app
 from stream.live.server.service import LiveService
