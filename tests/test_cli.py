@@ -148,7 +148,7 @@ EXPECTED = {
         '<action> build required',
     ],
     '': [
-        '<command> scan|eval|serve|train|explain|alerts|models|engines required',
+        '<command> scan|eval|calibrate|serve|train|explain|alerts|models|engines required',
     ],
 }
 
