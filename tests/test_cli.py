@@ -251,8 +251,15 @@ def test_serve_precision_reaches_the_config_and_the_engines(monkeypatch, tmp_pat
     assert serve.config_from_args(build_parser().parse_args(["serve"])).precision == "fp32"  # the config's default
 
     seen = []
-    monkeypatch.setattr(serve, "prepare_engine", lambda name, **kw: seen.append((name, kw)) or name)
-    assert serve.build_engines(config, args, "cpu") == ["meso4-df"]
+    from types import SimpleNamespace
+
+    def prepared(name, **kw):
+        seen.append((name, kw))
+        return SimpleNamespace(name=name, weights_path=None, weights_sha256="0" * 64, calibration=None)
+
+    monkeypatch.setattr(serve, "prepare_engine", prepared)
+    engines, ensemble = serve.build_engines(config, args, "cpu")
+    assert [e.name for e in engines] == ["meso4-df"] and ensemble is None
     kw = seen[0][1]
     assert (kw["backend"], kw["precision"], kw["calibrate"], kw["offline"]) == \
         ("onnx", "int8", [tmp_path / "faces.mp4"], True)
