@@ -113,3 +113,11 @@ def test_a_lost_face_makes_the_next_pass_detect_the_whole_frame():
     overlays, detector = _run(DetectionPolicy(detect_every=10), frames)
     assert [bool(m["faces"]) for m in overlays] == [True, True, False, True, True]
     assert detector.full == 2  # the first frame, and the one after the jump
+
+
+def test_a_floor_above_the_frame_still_searches_one_pyramid_level():
+    """A quality floor larger than the frame must not leave MTCNN an empty pyramid (it crashed with torch.cat)."""
+    detector = FaceDetector(min_source_face_px=10_000)
+    frames = _scene([(100, 100)])
+    found = detector.detect([frames[0].image])  # raised ValueError before the clamp
+    assert len(found) == 1 and all(d.box[2] - d.box[0] > 0 for d in found[0])

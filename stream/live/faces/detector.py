@@ -66,7 +66,7 @@ class FaceDetector:
         for indices in groups.values():
             scale = self._scale(images[indices[0]])
             batch = np.stack([_resize(images[i], scale) for i in indices])
-            self._mtcnn.min_face_size = self.min_face_size(scale)
+            self._mtcnn.min_face_size = min(self.min_face_size(scale), min(batch.shape[1:3]))  # >= 1 pyramid level
             with torch.inference_mode():
                 boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
             for i, b, p, pts in zip(indices, boxes, probs, points):
