@@ -181,6 +181,20 @@ def _builder(architecture: str):
     return getattr(importlib.import_module(module_name), func)
 
 
+def weights_digest(path: Path) -> str:
+    """The sha256 a calibration is tied to: the file's, or for a checkpoint folder (VideoMAE, GenD) the sha256 of
+    its files' names and hashes in order."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_of(path)
+    import hashlib
+
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{f.relative_to(path).as_posix()}:{sha256_of(f)}\n".encode())
+    return digest.hexdigest()
+
+
 def build_engine(
     name: str,
     weights_dir: Path | None = None,
@@ -199,5 +213,5 @@ def build_engine(
         engine = builder(path, entry, device, extra_paths=extra)
     engine.quality = entry.quality
     engine.weights_path = path  # calibration files are tied to these weights by their sha256
-    engine.weights_sha256 = sha256_of(path)
+    engine.weights_sha256 = weights_digest(path)
     return engine

@@ -1,4 +1,4 @@
-"""`dfstream eval`: dataset discovery, metrics against scikit-learn, the crop cache, and real runs of meso4-df on
+"""`dfstream eval`: dataset discovery, metrics against scikit-learn, the crop cache, and real runs of the default model on
 the shared FaceForensics++ clips through the real CLI (real MTCNN, real weights)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 from conftest import FFPP, MESONET_WEIGHTS, SHARED
 from engines.base import Engine, InputSpec
+from engines.registry import DEFAULT_MODEL
 from stream.cli import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, main
 from stream.jobs.datasets import FAKE, REAL, Dataset, DatasetError, DatasetItem, discover
 from stream.jobs.evaluate import (HISTOGRAM_PNG, METRICS_JSON, ROC_PNG, VIDEOS_CSV, CropCache, FaceCrops, ItemResult,
@@ -21,7 +22,7 @@ from stream.jobs.evaluate import (HISTOGRAM_PNG, METRICS_JSON, ROC_PNG, VIDEOS_C
 from stream.jobs.scan import Scanner, ScanOptions
 
 EVAL_FPS = "1"  # one frame per second of video keeps a cold run over the seven clips affordable on two cores
-MODEL_ARGS = ["--model", "meso4-df", "--weights-dir", str(MESONET_WEIGHTS), "--offline", "--backend", "torch"]
+MODEL_ARGS = ["--model", DEFAULT_MODEL, "--weights-dir", str(MESONET_WEIGHTS), "--offline", "--backend", "torch"]
 FACES = sorted((SHARED / "data" / "faces" / "celeba-hq").glob("*.jpg"))
 FFPP_METHODS = {"Deepfakes": "519_515", "Face2Face": "750_743", "FaceSwap": "634_660", "NeuralTextures": "004_982"}
 
@@ -190,7 +191,7 @@ def test_cache_is_keyed_by_content_and_crop_spec(tmp_path):
 
 @pytest.fixture(scope="module")
 def ffpp_runs(ffpp, tmp_path_factory) -> dict[str, Path]:
-    """eval of meso4-df on the shared clips twice, sharing one crop cache: cold (decode + detect), then warm.
+    """eval of the default model on the shared clips twice, sharing one crop cache: cold (decode + detect), then warm.
 
     Each run also counts, in `runs["work"][name]`, the files it decoded and the frame batches it sent to the face
     detector (the two costs the cache exists to skip)."""
@@ -225,8 +226,9 @@ def test_eval_on_ffpp_writes_every_file_and_its_video_auc_matches_the_csv(ffpp_r
         with Image.open(out / png) as im:
             assert im.format == "PNG" and min(im.size) > 100
     m = json.loads((out / METRICS_JSON).read_text())
-    assert m["models"] == ["meso4-df"] and m["threshold"] == 0.5 and m["fps"] == float(EVAL_FPS)
-    assert m["counts"] == {"files": 7, "real": 3, "fake": 4, "videos": 7, "scored": 7, "no_face": 0, "errors": 0}
+    assert m["models"] == [DEFAULT_MODEL] and m["threshold"] == 0.5 and m["fps"] == float(EVAL_FPS)
+    assert m["counts"] == {"files": 7, "real": 3, "fake": 4, "videos": 7, "scored": 7, "no_face": 0, "errors": 0,
+                           "low_quality": 0, "low_quality_face_frames": m["counts"]["low_quality_face_frames"]}
     assert m["errors"] == [] and m["warnings"] == []
     rows = read_csv(out / VIDEOS_CSV)
     assert sorted(Path(r["path"]).name for r in rows) == sorted(p.name for p in FFPP.glob("*/*.mp4"))
@@ -246,7 +248,7 @@ def test_eval_scores_with_the_same_pipeline_as_scan(ffpp_runs):
     from engines.registry import build_engine
 
     video = FFPP / "real" / "004.mp4"
-    engine = build_engine("meso4-df", weights_dir=MESONET_WEIGHTS, allow_download=False)
+    engine = build_engine(DEFAULT_MODEL, weights_dir=MESONET_WEIGHTS, allow_download=False)
     result = Scanner([engine], [0.5], ScanOptions(fps=float(EVAL_FPS))).scan(video)
     row = next(r for r in read_csv(ffpp_runs["cold"] / VIDEOS_CSV) if Path(r["path"]).name == video.name)
     assert float(row["score"]) == pytest.approx(result.score, abs=1e-6)

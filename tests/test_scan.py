@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from engines.registry import DEFAULT_MODEL, get_entry
 from PIL import Image
 
 from conftest import FFPP, FFPP_VIDEOS, MESONET_WEIGHTS, SHARED
@@ -28,13 +30,13 @@ def json_lines(proc: subprocess.CompletedProcess) -> list[dict]:
 
 @pytest.mark.slow
 def test_scan_all_shared_videos():
-    proc = run_scan(*map(str, FFPP_VIDEOS), "--model", "meso4-df", "--json", "--fps", SCAN_FPS)
+    proc = run_scan(*map(str, FFPP_VIDEOS), "--model", DEFAULT_MODEL, "--json", "--fps", SCAN_FPS)
     assert proc.returncode == 0, proc.stderr
     results = json_lines(proc)
     assert [r["path"] for r in results] == [str(p) for p in FFPP_VIDEOS] and len(results) == 7
     for r in results:
         assert r["label"] in ("fake", "real") and r["error"] is None
-        assert 0.0 <= r["score"] <= 1.0 and r["threshold"] == 0.5 and r["model"] == "meso4-df"
+        assert 0.0 <= r["score"] <= 1.0 and r["threshold"] == 0.5 and r["model"] == DEFAULT_MODEL
         assert r["frames_scored"] > 0 and len(r["tracks"]) >= 1
         # the video score is the mean over scored face-frames, i.e. the frame-weighted mean of track scores
         # (over the face-frames that were judged: low-quality ones are counted in frames_scored but not scored)
@@ -83,7 +85,7 @@ def test_table_output_and_exit_zero_on_success():
     face = sorted((SHARED / "data" / "faces" / "celeba-hq").glob("*"))[0]
     proc = run_scan(str(face))
     assert proc.returncode == 0, proc.stderr
-    assert face.name in proc.stdout and "meso4-df" in proc.stdout
+    assert face.name in proc.stdout and DEFAULT_MODEL in proc.stdout
 
 
 def test_faces_none_scores_whole_crops_with_two_models_fused():
@@ -104,7 +106,7 @@ def test_unknown_model_and_missing_weights_are_usage_errors(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
-    assert "Meso4_DF.h5" in proc.stderr and "raw.githubusercontent.com/DariusAf/MesoNet" in proc.stderr
+    assert get_entry(DEFAULT_MODEL).weights.filename in proc.stderr and "raw.githubusercontent.com/DariusAf/MesoNet" in proc.stderr
     assert str(tmp_path) in proc.stderr
 
 

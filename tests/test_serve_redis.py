@@ -10,7 +10,8 @@ import pytest
 from parts import needs
 import redis
 
-from engines.registry import DEFAULT_MODEL, build_engine
+from engines.quality import QualityFloor
+from engines.registry import build_engine
 from stream.live.verdicts.alerts import AlertPolicy
 from stream.config.serve import ServeConfig
 from stream.live.sources.live import SourceConfig
@@ -44,7 +45,9 @@ def wait_for(cond, timeout: float, what: str) -> None:
 
 
 def test_alerts_reach_follower_exactly_once_across_a_redis_restart(tmp_path):
-    engine = build_engine(DEFAULT_MODEL, weights_dir=MESONET_WEIGHTS, allow_download=False)
+    # the bus is under test, not the verdicts: the Deepfakes file's model, with no quality floor, alerts at once
+    engine = build_engine("meso4-df", weights_dir=MESONET_WEIGHTS, allow_download=False)
+    engine.quality = QualityFloor()
     with RedisServer(persistent=True) as rs:
         follower = Cli("--redis", rs.url, "--follow", "--json", "--group", "watchers")
         source = SourceConfig(name="df", url=str(FFPP / "fake" / "Deepfakes_519_515.mp4"), loop=True)

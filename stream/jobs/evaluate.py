@@ -206,7 +206,12 @@ class Report:
 
     @property
     def no_face(self) -> list[ItemResult]:
-        return [r for r in self.results if r.error is None and not len(r.frame_scores)]
+        return [r for r in self.results if r.error is None and not len(r.frame_scores) and not r.gated]
+
+    @property
+    def low_quality(self) -> list[ItemResult]:
+        """Files whose faces were all below the models' quality floor: found, but not judged."""
+        return [r for r in self.results if r.error is None and not len(r.frame_scores) and r.gated]
 
     def videos(self) -> list[VideoScore]:
         """Scored items merged by group, in dataset order: a video file, or a folder of its frames."""
@@ -308,6 +313,7 @@ def metrics(report: Report) -> dict:
         "threshold": report.threshold, "fps": report.fps,
         "counts": {**report.dataset.counts(), "scored": sum(len(r.frame_scores) > 0 for r in report.results),
                    "no_face": len(report.no_face), "errors": len(report.errors),
+                   "low_quality": len(report.low_quality),
                    "low_quality_face_frames": sum(r.gated for r in report.results)},
     }
     for level, (y, s, _) in levels.items():
@@ -322,6 +328,7 @@ def metrics(report: Report) -> dict:
                        for level in levels if out[level]["auc"] is None]
     out["errors"] = [{"path": str(r.item.path), "error": r.error} for r in report.errors]
     out["no_face"] = [str(r.item.path) for r in report.no_face]
+    out["low_quality"] = [str(r.item.path) for r in report.low_quality]
     out["cache"] = report.cache
     out["seconds"] = round(report.seconds, 3)
     return out
