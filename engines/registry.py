@@ -38,6 +38,9 @@ class ModelEntry(BaseModel):
     # Further files a model needs, by role (xception-logreg: "backbone"). build_engine fetches them from the same
     # weights folder and passes the builder `extra_paths={role: path}`; `weights` stays the file `--weights` swaps.
     extra_weights: dict[str, WeightsSource] = {}
+    # Files that sit beside `weights` in its folder and travel with it (GenD: config.json next to model.safetensors).
+    # build_engine fetches them with `weights`; a `--weights` folder or file brings its own.
+    companion_files: dict[str, WeightsSource] = {}
     input: InputSpec
     labels: LabelMapping
     threshold: float = DEFAULT_THRESHOLD
@@ -51,7 +54,8 @@ class ModelEntry(BaseModel):
     @property
     def hash_status(self) -> str:
         """'sha256 pinned' / 'md5 pinned' / 'unverified' for the model's files; per file when they differ."""
-        statuses = {"weights": self.weights.hash_status} | {r: s.hash_status for r, s in self.extra_weights.items()}
+        statuses = {"weights": self.weights.hash_status} | {
+            r: s.hash_status for r, s in (self.companion_files | self.extra_weights).items()}
         if len(set(statuses.values())) == 1:
             return statuses["weights"]
         return "; ".join(f"{role} {status}" for role, status in statuses.items())
@@ -285,7 +289,7 @@ def _gend(name: str, repo: str, revision: str | None, sha256: str | None, backbo
         card=f"huggingface.co/{repo}",
         description=f"GenD: {backbone} with only its LayerNorms fine-tuned, L2-normalised feature, linear 2-way head",
         weights=hub("model.safetensors", sha256),
-        extra_weights={"config": hub("config.json", None)},
+        companion_files={"config": hub("config.json", None)},
         # Defaults only: the engine takes size, mean and std from the backbone's processor config.
         input=InputSpec(size=224, mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711),
                         margin=0.15),
@@ -329,8 +333,40 @@ def build_engine(
     """Build the named engine from verified weights (or from `weights_file`, used as given, unverified)."""
     entry = get_entry(name)
     path = Path(weights_file) if weights_file else fetch(entry.weights, weights_dir, allow_download)
+    if not weights_file:
+        for source in entry.companion_files.values():
+            fetch(source, weights_dir, allow_download)
     builder = _builder(entry.architecture)
     if not entry.extra_weights:
         return builder(path, entry, device)
     extra = {role: fetch(source, weights_dir, allow_download) for role, source in entry.extra_weights.items()}
     return builder(path, entry, device, extra_paths=extra)
+
+
+def model_files(name: str) -> dict[str, WeightsSource]:
+    """Every file a model needs, by role ("weights", companions, extra weights): what `models pull` fetches."""
+    entry = get_entry(name)
+    return {"weights": entry.weights, **entry.companion_files, **entry.extra_weights}
+
+
+def pull(name: str, weights_dir: Path | None = None, progress: bool = True) -> dict[str, Path]:
+    """`models pull NAME`: download (resuming partial files) and verify every file of the model; role -> path."""
+    return {role: fetch(source, weights_dir, allow_download=True, progress=progress)
+            for role, source in model_files(name).items()}
+
+
+def model_card(name: str) -> dict[str, str]:
+    """The row `models list` prints for a model."""
+    entry = get_entry(name)
+    spec = entry.input
+    clip = f" x {spec.frames} frames" if spec.frames > 1 else ""
+    return {
+        "name": entry.name,
+        "card / paper": entry.paper or (f"seed card {entry.card}" if entry.card else "-"),
+        "trained on": entry.trained_on or "-",
+        "licence": entry.licence or "-",
+        "input": f"{spec.size}x{spec.size} RGB{clip}, margin {spec.margin:g}",
+        "hash": entry.hash_status,
+        "backends": ", ".join(entry.backends) if entry.backends else "-",
+        "address": entry.weights.address,
+    }
