@@ -26,6 +26,10 @@ Engines: every registry entry that builds offline. xception-140k's published wei
 it runs with random weights in the card's layout (weights do not change the speed). Registry entries sharing an
 architecture with one already run (meso4-f2f...) are skipped by default as their speed is the same; name them with
 --engines to run them anyway. int8 runs for the Xception engines (all engines with --int8-all).
+The ICPR EfficientNet-B4 entries (effb4-*, effb4st-*, effb4att-*, effb4attst-*, effb4-ensemble-*) and GenD
+(gend-clip-l14, gend-dinov3-l) also run with random weights in their published layouts (full-size backbone configs
+for GenD); gend-pe-l needs timm and is skipped where timm cannot import. "peak +MB" is the extra resident memory
+of the process during a backend's calls (sampled every 2 ms), on top of the loaded weights given in the notes.
 
 Targets (issue 3, this 2-core machine): Xception engines on torch at >= 90% of the ORT fp32 rate (ORT fp32 measured
 at about 86 ms per 299^2 frame when the issue was written), and int8 at >= 2x the ORT fp32 rate.
@@ -66,6 +70,7 @@ FRAMES_PER_VIDEO = 2  # sampled frames (at 1 fps) searched for faces per video
 CALIBRATION_CROPS = 8  # int8 calibration set: enough for MinMax ranges, ~30 s to quantise Xception here
 CONSOLE_WIDTH = 130
 RANDOM_SEED = 0
+MEMORY_SAMPLE_S = 0.002
 
 TORCH, ORT_FP32, ORT_INT8 = "torch fp32", "ORT fp32", "ORT int8"
 TORCH_TARGET = 0.90  # x ORT fp32 rate, Xception engines on torch
@@ -102,6 +107,7 @@ class Result:
     vs_ort: float | None
     target: str
     met: str
+    peak_mb: float = 0.0  # extra resident memory during the calls (PeakRSS)
 
 
 # ---------------------------------------------------------------- FLOPs
@@ -189,8 +195,73 @@ def random_xception_140k(weights_dir: Path) -> tuple[TorchEngine, str]:
     return engine, "random weights in the card's layout (published file not available offline)"
 
 
+ICPR_NOTE = "random weights in the authors' fornet layout (published file not available offline)"
+
+
+def random_icpr(name: str) -> Callable[[Path], tuple[TorchEngine, str]]:
+    """An ICPR EfficientNet-B4 entry (or ensemble) with seeded random weights saved as the authors' state dicts."""
+
+    def build(weights_dir: Path) -> tuple[TorchEngine, str]:
+        from engines.efficientnet_b4 import NETWORKS, build_ensemble
+
+        entry = get_entry(name)
+        archs = [entry.architecture] if entry.architecture in NETWORKS else list(NETWORKS)
+        paths = {}
+        for arch in archs:
+            torch.manual_seed(RANDOM_SEED)
+            paths[arch] = weights_dir / f"random_{arch}.pth"
+            torch.save(NETWORKS[arch]().state_dict(), paths[arch])
+        if len(archs) == 1:
+            return build_engine(name, weights_file=paths[archs[0]]), ICPR_NOTE
+        main, *rest = archs
+        return build_ensemble(paths[main], entry, extra_paths={a: paths[a] for a in rest}), ICPR_NOTE
+
+    return build
+
+
+# Full-size GenD backbones (the published configs' dimensions), random weights: the speed of the real models.
+GEND_BACKBONES = {
+    "gend-clip-l14": ("clip", dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                   num_attention_heads=16, image_size=224, patch_size=14, projection_dim=768,
+                                   hidden_act="quick_gelu")),
+    "gend-dinov3-l": ("dinov3", dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                     num_attention_heads=16, patch_size=16, image_size=224, num_register_tokens=4,
+                                     layerscale_value=1.0, rope_theta=100.0)),
+}
+
+
+def random_gend(name: str) -> Callable[[Path], tuple[TorchEngine, str]]:
+    """A GenD folder (config.json + model.safetensors) with a full-size random backbone saved beside it."""
+
+    def build(weights_dir: Path) -> tuple[TorchEngine, str]:
+        import json
+
+        from safetensors.torch import save_file
+        from transformers import CLIPVisionConfig, DINOv3ViTConfig
+
+        from engines.gend import CLIPFeatures, DINOFeatures, GenDNetwork
+
+        kind, dims = GEND_BACKBONES[name]
+        backbone = weights_dir / f"{name}-backbone"
+        config = (CLIPVisionConfig if kind == "clip" else DINOv3ViTConfig)(**dims)
+        config.save_pretrained(backbone)
+        torch.manual_seed(RANDOM_SEED)
+        net = GenDNetwork(CLIPFeatures(config) if kind == "clip" else DINOFeatures(config), normalize=True)
+        folder = weights_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "model.safetensors"))
+        (folder / "config.json").write_text(json.dumps(
+            {"model_type": "GenD", "backbone": str(backbone), "head": "LinearNorm"}))
+        del net
+        return build_engine(name, weights_file=folder), "random weights, full-size backbone config (not offline)"
+
+    return build
+
+
 RANDOM_WEIGHT_BUILDERS: dict[str, Callable[[Path], tuple[TorchEngine, str]]] = {
     "xception-140k": random_xception_140k,
+    **{name: random_icpr(name) for name in MODELS if name.startswith("effb4")},
+    **{name: random_gend(name) for name in GEND_BACKBONES},
 }
 
 
@@ -228,9 +299,41 @@ def select_engines(requested: Sequence[str] | None, console: Console) -> list[st
 # ---------------------------------------------------------------- timing
 
 
-def time_backends(backends: dict[str, Engine], items: np.ndarray, repeats: int) -> dict[str, list[float]]:
+class PeakRSS:
+    """Highest resident set size of this process, sampled every MEMORY_SAMPLE_S while in the `with` block, minus the
+    size on entry: the extra memory the calls need (activations, workspaces) on top of what is already loaded."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._proc = psutil.Process()
+        self.extra_mb = 0.0
+
+    def __enter__(self) -> "PeakRSS":
+        import threading
+
+        self._base = self._peak = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(MEMORY_SAMPLE_S):
+            self._peak = max(self._peak, self._proc.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, self._proc.memory_info().rss)
+        self.extra_mb = (self._peak - self._base) / 2**20
+
+
+def time_backends(backends: dict[str, Engine], items: np.ndarray, repeats: int,
+                  memory: dict[str, float] | None = None) -> dict[str, list[float]]:
     """Seconds per timed call of each backend on `items`: blocks of one warm-up then consecutive calls, in two
-    passes (backends in order, then reversed) sharing `repeats` timed calls per backend."""
+    passes (backends in order, then reversed) sharing `repeats` timed calls per backend. `memory`, if given, gets
+    each backend's peak extra RSS (MB) over its calls, warm-up included."""
     runs: dict[str, list[float]] = {name: [] for name in backends}
     passes = [(list(backends), (repeats + 1) // 2), (list(reversed(backends)), repeats // 2)]
     for order, calls in passes:
@@ -238,11 +341,14 @@ def time_backends(backends: dict[str, Engine], items: np.ndarray, repeats: int) 
             continue
         for name in order:
             engine = backends[name]
-            engine.predict(items)
-            for _ in range(calls):
-                start = time.perf_counter()
+            with PeakRSS() as peak:
                 engine.predict(items)
-                runs[name].append(time.perf_counter() - start)
+                for _ in range(calls):
+                    start = time.perf_counter()
+                    engine.predict(items)
+                    runs[name].append(time.perf_counter() - start)
+            if memory is not None:
+                memory[name] = max(memory.get(name, 0.0), peak.extra_mb)
     return runs
 
 
@@ -250,7 +356,8 @@ def measure(subject: Subject, batches: Sequence[int], repeats: int, detections) 
     results = []
     for batch in batches:
         items = crops_for(subject.entry.input, detections, batch)
-        runs = time_backends(subject.backends, items, repeats)
+        memory: dict[str, float] = {}
+        runs = time_backends(subject.backends, items, repeats, memory)
         seconds = {backend: statistics.median(r) for backend, r in runs.items()}
         ort_rate = batch / seconds[ORT_FP32] if ORT_FP32 in seconds else None
         for backend, s in seconds.items():
@@ -261,7 +368,7 @@ def measure(subject: Subject, batches: Sequence[int], repeats: int, detections) 
                 goal = TORCH_TARGET if backend == TORCH else INT8_TARGET
                 target, met = f">= {goal:.2f}x", "yes" if vs >= goal else "NO"
             results.append(Result(subject.name, backend, batch, 1e3 * s / batch, 1e3 * min(runs[backend]) / batch,
-                                  rate, subject.flops * rate / 1e9, vs, target, met))
+                                  rate, subject.flops * rate / 1e9, vs, target, met, memory.get(backend, 0.0)))
     return results
 
 
@@ -302,7 +409,7 @@ def render(results: Sequence[Result], repeats: int) -> Table:
     table = Table(title=f"engine throughput, CPU: median (and best) of {repeats} timed calls per backend")
     columns = [("engine", "left"), ("backend", "left"), ("batch", "right"), ("ms/item", "right"),
                ("best", "right"), ("items/s", "right"), ("GFLOP/s", "right"), ("x ORT fp32", "right"),
-               ("target", "right"), ("met", "left")]
+               ("target", "right"), ("met", "left"), ("peak +MB", "right")]
     for name, justify in columns:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     last = None
@@ -312,7 +419,7 @@ def render(results: Sequence[Result], repeats: int) -> Table:
         last = (r.engine, r.batch)
         table.add_row(r.engine, r.backend, str(r.batch), f"{r.ms_per_item:.1f}", f"{r.best_ms_per_item:.1f}",
                       f"{r.items_per_s:.1f}", f"{r.gflops:.1f}", "" if r.vs_ort is None else f"{r.vs_ort:.2f}",
-                      r.target, r.met)
+                      r.target, r.met, f"{r.peak_mb:.0f}")
     return table
 
 
@@ -342,6 +449,8 @@ def prepare(name: str, args, scratch: Path, cache: Path, detections, console: Co
         console.print(f"skip {name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", highlight=False)
         return None
     subject = Subject(name, get_entry(name), count_flops(engine.module, engine.spec), notes=[note])
+    weights_mb = sum(t.numel() * t.element_size() for t in engine.module.state_dict().values()) / 2**20
+    subject.notes.append(f"{weights_mb:.0f} MB of fp32 weights")
     subject.backends[TORCH] = engine
     with console.status(f"{name}: exporting to ONNX"):
         subject.backends[ORT_FP32] = onnx_engine_for(engine, cache, intra_op_threads=args.threads)

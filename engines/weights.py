@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -35,6 +34,9 @@ class WeightsSource(BaseModel):
 
     `md5` is for publishers that only give an md5 (Keras applications' `file_hash`): recording their hash beats
     recording none. `hint` tells the user how to obtain a file that has no public address.
+    `revision` pins a hub file to one commit of its repository (a branch name would follow later uploads).
+    `remote_name` is the file's name in the hub repository when the local `filename` differs from it (several
+    models' `model.safetensors` kept apart in subfolders: filename "GenD_CLIP_L_14/model.safetensors").
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -45,13 +47,29 @@ class WeightsSource(BaseModel):
     sha256: str | None = None
     md5: str | None = None
     hint: str | None = None
+    revision: str | None = None
+    remote_name: str | None = None
+
+    @property
+    def hub_filename(self) -> str:
+        return self.remote_name or self.filename
+
+    @property
+    def hash_status(self) -> str:
+        """'sha256 pinned', 'md5 pinned' or 'unverified' (a pinned hub revision noted): what `models list` shows."""
+        if self.sha256:
+            return "sha256 pinned"
+        if self.md5:
+            return "md5 pinned"
+        return "unverified (revision pinned)" if self.revision else "unverified"
 
     @property
     def address(self) -> str:
         if self.url:
             return self.url
         if self.hf_repo:
-            return f"huggingface hub repo {self.hf_repo}, file {self.filename}"
+            at = f" at revision {self.revision}" if self.revision else ""
+            return f"huggingface hub repo {self.hf_repo}{at}, file {self.hub_filename}"
         return "(no public address)"
 
 
@@ -92,29 +110,78 @@ def verify(path: Path, expected: str | None, md5: str | None = None) -> None:
             )
 
 
-def _download_url(url: str, dest: Path) -> None:
-    """Stream `url` into `dest` atomically (a partial download never takes the final name)."""
+def partial_path(dest: Path) -> Path:
+    """Where an unfinished download of `dest` lives: a fixed name beside it, so a later run can resume it."""
+    return dest.with_name(f".{dest.name}.part")
+
+
+def _progress_bar(total: int | None, initial: int, name: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
+                disable=not enabled, leave=False)
+
+
+def _download_url(url: str, dest: Path, progress: bool = False) -> None:
+    """Stream `url` into `dest`, resuming an earlier partial download with an HTTP Range request.
+
+    Bytes go to `partial_path(dest)` (locked while written, so two processes never append to one file) and take the
+    final name only once the server's full length has arrived. A server that ignores Range (200 instead of 206)
+    restarts the file from zero; 416 (range not satisfiable) means the partial file is already whole.
+    The caller verifies the hash: a resumed file that does not match is deleted there, partial part included.
+    """
+    import fcntl
+
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
-            shutil.copyfileobj(resp, out, HASH_CHUNK_BYTES)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    part = partial_path(dest)
+    with open(part, "ab") as out:
+        fcntl.flock(out, fcntl.LOCK_EX)
+        have = out.seek(0, os.SEEK_END)
+        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        try:
+            resp = urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 416 or not have:
+                raise
+            os.replace(part, dest)  # nothing left to fetch; the hash check decides if it is right
+            return
+        with resp:
+            if have and resp.status != 206:  # the server sent the whole file again
+                out.truncate(0)
+                have = 0
+            length = resp.headers.get("Content-Length")
+            total = have + int(length) if length is not None else None
+            with _progress_bar(total, have, dest.name, progress) as bar:
+                while chunk := resp.read(HASH_CHUNK_BYTES):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            out.flush()
+            size = out.tell()
+        if total is not None and size != total:
+            raise OSError(f"download of {url} stopped at {size} of {total} bytes; run again to resume")
+        os.replace(part, dest)
 
 
-def _download_hf(repo: str, filename: str, dest: Path) -> None:
+def _download_hf(source: WeightsSource, dest: Path, progress: bool = False) -> None:
+    """A hub file at the pinned revision through huggingface_hub (which resumes and shows progress itself)."""
     from huggingface_hub import hf_hub_download  # optional dependency, only for hub-hosted weights
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
-    cached = hf_hub_download(repo_id=repo, filename=filename)
+    (enable_progress_bars if progress else disable_progress_bars)()
+    cached = hf_hub_download(repo_id=source.hf_repo, filename=source.hub_filename, revision=source.revision)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(cached, dest)
+    tmp = partial_path(dest)
+    shutil.copyfile(cached, tmp)
+    os.replace(tmp, dest)
 
 
-def fetch(source: WeightsSource, weights_dir: Path | None = None, allow_download: bool = True) -> Path:
-    """Return the verified local path of `source`, downloading it into `weights_dir` when missing."""
+def fetch(
+    source: WeightsSource, weights_dir: Path | None = None, allow_download: bool = True, progress: bool = False
+) -> Path:
+    """Return the verified local path of `source`, downloading it into `weights_dir` when missing.
+
+    An interrupted download is resumed from its partial file on the next call; `progress` shows a progress bar
+    (what `models pull` asks for)."""
     folder = Path(weights_dir) if weights_dir is not None else default_weights_dir()
     path = folder / source.filename
     if path.is_file():
@@ -126,14 +193,14 @@ def fetch(source: WeightsSource, weights_dir: Path | None = None, allow_download
         raise WeightsUnavailable(f"weights {source.filename} not found in {folder}. {how}")
     try:
         if source.url:
-            _download_url(source.url, path)
+            _download_url(source.url, path, progress)
         else:
-            _download_hf(source.hf_repo, source.filename, path)  # type: ignore[arg-type]
+            _download_hf(source, path, progress)
     except (urllib.error.URLError, OSError, ImportError, ValueError) as exc:
         raise WeightsUnavailable(f"could not download {source.filename} ({exc}). {how}") from exc
     try:
         verify(path, source.sha256, source.md5)
     except ChecksumMismatch:
-        path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # a resumed file that is wrong must be fetched whole next time
         raise
     return path
