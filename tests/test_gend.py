@@ -33,7 +33,7 @@ from engines.base import WeightsFormatError
 from engines.gend import load_gend
 from engines.registry import MODELS, build_engine, get_entry
 from engines.weights import WeightsUnavailable, fetch
-from parts import needs
+
 
 SIZE = 224
 MARGIN = 0.15
