@@ -319,7 +319,6 @@ def _gend(name: str, repo: str, revision: str | None, sha256: str | None, backbo
 
 MODELS.update({m.name: m for m in (_gend(*row) for row in GEND_REPOS)})
 
-DEFAULT_MODEL = "meso4-df"
 
 
 class UnknownModel(KeyError):
