@@ -124,6 +124,7 @@ EXPECTED = {
         '--redis store metavar=URL',
     ],
     'models list': [
+        '--json storetrue',
         '--weights-dir store type=Path',
     ],
     'models pull': [
