@@ -1,0 +1,193 @@
+"""Signed webhooks end to end: a real serve on the shared Deepfakes clip POSTs its alerts to a real aiohttp
+receiver, signed, in order, once per key, across a receiver outage and across a restart of serve itself."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engines.quality import QualityFloor
+from engines.registry import DEFAULT_MODEL, build_engine
+from stream.config.channels import WebhookConfig
+from stream.config.serve import ServeConfig
+from stream.config.sources import Backoff
+from stream.live.bus.channels import ChannelError, open_channels
+from stream.live.bus.channels.webhook import DEAD_SUFFIX, QUEUE_SUFFIX, WEBHOOKS_DIR
+from stream.live.sources.live import SourceConfig
+from stream.live.verdicts.alerts import AlertPolicy
+from stream.live.verdicts.policy import VerdictPolicy
+
+from conftest import FFPP, MESONET_WEIGHTS
+from live_server import LiveServer
+from webhook_receiver import Receiver
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+SECRET_ENV = "DFSTREAM_TEST_HOOK_SECRET"
+SECRET = "webhook-test-secret"
+ALERT_WAIT_S = 180.0
+TWITCHY = VerdictPolicy(smoothing="ema", ema_alpha=1.0, t_high=0.9, t_low=0.85, k=1)
+FAST_RETRY = Backoff(initial_s=0.2, factor=2.0, max_s=1.0, jitter=0.2)  # the test waits seconds, not minutes
+SOURCE = SourceConfig(name="df", url=str(FFPP / "fake" / "Deepfakes_519_515.mp4"), loop=True)
+
+
+def wait_for(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def log_alerts(data_dir) -> list[dict]:
+    path = data_dir / "alerts.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def hook_config(receiver: Receiver, **kw) -> WebhookConfig:
+    return WebhookConfig(name="ops", url=receiver.url, secret_env=SECRET_ENV, backoff=FAST_RETRY, **kw)
+
+
+@pytest.fixture(scope="module")
+def secret_env():
+    old = os.environ.get(SECRET_ENV)
+    os.environ[SECRET_ENV] = SECRET
+    yield SECRET.encode()
+    if old is None:
+        os.environ.pop(SECRET_ENV, None)
+    else:
+        os.environ[SECRET_ENV] = old
+
+
+@pytest.fixture(scope="module")
+def engine():
+    e = build_engine(DEFAULT_MODEL, weights_dir=MESONET_WEIGHTS, allow_download=False)
+    e.quality = QualityFloor()  # the channel is under test, not the quality gate: every face counts
+    return e
+
+
+def test_alerts_are_delivered_signed_once_across_a_receiver_outage_and_a_serve_restart(tmp_path, secret_env, engine):
+    receiver = Receiver(secret_env).up()
+    try:
+        config = ServeConfig(sources=[SOURCE], data_dir=tmp_path, verdict=TWITCHY,
+                             alerts=AlertPolicy(update_every_s=0.5, webhooks=[hook_config(receiver)]))
+        server = LiveServer(config, [engine]).__enter__()
+        try:
+            wait_for(lambda: receiver.keys(), ALERT_WAIT_S, "the first alert at the receiver")
+            first = receiver.posts[0]
+            assert first["signed"] and first["header_key"] == first["key"] == first["msg"]["key"]
+            assert first["msg"]["type"] == "alert" and first["msg"]["stream"] == "df"
+
+            # receiver down: alerts raised meanwhile wait in the queue
+            receiver.down()
+            downed = time.time()
+            server.service.remove("df")  # ends the open alert; the stream added again starts a new one
+            server.service.add_config(SOURCE)
+            wait_for(lambda: any(a["ts"] > downed and a["event"] == "start" for a in log_alerts(tmp_path)),
+                     ALERT_WAIT_S, "a new alert while the receiver is down")
+            hook = server.service.channels.webhooks[0]
+            wait_for(lambda: hook.stats()["failed_attempts"] > 0, 30, "a failed delivery")
+            assert hook.stats()["queued"] > 0
+            receiver.up()
+            wait_for(lambda: hook.stats()["queued"] == 0, 60, "the queue to drain after the receiver returned")
+            assert receiver.keys() == [a["key"] for a in log_alerts(tmp_path)]  # none lost, in order, each once
+
+            # receiver down again, then serve stops with deliveries pending: they wait on disk for the next run
+            receiver.down()
+            pending_from = len(log_alerts(tmp_path))
+        finally:
+            server.__exit__(None, None, None)  # ends open alerts: each an `end` the receiver has not had
+        raised = log_alerts(tmp_path)
+        pending = [a["key"] for a in raised[pending_from:]]
+        assert pending, "no alert was pending when serve stopped: the test proved nothing"
+        queue = tmp_path / WEBHOOKS_DIR / f"ops{QUEUE_SUFFIX}"
+        assert [json.loads(line)["key"] for line in queue.read_text().splitlines()] == pending
+        receiver.up()
+        restarted = ServeConfig(data_dir=tmp_path, alerts=AlertPolicy(webhooks=[hook_config(receiver)]))
+        with LiveServer(restarted, [engine]):
+            wait_for(lambda: receiver.keys()[-len(pending):] == pending, 60, "the pending alerts after the restart")
+        assert receiver.keys() == [a["key"] for a in raised]
+        assert all(p["signed"] and p["header_key"] == p["key"] for p in receiver.posts)
+        assert queue.read_text() == "" and not (tmp_path / WEBHOOKS_DIR / f"ops{DEAD_SUFFIX}").exists()
+    finally:
+        receiver.close()
+
+
+def test_a_receiver_that_never_takes_an_alert_gets_it_dead_lettered_and_counted(tmp_path, secret_env):
+    receiver = Receiver(b"another secret").up()  # checks signatures with the wrong secret: refuses every POST
+    try:
+        hook = hook_config(receiver, max_attempts=2)
+        channels = open_channels([hook], None, tmp_path)
+        channels.start()
+        alert = {"v": 1, "type": "alert", "event": "start", "id": "a1", "key": "a1:0", "stream": "df",
+                 "score_max": 0.95}
+        channels.publish(alert)
+        channels.publish({**alert, "key": "a1:1", "event": "end"})
+        wait_for(lambda: channels.stats()["webhooks"]["ops"]["dead_letters"] == 2, 30, "two dead letters")
+        stats = channels.stats()["webhooks"]["ops"]
+        assert stats["queued"] == 0 and stats["delivered"] == 0 and "401" in stats["last_error"]
+        channels.close()
+        dead = [json.loads(line) for line in (tmp_path / WEBHOOKS_DIR / f"ops{DEAD_SUFFIX}").read_text().splitlines()]
+        assert [d["msg"]["key"] for d in dead] == ["a1:0", "a1:1"] and all(d["attempts"] == 2 for d in dead)
+        assert len(receiver.posts) == 4 and not receiver.processed
+    finally:
+        receiver.close()
+
+
+def test_filters_pick_streams_events_and_scores(tmp_path, secret_env):
+    receiver = Receiver(secret_env).up()
+    try:
+        hook = hook_config(receiver, streams=["cam1"], events=["start"], min_score=0.8)
+        channels = open_channels([hook], None, tmp_path)
+        channels.start()
+        base = {"v": 1, "type": "alert", "id": "x"}
+        for i, (stream, event, score) in enumerate([("cam1", "start", 0.9), ("cam2", "start", 0.9),
+                                                    ("cam1", "end", 0.9), ("cam1", "start", 0.5),
+                                                    ("cam1", "start", 0.8)]):
+            channels.publish({**base, "key": f"x:{i}", "stream": stream, "event": event, "score_max": score})
+        channels.publish({"type": "overlay", "stream": "cam1", "verdict": "fake"})  # never a webhook
+        wait_for(lambda: len(receiver.keys()) >= 2, 30, "two deliveries")
+        channels.close()
+        assert receiver.keys() == ["x:0", "x:4"]
+    finally:
+        receiver.close()
+
+
+def test_a_secret_variable_that_is_not_set_is_refused_before_anything_is_opened(tmp_path):
+    hook = WebhookConfig(name="ops", url="http://127.0.0.1:9/hook", secret_env="DFSTREAM_TEST_UNSET_SECRET")
+    with pytest.raises(ChannelError, match="DFSTREAM_TEST_UNSET_SECRET"):
+        open_channels([hook], None, tmp_path, env={})
+    assert list(tmp_path.iterdir()) == []
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "stream.cli.alerts", *args], cwd=REPO, text=True,
+                          capture_output=True, timeout=60, env={**os.environ, **(env or {})})
+
+
+def test_test_webhook_sends_one_signed_test_event(tmp_path, secret_env):
+    receiver = Receiver(secret_env).up()
+    try:
+        cfg = tmp_path / "serve.yaml"
+        cfg.write_text(f"alerts:\n  webhooks:\n    - name: ops\n      url: {receiver.url}\n"
+                       f"      secret_env: {SECRET_ENV}\n")
+        done = _cli("test-webhook", "ops", "--config", str(cfg))
+        assert done.returncode == 0, done.stderr
+        assert len(receiver.posts) == 1 and receiver.posts[0]["signed"]
+        assert receiver.posts[0]["msg"]["event"] == "test" and receiver.posts[0]["header_key"] in done.stdout
+
+        unknown = _cli("test-webhook", "nope", "--config", str(cfg))
+        assert unknown.returncode == 2 and "no webhook named 'nope'" in unknown.stderr and "ops" in unknown.stderr
+        unset = _cli("test-webhook", "ops", "--config", str(cfg), env={SECRET_ENV: ""})
+        assert unset.returncode == 2 and SECRET_ENV in unset.stderr
+        receiver.down()
+        gone = _cli("test-webhook", "ops", "--config", str(cfg))
+        assert gone.returncode == 1 and "did not take the test event" in gone.stderr
+        assert len(receiver.posts) == 1  # the refusals sent nothing
+    finally:
+        receiver.close()
