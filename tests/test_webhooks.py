@@ -100,6 +100,11 @@ def test_alerts_are_delivered_signed_once_across_a_receiver_outage_and_a_serve_r
             # receiver down again, then serve stops with deliveries pending: they wait on disk for the next run
             receiver.down()
             pending_from = len(log_alerts(tmp_path))
+            downed = time.time()
+            server.service.remove("df")
+            server.service.add_config(SOURCE)
+            wait_for(lambda: any(a["ts"] > downed and a["event"] == "start" for a in log_alerts(tmp_path)),
+                     ALERT_WAIT_S, "an alert pending when serve stops")
         finally:
             server.__exit__(None, None, None)  # ends open alerts: each an `end` the receiver has not had
         raised = log_alerts(tmp_path)
