@@ -2,8 +2,9 @@
 
 Topics (prefix `dfstream` by default):
 - `<prefix>/events`: every alert message (start / update / end, the JSON `dfstream alerts --json` prints), QoS 1;
-- `<prefix>/<stream>/verdict`: the stream's current verdict (`real`, `fake`, `uncertain`, ...), retained;
-- `<prefix>/<stream>/status`: the stream's source state (`running`, `reconnecting`, `stopped`, ...), retained;
+- `<prefix>/<stream>/verdict`: the stream's current verdict (`real`, `uncertain`, `fake`, or `none`
+  without a tracked face), retained;
+- `<prefix>/<stream>/status`: the stream's source state (`streaming`, `reconnecting`, `stopped`, ...), retained;
 - `<prefix>/available`: `online` once connected, `offline` at shutdown and, as the last will, when serve dies.
 
 Why a spool for events: alerts are durable (messages.py). Each is appended to an fsynced `Spool` on this
@@ -46,6 +47,7 @@ RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 10
 PUBACK_POLL_S = 0.2  # how often the thread re-checks an event awaiting its PUBACK (also wakes on on_publish)
 CLOSE_TIMEOUT_S = 3.0  # at shutdown, how long `offline` may take to be acknowledged
 ONLINE, OFFLINE = "online", "offline"
+NO_FACES = "none"  # the verdict topic's value while a stream has no tracked face
 
 
 def read_credentials(config: MqttConfig, env: dict[str, str] | None = None) -> tuple[str | None, str | None]:
@@ -186,7 +188,7 @@ class MqttChannel:
             if not stream:
                 continue
             if msg.get("type") == OVERLAY:
-                topic, payload = f"{self._prefix}/{stream}/verdict", str(msg.get("verdict") or "")
+                topic, payload = f"{self._prefix}/{stream}/verdict", str(msg.get("verdict") or NO_FACES)
             else:
                 topic, payload = f"{self._prefix}/{stream}/status", str(msg.get("state") or "")
             if payload and self._latest.get(topic) != payload:
