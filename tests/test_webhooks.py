@@ -123,20 +123,26 @@ def test_alerts_are_delivered_signed_once_across_a_receiver_outage_and_a_serve_r
         receiver.close()
 
 
-def test_a_receiver_that_never_takes_an_alert_gets_it_dead_lettered_and_counted(tmp_path, secret_env):
+def test_a_receiver_that_never_takes_an_alert_gets_it_dead_lettered_and_reported(tmp_path, secret_env, engine):
     receiver = Receiver(b"another secret").up()  # checks signatures with the wrong secret: refuses every POST
     try:
-        hook = hook_config(receiver, max_attempts=2)
-        channels = open_channels([hook], None, tmp_path)
-        channels.start()
-        alert = {"v": 1, "type": "alert", "event": "start", "id": "a1", "key": "a1:0", "stream": "df",
-                 "score_max": 0.95}
-        channels.publish(alert)
-        channels.publish({**alert, "key": "a1:1", "event": "end"})
-        wait_for(lambda: channels.stats()["webhooks"]["ops"]["dead_letters"] == 2, 30, "two dead letters")
-        stats = channels.stats()["webhooks"]["ops"]
-        assert stats["queued"] == 0 and stats["delivered"] == 0 and "401" in stats["last_error"]
-        channels.close()
+        config = ServeConfig(data_dir=tmp_path, alerts=AlertPolicy(webhooks=[hook_config(receiver, max_attempts=2)]))
+        with LiveServer(config, [engine]) as server:
+            alert = {"v": 1, "type": "alert", "event": "start", "id": "a1", "key": "a1:0", "stream": "df",
+                     "score_max": 0.95}
+            server.service.publish(alert)  # through the bus, as the alert manager publishes
+            server.service.publish({**alert, "key": "a1:1", "event": "end"})
+            hook = server.service.channels.webhooks[0]
+            wait_for(lambda: hook.stats()["dead_letters"] == 2, 30, "two dead letters")
+            status, metrics = server.api("GET", "/metrics")
+            assert status == 200
+            assert 'dfstream_webhook_dead_letters{webhook="ops"} 2.0' in metrics
+            assert 'dfstream_webhook_queue_depth{webhook="ops"} 0.0' in metrics
+            assert 'dfstream_webhook_failed_attempts_total{webhook="ops"} 4.0' in metrics
+            status, ready = server.api("GET", "/readyz")
+            ops = json.loads(ready)["channels"]["webhooks"]["ops"]
+            assert ops["dead_letters"] == 2 and ops["delivered"] == 0 and "HTTP 401" in ops["last_error"]
+            assert receiver.url not in ops["last_error"]  # a hook's path can be its secret: never shown
         dead = [json.loads(line) for line in (tmp_path / WEBHOOKS_DIR / f"ops{DEAD_SUFFIX}").read_text().splitlines()]
         assert [d["msg"]["key"] for d in dead] == ["a1:0", "a1:1"] and all(d["attempts"] == 2 for d in dead)
         assert len(receiver.posts) == 4 and not receiver.processed

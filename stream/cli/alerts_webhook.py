@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import requests
 
     from stream.config.serve import ConfigError, load_config
-    from stream.live.bus.channels.webhook import ChannelError, post, read_secret
+    from stream.live.bus.channels.webhook import ChannelError, post, read_secret, shown
 
     try:
         config = load_config(args.config)
@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     with requests.Session() as session:
         error = post(session, hook, secret, event)
     if error is not None:
-        print(f"dfstream alerts test-webhook: {hook.label} ({hook.url}) did not take the test event: {error}",
+        print(f"dfstream alerts test-webhook: {hook.label} ({shown(hook.url)}) did not take the test event: {error}",
               file=sys.stderr)
         return EXIT_INPUT_FAILED
-    print(f"dfstream alerts test-webhook: {hook.label} ({hook.url}) took the signed test event {event['key']}")
+    print(f"dfstream alerts test-webhook: {hook.label} ({shown(hook.url)}) took the signed test event {event['key']}")
     return EXIT_OK

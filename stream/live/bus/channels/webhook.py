@@ -26,6 +26,7 @@ import time
 from collections import deque
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -67,6 +68,13 @@ def verify(secret: bytes, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(sign(secret, body), signature or "")
 
 
+def shown(url: str) -> str:
+    """scheme://host:port only: a hook's path and query are often its secret (Slack, Teams), so never printed."""
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+    return f"{origin}/…" if parts.path.strip("/") or parts.query else f"{origin}/"
+
+
 def post(session: requests.Session, config: WebhookConfig, secret: bytes, msg: Message) -> str | None:
     """One signed POST of `msg`; None when the receiver took it (2xx), else why not, in words."""
     body = dumps(msg).encode()
@@ -74,12 +82,16 @@ def post(session: requests.Session, config: WebhookConfig, secret: bytes, msg: M
                IDEMPOTENCY_HEADER: str(msg.get("key") or ""), EVENT_HEADER: str(msg.get("event") or "")}
     try:
         resp = session.post(config.url, data=body, headers=headers, timeout=config.timeout_s, allow_redirects=False)
-    except requests.RequestException as exc:
-        return f"{type(exc).__name__}: {exc}"
+    except requests.Timeout:
+        return f"no answer from {shown(config.url)} within {config.timeout_s:g} s"
+    except requests.ConnectionError:
+        return f"cannot connect to {shown(config.url)}"
+    except requests.RequestException as exc:  # the exception's text holds the full URL: not repeated
+        return f"{type(exc).__name__} posting to {shown(config.url)}"
     with resp:
         if 200 <= resp.status_code < 300:
             return None
-        return f"HTTP {resp.status_code} {resp.reason or ''}".strip()
+        return f"{shown(config.url)} answered HTTP {resp.status_code} {resp.reason or ''}".strip()
 
 
 class WebhookChannel:
@@ -199,7 +211,7 @@ class WebhookChannel:
                     msg.get("key"), error, self._attempt, self.config.max_attempts, delay)
 
     def _dead_letter(self, msg: Message, error: str) -> None:
-        record = {"dead_at": time.time(), "attempts": self._attempt, "error": error, "url": self.config.url,
+        record = {"dead_at": time.time(), "attempts": self._attempt, "error": error, "webhook": self.name,
                   "msg": msg}
         with open(self.dead_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
