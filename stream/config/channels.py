@@ -20,7 +20,7 @@ ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # (one receiver behind several names, a network cut) do not retry in step. The cap bounds how late a delivery
 # is after the receiver returns; a shorter cap would hammer a receiver that is down for hours.
 WEBHOOK_BACKOFF = Backoff(initial_s=1.0, factor=2.0, max_s=300.0, jitter=0.2)
-# Failed attempts after which a delivery goes to the dead-letter file: with WEBHOOK_BACKOFF about 40 minutes of
+# Failed attempts after which a delivery goes to the dead-letter file: with WEBHOOK_BACKOFF about 18 minutes of
 # trying. Fewer would dead-letter during an ordinary receiver restart; more would hold the queue's head (and
 # every alert behind it, since order is kept) for hours behind a receiver that will never take it.
 WEBHOOK_MAX_ATTEMPTS = 12
