@@ -42,7 +42,11 @@ class LiveService:
         self.hub = Hub()
         # webhooks and MQTT first: a secret that is not set is refused before any spool or connection is opened
         self.channels = open_channels(config.alerts.webhooks, config.mqtt, config.data_dir)
-        self.bus = open_bus(config.redis, config.data_dir, [self.hub.publish_threadsafe, self.channels.publish])
+        try:
+            self.bus = open_bus(config.redis, config.data_dir, [self.hub.publish_threadsafe, self.channels.publish])
+        except BaseException:
+            self.channels.close()  # releases the channels' queue locks: nothing stays held by a refused start
+            raise
         self.evidence = EvidenceStore(config.data_dir / "evidence", config.evidence)
         self.alerts = AlertManager(self.publish, self.evidence, config.alerts)
         detector = detector or FaceDetector(config.detector, smallest_floor_px(engines))

@@ -9,7 +9,8 @@ answered 2xx. A crash between the answer and the removal re-sends it after the r
 Why one thread per hook: a slow or dead receiver then only holds its own queue. `publish` is called on the
 pipeline's thread and only appends to an in-memory deque.
 
-A delivery that fails `max_attempts` times (retried with the hook's capped, jittered back-off) is moved to
+A delivery that fails `max_attempts` times (retried with the hook's capped, jittered back-off, whose level only
+a success resets) is moved to
 `<name>.dead.jsonl` beside the queue, so one alert a receiver will never take (a 400 on its payload) stops
 holding back the alerts behind it; dead letters are counted in `stats()`, `/readyz` and `/metrics`.
 """
@@ -110,6 +111,7 @@ class WebhookChannel:
         self._thread: threading.Thread | None = None
         self._session = requests.Session()
         self._attempt = 0  # failures of the head delivery
+        self._failures = 0  # failures in a row, whichever the head: the back-off level
         self._next_try = 0.0
         self.last_error: str | None = None
         self.counters = {"delivered": 0, "failed_attempts": 0, "dead_letters": self._count_dead()}
@@ -195,18 +197,21 @@ class WebhookChannel:
             self.counters["delivered"] += 1
             if self._attempt:
                 log.info("webhook %s: receiver back, delivered %s", self.name, msg.get("key"))
-            self._attempt, self._next_try, self.last_error = 0, 0.0, None
+            self._attempt, self._failures, self._next_try, self.last_error = 0, 0, 0.0, None
             return
         self.counters["failed_attempts"] += 1
         self.last_error = error
         self._attempt += 1
+        # the delay grows with failures in a row across heads (reset only by a success): a receiver that is
+        # down is not hammered again from 1 s each time a head is dead-lettered
+        delay = self.config.backoff.delay(self._failures)
+        self._failures += 1
+        self._next_try = time.monotonic() + delay
         if self._attempt >= self.config.max_attempts:
             self._dead_letter(msg, error)
             self.spool.drop_head(1)
-            self._attempt, self._next_try = 0, 0.0
+            self._attempt = 0
             return
-        delay = self.config.backoff.delay(self._attempt - 1)
-        self._next_try = time.monotonic() + delay
         log.warning("webhook %s: delivery of %s failed (%s), attempt %d/%d; retrying in %.1f s", self.name,
                     msg.get("key"), error, self._attempt, self.config.max_attempts, delay)
 
