@@ -18,6 +18,8 @@ from parts import import_or_require, needs
 from engines.quality import QualityFloor
 from engines.registry import DEFAULT_MODEL, build_engine
 from stream.config.channels import MqttConfig
+from stream.config.serve import ConfigError, load_config
+from stream.live.bus.channels import ChannelError, open_channels
 from stream.config.serve import ServeConfig
 from stream.live.sources.live import SourceConfig
 from stream.live.verdicts.alerts import AlertPolicy
@@ -147,3 +149,50 @@ def test_the_last_will_says_offline_when_serve_is_killed(tmp_path):
                 proc.wait(10)
             log.close()
             watch.close()
+
+
+def _alert(i: int) -> dict:
+    return {"v": 1, "type": "alert", "event": "update", "id": "a", "key": f"a:{i}", "seq": i, "stream": "cam"}
+
+
+def test_events_raised_before_the_broker_exists_survive_a_restart_and_arrive_in_order(tmp_path):
+    from stream.live.bus.channels.mqtt import SPOOL_NAME, MqttChannel
+
+    port = free_port()
+    config = MqttConfig(url=f"mqtt://127.0.0.1:{port}")
+    first = MqttChannel(config, tmp_path)
+    first.start()
+    for i in range(3):
+        first.publish(_alert(i))
+    wait_for(lambda: first.stats()["spool"] == 3, 10, "three spooled events")
+    first.close()  # serve stops before any broker was reachable: the events stay on disk
+    assert len((tmp_path / SPOOL_NAME).read_text().splitlines()) == 3
+    with MqttBroker(port=port) as broker:
+        sub = Subscriber(broker.port, "dfstream/events")
+        try:
+            assert sub.subscribed.wait(10)
+            second = MqttChannel(config, tmp_path)  # the next run
+            second.start()
+            for i in range(3, 5):
+                second.publish(_alert(i))
+            wait_for(lambda: len(sub.messages()) >= 5, 30, "five events")
+            second.close()
+            assert [json.loads(p)["key"] for _, p, _ in sub.messages()] == [f"a:{i}" for i in range(5)]
+            assert (tmp_path / SPOOL_NAME).read_text() == ""
+        finally:
+            sub.close()
+
+
+def test_mqtt_config_refusals_change_nothing(tmp_path):
+    cfg = tmp_path / "serve.yaml"
+    for bad, said in [("mqtt:\n  url: http://broker:1883\n", "mqtt://host"),
+                      ("mqtt:\n  url: mqtt://broker\n  password: hunter2\n", r"password\s+Extra inputs are not permitted"),  # secrets: env only
+                      ("mqtt:\n  url: mqtt://broker\n  topic_prefix: 'a/#'\n", "topic_prefix"),
+                      ("mqtt:\n  url: mqtt://broker\n  password_env: PW\n", "needs username_env")]:
+        cfg.write_text(bad)
+        with pytest.raises(ConfigError, match=said):
+            load_config(cfg)
+    config = MqttConfig(url="mqtt://127.0.0.1:9", username_env="DFSTREAM_TEST_UNSET_USER")
+    with pytest.raises(ChannelError, match="DFSTREAM_TEST_UNSET_USER"):
+        open_channels([], config, tmp_path / "data", env={})
+    assert not (tmp_path / "data").exists()

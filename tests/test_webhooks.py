@@ -13,7 +13,7 @@ import pytest
 from engines.quality import QualityFloor
 from engines.registry import DEFAULT_MODEL, build_engine
 from stream.config.channels import WebhookConfig
-from stream.config.serve import ServeConfig
+from stream.config.serve import ConfigError, ServeConfig, load_config
 from stream.config.sources import Backoff
 from stream.live.bus.channels import ChannelError, open_channels
 from stream.live.bus.channels.webhook import DEAD_SUFFIX, QUEUE_SUFFIX, WEBHOOKS_DIR
@@ -167,6 +167,20 @@ def test_filters_pick_streams_events_and_scores(tmp_path, secret_env):
         assert receiver.keys() == ["x:0", "x:4"]
     finally:
         receiver.close()
+
+
+def test_webhook_config_refusals(tmp_path):
+    cfg = tmp_path / "serve.yaml"
+    hook = "alerts:\n  webhooks:\n    - url: {url}\n      secret_env: S\n{extra}"
+    for url, extra, said in [("ftp://h/x", "", "http:// or https://"),
+                             ("http://h/x", "      secret: in-the-file\n", r"secret\s+Extra inputs are not permitted"),  # the secret: env only
+                             ("http://h/x", "      min_score: 2\n", "min_score"),
+                             ("http://h/x", "      events: [begin]\n", "events"),
+                             ("http://h/x", "    - url: http://h/y\n      secret_env: S\n", "unique")]:
+        cfg.write_text(hook.format(url=url, extra=extra))
+        with pytest.raises(ConfigError, match=said):
+            load_config(cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["serve.yaml"]
 
 
 def test_a_secret_variable_that_is_not_set_is_refused_before_anything_is_opened(tmp_path):
