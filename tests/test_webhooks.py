@@ -169,6 +169,28 @@ def test_filters_pick_streams_events_and_scores(tmp_path, secret_env):
         receiver.close()
 
 
+def test_a_stuck_receiver_holds_back_neither_the_publisher_nor_another_hook(tmp_path, secret_env):
+    stuck, fast = Receiver(secret_env).up(), Receiver(secret_env).up()
+    try:
+        stuck.hold()
+        hooks = [WebhookConfig(name="stuck", url=stuck.url, secret_env=SECRET_ENV, timeout_s=60),
+                 WebhookConfig(name="fast", url=fast.url, secret_env=SECRET_ENV)]
+        channels = open_channels(hooks, None, tmp_path)
+        channels.start()
+        keys = [f"s:{i}" for i in range(5)]
+        for key in keys:  # returns at once although the stuck receiver has not answered the first POST
+            channels.publish({"v": 1, "type": "alert", "event": "start", "id": "s", "key": key, "stream": "df"})
+        wait_for(lambda: fast.keys() == keys, 30, "every alert at the fast receiver")
+        assert stuck.keys() == [] and channels.stats()["webhooks"]["stuck"]["queued"] == 5
+        stuck.release()
+        wait_for(lambda: stuck.keys() == keys, 30, "every alert at the released receiver")
+        channels.close()
+    finally:
+        stuck.release()
+        stuck.close()
+        fast.close()
+
+
 def test_webhook_config_refusals(tmp_path):
     cfg = tmp_path / "serve.yaml"
     hook = "alerts:\n  webhooks:\n    - url: {url}\n      secret_env: S\n{extra}"

@@ -26,12 +26,15 @@ class Receiver:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self._runner: web.AppRunner | None = None
+        self._gate: asyncio.Event | None = None  # while set up and not released, every POST waits (a slow receiver)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
     async def _hook(self, request: web.Request) -> web.Response:
+        if self._gate is not None:
+            await self._gate.wait()
         body = await request.read()
         msg = json.loads(body)
         post = {"key": msg.get("key"), "signed": verify(self.secret, body, request.headers.get(SIGNATURE_HEADER, "")),
@@ -60,6 +63,15 @@ class Receiver:
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
             self._runner = None
+
+    def hold(self) -> None:
+        """Make every POST wait until `release()`, as a receiver stuck on a slow database would."""
+        async def make() -> None:
+            self._gate = asyncio.Event()
+        asyncio.run_coroutine_threadsafe(make(), self.loop).result(10)
+
+    def release(self) -> None:
+        self.loop.call_soon_threadsafe(lambda: self._gate.set() if self._gate is not None else None)
 
     def keys(self) -> list[str]:
         with self.lock:

@@ -8,6 +8,7 @@ imported only when an `mqtt:` section asks for it.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,11 +54,19 @@ class Channels:
             channel.start()
 
     def close(self) -> None:
-        for channel in self.all:
+        """Close every channel at once: each may wait out one delivery in flight (its timeout), and shutdown
+        should take the longest of those, not their sum."""
+        def close_one(channel: Any) -> None:
             try:
                 channel.close()
             except Exception:
                 log.exception("alert channel %s did not close cleanly", getattr(channel, "name", channel))
+
+        threads = [threading.Thread(target=close_one, args=(c,), name=f"close-{c.name}") for c in self.all]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"webhooks": {w.name: w.stats() for w in self.webhooks}}
