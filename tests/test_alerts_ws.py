@@ -111,3 +111,25 @@ def test_a_server_that_is_gone_is_said_in_words_and_retried_while_following():
     follow = Cli("--ws", url, "--follow")
     wait_for(lambda: "".join(follow.err).count("reconnecting in") >= 2, 30, "two retries")
     assert follow.interrupt() == 0
+
+
+def test_without_follow_it_prints_the_replay_once_and_ends(serve):
+    server, data, _ = serve
+    wait_for(lambda: log_alerts(data), ALERT_WAIT_S, "an alert")
+    once = Cli("--ws", f"ws://127.0.0.2:{server.config.port}/ws", "--token", TOKEN, "--json", "--stream", "df")
+    rc, out = once.finish()
+    keys = [a["key"] for a in out]
+    assert rc == 0 and keys and len(keys) == len(set(keys)) and set(keys) <= {a["key"] for a in log_alerts(data)}
+    other = Cli("--ws", f"ws://127.0.0.2:{server.config.port}/ws", "--token", TOKEN, "--json", "--stream", "nope")
+    assert other.finish() == (0, [])  # another stream's filter: nothing of df
+
+
+def test_flag_refusals_are_said_in_words(capsys):
+    from stream.cli import alerts
+
+    for args, said in [(["--ws", "http://127.0.0.1:1/ws"], "must be ws://"),
+                       (["--ws", "ws://127.0.0.1:1/ws", "--redis", "redis://127.0.0.1:1/0"], "do not apply"),
+                       (["--token", "t"], "need --ws"), (["--stream", "df"], "need --ws")]:
+        assert alerts.main(args) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and said in err, (args, err)

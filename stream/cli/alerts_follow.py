@@ -27,7 +27,7 @@ from stream.messages import is_alert
 # picked up within 5 s, and a dead one costs one attempt every 5 s.
 RECONNECT_BACKOFF = Backoff(initial_s=0.5, factor=2.0, max_s=5.0, jitter=0.2)
 OPEN_TIMEOUT_S = 10.0  # TCP + TLS + websocket handshake
-REPLAY_IDLE_S = 1.0  # without --follow: stop once the server has sent nothing for this long after the replay
+REPLAY_IDLE_S = 1.0  # without --follow: stop once no alert has come for this long (the replay comes at once)
 RECEIVE_POLL_S = 1.0  # how often a blocked receive returns (Ctrl-C and the idle check)
 
 
@@ -112,22 +112,23 @@ def run_ws(args: argparse.Namespace, printer: Any) -> int:
 
 def _session(address: str, headers: dict[str, str], follow: bool):
     """Messages of one connection, as dicts; ends when the server closes it (or, when not following, once the
-    replay is over: nothing for REPLAY_IDLE_S)."""
+    replay is over: no alert for REPLAY_IDLE_S)."""
     from websockets.sync.client import connect
 
     with connect(address, additional_headers=headers, open_timeout=OPEN_TIMEOUT_S, max_size=None) as ws:
-        idle_since = time.monotonic()
+        last_alert = time.monotonic()  # overlays and status never stop coming: only alerts count as news
         while True:
+            if not follow and time.monotonic() - last_alert >= REPLAY_IDLE_S:
+                return
             try:
                 text = ws.recv(timeout=RECEIVE_POLL_S if follow else REPLAY_IDLE_S)
             except TimeoutError:
-                if not follow and time.monotonic() - idle_since >= REPLAY_IDLE_S:
-                    return
                 continue
-            idle_since = time.monotonic()
             try:
                 msg = json.loads(text)
             except (TypeError, json.JSONDecodeError):
                 continue
             if isinstance(msg, dict):
+                if is_alert(msg):
+                    last_alert = time.monotonic()
                 yield msg
