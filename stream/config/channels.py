@@ -93,8 +93,10 @@ class MqttConfig(BaseModel):
     password_env: str | None = Field(default=None, pattern=ENV_NAME,
                                      description="environment variable holding the password")
     topic_prefix: str = Field(default="dfstream", min_length=1, pattern=r"^[^#+\s]+$",
-                              description="first level of every topic (no wildcards)")
-    client_id: str | None = Field(default=None, description="MQTT client id (default: dfstream-HOST)")
+                              description="first level of every topic (no wildcards); give each serve on one "
+                              "broker its own, or their availability and stream topics mix")
+    client_id: str | None = Field(default=None, description="MQTT client id (default: dfstream-HOST-<digest of "
+                                  "data_dir>, unique per serve)")
 
     @field_validator("url")
     @classmethod

@@ -22,6 +22,7 @@ never blocks the pipeline, whose `publish` only appends to a deque.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -64,6 +65,13 @@ def read_credentials(config: MqttConfig, env: dict[str, str] | None = None) -> t
     return user, password
 
 
+def default_client_id(data_dir: Path) -> str:
+    """Stable for one serve (host + data folder), distinct between two: a broker drops the older of two
+    connections with one client id, and two serves sharing one would knock each other off in turn."""
+    digest = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:8]
+    return f"dfstream-{socket.gethostname()}-{digest}"
+
+
 class MqttChannel:
     name = "mqtt"
 
@@ -76,7 +84,7 @@ class MqttChannel:
         self._prefix = prefix
         self.spool = Spool(Path(data_dir) / SPOOL_NAME)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=config.client_id or f"dfstream-{socket.gethostname()}")
+                                  client_id=config.client_id or default_client_id(Path(data_dir)))
         if username:
             self.client.username_pw_set(username, password)
         if config.tls:
