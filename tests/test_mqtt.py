@@ -136,6 +136,8 @@ def test_the_last_will_says_offline_when_serve_is_killed(tmp_path):
             wait_for(lambda: [p for _, p, _ in watch.messages()][-1:] == ["online"] or proc.poll() is not None,
                      120, "serve online")
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            log.flush()
+            assert f"alert channels: mqtt 127.0.0.1:{broker.port} (site1/...)" in (tmp_path / "serve.log").read_text()
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             wait_for(lambda: [p for _, p, _ in watch.messages()][-1:] == ["offline"], 30, "the last will")
