@@ -101,5 +101,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"dfstream serve: open http://{shown}:{config.port}/{query}  (websocket /ws)", flush=True)
     print(f"dfstream serve: alerts -> {config.data_dir / 'alerts.jsonl'}"
           f"{' and ' + redact(config.redis) if config.redis else ''}", flush=True)
+    channels = [f"webhook {h.label}" for h in config.alerts.webhooks]
+    if config.mqtt:
+        channels.append(f"mqtt {config.mqtt.host}:{config.mqtt.port} ({config.mqtt.topic_prefix}/...)")
+    if channels:
+        print(f"dfstream serve: alert channels: {', '.join(channels)}", flush=True)
     web.run_app(app, host=config.host, port=config.port, print=None, handle_signals=True)
     return EXIT_OK

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from stream.config.channels import WebhookConfig, unique_webhooks
 
 
 class VerdictPolicy(BaseModel):
@@ -29,6 +31,13 @@ class AlertPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     update_every_s: float = Field(default=5.0, gt=0, description="least time between updates of one alert")
+    webhooks: list[WebhookConfig] = Field(default=[], description="HTTP receivers each alert is POSTed to, "
+                                          "signed, at least once (stream.live.bus.channels.webhook)")
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_webhooks(cls, hooks: list[WebhookConfig]) -> list[WebhookConfig]:
+        return unique_webhooks(hooks)
 
 
 class EvidencePolicy(BaseModel):

@@ -195,6 +195,8 @@ async def readyz(request: web.Request) -> web.Response:
     body["streams"] = {"count": len(sources), "by_state": counts}
     if request.app[auth.GUARD_KEY].token_ok(request):
         body["streams"]["states"] = {src.name: src.state.value for src in sources}
+        if service.channels:  # queues, deliveries and dead letters of webhooks and MQTT (names: token only)
+            body["channels"] = service.channels.stats()
     else:
         body["checks"]["engines"].pop("loaded")
     return web.json_response(body, status=200 if body["ready"] else 503)

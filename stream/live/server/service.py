@@ -16,6 +16,7 @@ from engines.quality import smallest_floor_px
 
 from stream.live.verdicts.alerts import AlertManager
 from stream.live.bus import open_bus
+from stream.live.bus.channels import open_channels
 from stream.config.serve import ServeConfig, source_name_for
 from stream.live.verdicts.evidence import EvidenceStore
 from stream.live.faces import FaceDetector
@@ -39,7 +40,13 @@ class LiveService:
                  ensemble: Ensemble | None = None) -> None:
         self.config = config
         self.hub = Hub()
-        self.bus = open_bus(config.redis, config.data_dir, [self.hub.publish_threadsafe])
+        # webhooks and MQTT first: a secret that is not set is refused before any spool or connection is opened
+        self.channels = open_channels(config.alerts.webhooks, config.mqtt, config.data_dir)
+        try:
+            self.bus = open_bus(config.redis, config.data_dir, [self.hub.publish_threadsafe, self.channels.publish])
+        except BaseException:
+            self.channels.close()  # releases the channels' queue locks: nothing stays held by a refused start
+            raise
         self.evidence = EvidenceStore(config.data_dir / "evidence", config.evidence)
         self.alerts = AlertManager(self.publish, self.evidence, config.alerts)
         detector = detector or FaceDetector(config.detector, smallest_floor_px(engines))
@@ -137,6 +144,7 @@ class LiveService:
     def start(self) -> None:
         """The bus, the config file's sources (less those removed through the API), then the scheduler. The API's
         own sources come back in `restore`, which checks them against today's source policy."""
+        self.channels.start()
         self.bus.start()
         removed = self.store.removed | set(self.store.added) if self.store is not None else set()
         for sc in self.config.sources:
@@ -165,3 +173,4 @@ class LiveService:
             source.stop()
         self.evidence.close()
         await asyncio.get_running_loop().run_in_executor(None, self.bus.close)
+        await asyncio.get_running_loop().run_in_executor(None, self.channels.close)  # undelivered stay on disk
