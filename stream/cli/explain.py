@@ -39,6 +39,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def add_cite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cite", action="store_true", help="write explanation.md and explanation.json with numbered "
                                                        "citations (implied by --alert)")
+    add_explanation_args(p)
+
+
+def add_explanation_args(p: argparse.ArgumentParser) -> None:
+    """Where cited explanations come from: knowledge bases, the embedding model, the LLM (explain and serve)."""
     p.add_argument("--kb", type=Path, action="append", default=None, metavar="KB_DIR",
                    help="a knowledge base from `dfstream kb build`, searched with the built-in one (repeatable)")
     p.add_argument("--embed-model", default=None, metavar="NAME_OR_DIR",

@@ -30,7 +30,7 @@ ALERT_ID = re.compile(r"^[0-9a-f]{32}$")
 TOP_FRAMES = 4  # evidence crops explained: the most fake-looking of the snapshot and the clip's frames
 
 
-class AlertNotFound(ValueError):
+class AlertNotFound(LookupError, ValueError):
     """No such alert in the log, or its evidence is gone; the message says which."""
 
 
@@ -138,9 +138,9 @@ class AlertExplainer:
 
         alert = find_alert(self.data_dir, alert_id)
         folder = evidence_folder(self.data_dir, alert_id)
-        names = [model] if model else [n for n in alert.get("engines", {}) if n in MODELS]
+        names = [model] if model else sorted(alert.get("engines") or {}, key=lambda n: n not in MODELS)
         if not names:
-            raise ExplainError(f"alert {alert_id} names no registry model to explain it with; pass --model")
+            raise ExplainError(f"alert {alert_id} names no model to explain it with; pass --model")
         if names[0] not in self._engines:
             self._engines[names[0]] = self.engine_factory(names[0])
         engine = self._engines[names[0]]

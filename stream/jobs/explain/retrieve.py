@@ -79,7 +79,9 @@ class Embedder:
 
             folder = Path(snapshot_download(name, local_files_only=not allow_download))
         self.model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
-        dim = self.model.get_sentence_embedding_dimension()
+        # sentence-transformers 6 renamed the method; older releases have only the long name
+        dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        dim = dim()
         self.record = EmbeddingRecord(model=name, sha256=model_sha256(folder), dim=int(dim))
 
     def encode(self, texts: list[str]) -> np.ndarray:
