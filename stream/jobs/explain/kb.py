@@ -177,8 +177,11 @@ def _authors(text: str | None) -> list[str]:
 
 def read_pdf(path: Path) -> Document:
     """Title, authors and year from the PDF's metadata (else its first line and the filename), text per page."""
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
+    try:
+        from pypdf import PdfReader
+        from pypdf.errors import PyPdfError
+    except ImportError:
+        raise KBError(f"{path.name}: reading PDFs needs pypdf (pip install -e .[explain])") from None
 
     try:
         reader = PdfReader(path)
