@@ -115,6 +115,7 @@ def test_template_cites_the_models_passage_and_the_retrieved_ones_by_number(retr
     cites = record["citations"]
     assert cites[0]["id"] == "model-mesonet" and [c["n"] for c in cites] == list(range(1, len(cites) + 1))
     assert "blending-boundary" in {c["id"] for c in cites}  # heat on the face boundary: the seam passage
+    assert all("meso4-df" in c["models"] for c in cites if c["models"])  # no other detector's passage
     used = {int(n) for n in re.findall(r"\[(\d+)\]", record["text"])}
     assert used == {c["n"] for c in cites}  # every passage cited inline, nothing else
     assert "0.912" in record["text"] and "face boundary" in record["text"]

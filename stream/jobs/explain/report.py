@@ -30,6 +30,7 @@ EXPLANATION_JSON = "explanation.json"
 EXPLANATION_MD = "explanation.md"
 EXPLANATION_PNG = "explanation.png"
 PASSAGES_CITED = 5  # passages handed to the writer: enough for model, regions, quality; few enough to read
+OTHER_MODEL_SLACK = 10  # extra hits fetched, since passages about other models are skipped
 # Region -> words the query adds: what the literature calls the trace a detector finds there.
 REGION_WORDS = {
     "face boundary": "face boundary edges blending seam of a swapped face",
@@ -125,24 +126,28 @@ class Cited:
 
     def to_json(self) -> dict:
         return {"n": self.n, "id": self.passage.id, "heading": self.passage.heading, "text": self.passage.text,
-                "page": self.passage.page, "citation": self.passage.citation.model_dump(),
+                "page": self.passage.page, "models": self.passage.models,
+                "citation": self.passage.citation.model_dump(),
                 "reference": self.passage.citation.full(), "retrieval_score": self.score}
 
 
 def select_passages(retriever: Retriever, facts: Facts, query: str, k: int = PASSAGES_CITED) -> list[Cited]:
-    """The model's own passages first (by registry tag), then the best retrieved ones, numbered from 1."""
+    """The model's own passages first (by registry tag), then the best retrieved ones, numbered from 1. Passages
+    about other models are left out: what another detector was trained on says nothing about this verdict."""
     own = [p for p in retriever.passages if facts.model in p.models][:2]
     chosen: list[tuple[Passage, float | None]] = [(p, None) for p in own]
-    for hit in retriever.search(query, k + len(own)):
+    for hit in retriever.search(query, k + len(own) + OTHER_MODEL_SLACK):
         if len(chosen) >= k:
             break
+        if hit.passage.models and facts.model not in hit.passage.models:
+            continue
         if all(hit.passage.id != p.id for p, _ in chosen):
             chosen.append((hit.passage, hit.score))
     return [Cited(n, p, s) for n, (p, s) in enumerate(chosen, 1)]
 
 
 def _first_sentence(text: str, limit: int = 300) -> str:
-    m = re.match(r"(.+?[.!?])(\s|$)", text)
+    m = re.match(r"(.+?(?<!\bal)(?<!\be\.g)(?<!\bi\.e)[.!?])(\s+(?=[A-Z0-9])|$)", text)
     s = m.group(1) if m else text
     return s if len(s) <= limit else s[:limit].rsplit(" ", 1)[0] + "…"
 
