@@ -9,8 +9,8 @@ Operations: `GET /metrics` (Prometheus text, metrics.py; the token beyond loopba
 `GET /healthz` (alive; open to probes) and `GET /readyz` (engines loaded and the bus up or spooling; open to
 probes, but stream names only with the token), `POST /api/alerts/<id>/explanation` (an alert's cited
 explanation, built by the explainer `dfstream serve` passes in, on its own worker thread). Limits refuse with 503
-and the reason: `max_streams`,
-`max_webrtc_peers`, `max_relay_viewers`; a websocket client over `ws_messages_per_s` gets an error reply.
+and the reason: `max_streams`, `max_webrtc_peers`, `max_relay_viewers`; a websocket client over
+`ws_messages_per_s` gets an error reply.
 """
 
 from __future__ import annotations
