@@ -37,6 +37,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None,
                    help="alert log, spool and evidence (default: $DFSTREAM_DATA or ~/.local/share/dfstream)")
     p.add_argument("--log-level", default="INFO")
+    from stream.cli.explain import add_explanation_args
+
+    add_explanation_args(p)  # what the page's "Explain" button cites and who writes it
     p.set_defaults(run=run)
     return p
 
@@ -76,6 +79,32 @@ def build_engines(config: Any, args: argparse.Namespace, on_device: str) -> tupl
     return engines, attach_calibrations(engines, list(config.calibration), ensemble_name)
 
 
+def alert_explainer(config: Any, args: argparse.Namespace, engines: list[Any], on_device: str) -> Any:
+    """The "Explain" button's builder: the alert's engine rebuilt for Grad-CAM (torch, with the serving engine's
+    calibration), its own MTCNN, the knowledge bases and the LLM settings. Everything loads on first use, on the
+    explain worker thread."""
+    from stream.cli.explain import llm_settings, retriever_factory
+    from stream.jobs.explain.alerts import AlertExplainer
+
+    serving = {e.name: e for e in engines}
+
+    def engine(name: str) -> Any:
+        from engines.calibration import attach, calibration_of
+        from engines.registry import build_engine
+
+        built = build_engine(name, weights_dir=config.weights_dir, device=on_device, allow_download=not args.offline)
+        if name in serving:
+            attach(built, calibration_of(serving[name]))
+        return built
+
+    def detector() -> Any:
+        from stream.live.faces import FaceDetector
+
+        return FaceDetector(config.detector.model_copy(update={"device": on_device}))
+
+    return AlertExplainer(config.data_dir, retriever_factory(args), engine, detector, llm_settings(args))
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
 
@@ -93,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from engines.quality import smallest_floor_px
 
     detector = FaceDetector(config.detector.model_copy(update={"device": on_device}), smallest_floor_px(engines))
-    app = build_app(LiveService(config, engines, detector, ensemble))
+    app = build_app(LiveService(config, engines, detector, ensemble), alert_explainer(config, args, engines, on_device))
     shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     query = f"?token={config.token}" if config.needs_token else ""
     print(f"dfstream serve: {len(config.sources)} source(s): "
