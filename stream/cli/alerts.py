@@ -6,6 +6,7 @@
   acknowledged, e.g. because the terminal was closed), then new ones; each is acknowledged (XACK) after it is
   printed, so the next run resumes where this one left off.
 * without `--redis`: reads `DATA_DIR/alerts.jsonl`, the log `serve` appends every alert to (`--follow` tails it).
+* `verify ID` / `export ID --out FILE.zip`: an alert's evidence (alerts_evidence.py).
 
 While following, a lost Redis connection is retried with back-off (a restarted Redis without persistence loses
 the group: it is recreated). A message whose idempotency key was already printed in this run is skipped.
@@ -25,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from stream.cli.alerts_evidence import add_actions
 from stream.cli.common import EXIT_OK, EXIT_USAGE  # EXIT_USAGE also when Redis is unreachable
 from stream.live.bus.base import ALERTS_LOG_NAME, default_data_dir
 from stream.messages import Message, dumps
@@ -51,6 +53,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "~/.local/share/dfstream)")
     p.add_argument("--namespace", default=None, help="Redis key prefix used by serve (default: dfstream)")
     p.set_defaults(run=run)
+    add_actions(p)  # `alerts verify ID`, `alerts export ID --out FILE.zip`
     return p
 
 

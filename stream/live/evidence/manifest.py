@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "dfstream-evidence/1"
-MANIFEST = "manifest.json"
+MANIFEST = "manifest.json"  # = names.MANIFEST (kept literal: this module imports nothing of the package)
 HASH_CHUNK = 1 << 20
 
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-OVERLAY = "overlay.json"
+from stream.live.evidence.names import OVERLAY  # noqa: F401
 FACE_KEYS = ("track", "box", "score", "raw", "engines", "verdict", "reason")
 
 

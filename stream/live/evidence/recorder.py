@@ -26,6 +26,7 @@ from stream.live.evidence import overlay_track
 from stream.live.evidence.encoder import FrameEncoder
 from stream.live.evidence.manifest import MANIFEST, write_manifest
 from stream.live.evidence.mp4 import RemuxWriter
+from stream.live.evidence.names import BURNED, RECORDING
 from stream.live.evidence.ring import PacketRing
 from stream.live.evidence.store import SNAPSHOT, STRIP, EvidenceStore
 from stream.live.sources import Frame, Packet
@@ -33,8 +34,6 @@ from stream.live.sources.live import StreamSource
 
 log = logging.getLogger(__name__)
 
-RECORDING = "recording.mp4"
-BURNED = "recording_burned.mp4"
 # The ring keeps this much more than pre_capture_s: the frame judged fake was analysed a little after its
 # packet arrived (decode + queue + inference), and the pre-roll is counted back from that frame's time.
 RING_SLACK_S = 2.0
@@ -185,6 +184,8 @@ class Recorder:
         self.provenance = provenance or {}
         self._taps: dict[str, StreamTap] = {}
         self._open: dict[str, Recording] = {}
+        self._timers: list[threading.Timer] = []
+        self._closed = False
         self._lock = threading.Lock()
         store.protected = self.open_ids
 
@@ -253,10 +254,17 @@ class Recorder:
         if rec.tap.name not in self._taps:  # the stream is already gone
             self.store.submit(rec.complete)
             return
-        timer = threading.Timer(self.policy.post_capture_s + STALL_SLACK_S,
-                                lambda: self.store.submit(rec.complete, "stream stalled"))
+        timer = threading.Timer(self.policy.post_capture_s + STALL_SLACK_S, self._stalled, (rec,))
         timer.daemon = True
+        with self._lock:
+            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
         timer.start()
+
+    def _stalled(self, rec: Recording) -> None:
+        with self._lock:
+            if rec.id not in self._open or self._closed:
+                return
+        self.store.submit(rec.complete, "stream stalled")
 
     def open_ids(self) -> set[str]:
         with self._lock:
@@ -267,6 +275,9 @@ class Recorder:
         with self._lock:
             recs, taps = list(self._open.values()), list(self._taps.values())
             self._taps.clear()
+            self._closed = True
+            for timer in self._timers:
+                timer.cancel()
         for rec in recs:
             self.store.submit(rec.complete, None if rec.ended else "server stopped")
         for tap in taps:

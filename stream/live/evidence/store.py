@@ -17,11 +17,11 @@ from PIL import Image
 from stream.config.evidence import EvidencePolicy
 from stream.live.evidence import retention
 from stream.live.evidence.mp4 import write_frames
+from stream.live.evidence.names import SNAPSHOT, STRIP
 
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 90
-SNAPSHOT, STRIP = "snapshot.jpg", "clip.mp4"
 
 
 def write_jpeg(path: Path, image: np.ndarray) -> None:
