@@ -12,9 +12,11 @@ import zipfile
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from engines.registry import DEFAULT_MODEL, build_engine
+from stream.config.evidence import EvidencePolicy
 from stream.config.serve import ServeConfig
 from stream.live.evidence.manifest import sha256_of
 from stream.live.sources.live import SourceConfig
@@ -48,7 +50,8 @@ def served(tmp_path_factory):
     """One serve run: alert start, stream removed, end with custody. Returns (data_dir, messages)."""
     data_dir = tmp_path_factory.mktemp("data")
     engine = build_engine(DEFAULT_MODEL, weights_dir=MESONET_WEIGHTS, allow_download=False)
-    config = ServeConfig(port=0, data_dir=data_dir, sources=[SourceConfig(name="df", url=str(VIDEO))])
+    config = ServeConfig(port=0, data_dir=data_dir, sources=[SourceConfig(name="df", url=str(VIDEO))],
+                         evidence=EvidencePolicy(burn_in=True))
     msgs: list[dict] = []
     with LiveServer(config, [engine]) as server:
         server.service.tap(msgs.append)
@@ -175,3 +178,31 @@ def test_plain_alerts_listing_still_works(served):
     data_dir, _, start, _, _ = served
     got = dfstream("alerts", "--data-dir", str(data_dir))
     assert got.returncode == 0 and start["id"] in got.stdout
+
+
+def test_burn_in_copy_has_the_boxes_drawn_in(served):
+    _, _, _, end, _ = served
+    track = json.loads(Path(end["evidence"]["overlay"]).read_text())
+    out = Path(end["evidence"]["recording"]).with_name("recording_burned.mp4")
+    assert "recording_burned.mp4" in end["custody"]["files"]  # hashed like the others
+    with av.open(end["evidence"]["recording"]) as a, av.open(str(out)) as b:
+        plain = {round(f.time, 3): f.to_ndarray(format="rgb24") for f in a.decode(video=0)}
+        burned = {round(f.time, 3): f.to_ndarray(format="rgb24") for f in b.decode(video=0)}
+    assert len(plain) == len(burned) and set(burned) == set(plain)
+    entry = next(f for f in track["frames"] if f["faces"] and f["faces"][0]["score"] is not None)
+    t = min(plain, key=lambda k: abs(k - entry["t"]) if k >= entry["t"] - 1e-3 else 1e9)
+    x1, y1, x2, y2 = (int(v) for v in entry["faces"][0]["box"])
+    edge = np.abs(burned[t][y1:y2, x1:x1 + 2].astype(int) - plain[t][y1:y2, x1:x1 + 2].astype(int)).mean()
+    inside = np.abs(burned[t][(y1 + y2) // 2 - 5:(y1 + y2) // 2 + 5, (x1 + x2) // 2 - 5:(x1 + x2) // 2 + 5].astype(int)
+                    - plain[t][(y1 + y2) // 2 - 5:(y1 + y2) // 2 + 5, (x1 + x2) // 2 - 5:(x1 + x2) // 2 + 5].astype(int)).mean()
+    assert edge > 40 > inside, (edge, inside)  # the box's edge is painted; the face inside is left as it was
+
+
+def test_serve_burn_in_flag_sets_the_policy():
+    from stream.cli import build_parser
+    from stream.cli.serve import config_from_args
+
+    args = build_parser().parse_args(["serve", "--burn-in", "--data-dir", "/tmp/x"])
+    assert config_from_args(args).evidence.burn_in is True
+    args = build_parser().parse_args(["serve", "--data-dir", "/tmp/x"])
+    assert config_from_args(args).evidence.burn_in is False
