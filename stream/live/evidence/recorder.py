@@ -195,6 +195,10 @@ class Recorder:
             with self._lock:
                 self._taps[source.name] = StreamTap(source, self.policy)
 
+    def ring(self, name: str) -> PacketRing | None:
+        tap = self._taps.get(name)
+        return tap.ring if tap is not None else None
+
     def detach(self, name: str) -> None:
         """The stream is gone: complete its recordings with what they have."""
         with self._lock:

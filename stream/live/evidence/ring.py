@@ -32,6 +32,7 @@ class PacketRing:
         self.codec: CodecInfo | None = None
         self.overflows = 0  # times one GOP alone exceeded the cap
         self.resets = 0  # times the codec changed (a reconnect, a file's loop)
+        self.newest: float | None = None  # the latest packet's time (source clock)
         self._consumers: list[tuple[Consumer, Callable[[], None]]] = []
         self._lock = threading.Lock()
 
@@ -47,6 +48,7 @@ class PacketRing:
                 self.codec = packet.codec
             for fn, _ in self._consumers:
                 fn(packet)
+            self.newest = packet.time
             if packet.keyframe:
                 self._gops.append([packet])
                 self._gop_bytes.append(packet.size)

@@ -25,7 +25,7 @@ import numpy as np
 from stream.config.verdicts import AlertPolicy
 
 from stream.live.evidence.recorder import Recorder
-from stream.live.verdicts.evidence import EvidenceStore
+from stream.live.evidence.store import EvidenceStore
 from stream.messages import Alert, AlertEvent
 
 
