@@ -6,7 +6,8 @@ Run: .venv/bin/python benchmarks/evidence.py [--video PATH] [--repeats 5]
 What is measured (time.perf_counter, CPU only, side by side in one run, alternating so a load change lands on
 both): decoding the whole file with `AVSource.frames()` as `serve` does, without and with the packet tap into a
 `PacketRing` (the Annex B filter and the copy of every packet); the median of `--repeats` runs of each and their
-ratio. Then `FrameEncoder`'s H.264 ultrafast on the file's first 150 frames (mean ms per frame), and the ring's bytes and seconds once the file has passed through it with `pre_capture_s` = 5.
+ratio. Then `FrameEncoder`'s H.264 ultrafast on the file's first 150 frames (mean ms per frame), and the ring's
+bytes and seconds once the file has passed through it with `pre_capture_s` = 5.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ def main() -> None:
     enc.close(timeout=120)
     per_frame = (time.perf_counter() - t0) / len(frames)
     w, h = frames[0].size
+    st = out.status()
     print(f"webcam encoder ({w}x{h}, H.264 ultrafast): {per_frame * 1000:.1f} ms/frame over {len(frames)} frames "
-          f"(mean, encoder start included); ring {out.status()['bytes'] / 1e6:.2f} MB for {out.status()['seconds']:.1f} s")
+          f"(mean, encoder start included); ring {st['bytes'] / 1e6:.2f} MB for {st['seconds']:.1f} s")
 
 
 if __name__ == "__main__":

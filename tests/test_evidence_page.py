@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from pathlib import Path
 
 import av
@@ -19,8 +18,9 @@ from stream.live.sources.live import SourceConfig
 from browser import chromium_unavailable, open_browser, screenshot
 from live_server import LiveServer
 from parts import needs
-from test_browser import (ALERT_TIMEOUT_S, FAKE_VIDEO, PAGE_TIMEOUT_S, fake_camera, meso, ms, start_webcam,  # noqa: F401
-                          to_y4m, until_live, wait_js)
+from test_browser import meso  # noqa: F401  (the fixture)
+from test_browser import (ALERT_TIMEOUT_S, FAKE_VIDEO, PAGE_TIMEOUT_S, fake_camera, ms, start_webcam, to_y4m,
+                          until_live, wait_js)
 from test_evidence_recording import END_TIMEOUT_S, is_alert, wait_for
 
 if chromium_unavailable() is None:

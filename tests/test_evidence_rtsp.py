@@ -5,7 +5,6 @@ packets. Every coded slice (H.264 NAL units 1 and 5) of the recording must be on
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -22,9 +21,8 @@ from conftest import FFPP, MESONET_WEIGHTS
 from live_server import LiveServer
 from parts import require
 from rtsp_server import GOP_S, RtspServer, unavailable_reason
-from test_evidence_recording import ALERT_TIMEOUT_S, END_TIMEOUT_S, PRE_S, is_alert, wait_for
-
-SLICES = {1, 5}  # non-IDR and IDR coded slices
+from test_evidence_recording import (ALERT_TIMEOUT_S, END_TIMEOUT_S, PRE_S, avcc_nals, is_alert, slice_hashes,
+                                     wait_for)
 
 
 def annexb_nals(data: bytes) -> list[bytes]:
@@ -39,17 +37,8 @@ def annexb_nals(data: bytes) -> list[bytes]:
     return out
 
 
-def avcc_nals(data: bytes) -> list[bytes]:
-    out, i = [], 0
-    while i + 4 <= len(data):
-        size = int.from_bytes(data[i:i + 4], "big")
-        out.append(data[i + 4:i + 4 + size])
-        i += 4 + size
-    return out
-
-
-def slice_hashes(nals) -> list[str]:
-    return [hashlib.sha256(n).hexdigest() for n in nals if n and n[0] & 0x1F in SLICES]
+def slice_hashes_annexb(data: bytes) -> list[str]:
+    return slice_hashes(annexb_nals(data))
 
 
 class CameraClient(threading.Thread):
@@ -65,7 +54,7 @@ class CameraClient(threading.Thread):
                 if self.stop.is_set():
                     break
                 if p.size:
-                    self.hashes.update(slice_hashes(annexb_nals(bytes(p))))
+                    self.hashes.update(slice_hashes_annexb(bytes(p)))
 
 
 @pytest.mark.slow
@@ -101,3 +90,34 @@ def test_rtsp_recording_is_the_cameras_own_bitstream(tmp_path):
     first_fake = track["first_fake"] + track["clip_start_source_time"]
     assert track["first_fake"] >= min(PRE_S, first_fake - first_overlay) - GOP_S - 0.1
     assert track["first_fake"] <= PRE_S + GOP_S + 0.1  # and no more than that (the ring keeps keep_s + slack)
+
+
+def test_recording_from_a_connections_first_keyframe_opens(tmp_path):
+    """A recording that starts at the very first keyframe of an RTSP connection opens and decodes: FFmpeg gives
+    that connection's first packet no timestamp (it is left out of the ring), and every keyframe carries its
+    parameter sets in-band (a camera may send them only in the SDP)."""
+    require("GStreamer's RTSP server", unavailable_reason())
+    from stream.live.evidence.mp4 import RemuxWriter
+    from stream.live.sources import AVSource
+    from stream.live.sources.annexb import has_parameter_sets, nal_types, random_access
+
+    got = []
+    with RtspServer(FFPP / "real" / "004.mp4") as camera:
+        src = AVSource(camera.url, options={"rtsp_transport": "tcp"}, strict_length=False, timeout=10,
+                       on_packet=got.append)
+        for frame in src.frames():
+            if frame.time > 2.5:
+                break
+        src.close()
+    keys = [p for p in got if p.keyframe]
+    assert keys, "no keyframe in 2.5 s of a camera with a 1 s GOP"
+    for p in keys:
+        types = nal_types(p.data, "h264")
+        assert random_access(types, "h264") and has_parameter_sets(types, "h264"), types
+    first = got.index(keys[0])
+    writer = RemuxWriter(tmp_path / "r.mp4", keys[0].codec, keys[0])
+    for p in got[first:]:
+        writer.write(p)
+    writer.close()
+    with av.open(str(tmp_path / "r.mp4")) as rec:
+        assert sum(1 for _ in rec.decode(video=0)) >= len(got[first:]) - 2

@@ -24,6 +24,8 @@ class RemuxWriter:
     keyframe) is at 0. No decoder or encoder is involved: the bitstream is the camera's own."""
 
     def __init__(self, path: Path, codec: CodecInfo, first: Packet) -> None:
+        if first.pts is None or not first.keyframe:
+            raise ValueError("a recording starts at a keyframe with a timestamp")
         self.path = path
         self.codec = codec
         self.origin = first.pts if first.pts is not None else (first.dts or 0)

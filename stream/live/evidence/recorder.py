@@ -128,8 +128,8 @@ class Recording:
         if self.done:
             return
         if self.writer is None:
-            if not packet.keyframe:
-                return  # a recording starts decodable
+            if not packet.keyframe or packet.pts is None:
+                return  # a recording starts decodable, at a known time
             self.writer = RemuxWriter(self.folder / RECORDING, packet.codec, packet)
             self.stop_at = min(self.stop_at, packet.time + self.policy.max_clip_s)
         if packet.time >= self.stop_at:

@@ -49,7 +49,7 @@ class PacketRing:
             for fn, _ in self._consumers:
                 fn(packet)
             self.newest = packet.time
-            if packet.keyframe:
+            if packet.keyframe and packet.pts is not None:
                 self._gops.append([packet])
                 self._gop_bytes.append(packet.size)
             elif self._gops:

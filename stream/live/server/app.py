@@ -17,7 +17,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 

@@ -15,6 +15,7 @@ import av
 import av.bitstream
 import numpy as np
 
+from stream.live.sources import annexb
 from stream.live.sources.base import CodecInfo, Frame, Packet, SourceError, SourceState, StateMachine
 from stream.config.sources import is_network
 from stream.live.sources.urls import redact
@@ -163,12 +164,22 @@ class AVSource(StateMachine):
         info = self.codec_info
         tap = self.on_packet if info is not None and info.codec in ANNEXB_FILTERS else None
         bsf = av.bitstream.BitStreamFilterContext(ANNEXB_FILTERS[info.codec], in_stream=stream) if tap else None
+        extradata = bytes(stream.codec_context.extradata or b"")
+        in_band = extradata if annexb.is_annexb(extradata) else b""  # avcC/hvcC: the filter inserts them itself
         assert self._container is not None
         for packet in self._container.demux(stream):
             frames = packet.decode()
-            if bsf is not None and packet.size:
+            if bsf is not None and info is not None and packet.size:
                 for out in bsf.filter(packet):
-                    tap(Packet(bytes(out), out.pts, out.dts, int(out.duration or 0), bool(out.is_keyframe), info))
+                    if out.pts is None and out.dts is None:
+                        continue  # cannot be placed in time (FFmpeg's RTSP gives a connection's first packet none)
+                    data, key = bytes(out), bool(out.is_keyframe)
+                    if key:
+                        types = annexb.nal_types(data, info.codec)
+                        key = annexb.random_access(types, info.codec)
+                        if key and in_band and not annexb.has_parameter_sets(types, info.codec):
+                            data = in_band + data
+                    tap(Packet(data, out.pts, out.dts, int(out.duration or 0), key, info))
             yield from frames
 
     def close(self) -> None:
