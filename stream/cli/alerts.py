@@ -8,6 +8,7 @@
 * `--ws ws://HOST:PORT/ws`: a remote serve's websocket, no Redis needed (alerts_follow.py).
 * `test-webhook NAME --config FILE`: one signed test event to a configured webhook (alerts_webhook.py).
 * without `--redis`: reads `DATA_DIR/alerts.jsonl`, the log `serve` appends every alert to (`--follow` tails it).
+* `verify ID` / `export ID --out FILE.zip`: an alert's evidence (alerts_evidence.py).
 
 While following, a lost Redis connection is retried with back-off (a restarted Redis without persistence loses
 the group: it is recreated). A message whose idempotency key was already printed in this run is skipped.
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.cli import alerts_follow, alerts_webhook
+from stream.cli.alerts_evidence import add_actions
 from stream.cli.common import EXIT_OK, EXIT_USAGE  # EXIT_USAGE also when Redis is unreachable
 from stream.live.bus.base import ALERTS_LOG_NAME, default_data_dir
 from stream.messages import Message, dumps
@@ -57,6 +59,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.set_defaults(run=run)
     actions = p.add_subparsers(dest="action", metavar="ACTION", help="instead of printing alerts (optional)")
     alerts_webhook.add_subcommand(actions)
+    add_actions(actions)  # `alerts verify ID`, `alerts export ID --out FILE.zip`
     return p
 
 

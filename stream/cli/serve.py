@@ -36,6 +36,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="also publish to Redis: pub/sub for overlays and status, a Stream for alerts")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="alert log, spool and evidence (default: $DFSTREAM_DATA or ~/.local/share/dfstream)")
+    p.add_argument("--burn-in", action="store_true",
+                   help="also write each alert's recording with the boxes drawn in (recording_burned.mp4)")
     p.add_argument("--log-level", default="INFO")
     from stream.cli.explain import add_explanation_args
 
@@ -65,6 +67,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
                                        "calibration": args.calibration})
     if config.needs_token and not config.token:
         config = config.model_copy(update={"token": secrets.token_urlsafe(16)})
+    if getattr(args, "burn_in", False):
+        config = config.model_copy(update={"evidence": config.evidence.model_copy(update={"burn_in": True})})
     return config
 
 

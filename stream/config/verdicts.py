@@ -1,4 +1,4 @@
-"""Judging settings: the verdict policy (fusion weights, smoothing, hysteresis), alerts and evidence retention."""
+"""Judging settings: the verdict policy (fusion weights, smoothing, hysteresis) and alerts (evidence: evidence.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stream.config.channels import WebhookConfig, unique_webhooks
+from stream.config.evidence import EvidencePolicy  # noqa: F401  (re-exported: its old home)
 
 
 class VerdictPolicy(BaseModel):
@@ -39,10 +40,3 @@ class AlertPolicy(BaseModel):
     def _unique_webhooks(cls, hooks: list[WebhookConfig]) -> list[WebhookConfig]:
         return unique_webhooks(hooks)
 
-
-class EvidencePolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_alerts: int = Field(default=500, gt=0, description="evidence folders kept; the oldest are deleted")
-    max_bytes: int = Field(default=1 << 30, gt=0, description="total evidence size kept")
-    clip_fps: float = Field(default=5.0, gt=0, description="playback rate of clips (the analysed rate)")

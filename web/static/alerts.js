@@ -1,7 +1,8 @@
 // The alert feed: one list item per alert id (a started alert is updated in place when it ends), newest first,
-// with the face snapshot (retried while the server is still writing it), a link to the evidence clip, and an
-// "Explain" button: the server builds the alert's cited explanation once (Grad-CAM, passages, optional LLM) and the
-// card shows its text, the heatmap and the numbered references.
+// with the face snapshot (retried while the server is still writing it), a link to the face strip, once the
+// full-frame recording is complete a button that opens it in the evidence player (player.js), and an "Explain"
+// button: the server builds the alert's cited explanation once (Grad-CAM, passages, optional LLM) and the card
+// shows its text, the heatmap and the numbered references.
 
 import { api, withToken } from "./api.js";
 import { percent } from "./draw.js";
@@ -23,9 +24,10 @@ function evidenceUrl(alert, kind) {
 
 export class AlertFeed {
   /** `list` is the <ol>, `empty` the sentence shown while there are none. */
-  constructor(list, empty) {
+  constructor(list, empty, onOpen = null) {
     this.list = list;
     this.empty = empty;
+    this.onOpen = onOpen; // (alert) => open its recording
     this.alerts = {}; // id -> {id, event, stream, track, …, snapshot: none|pending|loaded|error, clip}
   }
 
@@ -34,6 +36,7 @@ export class AlertFeed {
     Object.assign(a, {
       event: msg.event, stream: msg.stream, track: msg.track, started_at: msg.started_at, ended_at: msg.ended_at,
       score_max: msg.score_max, engines: msg.engines,
+      recording: (msg.evidence && msg.evidence.recording_state) || "none", // none | recording | complete
     });
     this.alerts[msg.id] = a;
     let li = document.getElementById(`alert-${msg.id}`);
@@ -164,6 +167,19 @@ export class AlertFeed {
       link.rel = "noopener";
       link.textContent = "evidence clip";
       body.append(link);
+    }
+    if (a.recording === "complete" && this.onOpen) {
+      const play = document.createElement("button");
+      play.type = "button";
+      play.className = "play-recording";
+      play.textContent = "▶ recording";
+      play.addEventListener("click", () => this.onOpen(a));
+      body.append(play);
+    } else if (a.recording === "recording") {
+      const note = document.createElement("span");
+      note.className = "recording-note";
+      note.textContent = "recording…";
+      body.append(note);
     }
   }
 }

@@ -219,7 +219,8 @@ class Scheduler:
     def _overlay(self, st: LiveStream, frame: Frame, faces: list[tuple[Track, Any]], now: float) -> dict[str, Any]:
         out = []
         for track, det in faces:
-            j = self.judge.judge(st.name, track.id, track.verdict, track.scores, track.evidence, track.gate)
+            j = self.judge.judge(st.name, track.id, track.verdict, track.scores, track.evidence, track.gate,
+                                 at=frame.time)
             quality = {**(track.quality.to_message() if track.quality else {}), **st.source.link_quality()}
             out.append(FaceOverlay(track=track.id, box=det.box, prob=det.prob, score=j.score, raw=j.raw,
                                    engines=dict(track.scores), verdict=j.verdict, quality=quality,

@@ -21,12 +21,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 import json
 import logging
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
+from stream.live.evidence.names import ALERT_ID, CONTENT_TYPES
 from stream.live.server import auth
 from stream.live.server.hub import Client
 from stream.live.server.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -49,8 +49,9 @@ SERVICE_KEY = web.AppKey("service", LiveService)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 WS_POLICY_VIOLATION = 1008  # websocket close code for a client that keeps flooding
 WS_HEARTBEAT_S = 20.0
-EVIDENCE_ID = re.compile(r"^[0-9a-f]{32}$")  # alert ids: uuid4 hex
-EVIDENCE_FILES = {"snapshot.jpg": "image/jpeg", "clip.mp4": "video/mp4", "explanation.png": "image/png"}
+EVIDENCE_ID = ALERT_ID
+# only these names are ever served from an alert's folder (the explanation's heatmap too)
+EVIDENCE_FILES = {**CONTENT_TYPES, "explanation.png": "image/png"}
 # An alert's explanation (stream/jobs/explain/alerts.py, given to build_app by `dfstream serve`): alert id -> the
 # explanation record, cached in the alert's evidence folder. Run on its own worker thread, never the event loop or
 # the scoring thread: Grad-CAM and an LLM call take seconds.
@@ -157,8 +158,9 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 async def evidence(request: web.Request) -> web.StreamResponse:
-    """An alert's snapshot or clip: /evidence/<alert id>/<snapshot.jpg|clip.mp4>. Only those two names under
-    ids of the alert-id form are served, so no request can reach outside the evidence folder."""
+    """An alert's evidence file: /evidence/<alert id>/<name>, name one of evidence.names (snapshot, strip,
+    recording, overlay track, manifest). Only those names under ids of the alert-id form are served, so no
+    request can reach outside the evidence folder. FileResponse answers Range requests (video seeking)."""
     alert_id, name = request.match_info["id"], request.match_info["file"]
     if not EVIDENCE_ID.match(alert_id) or name not in EVIDENCE_FILES:
         raise web.HTTPNotFound(text="no such evidence")
