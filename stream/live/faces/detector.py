@@ -1,4 +1,5 @@
-"""Face detection with facenet-pytorch's MTCNN, whose weights ship inside its wheel (no download).
+"""Face detection with facenet-pytorch's MTCNN, whose weights ship inside its wheel (no download); its nets run in
+torch or, with `backend: onnx`, in ONNX Runtime (`mtcnn_onnx.py`).
 
 Frames are detected in batches (MTCNN batches same-sized images), after an optional downscale so large
 frames cost no more than `max_side` pixels; boxes and landmarks are mapped back to full-frame pixels.
@@ -53,6 +54,10 @@ class FaceDetector:
             select_largest=False,
             device=torch.device(self.config.device),
         )
+        if self.config.backend == "onnx":
+            from stream.live.faces.mtcnn_onnx import use_onnx
+
+            use_onnx(self._mtcnn, self.config.threads)
 
     def _scale(self, image: np.ndarray) -> float:
         return min(1.0, self.config.max_side / max(image.shape[:2]))
