@@ -5,6 +5,9 @@ runs MTCNN on all of them as one batch, updates each stream's tracker, and sends
 shared scoring core (`stream.live.scoring`), one batch per engine. Decoding happens on the sources' own threads,
 so a slow pass only makes frames be dropped at the buffers, never delays decoding.
 
+With `pipeline: overlapped` the full-frame detection of the next pass runs on one worker thread while this pass
+is scored (`_run_overlapped`); the governor's load is then its busiest stage's (`governor.BusyClock`).
+
 The scheduler keeps only pacing and the pass. The load governor (`governor.py`) decides rates and shedding, the
 per-track records (`track.py`) hold each track's state, and the judge (`stream.live.verdicts.judge`) turns
 scores into verdicts and alerts.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,7 +30,7 @@ from stream.live.faces import FaceDetector, crop_faces
 from stream.live.faces.quality import measure
 from stream.live.faces.tracker import iou_matrix
 from stream.live.rings import CropRing
-from stream.live.scheduler.governor import LoadGovernor
+from stream.live.scheduler.governor import BusyClock, LoadGovernor
 from stream.live.scheduler.track import EVIDENCE_CROP, EVIDENCE_FRAMES, LiveStream, Track
 from stream.live.scoring import Scorer
 from stream.live.sources import Frame
@@ -43,6 +47,7 @@ IDLE_WAIT_S = 0.005  # longest nap when nothing is due, so a due stream is picke
 # drift apart and every pass carries a single frame, paying MTCNN's fixed cost once per stream.
 COALESCE_FRACTION = 0.5
 DUPLICATE_IOU = 0.5  # re-located boxes overlapping this much are one face
+LOOKAHEAD_SMOOTHING = 0.3  # weight of the newest scoring time in the overlapped loop's look-ahead
 STATUS_EVENTS = 3  # recent governor decisions carried in each status message
 
 Publish = Callable[[dict[str, Any]], None]
@@ -110,8 +115,10 @@ class Scheduler:
         self.judge.close()
 
     def _run(self) -> None:
-        window_start = last_status = time.monotonic()
-        busy = 0.0
+        """Serial pipeline: each pass detects, then scores. Overlapped: see `_run_overlapped`."""
+        if self.config.pipeline == "overlapped":
+            return self._run_overlapped()
+        clock, window_start, last_status = BusyClock(), time.monotonic(), time.monotonic()
         while not self._stop.is_set():
             picks = self.due(time.monotonic())
             if picks:
@@ -120,16 +127,78 @@ class Scheduler:
                     self.process(picks)
                 except Exception:  # one bad frame or engine error must not kill the live loop
                     log.exception("inference pass failed")
-                busy += time.monotonic() - t0
+                clock.add("pass", t0, time.monotonic())
             else:
                 self._stop.wait(IDLE_WAIT_S)
-            now = time.monotonic()
-            if now - window_start >= self.config.adapt_period_s:
-                self.governor.observe(busy / (now - window_start), self.streams())
-                window_start, busy = now, 0.0
-            if now - last_status >= self.config.status_period_s:
-                self.publish_status()
-                last_status = now
+            window_start, last_status = self._tick(clock, window_start, last_status)
+
+    def _run_overlapped(self) -> None:
+        """Two stages: full-frame detection of pass n+1 on a worker thread while pass n is scored here.
+
+        The worker only runs `_detect` (MTCNN and re-location), which reads each stream's last boxes: those are
+        written by `_track` on this thread before the next detection is submitted, and every track record, ring
+        and verdict stays on this thread. So pass n+1 is detected on the boxes of pass n, as in the serial loop.
+        Streams due before this pass's scoring is expected to end (the last scoring time, `LOOKAHEAD_SMOOTHING`)
+        are taken for the next detection now, so a lone stream also overlaps. Trade-off: a frame taken while the
+        previous pass is scored waits for it (at most one scoring time of added latency), and frames are taken up
+        to one scoring time before their slot (the stream stays on its grid); the gain is detection's time hidden
+        under scoring's when cores are free for both. The load is the busiest stage's (`BusyClock`)."""
+        clock, window_start, last_status = BusyClock(), time.monotonic(), time.monotonic()
+        ready: tuple[list[Pick], list[list[Any]]] | None = None
+        score_s = 0.0  # smoothed scoring time: how far ahead the next detection looks for due streams
+        with ThreadPoolExecutor(1, thread_name_prefix="scheduler-detect") as pool:
+            while not self._stop.is_set():
+                if ready is None:
+                    picks = self.due(time.monotonic())
+                    if not picks:
+                        self._stop.wait(IDLE_WAIT_S)
+                        window_start, last_status = self._tick(clock, window_start, last_status)
+                        continue
+                    t0 = time.monotonic()
+                    try:
+                        ready = (picks, self._detect(picks))
+                    except Exception:
+                        log.exception("detection failed")
+                    clock.add("detect", t0, time.monotonic())
+                    if ready is None:
+                        continue
+                picks, detections = ready
+                ready, following = None, None
+                t0 = time.monotonic()
+                try:
+                    tracked = self._track(picks, detections)
+                    nxt = self.due(time.monotonic() + score_s)
+                    following = pool.submit(self._timed_detect, nxt) if nxt else None
+                    s0 = time.monotonic()
+                    self._score(picks, tracked)
+                    score_s += LOOKAHEAD_SMOOTHING * (time.monotonic() - s0 - score_s)
+                except Exception:  # one bad frame or engine error must not kill the live loop
+                    log.exception("inference pass failed")
+                clock.add("score", t0, time.monotonic())
+                if following is not None:
+                    try:
+                        found, d0, d1 = following.result()
+                        clock.add("detect", d0, d1)
+                        ready = (nxt, found)
+                    except Exception:
+                        log.exception("detection failed")
+                window_start, last_status = self._tick(clock, window_start, last_status)
+
+    def _timed_detect(self, picks: Sequence[Pick]) -> tuple[list[list[Any]], float, float]:
+        t0 = time.monotonic()
+        found = self._detect(picks)
+        return found, t0, time.monotonic()
+
+    def _tick(self, clock: BusyClock, window_start: float, last_status: float) -> tuple[float, float]:
+        """The governor's period and the status heartbeat; returns their new starts."""
+        now = time.monotonic()
+        if now - window_start >= self.config.adapt_period_s:
+            self.governor.observe(clock.take(window_start, now), self.streams())
+            window_start = now
+        if now - last_status >= self.config.status_period_s:
+            self.publish_status()
+            last_status = now
+        return window_start, last_status
 
     def due(self, now: float) -> list[Pick]:
         """The newest frame of every stream due at `now` (monotonic seconds), and those due soon after."""
@@ -153,10 +222,13 @@ class Scheduler:
     # --- one pass ------------------------------------------------------------------------------------------
     def process(self, picks: Sequence[Pick]) -> None:
         """Detect, track, crop and score one frame per picked stream, then publish one overlay per frame."""
-        detections = self._detect(picks)
+        self._score(picks, self._track(picks, self._detect(picks)))
+
+    def _track(self, picks: Sequence[Pick], detections: Sequence[Sequence[Any]]) -> list[list[tuple[Track, Any, Any]]]:
+        """Update each stream's tracker with its faces; crop them; per pick (track, detection, crops per key)."""
         quality_key = self.scorer.quality_key
         keys = list(dict.fromkeys([*self.scorer.crop_keys, EVIDENCE_CROP, quality_key]))
-        faces_of: list[list[tuple[Track, Any]]] = []
+        faces_of: list[list[tuple[Track, Any, Any]]] = []
         for (st, frame), faces in zip(picks, detections):
             boxes = [d.box for d in faces]
             ids = st.tracker.update(boxes)
@@ -176,6 +248,10 @@ class Scheduler:
                 st.gated_faces += track.gate.low_quality
                 here.append((track, det, {k: crops[k][j] for k in self.scorer.crop_keys}))
             faces_of.append(here)
+        return faces_of
+
+    def _score(self, picks: Sequence[Pick], faces_of: Sequence[Sequence[tuple[Track, Any, Any]]]) -> None:
+        """Score every tracked face of the pass (one batch per engine), then publish one overlay per frame."""
         flat = [(track.rings, face_crops) for here in faces_of for track, _, face_crops in here]
         flat_tracks = [track for here in faces_of for track, _, _ in here]
         for track, got in zip(flat_tracks, self.scorer.score(flat)):
