@@ -13,6 +13,7 @@ import pytest
 from stream.config.scheduler import DetectionPolicy, SchedulerConfig
 from stream.live.scheduler.governor import BusyClock, LoadGovernor
 from stream.live.scheduler.loop import Scheduler
+from stream.live.scheduler.threads import ThreadPlan, apply_threads, plan_threads
 
 from serve_fakes import AlwaysFake, OneFace, Ticker
 
@@ -138,3 +139,30 @@ def test_real_overlapped_loop_keeps_up_where_the_serial_one_sheds():
 def test_real_overlapped_loop_sheds_when_the_detector_is_full():
     sched, rate = _live("overlapped", 40.0)  # at most 25 detections of 40 ms fit in a second
     assert sched.governor.scale < 1.0, (sched.governor.utilisation, rate)
+
+
+# --- thread pools --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cores", [1, 2, 3, 16])
+def test_thread_plan_fills_the_cores_without_oversubscription(cores):
+    serial = plan_threads("serial", cores)
+    assert serial == ThreadPlan(cores, cores, cores)  # stages take turns: each may use every core
+    plan = plan_threads("overlapped", cores)
+    assert plan.detector >= 1 and plan.engines >= 1
+    if cores == 1:
+        assert plan == ThreadPlan(1, 1, 1)  # nothing can overlap on one core
+    else:
+        assert plan.detector + plan.engines == cores and plan.torch == plan.detector
+
+
+def test_engine_sessions_are_resized_by_the_plan(tmp_path):
+    from engines.onnx_backend import onnx_engine_for
+    from engines.registry import build_engine
+
+    from conftest import MESONET_WEIGHTS
+
+    engine = onnx_engine_for(build_engine("meso4-df", weights_dir=MESONET_WEIGHTS, allow_download=False), tmp_path)
+    crops = np.random.default_rng(0).integers(0, 255, (3, 256, 256, 3), dtype=np.uint8)
+    before = engine.predict(crops)
+    apply_threads(plan_threads("overlapped", 4), [engine])
+    assert engine.session.get_session_options().intra_op_num_threads == 2
+    np.testing.assert_array_equal(engine.predict(crops), before)  # same model, fewer workers
