@@ -166,3 +166,22 @@ def test_engine_sessions_are_resized_by_the_plan(tmp_path):
     apply_threads(plan_threads("overlapped", 4), [engine])
     assert engine.session.get_session_options().intra_op_num_threads == 2
     np.testing.assert_array_equal(engine.predict(crops), before)  # same model, fewer workers
+
+
+def test_overlapped_scheduler_splits_the_pools_and_gives_torch_its_pool_back():
+    import torch
+
+    from stream.config.faces import DetectorConfig
+    from stream.live.faces import FaceDetector
+
+    detector = FaceDetector(DetectorConfig(backend="onnx"))
+    before = torch.get_num_threads()
+    sched = Scheduler(detector, [], lambda msg: None, SchedulerConfig(pipeline="overlapped"))
+    plan = plan_threads("overlapped")
+    sched.start()
+    try:
+        assert torch.get_num_threads() == plan.torch
+        assert detector._mtcnn.pnet.session.get_session_options().intra_op_num_threads == plan.detector
+    finally:
+        sched.stop()
+    assert torch.get_num_threads() == before

@@ -59,6 +59,13 @@ class FaceDetector:
 
             use_onnx(self._mtcnn, self.config.threads)
 
+    def set_threads(self, threads: int) -> None:
+        """Size the ONNX Runtime sessions of the nets (`backend: onnx`); torch's pool is the process's own."""
+        for kind in ("pnet", "rnet", "onet"):
+            net = getattr(self._mtcnn, kind)
+            if hasattr(net, "set_threads"):
+                net.set_threads(threads)
+
     def _scale(self, image: np.ndarray) -> float:
         return min(1.0, self.config.max_side / max(image.shape[:2]))
 

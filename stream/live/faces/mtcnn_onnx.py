@@ -50,6 +50,12 @@ class OrtNet(nn.Module):
 
     def __init__(self, model: bytes, outputs: int, threads: int | None = None) -> None:
         super().__init__()
+        self.model, self.outputs = model, outputs
+        self.set_threads(threads)
+        self.dtype_marker = nn.Parameter(torch.zeros(0), requires_grad=False)
+
+    def set_threads(self, threads: int | None) -> None:
+        """(Re)open the session with `threads` intra-op workers (None: ORT's default, every core)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -59,9 +65,7 @@ class OrtNet(nn.Module):
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        self.outputs = outputs
-        self.dtype_marker = nn.Parameter(torch.zeros(0), requires_grad=False)
+        self.session = ort.InferenceSession(self.model, options, providers=["CPUExecutionProvider"])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if x.shape[0] == 0:  # ORT refuses an empty batch; the torch nets return empty outputs

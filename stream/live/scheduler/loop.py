@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
+
 from engines.base import Engine
 from engines.calibration import Ensemble
 from stream.config.scheduler import SchedulerConfig
@@ -31,6 +33,7 @@ from stream.live.faces.quality import measure
 from stream.live.faces.tracker import iou_matrix
 from stream.live.rings import CropRing
 from stream.live.scheduler.governor import BusyClock, LoadGovernor
+from stream.live.scheduler.threads import apply_threads, plan_threads
 from stream.live.scheduler.track import EVIDENCE_CROP, EVIDENCE_FRAMES, LiveStream, Track
 from stream.live.scoring import Scorer
 from stream.live.sources import Frame
@@ -71,6 +74,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._added = 0
+        self._torch_threads: int | None = None
 
     # --- streams -------------------------------------------------------------------------------------------
     def add(self, source: StreamSource) -> LiveStream:
@@ -104,6 +108,12 @@ class Scheduler:
 
     # --- loop ----------------------------------------------------------------------------------------------
     def start(self) -> None:
+        if self.config.pipeline == "overlapped":  # the stages run at once: split the cores between their pools
+            self._torch_threads = torch.get_num_threads()
+            plan = plan_threads("overlapped")
+            apply_threads(plan, self.engines)
+            if hasattr(self.detector, "set_threads"):
+                self.detector.set_threads(plan.detector)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
         self._thread.start()
@@ -112,6 +122,9 @@ class Scheduler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._torch_threads is not None:  # give the process its torch pool back
+            torch.set_num_threads(self._torch_threads)
+            self._torch_threads = None
         self.judge.close()
 
     def _run(self) -> None:
