@@ -35,8 +35,9 @@ class Governed(Protocol):
 class BusyClock:
     """The scheduler's load when its stages may overlap: the busy fraction of its busiest stage.
 
-    Each stage (`serial`: the whole pass; `overlapped`: `detect` on the worker thread, `score` on the loop thread)
-    reports the intervals it worked, and a period's load is the largest share of it that any one stage was busy.
+    Each stage (`serial`: the whole pass; `overlapped`: `detect` on the worker thread, `score` on the loop
+    thread) reports the intervals it worked, and a period's load is the largest share of it that any one stage
+    was busy. Waiting for the other stage is not work and is not counted.
     Why not the sum of the stages' time: with detection of the next pass overlapped with scoring of this one,
     their seconds add up to more than the wall time, so a sum would call a machine that has idle time overloaded
     and shed streams for nothing. A two-stage pipeline runs one pass per `max(detect, score)`, so it is full

@@ -5,8 +5,8 @@ runs MTCNN on all of them as one batch, updates each stream's tracker, and sends
 shared scoring core (`stream.live.scoring`), one batch per engine. Decoding happens on the sources' own threads,
 so a slow pass only makes frames be dropped at the buffers, never delays decoding.
 
-With `pipeline: overlapped` the full-frame detection of the next pass runs on one worker thread while this pass
-is scored (`_run_overlapped`); the governor's load is then its busiest stage's (`governor.BusyClock`).
+With `pipeline: overlapped` detection runs on one worker thread while the previous pass is scored
+(`_run_overlapped`); the governor's load is then the busier stage's (`governor.BusyClock`).
 
 The scheduler keeps only pacing and the pass. The load governor (`governor.py`) decides rates and shedding, the
 per-track records (`track.py`) hold each track's state, and the judge (`stream.live.verdicts.judge`) turns
@@ -16,10 +16,10 @@ scores into verdicts and alerts.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import torch
@@ -50,7 +50,7 @@ IDLE_WAIT_S = 0.005  # longest nap when nothing is due, so a due stream is picke
 # drift apart and every pass carries a single frame, paying MTCNN's fixed cost once per stream.
 COALESCE_FRACTION = 0.5
 DUPLICATE_IOU = 0.5  # re-located boxes overlapping this much are one face
-LOOKAHEAD_SMOOTHING = 0.3  # weight of the newest scoring time in the overlapped loop's look-ahead
+HANDOFF_WAIT_S = 0.1  # the overlapped loop's worker re-checks for a stop this often while the scorer is busy
 STATUS_EVENTS = 3  # recent governor decisions carried in each status message
 
 Publish = Callable[[dict[str, Any]], None]
@@ -75,6 +75,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._added = 0
         self._torch_threads: int | None = None
+        self._clock_lock = threading.Lock()  # the overlapped loop's two threads share its clock and in-flight set
 
     # --- streams -------------------------------------------------------------------------------------------
     def add(self, source: StreamSource) -> LiveStream:
@@ -146,76 +147,85 @@ class Scheduler:
             window_start, last_status = self._tick(clock, window_start, last_status)
 
     def _run_overlapped(self) -> None:
-        """Two stages: full-frame detection of pass n+1 on a worker thread while pass n is scored here.
+        """Two stages: a worker thread picks due streams and detects their faces while this thread tracks and
+        scores the previous pass; one pass waits in between (a queue of one, so a slow scorer holds the detector
+        back instead of letting frames age in a backlog).
 
-        The worker only runs `_detect` (MTCNN and re-location), which reads each stream's last boxes: those are
-        written by `_track` on this thread before the next detection is submitted, and every track record, ring
-        and verdict stays on this thread. So pass n+1 is detected on the boxes of pass n, as in the serial loop.
-        Streams due before this pass's scoring is expected to end (the last scoring time, `LOOKAHEAD_SMOOTHING`)
-        are taken for the next detection now, so a lone stream also overlaps. Trade-off: a frame taken while the
-        previous pass is scored waits for it (at most one scoring time of added latency), and frames are taken up
-        to one scoring time before their slot (the stream stays on its grid); the gain is detection's time hidden
-        under scoring's when cores are free for both. The load is the busiest stage's (`BusyClock`)."""
+        The worker only runs `due` and `_detect` (MTCNN and re-location), which read each stream's last boxes.
+        Those are written by `_track` on this thread, so a stream picked for a pass is not picked again until
+        that pass is tracked (`in_flight`): each detection sees the boxes of the stream's previous pass, as in the
+        serial loop, and every track record, ring and verdict stays on this thread. Trade-off: the two stages
+        share the cores (see `threads.py`), so each is slower alone than in the serial loop; the gain is
+        detection's time hidden under scoring's. The load (`BusyClock`) is the busier stage's."""
         clock, window_start, last_status = BusyClock(), time.monotonic(), time.monotonic()
-        ready: tuple[list[Pick], list[list[Any]]] | None = None
-        score_s = 0.0  # smoothed scoring time: how far ahead the next detection looks for due streams
-        with ThreadPoolExecutor(1, thread_name_prefix="scheduler-detect") as pool:
-            while not self._stop.is_set():
-                if ready is None:
-                    picks = self.due(time.monotonic())
-                    if not picks:
-                        self._stop.wait(IDLE_WAIT_S)
-                        window_start, last_status = self._tick(clock, window_start, last_status)
-                        continue
-                    t0 = time.monotonic()
-                    try:
-                        ready = (picks, self._detect(picks))
-                    except Exception:
-                        log.exception("detection failed")
-                    clock.add("detect", t0, time.monotonic())
-                    if ready is None:
-                        continue
-                picks, detections = ready
-                ready, following = None, None
-                t0 = time.monotonic()
+        handoff: queue.Queue[tuple[list[Pick], list[list[Any]]]] = queue.Queue(maxsize=1)
+        in_flight: set[str] = set()
+        worker = threading.Thread(target=self._detect_stage, args=(handoff, in_flight, clock),
+                                  name="scheduler-detect", daemon=True)
+        worker.start()
+        while not self._stop.is_set():
+            try:
+                picks, detections = handoff.get(timeout=IDLE_WAIT_S)
+            except queue.Empty:
+                window_start, last_status = self._tick(clock, window_start, last_status)
+                continue
+            began = time.monotonic()
+            try:
                 try:
                     tracked = self._track(picks, detections)
-                    nxt = self.due(time.monotonic() + score_s)
-                    following = pool.submit(self._timed_detect, nxt) if nxt else None
-                    s0 = time.monotonic()
-                    self._score(picks, tracked)
-                    score_s += LOOKAHEAD_SMOOTHING * (time.monotonic() - s0 - score_s)
-                except Exception:  # one bad frame or engine error must not kill the live loop
-                    log.exception("inference pass failed")
-                clock.add("score", t0, time.monotonic())
-                if following is not None:
-                    try:
-                        found, d0, d1 = following.result()
-                        clock.add("detect", d0, d1)
-                        ready = (nxt, found)
-                    except Exception:
-                        log.exception("detection failed")
-                window_start, last_status = self._tick(clock, window_start, last_status)
+                finally:
+                    with self._clock_lock:
+                        in_flight.difference_update(st.name for st, _ in picks)
+                self._score(picks, tracked)
+            except Exception:  # one bad frame or engine error must not kill the live loop
+                log.exception("inference pass failed")
+            with self._clock_lock:
+                clock.add("score", began, time.monotonic())
+            window_start, last_status = self._tick(clock, window_start, last_status)
+        worker.join(HANDOFF_WAIT_S * 10)
 
-    def _timed_detect(self, picks: Sequence[Pick]) -> tuple[list[list[Any]], float, float]:
-        t0 = time.monotonic()
-        found = self._detect(picks)
-        return found, t0, time.monotonic()
+    def _detect_stage(self, handoff: queue.Queue, in_flight: set[str], clock: BusyClock) -> None:
+        """The overlapped loop's worker: due streams not in flight -> detections -> the hand-off queue."""
+        while not self._stop.is_set():
+            with self._clock_lock:
+                skip = set(in_flight)
+            picks = self.due(time.monotonic(), skip)
+            if not picks:
+                self._stop.wait(IDLE_WAIT_S)
+                continue
+            t0 = time.monotonic()
+            try:
+                found = self._detect(picks)
+            except Exception:
+                log.exception("detection failed")
+                continue
+            with self._clock_lock:
+                clock.add("detect", t0, time.monotonic())
+                in_flight.update(st.name for st, _ in picks)
+            while not self._stop.is_set():
+                try:
+                    handoff.put((picks, found), timeout=HANDOFF_WAIT_S)
+                    break
+                except queue.Full:
+                    continue
 
     def _tick(self, clock: BusyClock, window_start: float, last_status: float) -> tuple[float, float]:
         """The governor's period and the status heartbeat; returns their new starts."""
         now = time.monotonic()
         if now - window_start >= self.config.adapt_period_s:
-            self.governor.observe(clock.take(window_start, now), self.streams())
+            with self._clock_lock:
+                load = clock.take(window_start, now)
+            self.governor.observe(load, self.streams())
             window_start = now
         if now - last_status >= self.config.status_period_s:
             self.publish_status()
             last_status = now
         return window_start, last_status
 
-    def due(self, now: float) -> list[Pick]:
-        """The newest frame of every stream due at `now` (monotonic seconds), and those due soon after."""
-        streams = [s for s in self.streams() if not s.shed]
+    def due(self, now: float, skip: Collection[str] = ()) -> list[Pick]:
+        """The newest frame of every stream due at `now` (monotonic seconds), and those due soon after; streams
+        named in `skip` wait."""
+        streams = [s for s in self.streams() if not s.shed and s.name not in skip]
         if not any(now >= st.next_due for st in streams):
             return []
         picks = []
