@@ -37,7 +37,9 @@ class BusyClock:
 
     Each stage (`serial`: the whole pass; `overlapped`: `detect` on the worker thread, `score` on the loop
     thread) reports the intervals it worked, and a period's load is the largest share of it that any one stage
-    was busy. Waiting for the other stage is not work and is not counted.
+    was busy. A stage waiting for work is idle; a stage that has work but is held back by the next one counts as
+    busy (the pipeline is full then: with stage times that vary pass to pass, as full detections and cheap
+    re-locations do, neither stage may be busy all the time at capacity).
     Why not the sum of the stages' time: with detection of the next pass overlapped with scoring of this one,
     their seconds add up to more than the wall time, so a sum would call a machine that has idle time overloaded
     and shed streams for nothing. A two-stage pipeline runs one pass per `max(detect, score)`, so it is full

@@ -156,7 +156,8 @@ class Scheduler:
         that pass is tracked (`in_flight`): each detection sees the boxes of the stream's previous pass, as in the
         serial loop, and every track record, ring and verdict stays on this thread. Trade-off: the two stages
         share the cores (see `threads.py`), so each is slower alone than in the serial loop; the gain is
-        detection's time hidden under scoring's. The load (`BusyClock`) is the busier stage's."""
+        detection's time hidden under scoring's. The load (`BusyClock`) is the busier stage's, the detector's
+        including the time the scorer holds it back (see `_detect_stage`)."""
         clock, window_start, last_status = BusyClock(), time.monotonic(), time.monotonic()
         handoff: queue.Queue[tuple[list[Pick], list[list[Any]]]] = queue.Queue(maxsize=1)
         in_flight: set[str] = set()
@@ -185,22 +186,30 @@ class Scheduler:
         worker.join(HANDOFF_WAIT_S * 10)
 
     def _detect_stage(self, handoff: queue.Queue, in_flight: set[str], clock: BusyClock) -> None:
-        """The overlapped loop's worker: due streams not in flight -> detections -> the hand-off queue."""
+        """The overlapped loop's worker: due streams not in flight -> detections -> the hand-off queue.
+
+        Its busy time is the time it detects, plus the time it has due work it may not start because the scorer
+        has not taken the last pass (the queue is full, or a due stream's last pass is not tracked yet): then the
+        pipeline is full even though the detector idles, and counting that as idle would hide the overload."""
         while not self._stop.is_set():
             with self._clock_lock:
                 skip = set(in_flight)
-            picks = self.due(time.monotonic(), skip)
+            began = time.monotonic()
+            picks = self.due(began, skip)
             if not picks:
+                held = bool(skip) and any(began >= st.next_due for st in self.streams()
+                                          if st.name in skip and not st.shed)
                 self._stop.wait(IDLE_WAIT_S)
+                if held:
+                    with self._clock_lock:
+                        clock.add("detect", began, time.monotonic())
                 continue
-            t0 = time.monotonic()
             try:
                 found = self._detect(picks)
             except Exception:
                 log.exception("detection failed")
                 continue
             with self._clock_lock:
-                clock.add("detect", t0, time.monotonic())
                 in_flight.update(st.name for st, _ in picks)
             while not self._stop.is_set():
                 try:
@@ -208,6 +217,8 @@ class Scheduler:
                     break
                 except queue.Full:
                     continue
+            with self._clock_lock:
+                clock.add("detect", began, time.monotonic())
 
     def _tick(self, clock: BusyClock, window_start: float, last_status: float) -> tuple[float, float]:
         """The governor's period and the status heartbeat; returns their new starts."""
