@@ -185,3 +185,13 @@ def test_overlapped_scheduler_splits_the_pools_and_gives_torch_its_pool_back():
     finally:
         sched.stop()
     assert torch.get_num_threads() == before
+
+
+def test_a_stage_still_running_counts_in_every_period_it_spans():
+    clock = BusyClock()
+    clock.begin("detect", 0.5)  # a 2.5 s detection, reported only when it ends
+    assert clock.take(0.0, 1.0) == pytest.approx(0.5)
+    assert clock.take(1.0, 2.0) == pytest.approx(1.0)
+    clock.end("detect", 3.0)
+    assert clock.take(2.0, 3.0) == pytest.approx(1.0)
+    assert clock.take(3.0, 4.0) == 0.0

@@ -49,23 +49,38 @@ class BusyClock:
 
     def __init__(self) -> None:
         self._spans: dict[str, list[tuple[float, float]]] = {}
+        self._open: dict[str, float] = {}
 
     def add(self, stage: str, start: float, end: float) -> None:
         """`stage` was busy from `start` to `end`."""
         if end > start:
             self._spans.setdefault(stage, []).append((start, end))
 
+    def begin(self, stage: str, start: float) -> None:
+        """`stage` is busy from `start` until `end(stage)`: a period that ends meanwhile counts it up to its end
+        (a detection longer than a period would otherwise be missing from every period it spans but the last)."""
+        self._open[stage] = start
+
+    def end(self, stage: str, end: float) -> None:
+        start = self._open.pop(stage, None)
+        if start is not None:
+            self.add(stage, start, end)
+
     def fraction(self, start: float, end: float, stage: str | None = None) -> float:
         """The share of [start, end] that `stage` (default: the busiest stage) was busy."""
         if end <= start:
             return 0.0
-        stages = [stage] if stage is not None else list(self._spans)
-        return max((_covered(self._spans.get(s, []), start, end) for s in stages), default=0.0) / (end - start)
+        spans = {s: list(v) for s, v in self._spans.items()}
+        for s, a in self._open.items():
+            spans.setdefault(s, []).append((a, end))
+        stages = [stage] if stage is not None else list(spans)
+        return max((_covered(spans.get(s, []), start, end) for s in stages), default=0.0) / (end - start)
 
     def take(self, start: float, end: float) -> float:
         """`fraction(start, end)`, then forget what was before `end` (keeping the part of a span past it)."""
         out = self.fraction(start, end)
         self._spans = {s: [(max(a, end), b) for a, b in spans if b > end] for s, spans in self._spans.items()}
+        self._open = {s: max(a, end) for s, a in self._open.items()}
         return out
 
 

@@ -194,20 +194,26 @@ class Scheduler:
         while not self._stop.is_set():
             with self._clock_lock:
                 skip = set(in_flight)
-            began = time.monotonic()
+                began = time.monotonic()
+                clock.begin("detect", began)
             picks = self.due(began, skip)
             if not picks:
                 held = bool(skip) and any(began >= st.next_due for st in self.streams()
                                           if st.name in skip and not st.shed)
+                if not held:
+                    with self._clock_lock:
+                        clock.end("detect", began)  # nothing to do: idle
                 self._stop.wait(IDLE_WAIT_S)
                 if held:
                     with self._clock_lock:
-                        clock.add("detect", began, time.monotonic())
+                        clock.end("detect", time.monotonic())
                 continue
             try:
                 found = self._detect(picks)
             except Exception:
                 log.exception("detection failed")
+                with self._clock_lock:
+                    clock.end("detect", time.monotonic())
                 continue
             with self._clock_lock:
                 in_flight.update(st.name for st, _ in picks)
@@ -218,7 +224,7 @@ class Scheduler:
                 except queue.Full:
                     continue
             with self._clock_lock:
-                clock.add("detect", began, time.monotonic())
+                clock.end("detect", time.monotonic())
 
     def _tick(self, clock: BusyClock, window_start: float, last_status: float) -> tuple[float, float]:
         """The governor's period and the status heartbeat; returns their new starts."""
