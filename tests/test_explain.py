@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from engines.base import InputSpec, LabelMapping, TorchEngine
-from engines.registry import build_engine
+from engines.registry import build_engine, get_entry
 from stream.cli import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, main
 from stream.jobs.explain import GradCam, last_spatial_conv
 
@@ -115,7 +115,7 @@ def test_explain_the_deepfakes_video_with_mesonet(tmp_path: Path, capsys) -> Non
     # --cite: the same top face-frame, explained with numbered citations of the built-in passages
     record = json.loads((out / "explanation.json").read_text())
     facts = record["facts"]
-    assert facts["model"] == "meso4-df" and facts["trained_on"] == "Deepfakes" and facts["landmarks"] == "mtcnn"
+    assert facts["model"] == "meso4-df" and facts["trained_on"] == get_entry("meso4-df").trained_on and facts["landmarks"] == "mtcnn"
     assert facts["score"] == pytest.approx(scores[0], abs=1e-5) and facts["face_px"] > 0
     assert facts["regions"] and facts["peak_region"] and record["image"] == entries[0]["image"]
     assert record["citations"][0]["id"] == "model-mesonet" and record["writer"] == "template"

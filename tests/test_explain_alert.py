@@ -97,7 +97,7 @@ def test_an_alert_is_explained_from_its_evidence_and_cached_in_its_folder(tmp_pa
     make_alert(tmp_path, OTHER_ID)
     store = EvidenceStore(tmp_path / "evidence", EvidencePolicy(max_alerts=1))
     try:
-        store._enforce_retention()
+        store.enforce_retention()
     finally:
         store.close()
     assert not folder.exists() and (tmp_path / "evidence" / OTHER_ID).is_dir()

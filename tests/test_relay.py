@@ -107,12 +107,13 @@ def test_two_viewers_share_one_encoder_and_get_sync_and_removal_closes_them():
             assert a.sync[-1]["clock"] == CLOCK and epochs and {"from", "base"} <= set(epochs[0])
 
             src = server.service.scheduler.sources()[0]
-            assert len(src._subscribers) == 1  # tapped: one subscription for both viewers
+            relay_taps = [f for f in src._subscribers if getattr(f, "__self__", None) is hub.relays["cam"]]
+            assert len(relay_taps) == 1  # tapped: one subscription for both viewers (the evidence ring has its own)
             async with http.delete(server.base + "/api/streams/cam") as r:
                 assert r.status == 200
             assert await until(lambda: not hub.viewers and not hub.relays)
             assert await until(lambda: a.pc.connectionState == "closed" and b.pc.connectionState == "closed")
-            assert not src._subscribers  # untapped
+            assert not src._subscribers  # untapped (the relay's and the evidence ring's taps both go with the stream)
 
     with LiveServer(ServeConfig(port=0, sources=[source]), []) as server:
         hub = server_hub(server)

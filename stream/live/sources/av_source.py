@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
-import av.bitstream
 import numpy as np
 
 from stream.live.sources import annexb
@@ -163,7 +162,11 @@ class AVSource(StateMachine):
         """The stream's frames, demuxed packet by packet so each packet can be handed to `on_packet` first."""
         info = self.codec_info
         tap = self.on_packet if info is not None and info.codec in ANNEXB_FILTERS else None
-        bsf = av.bitstream.BitStreamFilterContext(ANNEXB_FILTERS[info.codec], in_stream=stream) if tap else None
+        bsf = None
+        if tap:
+            from av.bitstream import BitStreamFilterContext  # only when tapped: gpu_check's stand-in `av` lacks it
+
+            bsf = BitStreamFilterContext(ANNEXB_FILTERS[info.codec], in_stream=stream)
         extradata = bytes(stream.codec_context.extradata or b"")
         in_band = extradata if annexb.is_annexb(extradata) else b""  # avcC/hvcC: the filter inserts them itself
         assert self._container is not None
