@@ -150,7 +150,7 @@ class Cluster:
         self._n += 1
         proc = self._start(f"worker{self._n}", ["cluster", "worker", "--address", str(self.address), "--cameras",
                                                 str(cameras), "--num-cpus", "1", "--object-store-mb", "100"])
-        proc.wait_for(r"joining")
+        proc.wait_for(r"Ray runtime started")  # registered with the head: the director sees it
         return proc
 
     def node_name(self, worker: Proc) -> str:
