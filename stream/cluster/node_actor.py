@@ -11,7 +11,6 @@ camera as removed; `removed=True` (taken away through the API) does.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import threading
@@ -28,7 +27,6 @@ log = logging.getLogger(__name__)
 
 class NodeWorker:
     def __init__(self, pipeline: dict[str, Any], node_id: str) -> None:
-        from stream.cli.serve import build_engines
         from stream.config.paths import default_data_dir
         from stream.config.serve import ServeConfig
         from stream.live.faces import FaceDetector
@@ -52,8 +50,7 @@ class NodeWorker:
             module, function = spec.factory.split(":")
             engines, detector, ensemble = getattr(importlib.import_module(module), function)(config, on_device)
         else:
-            engines, ensemble = build_engines(config, argparse.Namespace(offline=spec.offline, calibrate=None),
-                                              on_device)
+            engines, ensemble = _engines(config, spec.offline, on_device)
             detector = FaceDetector(config.detector.model_copy(update={"device": on_device}),
                                     smallest_floor_px(engines))
         self.service = LiveService(config, engines, detector, ensemble)
@@ -110,6 +107,18 @@ class NodeWorker:
         cameras = {s.name: {"state": s.state.value, "last_overlay": last.get(s.name)}
                    for s in self.service.scheduler.sources()}
         return {"cameras": cameras, "rss_bytes": _rss_bytes(), "time": time.time()}
+
+
+def _engines(config: Any, offline: bool, on_device: str) -> tuple[list[Any], Any]:
+    """The config's models, prepared as `serve` prepares them (stream.cli.serve.build_engines, which this
+    package may not import: that module loads the gateway)."""
+    from stream.cli.common import attach_calibrations, expand_models, prepare_engine
+
+    names, ensemble_name = expand_models(list(config.models))
+    engines = [prepare_engine(name, weights_dir=config.weights_dir, weights_file=None, device=on_device,
+                              offline=offline, backend=config.backend, precision=config.precision, calibrate=None,
+                              cache_dir=None) for name in names]
+    return engines, attach_calibrations(engines, list(config.calibration), ensemble_name)
 
 
 def _rss_bytes() -> int | None:
