@@ -140,9 +140,9 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def head(self) -> Proc:
+    def head(self, cameras: int = 0) -> Proc:
         proc = self._start("head", ["cluster", "head", "--port", str(self.port), "--num-cpus", "1",
-                                    "--object-store-mb", "100"])
+                                    "--object-store-mb", "100", "--cameras", str(cameras)])
         self.address = proc.wait_for(r"address (\S+:\d+)").group(1)
         return proc
 
@@ -161,15 +161,16 @@ class Cluster:
         proc.wait_for(r"open http://")
         return proc
 
-    def status(self) -> dict:
+    def status(self, *, text: bool = False) -> dict | str:
+        """`dfstream cluster status` (the JSON form, parsed, unless `text`)."""
         import json
 
         out = subprocess.run([sys.executable, "-m", "stream", "cluster", "status", "--address", str(self.address),
-                              "--json"], cwd=REPO, env=self.env("status"), capture_output=True, text=True,
-                             timeout=60)
+                              *([] if text else ["--json"])], cwd=REPO, env=self.env("status"), capture_output=True,
+                             text=True, timeout=60)
         if out.returncode != 0:
             raise RuntimeError(f"cluster status failed: {out.stdout}{out.stderr}")
-        return json.loads(out.stdout[out.stdout.index("{"):])
+        return out.stdout if text else json.loads(out.stdout[out.stdout.index("{"):])
 
     def close(self) -> None:
         for proc in reversed(self.procs):

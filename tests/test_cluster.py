@@ -181,6 +181,13 @@ def test_failover_unplaced_gateway_restart_and_graceful_leave(tmp_path):
             new_open = open_alerts(entries)
             assert {m["stream"] for m in new_open.values() if m["source"] not in lost_sources} >= set(victim_cams)
 
+            # a name already taken with another address is refused, and nothing changes
+            before = where(cluster)
+            status, body = send(port, "POST", "/api/streams", {"url": str(CLIPS[1]), "name": "cam0"},
+                                Origin=f"http://127.0.0.1:{port}")
+            assert status == 400 and "another address" in body, (status, body)
+            assert where(cluster) == before
+
             # -- capacity exhausted: the fifth camera is unplaced, then placed when a worker joins --------------
             status, body = send(port, "POST", "/api/streams", {"url": str(CLIPS[0]), "name": "cam4", "loop": True},
                                 Origin=f"http://127.0.0.1:{port}")
@@ -227,5 +234,29 @@ def test_failover_unplaced_gateway_restart_and_graceful_leave(tmp_path):
                                   if m["source"] in w3_sources], WORKER_LOST_WITHIN_S, "the leaving node's alerts ended")
             w3_ends = [m for m in alert_entries(client) if m["source"] in w3_sources and m["event"] == "end"]
             assert w3_ends and not [m for m in w3_ends if m.get("reason")]
+        finally:
+            ws.close()
+
+
+def test_real_pipeline_on_a_node_reaches_the_gateway(tmp_path):
+    """MTCNN and MesoNet on a cluster node (the head, holding two cameras): faces the node's engine scored reach
+    the gateway's websocket through Redis, and `cluster status` shows where each camera runs."""
+    clips = [FFPP / "fake" / "Face2Face_750_743.mp4", FFPP / "real" / "519.mp4"]
+    config = write_config(tmp_path / "serve.yaml", clips, models="[meso4-f2f]", detector="{max_side: 320}")
+    with RedisServer() as rs, Cluster(tmp_path) as cluster:
+        cluster.head(cameras=2)
+        port = free_port()
+        cluster.gateway(gateway_args(rs.url, config, port, tmp_path / "gw"))
+        ws = Watcher(port)
+        try:
+            def scored(stream: str) -> bool:
+                with ws._lock:
+                    return any(m.get("type") == "overlay" and m.get("stream") == stream and m.get("source") != "director"
+                               and any(f.get("raw") is not None and "meso4-f2f" in f.get("engines", {})
+                                       for f in m.get("faces", []))
+                               for _, m in ws.messages)
+            wait_for(lambda: scored("cam0") and scored("cam1"), 240, "faces scored by meso4-f2f from both cameras")
+            text = cluster.status(text=True)
+            assert "cam0" in text and "cam1" in text and "cameras 2/2" in text, text
         finally:
             ws.close()
