@@ -77,6 +77,12 @@ def run_worker(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     from stream.cluster import status
 
+    import os
+    import sys
+
     found = status.fetch(args.address)
     print(json.dumps(found, indent=2) if args.json else status.render(found), flush=True)
-    return EXIT_OK
+    sys.stderr.flush()
+    # Ray's driver can crash while the interpreter tears down after ray.shutdown(); the answer is out, so the
+    # exit status must not depend on that
+    os._exit(EXIT_OK)

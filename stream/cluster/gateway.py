@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -60,7 +61,12 @@ class ClusterCameras:
     def start(self, deliver: Callable[[dict], None], own_source: str | None) -> None:
         """Join the cluster (as a Ray driver on this machine's node), hand the director the pipeline, and start
         reading Redis into `deliver`."""
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
         ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
+        if threading.current_thread() is threading.main_thread():  # serve's own shutdown keeps SIGTERM
+            for sig, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
         self.director = ensure_director()
         ray.get(self.director.configure.remote(self.pipeline.model_dump(mode="json")), timeout=CALL_TIMEOUT_S)
         self._deliver, self._own = deliver, own_source
