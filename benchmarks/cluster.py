@@ -5,7 +5,8 @@ Brings up a real cluster on loopback (`dfstream cluster head`, K workers with N 
 no Redis) on the same clips with the same pipeline, so the two latencies are measured side by side.
 
 * failover: R rounds of SIGKILL to the whole process tree of the worker holding the most cameras (a machine
-  loss); for each moved camera, the seconds from the kill to its first overlay on the gateway's websocket from
+  loss whose connections drop at once), or with `--loss freeze` SIGSTOP (a machine gone silent, which only the
+  head's health checks notice); for each moved camera, the seconds from the kill to its first overlay on the gateway's websocket from
   its new node. A fresh worker joins after each round so every round has somewhere to go. p50 and max.
 * latency: for every overlay a websocket client receives, frame arrival -> websocket (the pipeline's own
   `latency_ms` plus publish -> receipt); p50 and p95 for the gateway (node -> Redis -> gateway) and for local
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -91,6 +94,9 @@ def main() -> int:
     ap.add_argument("--cameras", type=int, default=4, help="N cameras (looped shared clips)")
     ap.add_argument("--nodes", type=int, default=2, help="K worker nodes, N slots each")
     ap.add_argument("--rounds", type=int, default=3, help="SIGKILL rounds")
+    ap.add_argument("--loss", choices=("kill", "freeze"), default="kill",
+                    help="kill: SIGKILL the node's process tree (its connections drop at once); freeze: SIGSTOP it "
+                         "(a machine gone silent: only the head's health checks notice), SIGKILL after the round")
     ap.add_argument("--real", action="store_true", help="MTCNN + meso4-f2f instead of the tests' cheap pipeline")
     args = ap.parse_args()
     clips = [CLIPS[i % len(CLIPS)] for i in range(args.cameras)]
@@ -132,17 +138,25 @@ def main() -> int:
             counts = {n: list(placed.values()).count(n) for n in names}
             victim = max(counts, key=counts.get)
             moved = [c for c, n in placed.items() if n == victim]
-            names.pop(victim).kill_tree()
+            lost = names.pop(victim)
+            if args.loss == "freeze":
+                for g in lost.groups:
+                    os.killpg(g, signal.SIGSTOP)
+            else:
+                lost.kill_tree()
             killed = time.time()
             for c in moved:
                 failovers.append(wait_for(lambda c=c: (ws.overlays(c, killed + 0.5) or [None])[0], 60,
                                           f"{c} back") - killed)
+            if args.loss == "freeze":
+                lost.kill_tree()
             print(f"round {r + 1}: {len(moved)} camera(s) moved, back after "
                   f"{', '.join(f'{x:.2f}' for x in failovers[-len(moved):])} s", flush=True)
             fresh = cluster.worker(args.cameras)
             names[cluster.node_name(fresh)] = fresh
             wait_for(lambda: len([n for n in cluster.status()["nodes"] if n["ready"]]) >= args.nodes, 120,
                      "the fresh worker ready")
+        out["loss"] = args.loss
         out["failover_s"] = {"p50": round(statistics.median(failovers), 2), "max": round(max(failovers), 2),
                              "moved": len(failovers)}
         ws.close()
