@@ -178,8 +178,9 @@ def test_failover_unplaced_gateway_restart_and_graceful_leave(tmp_path):
             ends = [m for m in entries if m["event"] == "end" and m.get("reason") == "worker-lost"]
             assert ends and {m["stream"] for m in ends} == set(victim_cams)
             # a face still fake on the new node opens a new alert there
-            new_open = open_alerts(entries)
-            assert {m["stream"] for m in new_open.values() if m["source"] not in lost_sources} >= set(victim_cams)
+            wait_for(lambda: {m["stream"] for m in open_alerts(alert_entries(client)).values()
+                              if m["source"] not in lost_sources} >= set(victim_cams), 30,
+                     "new alerts on the moved cameras from their new node")
 
             # a name already taken with another address is refused, and nothing changes
             before = where(cluster)
