@@ -8,6 +8,7 @@ moment a frame was decoded to the moment its overlay was published). For the pro
     .venv/bin/python benchmarks/live.py --streams 1 --model xception-140k --seconds 30
     .venv/bin/python benchmarks/live.py --streams 1 --model xception-140k --precision int8
     .venv/bin/python benchmarks/live.py --streams 4 --compare      # detect every frame vs every 3rd, one run
+    .venv/bin/python benchmarks/live.py --streams 8 --compare --pipeline overlapped --faces-backend onnx
 
 The 720p30 inputs are made once from the shared FF++ clips (scaled with PyAV into a temp folder). xception-140k
 runs with random weights in the card's layout when its published file is absent: speed does not depend on values.
@@ -94,6 +95,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="int8: ONNX Runtime static quantisation, calibrated on two shared clips")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds after warm-up")
+    parser.add_argument("--warmup", type=float, default=WARMUP_S, help="seconds run before measuring")
     parser.add_argument("--fps", type=float, default=TARGET_ANALYSED_FPS, help="target analysed fps per stream")
     parser.add_argument("--detect-side", type=int, default=None,
                         help="MTCNN's longest side (config detector.max_side; default 640). 480 is ~1.8x faster "
@@ -101,7 +103,13 @@ def main() -> None:
     parser.add_argument("--detect-every", type=int, default=3,
                         help="analysed frames per full-frame MTCNN (the scheduler's detection policy; 1: every frame)")
     parser.add_argument("--compare", action="store_true",
-                        help="run detect-every-frame and the interval policy on the same inputs, side by side")
+                        help="run today's policy (detect every analysed frame, serial, MTCNN on torch) and the new "
+                             "one (--detect-every, --pipeline, --faces-backend) on the same inputs, side by side")
+    parser.add_argument("--pipeline", default="serial", choices=("serial", "overlapped"),
+                        help="the scheduler's pipeline (config scheduler.pipeline); thread pools sized by "
+                             "stream/live/scheduler/threads.py plan_threads")
+    parser.add_argument("--faces-backend", default="torch", choices=("torch", "onnx"),
+                        help="what runs MTCNN's nets (config detector.backend)")
     args = parser.parse_args()
 
     from stream.config.scheduler import DetectionPolicy
@@ -111,14 +119,19 @@ def main() -> None:
     videos = [make_720p30(SHARED_VIDEOS[i % len(SHARED_VIDEOS)], tmp / f"cam{i}.mp4") for i in range(args.streams)]
     engine = build(args.model, args.weights_dir, args.backend, args.precision, tmp)
     detector_config = DetectorConfig() if args.detect_side is None else DetectorConfig(max_side=args.detect_side)
-    policies = [DetectionPolicy(detect_every=args.detect_every)]
-    if args.compare:  # today's policy first, then the interval policy, on the same inputs in one run
-        policies = [DetectionPolicy(detect_every=1), DetectionPolicy(detect_every=max(2, args.detect_every))]
-    console = Console()
-    runs = [run_once(args, engine, videos, detector_config, policy, console) for policy in policies]
+    new = (DetectionPolicy(detect_every=args.detect_every), args.pipeline, args.faces_backend)
+    setups = [new]
+    if args.compare:  # today's policy first, then the new one, on the same inputs in one run
+        setups = [(DetectionPolicy(detect_every=1), "serial", "torch"),
+                  (DetectionPolicy(detect_every=max(2, args.detect_every)), args.pipeline, args.faces_backend)]
+    policies = [p for p, _, _ in setups]
+    console = Console(width=200)  # the tables stay whole in logs and pipes
+    runs = [run_once(args, engine, videos, detector_config, policy, pipeline, backend, console)
+            for policy, pipeline, backend in setups]
     if args.compare:
         base, new = runs
-        table = Table(title=f"--compare: detect every {policies[1].detect_every} vs every analysed frame")
+        table = Table(title=f"--compare: detect every {policies[1].detect_every}, {setups[1][1]} pipeline, MTCNN on "
+                            f"{setups[1][2]} vs every analysed frame, serial, torch")
         for col in ("stream", "analysed fps ratio", "first-box lag s (every / interval)",
                     "track ids (every / interval)", "mean p(fake) diff"):
             table.add_column(col, justify="right")
@@ -133,10 +146,12 @@ def main() -> None:
                       f"{sum(s['analysed'] for s in new['streams'].values()):.1f}")
 
 
-def run_once(args, engine, videos, detector_config, policy, console) -> dict:
-    """One measured run of the real sources, scheduler and engine under one detection policy."""
+def run_once(args, engine, videos, detector_config, policy, pipeline, backend, console) -> dict:
+    """One measured run of the real sources, scheduler and engine under one detection policy and pipeline."""
+    from engines.quality import smallest_floor_px
     from stream.config.scheduler import SchedulerConfig
     from stream.live.faces import FaceDetector
+    from stream.live.scheduler.threads import apply_threads, plan_threads
     from stream.live.scheduler.loop import Scheduler
     from stream.live.sources.live import AVLiveSource, SourceConfig
 
@@ -162,7 +177,11 @@ def run_once(args, engine, videos, detector_config, policy, console) -> dict:
                     ids.setdefault(name, set()).add(f["track"])
                     scores.setdefault(name, []).extend(f["engines"].values())
 
-    sched = Scheduler(FaceDetector(detector_config), [engine], publish, SchedulerConfig(detection=policy))
+    plan = plan_threads(pipeline)
+    apply_threads(plan, [engine])
+    detector_config = detector_config.model_copy(update={"backend": backend, "threads": plan.detector})
+    detector = FaceDetector(detector_config, smallest_floor_px([engine]))  # as serve builds it
+    sched = Scheduler(detector, [engine], publish, SchedulerConfig(detection=policy, pipeline=pipeline))
     sources = [AVLiveSource(SourceConfig(name=f"cam{i}", url=str(v), loop=True, analysed_fps=args.fps))
                for i, v in enumerate(videos)]
     for s in sources:
@@ -170,7 +189,7 @@ def run_once(args, engine, videos, detector_config, policy, console) -> dict:
         s.start()
     sched.start()
     proc = psutil.Process()
-    time.sleep(WARMUP_S)
+    time.sleep(args.warmup)
     received0 = {s.name: s.buffer.received for s in sources}
     dropped0 = {s.name: s.buffer.dropped for s in sources}
     cpu0, t0 = proc.cpu_times(), time.monotonic()
@@ -188,7 +207,8 @@ def run_once(args, engine, videos, detector_config, policy, console) -> dict:
 
     table = Table(title=f"live: {args.streams} × {WIDTH}x{HEIGHT}@{FPS} files, {engine.name} on "
                         f"{type(engine).__name__} {args.precision}, target {args.fps} analysed fps, detect side "
-                        f"{detector_config.max_side}, detect every {policy.detect_every}, {args.seconds:.0f} s measured")
+                        f"{detector_config.max_side}, detect every {policy.detect_every}, {pipeline} pipeline, MTCNN on {backend} "
+                        f"({plan}), {args.seconds:.0f} s measured")
     for col in ("stream", "displayed fps", "analysed fps", "dropped", "latency p50 ms", "latency p95 ms",
                 "first-box lag s", "track ids", "mean p(fake)"):
         table.add_column(col, justify="right")

@@ -130,6 +130,14 @@ class OnnxEngine(Engine):
             got = [(i.name, i.shape) for i in inputs]
             raise OnnxModelError(f"{self.name}: {self.path} takes {got}, expected {INPUT_NAME!r} (N, {want})")
 
+    def set_threads(self, intra_op_threads: int, spinning: bool = False) -> None:
+        """Re-open the session with `intra_op_threads` workers. `spinning=False` stops idle workers from spin-waiting
+        between runs, which matters when another stage (the face detector) runs on the same cores meanwhile."""
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        self.session = ort.InferenceSession(str(self.path), options, providers=self.session.get_providers())
+
     def predict(self, crops: np.ndarray) -> np.ndarray:
         self.check_batch(crops)
         if len(crops) == 0:

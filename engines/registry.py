@@ -93,6 +93,11 @@ _MESO_FLOOR_SOURCE = "benchmarks/robustness.py, shared FF++ clips, 2026-12-01"
 _MESO_FLOORS = {"meso4-df": 96, "mesoinception-df": 96, "meso4-f2f": 64, "mesoinception-f2f": 64}
 
 
+MESO_PAPER = ("Afchar et al., 'MesoNet: a Compact Facial Video Forgery Detection Network', WIFS 2018 "
+              "(github.com/DariusAf/MesoNet)")
+MESO_LICENCE = "Apache-2.0 (DariusAf/MesoNet)"
+
+
 def _meso(name: str, arch: str, filename: str, sha256: str, trained_on: str) -> ModelEntry:
     return ModelEntry(
         quality=QualityFloor(min_face_px=_MESO_FLOORS[name], source=_MESO_FLOOR_SOURCE),
@@ -102,6 +107,10 @@ def _meso(name: str, arch: str, filename: str, sha256: str, trained_on: str) -> 
         weights=WeightsSource(filename=filename, url=MESONET_BASE_URL + filename, sha256=sha256),
         input=_MESO_INPUT,
         labels=_MESO_LABELS,
+        paper=MESO_PAPER,
+        trained_on=trained_on,
+        licence=MESO_LICENCE,
+        backends=("torch", "onnx", "int8"),
     )
 
 
@@ -109,13 +118,13 @@ MODELS: dict[str, ModelEntry] = {
     m.name: m
     for m in [
         _meso("meso4-df", "meso4", "Meso4_DF.h5",
-              "036ed30d04ffd9c7506f825b97c86aa64915f5818931da96817b169aad790af5", "Deepfakes"),
+              "036ed30d04ffd9c7506f825b97c86aa64915f5818931da96817b169aad790af5", "the authors' Deepfake videos"),
         _meso("meso4-f2f", "meso4", "Meso4_F2F.h5",
-              "bcfda015d217b9f8d6557693edbdf9f4e79cfd22672541968dd0e2954462b5d7", "Face2Face"),
+              "bcfda015d217b9f8d6557693edbdf9f4e79cfd22672541968dd0e2954462b5d7", "FaceForensics Face2Face"),
         _meso("mesoinception-df", "mesoinception4", "MesoInception_DF.h5",
-              "234586d40058e76ef8b6f27ca4b63c06e31c2a5a69c0d8ba6f30b1468ab7bafa", "Deepfakes"),
+              "234586d40058e76ef8b6f27ca4b63c06e31c2a5a69c0d8ba6f30b1468ab7bafa", "the authors' Deepfake videos"),
         _meso("mesoinception-f2f", "mesoinception4", "MesoInception_F2F.h5",
-              "d4533ac8a3197dc35c47405d23d99e888c1d0135e267e03540c7451feaccff3f", "Face2Face"),
+              "d4533ac8a3197dc35c47405d23d99e888c1d0135e267e03540c7451feaccff3f", "FaceForensics Face2Face"),
         ModelEntry(
             name="xception-140k",
             architecture="xception_140k",
@@ -126,6 +135,9 @@ MODELS: dict[str, ModelEntry] = {
             # RGB 299x299 scaled to [-1, 1]; 2-way logits, index 0 = fake, 1 = real.
             input=InputSpec(size=299, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
             labels=LabelMapping(kind="softmax", fake_index=0, logits=True),
+            trained_on="140k Real and Fake Faces (FFHQ real, StyleGAN fake; Kaggle xhlulu)",
+            licence="MIT (card 003)",
+            backends=("torch", "onnx", "int8"),
         ),
         ModelEntry(
             name="videomae",
@@ -142,6 +154,9 @@ MODELS: dict[str, ModelEntry] = {
             # preprocessor_config.json, and the fake index from config.id2label.
             input=InputSpec(size=224, frames=16, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
             labels=LabelMapping(kind="softmax", fake_index=1, logits=True),
+            trained_on="FaceForensics++ (card 001)",
+            licence="not stated by card 001",
+            backends=("torch", "onnx"),
         ),
         ModelEntry(
             name="xception-lstm",
@@ -160,6 +175,9 @@ MODELS: dict[str, ModelEntry] = {
             input=InputSpec(size=299, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), frames=CARD002_TIME_STEPS),
             # Dense(2, softmax) over the card's class_names = ['Real', 'Fake']: index 1 is p(fake).
             labels=LabelMapping(kind="softmax", fake_index=1),
+            trained_on="FaceForensics++ and Celeb-DF v2 (card 002)",
+            licence="MIT (card 002)",
+            backends=("torch", "onnx"),
         ),
         ModelEntry(
             name="xception-logreg",
@@ -178,6 +196,9 @@ MODELS: dict[str, ModelEntry] = {
             input=_KERAS_XCEPTION_INPUT,
             # The head outputs the logit of the fake class (its sign is fixed from the file's classes_).
             labels=LabelMapping(kind="sigmoid", positive="fake", logits=True),
+            trained_on="your own labelled crops (`dfstream train logreg`); card 000 used FaceForensics++",
+            licence="not stated by card 000; Keras Xception ImageNet backbone MIT",
+            backends=("torch", "onnx"),
         ),
     ]
 }
@@ -221,7 +242,8 @@ ICPR_NETWORK_NAMES = {"effb4": "EfficientNetB4", "effb4st": "EfficientNetB4ST", 
 # edge clipping would close (1) and (2); it belongs in stream/live/faces/crop.py.
 ICPR_INPUT = InputSpec(size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), margin=0.3)
 ICPR_LABELS = LabelMapping(kind="sigmoid", positive="fake", logits=True)  # one logit, label 1 = fake
-ICPR_BACKENDS = ("torch", "onnx", "int8", "tensorrt")
+# TensorRT fp16 is built by benchmarks/gpu_check.sh on a CUDA machine; it joins this list once that has run.
+ICPR_BACKENDS = ("torch", "onnx", "int8")
 
 
 def icpr_source(arch: str, dataset: str) -> WeightsSource:
@@ -289,7 +311,7 @@ GEND_REPOS = (
     ("gend-pe-l", "yermandy/GenD_PE_L", None, None, "vit_pe_core_large_patch14_336 (timm)"),
     ("gend-dinov3-l", "yermandy/GenD_DINOv3_L", None, None, "facebook/dinov3-vitl16-pretrain-lvd1689m"),
 )
-GEND_BACKENDS = ("torch", "onnx", "tensorrt")
+GEND_BACKENDS = ("torch", "onnx")
 
 
 def _gend(name: str, repo: str, revision: str | None, sha256: str | None, backbone: str) -> ModelEntry:

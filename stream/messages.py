@@ -101,11 +101,13 @@ class SourceStatus:
     error: str | None
     frame_size: tuple[int, int] | None
     link: dict[str, Any] | None = None  # what the link delivers (WebRTC: received size, bitrate_kbps)
+    ring: dict[str, Any] | None = None  # the recording ring: bytes, seconds, packets, mode (evidence/ring.py)
 
     def to_message(self) -> Message:
         msg = {f.name: getattr(self, f.name) for f in fields(self)}
-        if self.link is None:
-            del msg["link"]
+        for optional in ("link", "ring"):
+            if msg[optional] is None:
+                del msg[optional]
         return msg
 
 
@@ -167,6 +169,9 @@ class Alert:
     evidence: dict[str, str | None]
     ts: float = field(default_factory=time.time)
     reason: str | None = None  # why an "end" came other than by the verdict: "worker-lost" (a cluster node died)
+    # Chain of custody, once the recording is complete: every evidence file's sha256 and size, the redacted
+    # source, the models and their weights' hashes, the calibration, the dfstream version (evidence/manifest.py)
+    custody: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -176,4 +181,5 @@ class Alert:
         return {"v": VERSION, "type": ALERT, "event": self.event, "id": self.id, "key": self.key, "seq": self.seq,
                 "stream": self.stream, "track": self.track, "started_at": self.started_at,
                 "ended_at": self.ended_at, "score_max": self.score_max, "engines": dict(self.engines),
-                "evidence": dict(self.evidence), "ts": self.ts, **({"reason": self.reason} if self.reason else {})}
+                "evidence": dict(self.evidence), "ts": self.ts, **({"reason": self.reason} if self.reason else {}),
+                **({"custody": self.custody} if self.custody is not None else {})}

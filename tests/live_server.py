@@ -26,7 +26,7 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, config: ServeConfig, engines: Sequence[Engine], detector=None) -> None:
+    def __init__(self, config: ServeConfig, engines: Sequence[Engine], detector=None, explainer=None) -> None:
         # a port the test did not choose (the default 8080 included) is a free one: never collide with a real serve
         explicit = "port" in config.model_fields_set and config.port
         update = {"port": config.port if explicit else free_port()}
@@ -36,6 +36,7 @@ class LiveServer:
             update["data_dir"] = Path(tempfile.mkdtemp(prefix="dfstream-data-"))
         self.config = config.model_copy(update=update)
         self.service = LiveService(self.config, engines, detector)
+        self.explainer = explainer  # build_app's: the "Explain" button's builder (None: 503)
         self.loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -50,7 +51,7 @@ class LiveServer:
         return self
 
     async def _start(self) -> None:
-        self._runner = web.AppRunner(build_app(self.service))
+        self._runner = web.AppRunner(build_app(self.service, self.explainer))
         await self._runner.setup()
         await web.TCPSite(self._runner, self.config.host, self.config.port).start()
 

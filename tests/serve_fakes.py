@@ -2,11 +2,13 @@
 
 `Ticker` is a stream that delivers synthetic frames from its own thread (so overlays flow), `OneFace` a detector
 that finds one face in the middle of every frame, `AlwaysFake` an engine that calls every face fake (so alerts
-start), `NoFaces` a detector that finds none, and `Idle` a stream that never delivers a frame.
+start), `NoFaces` a detector that finds none, and `Idle` a stream that never delivers a frame. `webrtc_offers`
+makes real SDP offers and `request_state` is what a refused request must leave as it was.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import threading
@@ -25,6 +27,8 @@ FRAME = (96, 128)  # (h, w)
 
 
 class NoFaces:
+    """The scheduler's detector, without MTCNN: for tests about requests and transport, not faces."""
+
     def detect(self, images):
         return [[] for _ in images]
 
@@ -49,6 +53,8 @@ class AlwaysFake(Engine):
 
 
 class Idle(StreamSource):
+    """A stream that never delivers a frame."""
+
     def __init__(self, name: str) -> None:
         super().__init__(name, "idle:", LatestFrameBuffer(), 1.0)
 
@@ -114,3 +120,41 @@ def send(port: int, method: str, path: str, body: dict | str | None = None, *, a
         return resp.status, resp.read().decode()
     finally:
         conn.close()
+
+
+def webrtc_offers() -> dict[str, str]:
+    """Real SDP offers made by aiortc: a webcam's (sends video) and a relay viewer's (receives video, sync
+    channel)."""
+    from aiortc import RTCConfiguration, RTCPeerConnection, VideoStreamTrack
+
+    from stream.live.server.relay import SYNC_CHANNEL
+
+    async def make() -> dict[str, str]:
+        webcam = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        webcam.addTrack(VideoStreamTrack())
+        viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        viewer.addTransceiver("video", direction="recvonly")
+        viewer.createDataChannel(SYNC_CHANNEL)
+        sdps = {}
+        for name, pc in (("webcam", webcam), ("viewer", viewer)):
+            await pc.setLocalDescription(await pc.createOffer())
+            sdps[name] = pc.localDescription.sdp
+            await pc.close()
+        return sdps
+
+    return asyncio.run(make())
+
+
+def request_state(server, saved: bool = False) -> tuple:
+    """What a refused request must leave as it was: the streams, webcam peers and relay viewers, and with
+    `saved` the persisted streams file."""
+    from stream.live.server.persist import STREAMS_FILE
+    from stream.live.server.relay import RELAY_KEY
+    from stream.live.server.webcam import PEERS_KEY
+
+    app = server._runner.app
+    state = (sorted(server.service.names()), len(app[PEERS_KEY]), len(app[RELAY_KEY].viewers))
+    if saved:
+        path = server.config.data_dir / STREAMS_FILE
+        state += (path.read_text() if path.exists() else None,)
+    return state

@@ -1,5 +1,6 @@
 """Backend selection and preparation; TensorRT cache naming; the `models` and `engines` commands."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -95,16 +96,26 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_models_list_reports_presence_and_hashes(tmp_path):
-    proc = cli("models", "list", "--weights-dir", str(MESONET_WEIGHTS))
+    proc = cli("models", "list", "--weights-dir", str(MESONET_WEIGHTS), "--json")
     assert proc.returncode == 0, proc.stderr
-    rows = {line.split("│")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("│")}
+    rows = {row["name"]: row for row in json.loads(proc.stdout)}
     for name in ("meso4-df", "meso4-f2f", "mesoinception-df", "mesoinception-f2f"):
-        assert "│ yes" in rows[name] and "│ ok" in rows[name]
-    assert "│ no " in rows["xception-140k"]
+        assert rows[name]["here"] == "yes" and rows[name]["hash"] == "sha256 pinned"
+        assert "MesoNet" in rows[name]["card / paper"] and rows[name]["licence"].startswith("Apache-2.0")
+    assert rows["xception-140k"]["here"] == "no" and rows["xception-140k"]["hash"].startswith("unverified")
+    assert rows["effb4att-ffpp"]["trained on"].startswith("FaceForensics++")
+    assert "ICPR 2020" in rows["effb4att-ffpp"]["card / paper"] and "GPL" in rows["effb4att-ffpp"]["licence"]
+    assert "WACV 2026" in rows["gend-clip-l14"]["card / paper"]
+    # every row says where it comes from, what it was trained on, its licence and its backends
+    assert all(row[col] != "-" for row in rows.values() for col in ("card / paper", "trained on", "licence",
+                                                                     "backends"))
     bad = tmp_path / "Meso4_DF.h5"
     bad.write_bytes((MESONET_WEIGHTS / "Meso4_DF.h5").read_bytes()[:-10])
-    proc = cli("models", "list", "--weights-dir", str(tmp_path))
-    assert "MISMATCH" in next(l for l in proc.stdout.splitlines() if "meso4-df " in l)
+    proc = cli("models", "list", "--weights-dir", str(tmp_path), "--json")
+    rows = {row["name"]: row for row in json.loads(proc.stdout)}
+    assert rows["meso4-df"]["here"] == "MISMATCH: weights" and rows["meso4-f2f"]["here"] == "no"
+    table = cli("models", "list", "--weights-dir", str(MESONET_WEIGHTS))
+    assert table.returncode == 0 and "effb4attst-ffpp" in table.stdout and "sha256 pinned" in table.stdout
 
 
 def test_engines_build_onnx_and_refusals(tmp_path):

@@ -108,11 +108,29 @@ EXPECTED = {
         '--fps store type=float',
         '--model append dest=models metavar=NAME',
         '--offline storetrue',
-        '--out store required type=Path',
+        '--out store type=Path',  # not required with --alert (the alert's evidence folder)
         '--top store default=8 type=int',
         '--weights store type=Path',
         '--weights-dir store type=Path',
-        '<path> store type=Path metavar=PATH',
+        '<path> store nargs=? type=Path metavar=PATH',
+        '--alert store metavar=ID',
+        '--cite storetrue',
+        '--data-dir store type=Path',
+        '--kb append type=Path metavar=KB_DIR',
+        '--embed-model store metavar=NAME_OR_DIR',
+        '--llm-url store',
+        '--llm-model store',
+        '--llm-timeout store type=float',
+    ],
+    'kb build': [
+        '--embed-model store metavar=NAME_OR_DIR',
+        '--no-dense storetrue',
+        '--offline storetrue',
+        '--out store required type=Path metavar=KB_DIR',
+        '<papers> store type=Path metavar=PAPERS_DIR',
+    ],
+    'kb': [
+        '<kb_command> build required',
     ],
     'alerts': [
         '--consumer store metavar=NAME',
@@ -124,6 +142,7 @@ EXPECTED = {
         '--redis store metavar=URL',
     ],
     'models list': [
+        '--json storetrue',
         '--weights-dir store type=Path',
     ],
     'models pull': [
@@ -148,7 +167,7 @@ EXPECTED = {
         '<action> build required',
     ],
     '': [
-        '<command> scan|eval|calibrate|serve|train|explain|alerts|models|engines required',
+        '<command> scan|eval|calibrate|serve|train|explain|kb|alerts|models|engines required',
     ],
 }
 

@@ -95,7 +95,7 @@ def test_clip_engines_and_non_torch_backends_are_refused_in_words() -> None:
 def test_explain_the_deepfakes_video_with_mesonet(tmp_path: Path, capsys) -> None:
     out = tmp_path / "why"
     code = main(["explain", str(FAKE_VIDEO), "--model", "meso4-df", "--weights-dir", str(MESONET_WEIGHTS),
-                 "--offline", "--top", "3", "--fps", "2", "--out", str(out)])
+                 "--offline", "--top", "3", "--fps", "2", "--cite", "--out", str(out)])
     assert code == EXIT_OK, capsys.readouterr().err
     summary = json.loads((out / "explanations.json").read_text())
     entries = summary["explanations"]
@@ -112,6 +112,15 @@ def test_explain_the_deepfakes_video_with_mesonet(tmp_path: Path, capsys) -> Non
     assert np.allclose(engine.predict(crops), scores, atol=1e-5)  # the crops are what was scored and explained
     for e, h in zip(entries, heat):
         assert h[e["peak"][1], e["peak"][0]] == pytest.approx(1.0)
+    # --cite: the same top face-frame, explained with numbered citations of the built-in passages
+    record = json.loads((out / "explanation.json").read_text())
+    facts = record["facts"]
+    assert facts["model"] == "meso4-df" and facts["trained_on"] == "Deepfakes" and facts["landmarks"] == "mtcnn"
+    assert facts["score"] == pytest.approx(scores[0], abs=1e-5) and facts["face_px"] > 0
+    assert facts["regions"] and facts["peak_region"] and record["image"] == entries[0]["image"]
+    assert record["citations"][0]["id"] == "model-mesonet" and record["writer"] == "template"
+    md = (out / "explanation.md").read_text()
+    assert f"![Grad-CAM evidence]({entries[0]['image']})" in md and "[1]" in md and "## References" in md
 
 
 def test_explain_refuses_bad_input_clearly(tmp_path: Path, capsys) -> None:

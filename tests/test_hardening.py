@@ -18,16 +18,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, VideoStreamTrack
 
 from stream.config.serve import ServeConfig
 from stream.config.sources import SourceConfig, SourcePolicy
 from stream.live.server.persist import STREAMS_FILE
-from stream.live.server.relay import RELAY_KEY, SYNC_CHANNEL
-from stream.live.server.webcam import PEERS_KEY
 
 from live_server import LiveServer
-from serve_fakes import Idle, NoFaces, add_source, send
+from serve_fakes import Idle, NoFaces, add_source, request_state, send, webrtc_offers
 
 IDLE = "idle"
 UNREACHABLE_CAMERA = "rtsp://127.0.0.1:9/x"  # accepted by the policy; reconnects quietly, costs nothing
@@ -67,28 +64,12 @@ def permissive(tmp_path_factory, media_dir):
 
 @pytest.fixture(scope="module")
 def offers() -> dict[str, str]:
-    async def make() -> dict[str, str]:
-        webcam = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        webcam.addTrack(VideoStreamTrack())
-        viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        viewer.addTransceiver("video", direction="recvonly")
-        viewer.createDataChannel(SYNC_CHANNEL)
-        sdps = {}
-        for name, pc in (("webcam", webcam), ("viewer", viewer)):
-            await pc.setLocalDescription(await pc.createOffer())
-            sdps[name] = pc.localDescription.sdp
-            await pc.close()
-        return sdps
-
-    return asyncio.run(make())
+    return webrtc_offers()
 
 
 def state(server: LiveServer) -> tuple:
     """What a refused request must leave as it was (the persisted file included)."""
-    app = server._runner.app  # type: ignore[union-attr]
-    path = server.config.data_dir / STREAMS_FILE
-    saved = path.read_text() if path.exists() else None
-    return sorted(server.service.names()), len(app[PEERS_KEY]), len(app[RELAY_KEY].viewers), saved
+    return request_state(server, saved=True)
 
 
 def post_stream(server: LiveServer, url: str, name: str = "evil") -> tuple[int, str]:

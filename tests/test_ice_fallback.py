@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from parts import require
+from serve_fakes import NoFaces
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -28,10 +29,6 @@ CONNECTED = "SESSION CONNECTED"
 WARNING = "no network address but loopback"
 NAMESPACE = ["unshare", "--user", "--map-root-user", "--net"]
 
-
-class NoFaces:
-    def detect(self, images):
-        return [[] for _ in images]
 
 
 async def _connect(base: str, registry) -> str:

@@ -18,6 +18,7 @@ from conftest import FFPP, MESONET_WEIGHTS
 from live_server import LiveServer
 from rtsp_server import RtspServer, unavailable_reason
 from parts import needs
+from serve_fakes import NoFaces
 
 pytestmark = [pytest.mark.slow, needs("GStreamer's RTSP server", unavailable_reason())]
 # Boxes must flow again this soon after the camera returns: one capped back-off (Backoff().max_s plus jitter)
@@ -34,12 +35,6 @@ SILENT_DEADLINE_S = WATCHDOG_S + 3.0
 STALL_S = 2 * WATCHDOG_S  # how long the camera stays silent (the source is reconnecting for the rest of it)
 COMEBACK_S = 60.0  # after SIGCONT the camera streams again within this (back-off, open, first keyframe)
 
-
-class NoFaces:
-    """A detector that finds nothing: every analysed frame still makes an overlay, at almost no CPU cost."""
-
-    def detect(self, images):
-        return [[] for _ in images]
 
 
 class Recorder:

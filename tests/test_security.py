@@ -14,15 +14,11 @@ import time
 
 import aiohttp
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, VideoStreamTrack
 
 from stream.config.serve import ServeConfig
-from stream.live.server.relay import RELAY_KEY, SYNC_CHANNEL
-from stream.live.server.webcam import PEERS_KEY
-from stream.live.sources.buffer import LatestFrameBuffer
-from stream.live.sources.live import StreamSource
 
 from live_server import LiveServer
+from serve_fakes import Idle, NoFaces, request_state, webrtc_offers
 
 EXTRA_HOST = "dfstream.lan"  # an allowed_hosts entry: the page may be opened by this name too
 EVIL = "evil.example"
@@ -31,26 +27,6 @@ UNREACHABLE_CAMERA = "rtsp://127.0.0.1:9/x"  # accepted by the API; reconnects q
 JSON_TYPE = "application/json"
 REFUSED = 403
 POLL_S = 0.02
-
-
-class NoFaces:
-    """The scheduler's detector, without MTCNN: these tests are about requests, not faces."""
-
-    def detect(self, images):
-        return [[] for _ in images]
-
-
-class Idle(StreamSource):
-    """A stream that never delivers a frame."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name, "idle:", LatestFrameBuffer(), 1.0)
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -74,27 +50,11 @@ def idle(server):
 
 @pytest.fixture(scope="module")
 def offers() -> dict[str, str]:
-    """Real SDP offers: a webcam's (sends video) and a relay viewer's (receives video, sync channel)."""
-    async def make() -> dict[str, str]:
-        webcam = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        webcam.addTrack(VideoStreamTrack())
-        viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        viewer.addTransceiver("video", direction="recvonly")
-        viewer.createDataChannel(SYNC_CHANNEL)
-        sdps = {}
-        for name, pc in (("webcam", webcam), ("viewer", viewer)):
-            await pc.setLocalDescription(await pc.createOffer())
-            sdps[name] = pc.localDescription.sdp
-            await pc.close()
-        return sdps
-
-    return asyncio.run(make())
+    return webrtc_offers()
 
 
 def state(server: LiveServer) -> tuple:
-    """What a refused request must leave as it was."""
-    app = server._runner.app  # type: ignore[union-attr]
-    return sorted(server.service.names()), len(app[PEERS_KEY]), len(app[RELAY_KEY].viewers)
+    return request_state(server)
 
 
 def send(server: LiveServer, method: str, path: str, body: dict | str | None = None, *,

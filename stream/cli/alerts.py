@@ -5,7 +5,10 @@
   start of the stream if new): first this consumer's own pending entries (delivered earlier but never
   acknowledged, e.g. because the terminal was closed), then new ones; each is acknowledged (XACK) after it is
   printed, so the next run resumes where this one left off.
+* `--ws ws://HOST:PORT/ws`: a remote serve's websocket, no Redis needed (alerts_follow.py).
+* `test-webhook NAME --config FILE`: one signed test event to a configured webhook (alerts_webhook.py).
 * without `--redis`: reads `DATA_DIR/alerts.jsonl`, the log `serve` appends every alert to (`--follow` tails it).
+* `verify ID` / `export ID --out FILE.zip`: an alert's evidence (alerts_evidence.py).
 
 While following, a lost Redis connection is retried with back-off (a restarted Redis without persistence loses
 the group: it is recreated). A message whose idempotency key was already printed in this run is skipped.
@@ -25,6 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from stream.cli import alerts_follow, alerts_webhook
+from stream.cli.alerts_evidence import add_actions
 from stream.cli.common import EXIT_OK, EXIT_USAGE  # EXIT_USAGE also when Redis is unreachable
 from stream.live.bus.base import ALERTS_LOG_NAME, default_data_dir
 from stream.messages import Message, dumps
@@ -50,7 +55,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="folder of alerts.jsonl when reading without --redis (default: $DFSTREAM_DATA or "
                         "~/.local/share/dfstream)")
     p.add_argument("--namespace", default=None, help="Redis key prefix used by serve (default: dfstream)")
+    alerts_follow.add_arguments(p)
     p.set_defaults(run=run)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", help="instead of printing alerts (optional)")
+    alerts_webhook.add_subcommand(actions)
+    add_actions(actions)  # `alerts verify ID`, `alerts export ID --out FILE.zip`
     return p
 
 
@@ -87,6 +96,15 @@ class Printer:
 def run(args: argparse.Namespace) -> int:
     printer = Printer(args.json)
     try:
+        if args.ws:
+            if args.redis or args.group or args.consumer:
+                print("dfstream alerts: --ws reads a serve's websocket; --redis, --group and --consumer do not "
+                      "apply", file=sys.stderr)
+                return EXIT_USAGE
+            return alerts_follow.run_ws(args, printer)
+        if args.stream or args.token:
+            print("dfstream alerts: --stream and --token need --ws", file=sys.stderr)
+            return EXIT_USAGE
         if args.redis:
             return _run_redis(args, printer)
         if args.group or args.consumer:
@@ -292,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dfstream")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["alerts", *(sys.argv[1:] if argv is None else argv)])
-    return run(args)
+    return args.run(args)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "instead of loading the models (custom pipelines, tests)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="alert log, spool and evidence (default: $DFSTREAM_DATA or ~/.local/share/dfstream)")
+    p.add_argument("--burn-in", action="store_true",
+                   help="also write each alert's recording with the boxes drawn in (recording_burned.mp4)")
     p.add_argument("--log-level", default="INFO")
+    from stream.cli.explain import add_explanation_args
+
+    add_explanation_args(p)  # what the page's "Explain" button cites and who writes it
     p.set_defaults(run=run)
     return p
 
@@ -68,6 +73,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
                                        "calibration": args.calibration})
     if config.needs_token and not config.token:
         config = config.model_copy(update={"token": secrets.token_urlsafe(16)})
+    if getattr(args, "burn_in", False):
+        config = config.model_copy(update={"evidence": config.evidence.model_copy(update={"burn_in": True})})
     return config
 
 
@@ -80,6 +87,32 @@ def build_engines(config: Any, args: argparse.Namespace, on_device: str) -> tupl
                               calibrate=args.calibrate, cache_dir=None)
                for name in names]
     return engines, attach_calibrations(engines, list(config.calibration), ensemble_name)
+
+
+def alert_explainer(config: Any, args: argparse.Namespace, engines: list[Any], on_device: str) -> Any:
+    """The "Explain" button's builder: the alert's engine rebuilt for Grad-CAM (torch, with the serving engine's
+    calibration), its own MTCNN, the knowledge bases and the LLM settings. Everything loads on first use, on the
+    explain worker thread."""
+    from stream.cli.explain import llm_settings, retriever_factory
+    from stream.jobs.explain.alerts import AlertExplainer
+
+    serving = {e.name: e for e in engines}
+
+    def engine(name: str) -> Any:
+        from engines.calibration import attach, calibration_of
+        from engines.registry import build_engine
+
+        built = build_engine(name, weights_dir=config.weights_dir, device=on_device, allow_download=not args.offline)
+        if name in serving:
+            attach(built, calibration_of(serving[name]))
+        return built
+
+    def detector() -> Any:
+        from stream.live.faces import FaceDetector
+
+        return FaceDetector(config.detector.model_copy(update={"device": on_device}))
+
+    return AlertExplainer(config.data_dir, retriever_factory(args), engine, detector, llm_settings(args))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
         from stream.cluster.gateway import ClusterCameras
 
         remote = ClusterCameras(args.ray, pipeline)
-    app = build_app(LiveService(config, engines, detector, ensemble, remote=remote))
+    app = build_app(LiveService(config, engines, detector, ensemble, remote=remote),
+                    alert_explainer(config, args, engines, on_device))
     shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     query = f"?token={config.token}" if config.needs_token else ""
     print(f"dfstream serve: {len(config.sources)} source(s): "
@@ -121,5 +155,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"dfstream serve: cameras run on the cluster at {args.ray}", flush=True)
     print(f"dfstream serve: alerts -> {config.data_dir / 'alerts.jsonl'}"
           f"{' and ' + redact(config.redis) if config.redis else ''}", flush=True)
+    channels = [f"webhook {h.label}" for h in config.alerts.webhooks]
+    if config.mqtt:
+        channels.append(f"mqtt {config.mqtt.host}:{config.mqtt.port} ({config.mqtt.topic_prefix}/...)")
+    if channels:
+        print(f"dfstream serve: alert channels: {', '.join(channels)}", flush=True)
     web.run_app(app, host=config.host, port=config.port, print=None, handle_signals=True)
     return EXIT_OK

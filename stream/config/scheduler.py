@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -41,3 +43,7 @@ class SchedulerConfig(BaseModel):
                                               "second (a GC, a noisy neighbour) does not lower every rate")
     status_period_s: float = Field(default=1.0, gt=0)
     detection: DetectionPolicy = DetectionPolicy()
+    pipeline: Literal["serial", "overlapped"] = Field(
+        default="serial",
+        description="serial: detect, then score, one pass at a time. overlapped: full-frame detection of the next "
+                    "pass runs on a worker thread while this pass is scored (see stream/live/scheduler/loop.py)")

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from engines.choices import BACKENDS, PRECISIONS
+from stream.config.channels import MqttConfig
 from stream.config.faces import DetectorConfig
 from stream.config.paths import default_data_dir
 from stream.config.scheduler import SchedulerConfig
@@ -55,6 +56,8 @@ class ServeConfig(BaseModel):
     data_dir: Path = Field(default_factory=lambda: default_data_dir(),
                            description="alert log, spool and evidence ($DFSTREAM_DATA or ~/.local/share/dfstream)")
     redis: str | None = Field(default=None, description="redis://… to publish overlays, status and alerts to")
+    mqtt: MqttConfig | None = Field(default=None, description="an MQTT broker to publish alerts, verdicts and "
+                                    "status to, Frigate's way (stream.live.bus.channels.mqtt)")
     source_policy: SourcePolicy = Field(default_factory=SourcePolicy,
                                         description="what addresses sent through the API may be (the file and "
                                         "the command line are trusted)")

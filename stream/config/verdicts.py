@@ -1,10 +1,13 @@
-"""Judging settings: the verdict policy (fusion weights, smoothing, hysteresis), alerts and evidence retention."""
+"""Judging settings: the verdict policy (fusion weights, smoothing, hysteresis) and alerts (evidence: evidence.py)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from stream.config.channels import WebhookConfig, unique_webhooks
+from stream.config.evidence import EvidencePolicy  # noqa: F401  (re-exported: its old home)
 
 
 class VerdictPolicy(BaseModel):
@@ -29,11 +32,11 @@ class AlertPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     update_every_s: float = Field(default=5.0, gt=0, description="least time between updates of one alert")
+    webhooks: list[WebhookConfig] = Field(default=[], description="HTTP receivers each alert is POSTed to, "
+                                          "signed, at least once (stream.live.bus.channels.webhook)")
 
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_webhooks(cls, hooks: list[WebhookConfig]) -> list[WebhookConfig]:
+        return unique_webhooks(hooks)
 
-class EvidencePolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_alerts: int = Field(default=500, gt=0, description="evidence folders kept; the oldest are deleted")
-    max_bytes: int = Field(default=1 << 30, gt=0, description="total evidence size kept")
-    clip_fps: float = Field(default=5.0, gt=0, description="playback rate of clips (the analysed rate)")

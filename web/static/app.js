@@ -7,6 +7,7 @@
 import { AlertFeed } from "./alerts.js";
 import { api, onUnauthorized, setToken, takeTokenFromUrl, withToken } from "./api.js";
 import { Notice } from "./notice.js";
+import { EvidencePlayer } from "./player.js";
 import { cameraErrorText, startWebcam } from "./rtc.js";
 import { Socket } from "./socket.js";
 import { Tile } from "./tile.js";
@@ -17,7 +18,8 @@ const BOOT_RETRY_MS = 3000;
 const $ = (sel) => document.querySelector(sel);
 
 const tiles = new Map(); // the streams on the page: name -> Tile
-const alerts = new AlertFeed($("#alerts"), $("#no-alerts"));
+const player = new EvidencePlayer($("#evidence-dialog"));
+const alerts = new AlertFeed($("#alerts"), $("#no-alerts"), (a) => player.open(a));
 
 const state = {
   ready: false,
@@ -30,6 +32,7 @@ const state = {
     return Object.fromEntries([...tiles].map(([name, tile]) => [name, tile.state]));
   },
   alerts: alerts.alerts,
+  get player() { return player.state; }, // the evidence player: status, seekedTo, overlayInk, error
   notice: null,
   webcam: null, // {stream, peer, pending} while this page sends its camera
   inspect: (name) => (tiles.has(name) ? tiles.get(name).inspect() : null),

@@ -1,4 +1,5 @@
-"""Face detection with facenet-pytorch's MTCNN, whose weights ship inside its wheel (no download).
+"""Face detection with facenet-pytorch's MTCNN, whose weights ship inside its wheel (no download); its nets run in
+torch or, with `backend: onnx`, in ONNX Runtime (`mtcnn_onnx.py`).
 
 Frames are detected in batches (MTCNN batches same-sized images), after an optional downscale so large
 frames cost no more than `max_side` pixels; boxes and landmarks are mapped back to full-frame pixels.
@@ -53,6 +54,17 @@ class FaceDetector:
             select_largest=False,
             device=torch.device(self.config.device),
         )
+        if self.config.backend == "onnx":
+            from stream.live.faces.mtcnn_onnx import use_onnx
+
+            use_onnx(self._mtcnn, self.config.threads)
+
+    def set_threads(self, threads: int) -> None:
+        """Size the ONNX Runtime sessions of the nets (`backend: onnx`); torch's pool is the process's own."""
+        for kind in ("pnet", "rnet", "onet"):
+            net = getattr(self._mtcnn, kind)
+            if hasattr(net, "set_threads"):
+                net.set_threads(threads)
 
     def _scale(self, image: np.ndarray) -> float:
         return min(1.0, self.config.max_side / max(image.shape[:2]))

@@ -3,6 +3,7 @@
 Under load (busy more than `high_load` of the time, smoothed over periods) it lowers every stream's analysed
 rate by the same factor, down to `min_fps`; only then does it shed whole streams, the most recently added first.
 It restores them (and then the rates) once the load predicted after a step up stays below `recover_load`.
+The busy fraction is `BusyClock`'s busiest stage, so overlapped stages are not counted twice.
 Lowering rates together is fair (every camera keeps its share); shedding the newest first keeps the cameras an
 operator set up first. No threads and no clock here, so every decision can be tested step by step.
 """
@@ -29,6 +30,69 @@ class Governed(Protocol):
 
     @property
     def analysed_fps(self) -> float: ...
+
+
+class BusyClock:
+    """The scheduler's load when its stages may overlap: the busy fraction of its busiest stage.
+
+    Each stage (`serial`: the whole pass; `overlapped`: `detect` on the worker thread, `score` on the loop
+    thread) reports the intervals it worked, and a period's load is the largest share of it that any one stage
+    was busy. A stage waiting for work is idle; a stage that has work but is held back by the next one counts as
+    busy (the pipeline is full then: with stage times that vary pass to pass, as full detections and cheap
+    re-locations do, neither stage may be busy all the time at capacity).
+    Why not the sum of the stages' time: with detection of the next pass overlapped with scoring of this one,
+    their seconds add up to more than the wall time, so a sum would call a machine that has idle time overloaded
+    and shed streams for nothing. A two-stage pipeline runs one pass per `max(detect, score)`, so it is full
+    exactly when its busiest stage is busy all the time. Stages that share cores slow each other down, which
+    shows in their measured (wall) times, so contention is counted too. With one stage this is the plain busy
+    fraction it always was. Pure: intervals (monotonic seconds) in, a fraction out; no clock is read here."""
+
+    def __init__(self) -> None:
+        self._spans: dict[str, list[tuple[float, float]]] = {}
+        self._open: dict[str, float] = {}
+
+    def add(self, stage: str, start: float, end: float) -> None:
+        """`stage` was busy from `start` to `end`."""
+        if end > start:
+            self._spans.setdefault(stage, []).append((start, end))
+
+    def begin(self, stage: str, start: float) -> None:
+        """`stage` is busy from `start` until `end(stage)`: a period that ends meanwhile counts it up to its end
+        (a detection longer than a period would otherwise be missing from every period it spans but the last)."""
+        self._open[stage] = start
+
+    def end(self, stage: str, end: float) -> None:
+        start = self._open.pop(stage, None)
+        if start is not None:
+            self.add(stage, start, end)
+
+    def fraction(self, start: float, end: float, stage: str | None = None) -> float:
+        """The share of [start, end] that `stage` (default: the busiest stage) was busy."""
+        if end <= start:
+            return 0.0
+        spans = {s: list(v) for s, v in self._spans.items()}
+        for s, a in self._open.items():
+            spans.setdefault(s, []).append((a, end))
+        stages = [stage] if stage is not None else list(spans)
+        return max((_covered(spans.get(s, []), start, end) for s in stages), default=0.0) / (end - start)
+
+    def take(self, start: float, end: float) -> float:
+        """`fraction(start, end)`, then forget what was before `end` (keeping the part of a span past it)."""
+        out = self.fraction(start, end)
+        self._spans = {s: [(max(a, end), b) for a, b in spans if b > end] for s, spans in self._spans.items()}
+        self._open = {s: max(a, end) for s, a in self._open.items()}
+        return out
+
+
+def _covered(spans: Sequence[tuple[float, float]], start: float, end: float) -> float:
+    """Seconds of [start, end] inside the union of `spans`."""
+    busy, reach = 0.0, start
+    for a, b in sorted(spans):
+        a, b = max(a, reach), min(b, end)
+        if b > a:
+            busy += b - a
+            reach = b
+    return busy
 
 
 class LoadGovernor:

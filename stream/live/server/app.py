@@ -7,22 +7,26 @@ server is bound beyond loopback, and a state-changing request must be JSON from 
 
 Operations: `GET /metrics` (Prometheus text, metrics.py; the token beyond loopback like every route),
 `GET /healthz` (alive; open to probes) and `GET /readyz` (engines loaded and the bus up or spooling; open to
-probes, but stream names only with the token). Limits refuse with 503 and the reason: `max_streams`,
-`max_webrtc_peers`, `max_relay_viewers`; a websocket client over `ws_messages_per_s` gets an error reply.
+probes, but stream names only with the token), `POST /api/alerts/<id>/explanation` (an alert's cited
+explanation, built by the explainer `dfstream serve` passes in, on its own worker thread). Limits refuse with 503
+and the reason: `max_streams`, `max_webrtc_peers`, `max_relay_viewers`; a websocket client over
+`ws_messages_per_s` gets an error reply.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 import json
 import logging
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
+from stream.live.evidence.names import ALERT_ID, CONTENT_TYPES
 from stream.live.server import auth
 from stream.live.server.hub import Client
 from stream.live.server.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -45,8 +49,15 @@ SERVICE_KEY = web.AppKey("service", LiveService)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 WS_POLICY_VIOLATION = 1008  # websocket close code for a client that keeps flooding
 WS_HEARTBEAT_S = 20.0
-EVIDENCE_ID = re.compile(r"^[0-9a-f]{32}$")  # alert ids: uuid4 hex
-EVIDENCE_FILES = {"snapshot.jpg": "image/jpeg", "clip.mp4": "video/mp4"}
+EVIDENCE_ID = ALERT_ID
+# only these names are ever served from an alert's folder (the explanation's heatmap too)
+EVIDENCE_FILES = {**CONTENT_TYPES, "explanation.png": "image/png"}
+# An alert's explanation (stream/jobs/explain/alerts.py, given to build_app by `dfstream serve`): alert id -> the
+# explanation record, cached in the alert's evidence folder. Run on its own worker thread, never the event loop or
+# the scoring thread: Grad-CAM and an LLM call take seconds.
+Explainer = Callable[[str], dict]
+EXPLAINER_KEY = web.AppKey("explainer", object)
+EXPLAIN_POOL_KEY = web.AppKey("explain_pool", ThreadPoolExecutor)
 UPLOAD_LIMIT_FACTOR = 16  # request bodies (SDP offers) may be this many client messages long
 
 
@@ -147,8 +158,9 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 async def evidence(request: web.Request) -> web.StreamResponse:
-    """An alert's snapshot or clip: /evidence/<alert id>/<snapshot.jpg|clip.mp4>. Only those two names under
-    ids of the alert-id form are served, so no request can reach outside the evidence folder."""
+    """An alert's evidence file: /evidence/<alert id>/<name>, name one of evidence.names (snapshot, strip,
+    recording, overlay track, manifest). Only those names under ids of the alert-id form are served, so no
+    request can reach outside the evidence folder. FileResponse answers Range requests (video seeking)."""
     alert_id, name = request.match_info["id"], request.match_info["file"]
     if not EVIDENCE_ID.match(alert_id) or name not in EVIDENCE_FILES:
         raise web.HTTPNotFound(text="no such evidence")
@@ -157,6 +169,36 @@ async def evidence(request: web.Request) -> web.StreamResponse:
     if path.parent.parent != root or not path.is_file():
         raise web.HTTPNotFound(text="no such evidence (not written yet, or removed by retention)")
     return web.FileResponse(path, headers={"Content-Type": EVIDENCE_FILES[name], "Cache-Control": "private"})
+
+
+async def explain_alert(request: web.Request) -> web.Response:
+    """POST /api/alerts/<id>/explanation: the alert's cited explanation, built once on the explain worker thread
+    (then read from its evidence folder). 404 for an unknown alert or evidence already removed, 422 when it cannot
+    be explained, 503 when this server was started without explanations."""
+    alert_id = request.match_info["id"]
+    if not EVIDENCE_ID.match(alert_id):
+        raise web.HTTPNotFound(text="no such alert")
+    explainer = request.app.get(EXPLAINER_KEY)
+    if explainer is None:
+        raise web.HTTPServiceUnavailable(text="explanations are not enabled on this server")
+    loop = asyncio.get_running_loop()
+    try:
+        record = await loop.run_in_executor(request.app[EXPLAIN_POOL_KEY], explainer, alert_id)
+    except LookupError as exc:
+        raise web.HTTPNotFound(text=str(exc)) from None
+    except ValueError as exc:
+        raise web.HTTPUnprocessableEntity(text=str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - one alert's failure is reported, the server goes on
+        log.exception("explaining alert %s failed", alert_id)
+        raise web.HTTPInternalServerError(text=f"explaining this alert failed: {type(exc).__name__}") from None
+    return web.json_response(record)
+
+
+async def explain_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the one explain worker thread."""
+    app[EXPLAIN_POOL_KEY] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
+    yield
+    app[EXPLAIN_POOL_KEY].shutdown(wait=True, cancel_futures=True)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -195,6 +237,8 @@ async def readyz(request: web.Request) -> web.Response:
     body["streams"] = {"count": len(sources), "by_state": counts}
     if request.app[auth.GUARD_KEY].token_ok(request):
         body["streams"]["states"] = {src.name: src.state.value for src in sources}
+        if service.channels:  # queues, deliveries and dead letters of webhooks and MQTT (names: token only)
+            body["channels"] = service.channels.stats()
     else:
         body["checks"]["engines"].pop("loaded")
     return web.json_response(body, status=200 if body["ready"] else 503)
@@ -232,12 +276,16 @@ async def webrtc_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-def build_app(service: LiveService) -> web.Application:
+def build_app(service: LiveService, explainer: Explainer | None = None) -> web.Application:
+    """`explainer`: builds an alert's explanation (None: POST /api/alerts/<id>/explanation answers 503)."""
     app = web.Application(middlewares=[auth.middleware],
                           client_max_size=service.config.max_message_bytes * UPLOAD_LIMIT_FACTOR)
     app[SERVICE_KEY] = service
     app[auth.GUARD_KEY] = auth.Guard(service.config)
     app.cleanup_ctx.append(service_ctx)
+    if explainer is not None:
+        app[EXPLAINER_KEY] = explainer
+    app.cleanup_ctx.append(explain_ctx)
     rtc = WEBRTC_DISABLED is None
     config = service.config
     if rtc:
@@ -264,6 +312,7 @@ def build_app(service: LiveService) -> web.Application:
         web.post("/api/streams", add_stream),
         web.delete("/api/streams/{name}", remove_stream),
         web.get("/evidence/{id}/{file}", evidence),
+        web.post("/api/alerts/{id}/explanation", explain_alert),
         web.get("/metrics", metrics),
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),

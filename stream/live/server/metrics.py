@@ -3,7 +3,7 @@ servers in one process, as in the tests, never share series).
 
 Most series are read from the counters the pipeline already keeps, at scrape time (`ServiceCollector`): the
 sources' buffers (received, dropped, taken by the scheduler = analysed), reconnects and state, the bus's
-`stats()` (Redis spool depth), the hub's clients and their dropped messages, the WebRTC peers. Only what needs
+`stats()` (Redis spool depth), the alert channels' queues and dead letters, the hub's clients and their dropped messages, the WebRTC peers. Only what needs
 observations is recorded as it happens: the frame-to-verdict latency of every overlay (read from the messages
 the service publishes), alerts started and ended (likewise), and each engine's batch time and size (the
 scorer's `observe` hook, one call per `predict`).
@@ -79,11 +79,39 @@ class ServiceCollector(Collector):
             yield GaugeMetricFamily(f"{PREFIX}_redis_spool_depth", "alerts spooled on disk while Redis is "
                                     "unreachable (no Redis configured: always 0)", value=0)
 
+        yield from channel_metrics(s.channels.stats() if getattr(s, "channels", None) is not None else {})
+
         peers = GaugeMetricFamily(f"{PREFIX}_webrtc_peers", "open WebRTC peers", labels=["kind"])
         for kind, n in self.peers().items():
             peers.add_metric([kind], n)
         yield peers
         yield GaugeMetricFamily(f"{PREFIX}_engines", "engines loaded", value=len(s.scheduler.engines))
+
+
+def channel_metrics(stats: dict[str, Any]) -> Iterator[Any]:
+    """The alert channels' queues (stream.live.bus.channels): per webhook, and the MQTT broker's link."""
+    queued = GaugeMetricFamily(f"{PREFIX}_webhook_queue_depth", "alerts waiting on disk for the webhook",
+                               labels=["webhook"])
+    delivered = CounterMetricFamily(f"{PREFIX}_webhook_delivered", "alerts the webhook's receiver took (2xx)",
+                                    labels=["webhook"])
+    failed = CounterMetricFamily(f"{PREFIX}_webhook_failed_attempts", "failed POSTs (each retried or "
+                                 "dead-lettered)", labels=["webhook"])
+    dead = GaugeMetricFamily(f"{PREFIX}_webhook_dead_letters", "alerts in the webhook's dead-letter file",
+                             labels=["webhook"])
+    for name, hook in stats.get("webhooks", {}).items():
+        queued.add_metric([name], hook["queued"])
+        delivered.add_metric([name], hook["delivered"])
+        failed.add_metric([name], hook["failed_attempts"])
+        dead.add_metric([name], hook["dead_letters"])
+    yield from (queued, delivered, failed, dead)
+    mqtt = stats.get("mqtt")
+    if mqtt is not None:
+        yield GaugeMetricFamily(f"{PREFIX}_mqtt_connected", "1 while the MQTT broker is connected",
+                                value=float(mqtt["connected"]))
+        yield GaugeMetricFamily(f"{PREFIX}_mqtt_spool_depth", "alerts spooled on disk for the MQTT broker",
+                                value=mqtt["spool"])
+        yield CounterMetricFamily(f"{PREFIX}_mqtt_events_sent", "alert messages the broker acknowledged",
+                                  value=mqtt["events_sent"])
 
 
 class Metrics:

@@ -21,8 +21,11 @@ from engines.quality import smallest_floor_px
 
 from stream.live.verdicts.alerts import AlertManager
 from stream.live.bus import open_bus
+from stream.live.bus.channels import open_channels
 from stream.config.serve import ServeConfig, source_name_for
-from stream.live.verdicts.evidence import EvidenceStore
+from stream.live.evidence.provenance import provenance
+from stream.live.evidence.recorder import Recorder
+from stream.live.evidence.store import EvidenceStore
 from stream.live.faces import FaceDetector
 from stream.live.server.auth import check_api_source
 from stream.live.server.hub import Hub
@@ -57,14 +60,21 @@ class LiveService:
         self.config = config
         self.remote = remote
         self.hub = Hub()
-        self.bus = open_bus(config.redis, config.data_dir, [self.hub.publish_threadsafe])
+        # webhooks and MQTT first: a secret that is not set is refused before any spool or connection is opened
+        self.channels = open_channels(config.alerts.webhooks, config.mqtt, config.data_dir)
+        try:
+            self.bus = open_bus(config.redis, config.data_dir, [self.hub.publish_threadsafe, self.channels.publish])
+        except BaseException:
+            self.channels.close()  # releases the channels' queue locks: nothing stays held by a refused start
+            raise
         self.evidence = EvidenceStore(config.data_dir / "evidence", config.evidence)
-        self.alerts = AlertManager(self.publish, self.evidence, config.alerts)
+        self.recorder = Recorder(self.evidence, provenance(engines, ensemble))
+        self.alerts = AlertManager(self.publish, self.evidence, config.alerts, self.recorder)
         detector = detector or FaceDetector(config.detector, smallest_floor_px(engines))
         self.scheduler = Scheduler(detector, engines, self.publish,
                                    config.scheduler, config.verdict, self.alerts, ensemble)
         self._removal_listeners: list[Callable[[StreamSource], None]] = []
-        self._taps: list[Callable[[dict], None]] = []
+        self._taps: list[Callable[[dict], None]] = [self.recorder.on_message]
         self.store = StreamStore(config.data_dir / STREAMS_FILE) if config.persist_streams else None
 
     def on_removed(self, fn: Callable[[StreamSource], None]) -> Callable[[], None]:
@@ -112,6 +122,7 @@ class LiveService:
 
     def add_source(self, source: StreamSource) -> None:
         self.scheduler.add(source)
+        self.recorder.attach(source)  # before start: its taps see the first packets
         # status is pushed on every state change, not only at the scheduler's next heartbeat
         source.on_state(lambda src, old, new: self.scheduler.publish_source_status(src))
         source.start()
@@ -151,6 +162,7 @@ class LiveService:
         if source is None:
             return self.remote.remove(name) if self.remote is not None else False
         source.stop()
+        self.recorder.detach(name)
         self.publish(Status(name, state=SourceState.STOPPED.value, removed=True).to_message())
         for fn in list(self._removal_listeners):
             try:
@@ -162,6 +174,7 @@ class LiveService:
     def start(self) -> None:
         """The bus, the config file's sources (less those removed through the API), then the scheduler. The API's
         own sources come back in `restore`, which checks them against today's source policy."""
+        self.channels.start()
         self.bus.start()
         if self.remote is not None:
             self.remote.start(self.hub.publish_threadsafe, self.bus.stats().get("source"))
@@ -190,7 +203,9 @@ class LiveService:
         self.scheduler.stop()  # ends open alerts, which still go out through the bus below
         for source in self.scheduler.sources():
             source.stop()
+        self.recorder.close()  # completes open recordings, whose end messages still go out through the bus
         self.evidence.close()
         if self.remote is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.remote.close)
         await asyncio.get_running_loop().run_in_executor(None, self.bus.close)
+        await asyncio.get_running_loop().run_in_executor(None, self.channels.close)  # undelivered stay on disk

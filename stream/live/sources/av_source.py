@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
+import av.bitstream
 import numpy as np
 
-from stream.live.sources.base import Frame, SourceError, SourceState, StateMachine
+from stream.live.sources import annexb
+from stream.live.sources.base import CodecInfo, Frame, Packet, SourceError, SourceState, StateMachine
 from stream.config.sources import is_network
 from stream.live.sources.urls import redact
 
@@ -22,6 +24,10 @@ from stream.live.sources.urls import redact
 TRUNCATION_TOLERANCE_S = 1.0
 # FFmpeg picks frame- or slice-threading as the codec allows; decoding is the heaviest per-frame CPU work.
 DECODER_THREADING = "AUTO"
+# Codecs whose packets are handed on for recording, and the filter that puts them in Annex B with the parameter
+# sets in-band: packets then carry everything a muxer needs, so they can be written long after their container
+# (and its extradata) is gone. Other codecs hand on no packets (the recorder encodes their frames instead).
+ANNEXB_FILTERS = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
 
 
 class FrameSampler:
@@ -48,6 +54,8 @@ class AVSource(StateMachine):
     `options` are FFmpeg demuxer options (e.g. rtsp_transport), `format` forces a demuxer (e.g. "v4l2").
     `strict_length` reports a file whose frames end well before its declared duration as truncated.
     `timeout` (seconds, or (open, read)) makes a stalled network read raise instead of hanging forever.
+    `on_packet` receives every compressed video packet (H.264/HEVC only, in Annex B) before its frames are
+    decoded, on the decoding thread: the recording ring's tap.
     """
 
     def __init__(
@@ -59,6 +67,7 @@ class AVSource(StateMachine):
         format: str | None = None,
         strict_length: bool = True,
         timeout: float | tuple[float, float] | None = None,
+        on_packet: Callable[[Packet], None] | None = None,
     ) -> None:
         self.url = str(url)
         self.name = redact(self.url)
@@ -73,6 +82,8 @@ class AVSource(StateMachine):
         self.width: int | None = None
         self.height: int | None = None
         self.rate: float | None = None
+        self.on_packet = on_packet
+        self.codec_info: CodecInfo | None = None
         self._container: av.container.InputContainer | None = None
 
     def _fail(self, message: str, exc: BaseException | None = None) -> SourceError:
@@ -102,6 +113,8 @@ class AVSource(StateMachine):
         self._container = container
         self.width, self.height = stream.codec_context.width, stream.codec_context.height
         self.rate = float(stream.average_rate) if stream.average_rate else None
+        self.codec_info = CodecInfo(stream.codec_context.name, self.width, self.height,
+                                    stream.average_rate or None, stream.time_base)
         self._set_state(SourceState.STREAMING)
 
     def _declared_duration(self) -> float | None:
@@ -119,7 +132,7 @@ class AVSource(StateMachine):
         sampler = FrameSampler(self.sample_fps)
         last_time = None
         try:
-            for vf in self._container.decode(stream):
+            for vf in self._decoded(stream):
                 index = self.frames_decoded
                 self.frames_decoded += 1
                 t = float(vf.time) if vf.time is not None else index / (self.rate or 1.0)
@@ -145,6 +158,29 @@ class AVSource(StateMachine):
                 )
         self._set_state(SourceState.ENDED)
         self.close()
+
+    def _decoded(self, stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
+        """The stream's frames, demuxed packet by packet so each packet can be handed to `on_packet` first."""
+        info = self.codec_info
+        tap = self.on_packet if info is not None and info.codec in ANNEXB_FILTERS else None
+        bsf = av.bitstream.BitStreamFilterContext(ANNEXB_FILTERS[info.codec], in_stream=stream) if tap else None
+        extradata = bytes(stream.codec_context.extradata or b"")
+        in_band = extradata if annexb.is_annexb(extradata) else b""  # avcC/hvcC: the filter inserts them itself
+        assert self._container is not None
+        for packet in self._container.demux(stream):
+            frames = packet.decode()
+            if bsf is not None and info is not None and packet.size:
+                for out in bsf.filter(packet):
+                    if out.pts is None and out.dts is None:
+                        continue  # cannot be placed in time (FFmpeg's RTSP gives a connection's first packet none)
+                    data, key = bytes(out), bool(out.is_keyframe)
+                    if key:
+                        types = annexb.nal_types(data, info.codec)
+                        key = annexb.random_access(types, info.codec)
+                        if key and in_band and not annexb.has_parameter_sets(types, info.codec):
+                            data = in_band + data
+                    tap(Packet(data, out.pts, out.dts, int(out.duration or 0), key, info))
+            yield from frames
 
     def close(self) -> None:
         if self._container is not None:

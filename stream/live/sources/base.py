@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from fractions import Fraction
 
 import numpy as np
 
@@ -112,3 +113,38 @@ class Frame:
     def size(self) -> tuple[int, int]:
         """(width, height)"""
         return self.image.shape[1], self.image.shape[0]
+
+
+@dataclass(frozen=True, slots=True)
+class CodecInfo:
+    """What a muxer needs to write a source's packets unchanged: one record per connection, so a reconnect (or
+    a file's loop) that may change the stream is seen as a new object."""
+
+    codec: str  # FFmpeg codec name, e.g. "h264"
+    width: int
+    height: int
+    rate: Fraction | None  # average frame rate, when the container knows it
+    time_base: Fraction
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """One compressed packet as the source sent it (H.264/HEVC in Annex B, parameter sets in-band), for the
+    recording ring. `data` is a copy, so it outlives the container it came from."""
+
+    data: bytes
+    pts: int | None
+    dts: int | None
+    duration: int
+    keyframe: bool
+    codec: CodecInfo
+
+    @property
+    def time(self) -> float:
+        """Presentation time in seconds, on the same clock as the decoded `Frame.time`."""
+        ts = self.pts if self.pts is not None else self.dts
+        return float((ts or 0) * self.codec.time_base)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)

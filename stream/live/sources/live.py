@@ -15,7 +15,7 @@ from typing import Any
 from stream.config.sources import DEVICE_PREFIXES, RTSP_SCHEMES, SourceConfig, is_network
 from stream.live.sources.buffer import LatestFrameBuffer
 from stream.live.stats import RateMeter
-from stream.live.sources import AVSource, Frame, SourceError, SourceState
+from stream.live.sources import AVSource, Frame, Packet, SourceError, SourceState
 from stream.live.sources.base import StateMachine
 from stream.live.sources.urls import redact
 from stream.messages import SourceStatus
@@ -49,6 +49,10 @@ def validate_url(url: str) -> None:
 class StreamSource(StateMachine):
     """What the scheduler and the status publisher see of any source: a name, a buffer, a state and counters."""
 
+    # Whether `subscribe_packets` taps get the source's compressed packets (PyAV sources of H.264/HEVC); others
+    # only have decoded frames, which a recorder must encode itself.
+    has_packets = False
+
     def __init__(self, name: str, url: str, buffer: LatestFrameBuffer, analysed_fps: float) -> None:
         self.name = name
         self.url = redact(url)
@@ -60,6 +64,8 @@ class StreamSource(StateMachine):
         self.last_frame_at: float | None = None
         self.frame_size: tuple[int, int] | None = None
         self._subscribers: list[Callable[[Frame], None]] = []
+        self._packet_subscribers: list[Callable[[Packet], None]] = []
+        self.ring_status: Callable[[], dict[str, Any]] | None = None  # set by a recording ring fed by this source
 
     def deliver(self, frame: Frame) -> None:
         self.frame_rate.tick(frame.received)
@@ -87,10 +93,28 @@ class StreamSource(StateMachine):
 
         return unsubscribe
 
+    def subscribe_packets(self, fn: Callable[[Packet], None]) -> Callable[[], None]:
+        """Call `fn(packet)` for every compressed packet, on the decoding thread (quick, as for `subscribe`).
+        Taken up at the next (re)connection. Returns the function that unsubscribes."""
+        self._packet_subscribers = [*self._packet_subscribers, fn]
+
+        def unsubscribe() -> None:
+            self._packet_subscribers = [f for f in self._packet_subscribers if f is not fn]
+
+        return unsubscribe
+
+    def deliver_packet(self, packet: Packet) -> None:
+        for fn in self._packet_subscribers:
+            try:
+                fn(packet)
+            except Exception:
+                log.exception("%s: packet subscriber failed", self.name)
+
     def source_status(self) -> SourceStatus:
         return SourceStatus(state=self.state.value, url=self.url, fps=round(self.frame_rate.rate(), 2),
                             received=self.buffer.received, dropped=self.buffer.dropped, reconnects=self.reconnects,
-                            error=self.error, frame_size=self.frame_size)
+                            error=self.error, frame_size=self.frame_size,
+                            ring=self.ring_status() if self.ring_status is not None else None)
 
     def status(self) -> dict[str, Any]:
         """The source's status as JSON (the stream API's view of it)."""
@@ -105,6 +129,8 @@ class StreamSource(StateMachine):
 
 class AVLiveSource(StreamSource):
     """A file, RTSP camera or local device decoded by PyAV on a daemon thread, reconnecting with back-off."""
+
+    has_packets = True
 
     def __init__(self, config: SourceConfig, rng: random.Random | None = None) -> None:
         super().__init__(config.name, config.url, LatestFrameBuffer(1, config.policy), config.analysed_fps)
@@ -124,7 +150,8 @@ class AVLiveSource(StreamSource):
         elif c.kind == "device":
             fmt = c.device_format
         return AVSource(c.url, options=options, format=fmt, strict_length=False,
-                        timeout=(OPEN_TIMEOUT_S, c.watchdog_s))
+                        timeout=(OPEN_TIMEOUT_S, c.watchdog_s),
+                        on_packet=self.deliver_packet if self._packet_subscribers else None)
 
     def start(self) -> None:
         self._stop.clear()

@@ -39,18 +39,19 @@ class Judge:
         return TrackVerdict(self.policy, self.fusion)
 
     def judge(self, stream: str, track: int, state: TrackVerdict, scores: Mapping[str, float],
-              evidence: CropRing | None = None, gate: Gate | None = None) -> Judgement:
+              evidence: CropRing | None = None, gate: Gate | None = None, at: float | None = None) -> Judgement:
         """Update the track's verdict with this frame's engine scores and tell the alert lifecycle.
 
         A face the gate calls low-quality leaves the verdict and any alert exactly as they were: it never counts
-        toward the hysteresis, and never starts, updates or ends an alert."""
+        toward the hysteresis, and never starts, updates or ends an alert. `at` is the frame's source time."""
         if gate is not None and gate.low_quality:
             return Judgement(LOW_QUALITY, state.smoothed, None, gate.reason)
         engines = gate.keep(scores) if gate is not None else dict(scores)
         verdict = state.update(engines)
         if self.alerts is not None:
             self.alerts.observe(stream, track, verdict, state.smoothed, engines,
-                                evidence=(lambda r=evidence: (r.recent()[-1], r.recent())) if evidence else None)
+                                evidence=(lambda r=evidence: (r.recent()[-1], r.recent())) if evidence else None,
+                                at=at)
         return Judgement(verdict, state.smoothed, self.fusion(engines))
 
     def track_lost(self, stream: str, track: int) -> None:

@@ -25,6 +25,7 @@ from torch import nn
 from engines.base import TorchEngine
 from stream.live.scoring import Scorer
 from stream.jobs.scan import FaceBatch
+from stream.live.faces.quality import FaceQuality
 
 HEAT_ALPHA = 0.45  # overlay opacity of the heatmap over the crop
 HEAT_COLORMAP = "jet"
@@ -44,6 +45,7 @@ class Explanation:
     crop: np.ndarray  # (S, S, 3) uint8, as the engine saw it
     heatmap: np.ndarray  # (S, S) float32 in [0, 1]; all zero when saturated
     saturated: bool
+    quality: FaceQuality | None = None  # the face's size and sharpness where the scan measured them
 
 
 def last_spatial_conv(module: nn.Module, size: int) -> nn.Module:
@@ -109,14 +111,15 @@ def explain_top(engine: TorchEngine, batches: Iterable[FaceBatch], top: int) -> 
     scorer = Scorer([engine])
     (key,) = scorer.crop_keys
     rings = scorer.track_rings()
-    best: list[tuple[float, int, int, int, np.ndarray]] = []  # (p, frame, -track, tiebreak, crop), a min-heap
+    best: list[tuple] = []  # (p, frame, -track, tiebreak, quality, crop), a min-heap
     seen = 0
     for batch in batches:
-        faces = [(face.index, track, face.crops[key][j]) for face in batch.faces for j, track in enumerate(face.tracks)]
-        scores = scorer.score((rings.of(track), {key: crop}) for _, track, crop in faces)
+        faces = [(face.index, track, face.quality[j] if face.quality else None, face.crops[key][j])
+                 for face in batch.faces for j, track in enumerate(face.tracks)]
+        scores = scorer.score((rings.of(track), {key: crop}) for _, track, _, crop in faces)
         rings.expire(batch.expired)
-        for (frame, track, crop), got in zip(faces, scores):
-            item = (got[engine.name], frame, -track, seen, crop)
+        for (frame, track, quality, crop), got in zip(faces, scores):
+            item = (got[engine.name], frame, -track, seen, quality, crop)
             seen += 1
             if len(best) < top:
                 heapq.heappush(best, item)
@@ -126,34 +129,39 @@ def explain_top(engine: TorchEngine, batches: Iterable[FaceBatch], top: int) -> 
         raise ExplainError("no face was found to explain")
     chosen = sorted(best, key=lambda item: (-item[0], item[1]))
     p_fake, heat = cam(np.stack([c[-1] for c in chosen]))
-    return [Explanation(frame=f, track=-t, p_fake=float(p), crop=crop, heatmap=h, saturated=not h.any())
-            for (_, f, t, _, crop), p, h in zip(chosen, p_fake, heat)]
+    return [Explanation(frame=f, track=-t, p_fake=float(p), crop=crop, heatmap=h, saturated=not h.any(), quality=q)
+            for (_, f, t, _, q, crop), p, h in zip(chosen, p_fake, heat)]
 
 
-def write_explanations(out: Path, source: Path, model: str, items: list[Explanation]) -> dict:
-    """Per face-frame a PNG (the crop beside its heatmap overlay), the crops and heatmaps as arrays, and a JSON
-    summary; returns the summary."""
+def save_overlay(path: Path, item: Explanation, title: str) -> None:
+    """One PNG: the crop beside its heatmap overlay."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, (left, right) = plt.subplots(1, 2, figsize=(6, 3.2))
+    left.imshow(item.crop)
+    left.set_title("face crop")
+    right.imshow(item.crop)
+    right.imshow(item.heatmap, cmap=HEAT_COLORMAP, alpha=HEAT_ALPHA, vmin=0, vmax=1)
+    right.set_title("no gradient: score saturated" if item.saturated else "evidence for fake (Grad-CAM)")
+    for ax in (left, right):
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_explanations(out: Path, source: Path, model: str, items: list[Explanation]) -> dict:
+    """Per face-frame a PNG (the crop beside its heatmap overlay), the crops and heatmaps as arrays, and a JSON
+    summary; returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
     entries = []
     for rank, item in enumerate(items, 1):
         name = f"{rank:02d}_frame{item.frame:05d}_track{item.track}.png"
-        fig, (left, right) = plt.subplots(1, 2, figsize=(6, 3.2))
-        left.imshow(item.crop)
-        left.set_title("face crop")
-        right.imshow(item.crop)
-        right.imshow(item.heatmap, cmap=HEAT_COLORMAP, alpha=HEAT_ALPHA, vmin=0, vmax=1)
-        right.set_title("no gradient: score saturated" if item.saturated else "evidence for fake (Grad-CAM)")
-        for ax in (left, right):
-            ax.axis("off")
-        fig.suptitle(f"{model} · frame {item.frame} · track {item.track} · p_fake {item.p_fake:.3f}")
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=100)
-        plt.close(fig)
+        save_overlay(out / name, item, f"{model} · frame {item.frame} · track {item.track} · p_fake {item.p_fake:.3f}")
         peak_y, peak_x = np.unravel_index(int(np.argmax(item.heatmap)), item.heatmap.shape)
         entries.append({"rank": rank, "frame": item.frame, "track": item.track, "p_fake": round(item.p_fake, 6),
                         "saturated": item.saturated, "peak": [int(peak_x), int(peak_y)], "image": name})

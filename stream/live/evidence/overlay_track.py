@@ -1,0 +1,22 @@
+"""The overlay track of a recording: every analysed frame's boxes and scores, keyed by the clip's own
+timestamps (seconds from the recording's first frame), so the page draws them over the recording exactly as it
+draws overlays live, and a burn-in copy can be made from the same data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from stream.live.evidence.names import OVERLAY  # noqa: F401
+FACE_KEYS = ("track", "box", "score", "raw", "engines", "verdict", "reason")
+
+
+def entry(msg: dict[str, Any], origin: float) -> dict[str, Any]:
+    """One overlay message as a track entry: its time on the clip's clock and its faces' boxes and scores."""
+    return {"t": round(msg["time"] - origin, 4), "source_time": msg["time"], "verdict": msg.get("verdict"),
+            "faces": [{k: f.get(k) for k in FACE_KEYS} for f in msg.get("faces", [])]}
+
+
+def write(path: Path, header: dict[str, Any], frames: list[dict[str, Any]]) -> None:
+    path.write_text(json.dumps({**header, "frames": frames}, separators=(",", ":")))

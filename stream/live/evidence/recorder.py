@@ -1,0 +1,289 @@
+"""The full-frame recording of every alert, from a recording ring per stream.
+
+Each stream gets a `StreamTap`: its source's compressed packets (or, for webcams and other codecs, its frames
+through `encoder.FrameEncoder`) go into a `PacketRing`, and its overlay messages into a short overlay ring. When
+an alert starts, its `Recording` takes the ring's packets from the keyframe at or before `pre_capture_s` ahead
+of the first frame judged fake, then follows the stream until `post_capture_s` after the alert ends (or the
+stream stops), at most `max_clip_s` in all, remuxing (never re-encoding) into a faststart MP4. The overlay
+track, the optional burn-in copy and the manifest are written when it completes, all on the evidence thread.
+
+Threads: packets arrive on each source's decoder thread and are handed to the evidence thread (the store's one
+worker), which owns every open container, so no lock is held while writing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from stream.config.evidence import EvidencePolicy
+from stream.live.evidence import overlay_track
+from stream.live.evidence.encoder import FrameEncoder
+from stream.live.evidence.manifest import MANIFEST, write_manifest
+from stream.live.evidence.mp4 import RemuxWriter
+from stream.live.evidence.names import BURNED, RECORDING
+from stream.live.evidence.ring import PacketRing
+from stream.live.evidence.store import SNAPSHOT, STRIP, EvidenceStore
+from stream.live.sources import Frame, Packet
+from stream.live.sources.live import StreamSource
+
+log = logging.getLogger(__name__)
+
+# The ring keeps this much more than pre_capture_s: the frame judged fake was analysed a little after its
+# packet arrived (decode + queue + inference), and the pre-roll is counted back from that frame's time.
+RING_SLACK_S = 2.0
+# An ended alert whose stream sends no more packets (a stalled camera) is completed after its post-roll plus
+# this much wall-clock time, so its end message is never held back for long.
+STALL_SLACK_S = 2.0
+FRAMES_BEFORE_ENCODING = 2  # frames with no packet before a packet source is recorded by encoding its frames
+
+OnComplete = Callable[[dict[str, Any]], None]
+
+
+class StreamTap:
+    """One stream's recording ring, fed from its source's taps."""
+
+    def __init__(self, source: StreamSource, policy: EvidencePolicy) -> None:
+        self.name = source.name
+        self.url = source.url
+        self.keep_s = policy.pre_capture_s + RING_SLACK_S
+        self.ring = PacketRing(self.keep_s, policy.ring_max_bytes)
+        self.overlays: deque[dict[str, Any]] = deque()
+        self.encoder: FrameEncoder | None = None
+        self._packets = self._frames = 0
+        self._lock = threading.Lock()
+        self._unsubscribe = [source.subscribe_packets(self._on_packet), source.subscribe(self._on_frame)]
+        self._wants_packets = source.has_packets
+        source.ring_status = self.status
+
+    def _on_packet(self, packet: Packet) -> None:
+        self._packets += 1
+        if self.encoder is None:
+            self.ring.push(packet)
+
+    def _on_frame(self, frame: Frame) -> None:
+        self._frames += 1
+        if self.encoder is None and (not self._wants_packets or
+                                     (self._packets == 0 and self._frames >= FRAMES_BEFORE_ENCODING)):
+            self.encoder = FrameEncoder(self.name, self.ring.push)
+        if self.encoder is not None:
+            self.encoder.submit(frame)
+
+    def add_overlay(self, msg: dict[str, Any]) -> None:
+        with self._lock:
+            self.overlays.append(msg)
+            while self.overlays and self.overlays[0]["time"] < msg["time"] - self.keep_s:
+                self.overlays.popleft()
+
+    def overlays_since(self, t: float) -> list[dict[str, Any]]:
+        with self._lock:
+            return [m for m in self.overlays if m["time"] >= t]
+
+    def status(self) -> dict[str, Any]:
+        mode = "encode" if self.encoder is not None else "remux" if self._packets else None
+        extra = {"encoder_dropped": self.encoder.dropped} if self.encoder is not None else {}
+        return {**self.ring.status(), "mode": mode, **extra}
+
+    def close(self) -> None:
+        for fn in self._unsubscribe:
+            fn()
+        if self.encoder is not None:
+            self.encoder.close()
+
+
+class Recording:
+    """One alert's recording. Every method but the constructor runs on the evidence thread."""
+
+    def __init__(self, alert_id: str, tap: StreamTap, folder: Path, first_fake: float, track: int,
+                 policy: EvidencePolicy, provenance: dict[str, Any], on_complete: OnComplete) -> None:
+        self.id = alert_id
+        self.tap = tap
+        self.folder = folder
+        self.first_fake = first_fake
+        self.track = track
+        self.policy = policy
+        self.provenance = provenance
+        self.on_complete = on_complete
+        self.stop_at = first_fake - policy.pre_capture_s + policy.max_clip_s  # moved to the start once known
+        self.writer: RemuxWriter | None = None
+        self.frames: list[dict[str, Any]] = []
+        self.done = False
+        self.ended = False
+        self.cut: str | None = None  # why the recording stopped early, if it did
+        self.unfollow: Callable[[], None] = lambda: None
+
+    def begin(self, held: list[Packet], overlays: list[dict[str, Any]]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for packet in held:
+            self.write(packet)
+        for msg in overlays:
+            self.add_overlay(msg)
+
+    def write(self, packet: Packet) -> None:
+        if self.done:
+            return
+        if self.writer is None:
+            if not packet.keyframe or packet.pts is None:
+                return  # a recording starts decodable, at a known time
+            self.writer = RemuxWriter(self.folder / RECORDING, packet.codec, packet)
+            self.stop_at = min(self.stop_at, packet.time + self.policy.max_clip_s)
+        if packet.time >= self.stop_at:
+            self.complete("max_clip_s" if not self.ended else None)
+            return
+        self.writer.write(packet)
+
+    def add_overlay(self, msg: dict[str, Any]) -> None:
+        if not self.done and self.writer is not None and self.writer.start_time <= msg["time"] < self.stop_at:
+            self.frames.append(overlay_track.entry(msg, self.writer.start_time))
+
+    def end(self, last_seen: float | None) -> None:
+        """The alert ended with its last analysed frame at `last_seen` (source time): record the post-roll."""
+        self.ended = True
+        if last_seen is not None:
+            self.stop_at = min(self.stop_at, last_seen + self.policy.post_capture_s)
+
+    def complete(self, cut: str | None = None) -> None:
+        """Close the MP4, write the overlay track (and burn-in copy) and the manifest, and report. Idempotent."""
+        if self.done:
+            return
+        self.done, self.cut = True, cut
+        self.unfollow()
+        names = [SNAPSHOT, STRIP]
+        header: dict[str, Any] = {"alert": self.id, "stream": self.tap.name, "track": self.track}
+        if self.writer is not None:
+            self.writer.close()
+            origin = self.writer.start_time
+            header.update(clip_start_source_time=origin, first_fake=round(self.first_fake - origin, 4),
+                          duration=round(self.writer.last_time - origin, 4), width=self.writer.codec.width,
+                          height=self.writer.codec.height,
+                          fps=float(self.writer.codec.rate) if self.writer.codec.rate else None)
+            overlay_track.write(self.folder / overlay_track.OVERLAY, header, self.frames)
+            names += [RECORDING, overlay_track.OVERLAY]
+            if self.policy.burn_in:
+                from stream.live.evidence.burn_in import burn_in
+
+                burn_in(self.folder / RECORDING, self.frames, self.folder / BURNED)
+                names.append(BURNED)
+        record = {**self.provenance, "alert": self.id, "stream": self.tap.name, "source": self.tap.url,
+                  "recording": {k: v for k, v in header.items() if k not in ("alert", "stream")},
+                  "remuxed": bool(self.writer is not None and self.tap.encoder is None),
+                  "cut": cut, "written_at": time.time()}
+        custody = write_manifest(self.folder, record, names)
+        self.on_complete(custody)
+
+
+class Recorder:
+    def __init__(self, store: EvidenceStore, provenance: dict[str, Any] | None = None) -> None:
+        self.store = store
+        self.policy = store.policy
+        self.provenance = provenance or {}
+        self._taps: dict[str, StreamTap] = {}
+        self._open: dict[str, Recording] = {}
+        self._timers: list[threading.Timer] = []
+        self._closed = False
+        self._lock = threading.Lock()
+        store.protected = self.open_ids
+
+    # --- streams -------------------------------------------------------------------------------------------
+    def attach(self, source: StreamSource) -> None:
+        if self.policy.record:
+            with self._lock:
+                self._taps[source.name] = StreamTap(source, self.policy)
+
+    def ring(self, name: str) -> PacketRing | None:
+        tap = self._taps.get(name)
+        return tap.ring if tap is not None else None
+
+    def detach(self, name: str) -> None:
+        """The stream is gone: complete its recordings with what they have."""
+        with self._lock:
+            tap = self._taps.pop(name, None)
+            recs = [r for r in self._open.values() if r.tap is tap]
+        if tap is not None:
+            tap.close()
+        for rec in recs:
+            self.store.submit(rec.complete, None if rec.ended else "stream removed")
+
+    def on_message(self, msg: dict[str, Any]) -> None:
+        """A published message (the service's tap): overlays feed the overlay rings and open recordings."""
+        if msg.get("type") != "overlay" or msg.get("time") is None:
+            return
+        tap = self._taps.get(msg["stream"])
+        if tap is None:
+            return
+        tap.add_overlay(msg)
+        for rec in [r for r in list(self._open.values()) if r.tap is tap]:
+            self.store.submit(rec.add_overlay, msg)
+
+    # --- alerts --------------------------------------------------------------------------------------------
+    def start(self, alert_id: str, stream: str, track: int, first_fake: float,
+              on_complete: OnComplete) -> dict[str, str] | None:
+        """Begin the recording of an alert whose first frame judged fake is at `first_fake` (source time).
+        Returns the paths it will write, or None when the stream has no ring."""
+        tap = self._taps.get(stream)
+        if tap is None:
+            return None
+        folder = self.store.folder(alert_id)
+
+        def completed(custody: dict[str, Any]) -> None:
+            with self._lock:
+                self._open.pop(alert_id, None)
+            try:
+                on_complete(custody)
+            finally:
+                self.store.enforce_retention()
+
+        rec = Recording(alert_id, tap, folder, first_fake, track, self.policy, self.provenance, completed)
+        with self._lock:
+            self._open[alert_id] = rec
+        since = first_fake - self.policy.pre_capture_s
+        held, rec.unfollow = tap.ring.follow(since, lambda p: self.store.submit(rec.write, p),
+                                             lambda: self.store.submit(rec.complete, "source changed"))
+        self.store.submit(rec.begin, held, tap.overlays_since(since))
+        return {"recording": str(folder / RECORDING), "overlay": str(folder / overlay_track.OVERLAY),
+                "manifest": str(folder / MANIFEST)}
+
+    def end(self, alert_id: str, last_seen: float | None) -> None:
+        """The alert ended: record its post-roll, then complete (a stalled stream completes it on a timer)."""
+        with self._lock:
+            rec = self._open.get(alert_id)
+        if rec is None:
+            return
+        self.store.submit(rec.end, last_seen)
+        if rec.tap.name not in self._taps:  # the stream is already gone
+            self.store.submit(rec.complete)
+            return
+        timer = threading.Timer(self.policy.post_capture_s + STALL_SLACK_S, self._stalled, (rec,))
+        timer.daemon = True
+        with self._lock:
+            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        timer.start()
+
+    def _stalled(self, rec: Recording) -> None:
+        with self._lock:
+            if rec.id not in self._open or self._closed:
+                return
+        self.store.submit(rec.complete, "stream stalled")
+
+    def open_ids(self) -> set[str]:
+        with self._lock:
+            return set(self._open)
+
+    def close(self) -> None:
+        """Complete every open recording now (the server is stopping), then stop the taps."""
+        with self._lock:
+            recs, taps = list(self._open.values()), list(self._taps.values())
+            self._taps.clear()
+            self._closed = True
+            for timer in self._timers:
+                timer.cancel()
+        for rec in recs:
+            self.store.submit(rec.complete, None if rec.ended else "server stopped")
+        for tap in taps:
+            tap.close()
+        self.store.flush()

@@ -1,0 +1,86 @@
+"""The face evidence of an alert: a JPEG of the face when the alert starts and a short MP4 strip of its recent
+face crops (the analysed frames, at the analysed rate), written on one background thread so the inference loop
+never waits on JPEG or H.264 encoding. The full-frame recording is recorder.py's; retention is retention.py's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Collection
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from stream.config.evidence import EvidencePolicy
+from stream.live.evidence import retention
+from stream.live.evidence.mp4 import write_frames
+from stream.live.evidence.names import SNAPSHOT, STRIP
+
+log = logging.getLogger(__name__)
+
+JPEG_QUALITY = 90
+
+
+def write_jpeg(path: Path, image: np.ndarray) -> None:
+    Image.fromarray(image).save(path, quality=JPEG_QUALITY)
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
+    """Encode uint8 RGB frames (N, H, W, 3) as a faststart H.264 MP4 with PyAV."""
+    write_frames(path, frames, fps)
+
+
+class EvidenceStore:
+    def __init__(self, root: Path, policy: EvidencePolicy | None = None) -> None:
+        self.root = Path(root)
+        self.policy = policy or EvidencePolicy()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence")
+        self._lock = threading.Lock()
+        self.protected: Callable[[], Collection[str]] = lambda: ()  # open alerts' ids (the recorder's)
+
+    def folder(self, alert_id: str) -> Path:
+        return self.root / alert_id
+
+    def paths(self, alert_id: str) -> tuple[Path, Path]:
+        folder = self.folder(alert_id)
+        return folder / SNAPSHOT, folder / STRIP
+
+    def submit(self, fn, *args) -> Future:
+        """Run `fn(*args)` on the evidence thread (file writes keep their order); failures are logged."""
+        future = self._pool.submit(fn, *args)
+        future.add_done_callback(self._report)
+        return future
+
+    def save(self, alert_id: str, snapshot: np.ndarray, clip: np.ndarray) -> tuple[Path, Path | None]:
+        """Queue the files for writing and return their paths at once (the clip only if frames exist)."""
+        snap_path, clip_path = self.paths(alert_id)
+        self.submit(self._write, alert_id, snapshot, clip)
+        return snap_path, clip_path if len(clip) else None
+
+    def _write(self, alert_id: str, snapshot: np.ndarray, clip: np.ndarray) -> None:
+        snap_path, clip_path = self.paths(alert_id)
+        snap_path.parent.mkdir(parents=True, exist_ok=True)
+        write_jpeg(snap_path, snapshot)
+        if len(clip):
+            write_mp4(clip_path, clip, self.policy.clip_fps)
+        self.enforce_retention()
+
+    @staticmethod
+    def _report(future: Future) -> None:
+        if future.exception() is not None:
+            log.error("writing evidence failed: %s", future.exception())
+
+    def enforce_retention(self) -> list[str]:
+        with self._lock:
+            return retention.enforce(self.root, self.policy, set(self.protected()))
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait for queued writes (tests, shutdown)."""
+        self._pool.submit(lambda: None).result(timeout)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

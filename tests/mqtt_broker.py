@@ -1,0 +1,134 @@
+"""A real Mosquitto broker (Debian's `mosquitto`) on a free loopback port, for the MQTT channel tests.
+
+`kill()` is SIGKILL, like a crashed broker; `restart()` brings it back on the same port. With `persistent=True`
+the broker saves its state (sessions, subscriptions, queued QoS 1 messages) after every change, so a subscriber
+with a persistent session keeps receiving across a kill, which lets a test see everything published while it
+was reconnecting.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+HOST = "127.0.0.1"
+BINARY = "mosquitto"
+START_TIMEOUT_S = 10.0
+
+
+def unavailable_reason() -> str | None:
+    if shutil.which(BINARY) is None and not Path("/usr/sbin/mosquitto").exists():
+        return f"{BINARY} is not installed (Debian package mosquitto; scripts/setup.sh installs it)"
+    return None
+
+
+def binary() -> str:
+    return shutil.which(BINARY) or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class MqttBroker:
+    def __init__(self, persistent: bool = False, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.persistent = persistent
+        self.workdir = Path(tempfile.mkdtemp(prefix="dfstream-mosquitto-"))
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{HOST}:{self.port}"
+
+    def start(self) -> MqttBroker:
+        conf = self.workdir / "mosquitto.conf"
+        lines = [f"listener {self.port} {HOST}", "allow_anonymous true", f"log_dest file {self.workdir / 'log'}"]
+        if self.persistent:
+            lines += ["persistence true", f"persistence_location {self.workdir}/", "autosave_interval 1",
+                      "autosave_on_changes true"]
+        conf.write_text("\n".join(lines) + "\n")
+        self.proc = subprocess.Popen([binary(), "-c", str(conf)], cwd=self.workdir, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not listening(self.port):
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {err}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"mosquitto did not listen within {START_TIMEOUT_S} s")
+            time.sleep(0.02)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        if self.proc is not None and self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+
+    def restart(self) -> MqttBroker:
+        self.kill()
+        return self.start()
+
+    def stop(self) -> None:
+        self.kill()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> MqttBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Subscriber:
+    """A paho client collecting (topic, payload, retained) in order, on its own network thread."""
+
+    def __init__(self, port: int, topics: str | list[str], client_id: str | None = None,
+                 persistent: bool = False) -> None:
+        import threading
+
+        import paho.mqtt.client as mqtt
+
+        self.topics = [topics] if isinstance(topics, str) else topics
+        self.got: list[tuple[str, str, bool]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "",
+                                  clean_session=not persistent)
+        self.subscribed = threading.Event()  # set at the first SUBACK
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in self.topics])
+        self.client.on_subscribe = lambda c, u, mid, codes, p: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.1, 0.2)  # back at once after a broker restart
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self.lock:
+            self.got.append((message.topic, message.payload.decode(), bool(message.retain)))
+
+    def messages(self, topic: str | None = None) -> list[tuple[str, str, bool]]:
+        with self.lock:
+            return [m for m in self.got if topic is None or m[0] == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

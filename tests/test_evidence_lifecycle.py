@@ -1,0 +1,91 @@
+"""The alert lifecycle with a recording, on a real source's ring: a recording cut by max_clip_s while the alert is
+open is announced by an update with the custody, and the later end carries it at once; an alert that ends waits
+for its post-roll before its end message."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from stream.config.evidence import EvidencePolicy
+from stream.config.verdicts import AlertPolicy
+from stream.live.evidence.recorder import Recorder
+from stream.live.evidence.store import EvidenceStore
+from stream.live.sources.live import AVLiveSource, SourceConfig
+from stream.live.verdicts.alerts import AlertManager
+
+from conftest import FFPP
+
+CROPS = np.zeros((3, 64, 64, 3), np.uint8)
+
+
+def evidence():
+    return CROPS[-1], CROPS
+
+
+def newest(recorder) -> float:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if recorder.ring("df").newest is not None:
+            return recorder.ring("df").newest
+        time.sleep(0.05)
+    raise AssertionError("no packets reached the ring")
+
+
+def run(tmp_path, policy: EvidencePolicy, steps):
+    store = EvidenceStore(tmp_path, policy)
+    recorder = Recorder(store, {"dfstream": "test"})
+    msgs: list[dict] = []
+    manager = AlertManager(msgs.append, store, AlertPolicy(update_every_s=100), recorder)
+    source = AVLiveSource(SourceConfig(name="df", url=str(FFPP / "fake" / "Deepfakes_519_515.mp4")))
+    recorder.attach(source)
+    source.start()
+    try:
+        steps(manager, recorder, msgs)
+    finally:
+        source.stop()
+        recorder.close()
+        store.close()
+    return msgs
+
+
+def wait(msgs, pred, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not any(pred(m) for m in msgs):
+        time.sleep(0.05)
+    return next((m for m in msgs if pred(m)), None)
+
+
+def test_max_clip_completes_while_open_then_end_carries_the_custody(tmp_path):
+    def steps(manager, recorder, msgs):
+        at = newest(recorder)
+        manager.observe("df", 1, "fake", 0.9, {"m": 0.9}, evidence, at=at)
+        update = wait(msgs, lambda m: m["event"] == "update")
+        assert update is not None, [m["event"] for m in msgs]
+        assert update["evidence"]["recording_state"] == "complete" and update["custody"]["cut"] == "max_clip_s"
+        duration = update["custody"]["recording"]["duration"]
+        assert duration <= 2.0 + 1e-6  # max_clip_s
+        manager.observe("df", 1, "real", 0.1, {"m": 0.1}, evidence, at=at + 3)
+        assert msgs[-1]["event"] == "end" and msgs[-1]["custody"] == update["custody"]  # at once: nothing to wait for
+
+    msgs = run(tmp_path, EvidencePolicy(pre_capture_s=1.0, post_capture_s=1.0, max_clip_s=2.0), steps)
+    assert [m["event"] for m in msgs] == ["start", "update", "end"]
+    assert [m["seq"] for m in msgs] == [1, 2, 3]
+
+
+def test_end_waits_for_the_post_roll(tmp_path):
+    def steps(manager, recorder, msgs):
+        at = newest(recorder)
+        manager.observe("df", 1, "fake", 0.9, {"m": 0.9}, evidence, at=at)
+        manager.observe("df", 1, "real", 0.1, {"m": 0.1}, evidence, at=at + 0.2)
+        ended = time.monotonic()
+        assert [m["event"] for m in msgs] == ["start"]  # the end waits for the recording
+        end = wait(msgs, lambda m: m["event"] == "end")
+        assert end is not None and end["evidence"]["recording_state"] == "complete"
+        assert time.monotonic() - ended >= 1.0  # post_capture_s of a paced file
+        rec = end["custody"]["recording"]
+        assert rec["clip_start_source_time"] + rec["duration"] >= at + 0.2 + 1.5 - 0.1  # ran through the post-roll
+        assert end["custody"]["cut"] is None
+
+    run(tmp_path, EvidencePolicy(pre_capture_s=1.0, post_capture_s=1.5), steps)
