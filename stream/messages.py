@@ -168,6 +168,7 @@ class Alert:
     engines: dict[str, float]
     evidence: dict[str, str | None]
     ts: float = field(default_factory=time.time)
+    reason: str | None = None  # why an "end" came other than by the verdict: "worker-lost" (a cluster node died)
     # Chain of custody, once the recording is complete: every evidence file's sha256 and size, the redacted
     # source, the models and their weights' hashes, the calibration, the dfstream version (evidence/manifest.py)
     custody: dict[str, Any] | None = None
@@ -180,5 +181,5 @@ class Alert:
         return {"v": VERSION, "type": ALERT, "event": self.event, "id": self.id, "key": self.key, "seq": self.seq,
                 "stream": self.stream, "track": self.track, "started_at": self.started_at,
                 "ended_at": self.ended_at, "score_max": self.score_max, "engines": dict(self.engines),
-                "evidence": dict(self.evidence), "ts": self.ts,
+                "evidence": dict(self.evidence), "ts": self.ts, **({"reason": self.reason} if self.reason else {}),
                 **({"custody": self.custody} if self.custody is not None else {})}

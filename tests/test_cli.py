@@ -67,6 +67,27 @@ EXPECTED = {
         '--token store',
         '--weights-dir store type=Path',
     ],
+    'cluster head': [
+        '--cameras store default=0 type=_count',
+        '--host store',
+        '--num-cpus store type=int',
+        '--object-store-mb store type=int',
+        '--port store default=6380 type=int',
+    ],
+    'cluster worker': [
+        '--address store required metavar=HOST:PORT',
+        '--cameras store required type=_count',
+        '--host store',
+        '--num-cpus store type=int',
+        '--object-store-mb store type=int',
+    ],
+    'cluster status': [
+        '--address store required metavar=HOST:PORT',
+        '--json storetrue',
+    ],
+    'cluster': [
+        '<cluster_command> head|worker|status required',
+    ],
     'train': [
         '--backbone-weights store type=Path metavar=FILE',
         '--batch-size store type=int',
@@ -167,7 +188,7 @@ EXPECTED = {
         '<action> build required',
     ],
     '': [
-        '<command> scan|eval|calibrate|serve|train|explain|kb|alerts|models|engines required',
+        '<command> scan|eval|calibrate|serve|cluster|train|explain|kb|alerts|models|engines required',
     ],
 }
 

@@ -116,3 +116,36 @@ def test_config_imports_no_runtime():
             f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == ""
+
+
+def _external_imports(prefix: str) -> dict[str, set[str]]:
+    """module -> the top-level names of what it imports from outside the project (lazy imports included)."""
+    found: dict[str, set[str]] = {}
+    for path in (REPO / "stream").rglob("*.py"):
+        mod = _module_name(path)
+        if not _within(mod, (prefix,)):
+            continue
+        tops: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                tops |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                tops.add(node.module.split(".")[0])
+        found[mod] = tops
+    return found
+
+
+def test_live_code_never_imports_the_cluster_or_ray():
+    """The cluster drives live code, never the other way: `serve --ray` hands LiveService its remote."""
+    bad = {m: sorted(d for d in deps if _within(d, ("stream.cluster",))) for m, deps in GRAPH.items()
+           if _within(m, ("stream.live", "stream.config", "stream.messages"))}
+    assert not {m: d for m, d in bad.items() if d}
+    assert not {m for m, tops in _external_imports("stream.live").items() if "ray" in tops}
+    assert "ray" in _external_imports("stream.cluster")["stream.cluster.director"]  # the scan sees Ray's users
+
+
+def test_serve_does_not_load_ray():
+    code = ("import sys, stream.cli, stream.cli.serve, stream.cli.cluster, stream.live.server.app; "
+            "stream.cli.build_parser(); print('ray' in sys.modules)")
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "False"

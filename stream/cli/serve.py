@@ -34,6 +34,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_device(p)
     p.add_argument("--redis", default=None, metavar="URL",
                    help="also publish to Redis: pub/sub for overlays and status, a Stream for alerts")
+    p.add_argument("--ray", default=None, metavar="HOST:PORT",
+                   help="be the gateway of a dfstream cluster (dfstream cluster head): every configured or "
+                        "API-added camera runs on the cluster; needs --redis, which carries their messages back")
+    p.add_argument("--node-pipeline", default=None, metavar="MODULE:FUNCTION",
+                   help="with --ray: the nodes build engines and detector with FUNCTION(serve_config, device) "
+                        "instead of loading the models (custom pipelines, tests)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="alert log, spool and evidence (default: $DFSTREAM_DATA or ~/.local/share/dfstream)")
     p.add_argument("--burn-in", action="store_true",
@@ -121,17 +127,32 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_from_args(args)
+    pipeline = None
+    if args.node_pipeline and not args.ray:
+        raise ValueError("--node-pipeline is for the nodes of a cluster: use it with --ray")
+    if args.ray:  # refused before any engine loads: a gateway without Redis would show no camera
+        from stream.cluster.pipeline import Pipeline
+
+        pipeline = Pipeline.from_serve(config, offline=args.offline, device=args.device, factory=args.node_pipeline)
     on_device = device(args)
     engines, ensemble = build_engines(config, args, on_device)
     from engines.quality import smallest_floor_px
 
     detector = FaceDetector(config.detector.model_copy(update={"device": on_device}), smallest_floor_px(engines))
-    app = build_app(LiveService(config, engines, detector, ensemble), alert_explainer(config, args, engines, on_device))
+    remote = None
+    if pipeline is not None:  # Ray is imported only here: a plain serve never loads it
+        from stream.cluster.gateway import ClusterCameras
+
+        remote = ClusterCameras(args.ray, pipeline)
+    app = build_app(LiveService(config, engines, detector, ensemble, remote=remote),
+                    alert_explainer(config, args, engines, on_device))
     shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     query = f"?token={config.token}" if config.needs_token else ""
     print(f"dfstream serve: {len(config.sources)} source(s): "
           f"{', '.join(redact(s.url) for s in config.sources) or 'none yet'}", flush=True)
     print(f"dfstream serve: open http://{shown}:{config.port}/{query}  (websocket /ws)", flush=True)
+    if args.ray:
+        print(f"dfstream serve: cameras run on the cluster at {args.ray}", flush=True)
     print(f"dfstream serve: alerts -> {config.data_dir / 'alerts.jsonl'}"
           f"{' and ' + redact(config.redis) if config.redis else ''}", flush=True)
     channels = [f"webhook {h.label}" for h in config.alerts.webhooks]

@@ -118,7 +118,7 @@ def _client_message(client: Client, text: str) -> dict | None:
 
 async def list_streams(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    return web.json_response({s.name: s.status() for s in service.scheduler.sources()})
+    return web.json_response(service.statuses())
 
 
 async def add_stream(request: web.Request) -> web.Response:

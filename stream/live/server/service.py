@@ -2,6 +2,10 @@
 
 Streams added or removed through the API (`api_add`, `api_remove`) are checked against the source policy and
 the stream limit, and remembered in `data_dir/streams.json` (persist.py) so they come back after a restart.
+
+With a `remote` (`serve --ray`: stream.cluster.gateway), every camera from the config or the API runs there
+instead of on the local scheduler, and their messages come back through `remote` into the hub; browser webcams
+(`add_source`) stay local.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from engines.base import Engine
 from engines.calibration import Ensemble
@@ -33,14 +38,27 @@ from stream.live.sources.live import AVLiveSource, SourceConfig, StreamSource, v
 log = logging.getLogger(__name__)
 
 
+class RemoteStreams(Protocol):
+    """Where cameras run when not here (the cluster). `start` hands it the hub's feed and this bus's source id
+    (so it can skip messages this process published itself)."""
+
+    def start(self, deliver: Callable[[dict], None], own_source: str | None) -> None: ...
+    def add(self, config: SourceConfig) -> Any: ...
+    def remove(self, name: str) -> bool: ...
+    def names(self) -> set[str]: ...
+    def statuses(self) -> dict[str, dict]: ...
+    def close(self) -> None: ...
+
+
 class StreamLimit(Exception):
     """Already `max_streams` streams: the message says so (the API answers 503 with it)."""
 
 
 class LiveService:
     def __init__(self, config: ServeConfig, engines: Sequence[Engine], detector: FaceDetector | None = None,
-                 ensemble: Ensemble | None = None) -> None:
+                 ensemble: Ensemble | None = None, remote: RemoteStreams | None = None) -> None:
         self.config = config
+        self.remote = remote
         self.hub = Hub()
         # webhooks and MQTT first: a secret that is not set is refused before any spool or connection is opened
         self.channels = open_channels(config.alerts.webhooks, config.mqtt, config.data_dir)
@@ -79,15 +97,22 @@ class LiveService:
 
     def refuse_if_full(self) -> None:
         """Raise StreamLimit when `max_streams` streams already run."""
-        n = len(self.scheduler.streams())
+        n = len(self.scheduler.streams()) + (len(self.remote.names()) if self.remote else 0)
         if n >= self.config.max_streams:
             raise StreamLimit(f"already {n} streams (max_streams is {self.config.max_streams}); remove one first")
 
     def names(self) -> set[str]:
-        return {s.name for s in self.scheduler.sources()}
+        return {s.name for s in self.scheduler.sources()} | (self.remote.names() if self.remote else set())
+
+    def statuses(self) -> dict[str, dict]:
+        """Every stream's status: the local ones', then the remote ones' (as their owner reports them)."""
+        local = {s.name: s.status() for s in self.scheduler.sources()}
+        return {**(self.remote.statuses() if self.remote else {}), **local}
 
     def add_config(self, config: SourceConfig) -> StreamSource:
         validate_url(config.url)
+        if self.remote is not None:
+            return self.remote.add(config)
         source = AVLiveSource(config)
         self.add_source(source)
         return source
@@ -135,7 +160,7 @@ class LiveService:
     def remove(self, name: str) -> bool:
         source = self.scheduler.remove(name)
         if source is None:
-            return False
+            return self.remote.remove(name) if self.remote is not None else False
         source.stop()
         self.recorder.detach(name)
         self.publish(Status(name, state=SourceState.STOPPED.value, removed=True).to_message())
@@ -151,6 +176,8 @@ class LiveService:
         own sources come back in `restore`, which checks them against today's source policy."""
         self.channels.start()
         self.bus.start()
+        if self.remote is not None:
+            self.remote.start(self.hub.publish_threadsafe, self.bus.stats().get("source"))
         removed = self.store.removed | set(self.store.added) if self.store is not None else set()
         for sc in self.config.sources:
             if sc.name in removed:
@@ -178,5 +205,7 @@ class LiveService:
             source.stop()
         self.recorder.close()  # completes open recordings, whose end messages still go out through the bus
         self.evidence.close()
+        if self.remote is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.remote.close)
         await asyncio.get_running_loop().run_in_executor(None, self.bus.close)
         await asyncio.get_running_loop().run_in_executor(None, self.channels.close)  # undelivered stay on disk

@@ -1,0 +1,149 @@
+"""`serve --ray`: the gateway's side of the cluster. Cameras go to the director; what they produce comes back
+from Redis.
+
+The gateway keeps no camera state of its own: the director holds the cameras, Redis the messages. A restarted
+gateway (or a second one) asks the director for the list and reads Redis again, so its page shows every camera.
+It is the `remote` of a `LiveService` (stream.live.server.service.RemoteStreams); browser webcams never reach it
+and stay on the gateway's local pipeline.
+
+Two reader threads feed the websocket hub: one on the overlay and status channels (pattern subscriptions), one
+on the alert stream, which starts with the last `ALERT_BACKLOG` entries so open alerts reach a page again after
+a restart. Messages this gateway published itself (its webcams) are skipped: the hub already had them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from stream.cluster.director import ensure_director
+from stream.cluster.pipeline import Pipeline
+from stream.cluster.settings import NAMESPACE
+from stream.live.bus.redis_bus import DEFAULT_NAMESPACE, UNREACHABLE, alerts_stream, connect
+
+log = logging.getLogger(__name__)
+
+ALERT_BACKLOG = 500  # alert-stream entries replayed into the hub at start (open alerts survive a restart)
+CALL_TIMEOUT_S = 30.0  # a director call slower than this fails the request (the cluster is unwell)
+STATUS_CACHE_S = 0.5  # the director's camera list is asked for at most this often
+READ_BLOCK_MS = 1000
+RETRY_S = 1.0  # after a Redis error, readers try again this much later
+
+
+class RemoteCamera:
+    """What `LiveService.add_config` hands back for a camera placed on the cluster."""
+
+    def __init__(self, name: str, url: str) -> None:
+        self.name, self.url = name, url
+
+
+class ClusterCameras:
+    def __init__(self, address: str, pipeline: Pipeline, namespace: str = DEFAULT_NAMESPACE) -> None:
+        self.address = address
+        self.pipeline = pipeline
+        self.namespace = namespace
+        self.director: Any = None
+        self._deliver: Callable[[dict], None] | None = None
+        self._own: str | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._cache: tuple[float, dict[str, dict]] = (0.0, {})
+
+    # -- LiveService's side ---------------------------------------------------------------------------------
+
+    def start(self, deliver: Callable[[dict], None], own_source: str | None) -> None:
+        """Join the cluster (as a Ray driver on this machine's node), hand the director the pipeline, and start
+        reading Redis into `deliver`."""
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
+        if threading.current_thread() is threading.main_thread():  # serve's own shutdown keeps SIGTERM
+            for sig, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
+        self.director = ensure_director()
+        ray.get(self.director.configure.remote(self.pipeline.model_dump(mode="json")), timeout=CALL_TIMEOUT_S)
+        self._deliver, self._own = deliver, own_source
+        for target, name in ((self._read_channels, "cluster-channels"), (self._read_alerts, "cluster-alerts")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("serve --ray: joined the cluster at %s", self.address)
+
+    def add(self, config: Any) -> RemoteCamera:
+        ray.get(self.director.add.remote(config.model_dump(mode="json")), timeout=CALL_TIMEOUT_S)
+        self._cache = (0.0, {})
+        return RemoteCamera(config.name, config.url)
+
+    def remove(self, name: str) -> bool:
+        removed = ray.get(self.director.remove.remote(name), timeout=CALL_TIMEOUT_S)
+        self._cache = (0.0, {})
+        return bool(removed)
+
+    def statuses(self) -> dict[str, dict]:
+        """name -> {"state", "node", "last_overlay_age_s", ...} for every camera of the cluster."""
+        at, cameras = self._cache
+        if time.monotonic() - at > STATUS_CACHE_S:
+            cameras = ray.get(self.director.status.remote(), timeout=CALL_TIMEOUT_S)["cameras"]
+            self._cache = (time.monotonic(), cameras)
+        return cameras
+
+    def names(self) -> set[str]:
+        return set(self.statuses())
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(READ_BLOCK_MS / 1000 + 3)
+        if ray.is_initialized():
+            ray.shutdown()
+
+    # -- the readers ----------------------------------------------------------------------------------------
+
+    def _hand(self, msg: dict) -> None:
+        if self._own is not None and msg.get("source") == self._own:
+            return
+        assert self._deliver is not None
+        self._deliver(msg)
+
+    def _read_channels(self) -> None:
+        url = self.pipeline.serve["redis"]
+        while not self._stop.is_set():
+            try:
+                pubsub = connect(url, client_name="dfstream-gateway").pubsub(ignore_subscribe_messages=True)
+                pubsub.psubscribe(f"{self.namespace}:overlay:*", f"{self.namespace}:status:*")
+                while not self._stop.is_set():
+                    item = pubsub.get_message(timeout=0.2)
+                    if item and item.get("type") == "pmessage":
+                        self._hand(json.loads(item["data"]))
+                pubsub.close()
+            except UNREACHABLE as exc:
+                log.warning("serve --ray: Redis channels unreachable (%s); retrying", exc)
+                self._stop.wait(RETRY_S)
+
+    def _read_alerts(self) -> None:
+        url = self.pipeline.serve["redis"]
+        key = alerts_stream(self.namespace)
+        last: str | None = None
+        while not self._stop.is_set():
+            try:
+                client = connect(url, client_name="dfstream-gateway-alerts", socket_timeout=READ_BLOCK_MS / 1000 + 2)
+                if last is None:
+                    backlog = list(reversed(client.xrevrange(key, count=ALERT_BACKLOG)))
+                    for _, fields in backlog:
+                        self._hand(json.loads(fields[b"msg"]))
+                    last = backlog[-1][0].decode() if backlog else "0-0"
+                while not self._stop.is_set():
+                    for _, entries in client.xread({key: last}, count=100, block=READ_BLOCK_MS) or []:
+                        for entry_id, fields in entries:
+                            last = entry_id.decode()
+                            self._hand(json.loads(fields[b"msg"]))
+            except UNREACHABLE as exc:
+                log.warning("serve --ray: Redis alert stream unreachable (%s); retrying", exc)
+                self._stop.wait(RETRY_S)

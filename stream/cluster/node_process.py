@@ -1,0 +1,95 @@
+"""One Ray node as a child process: `ray start --block` in the foreground of a `dfstream cluster` command, so
+systemd or a container runtime supervises the dfstream command and its signals reach Ray.
+
+Ray's processes (GCS, raylet, workers) all stay in the child's process group, which this module owns: `stop()`
+sends that group SIGTERM and, after `STOP_GRACE_S`, SIGKILL, so nothing is left behind and nothing outside the
+group is touched (no `ray stop`, which would stop every Ray node on the machine).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stream.cluster.settings import STOP_GRACE_S
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # node workers import `stream` and `engines` from here
+UP_TIMEOUT_S = 60.0
+
+
+def ray_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+class RayNode:
+    def __init__(self, args: list[str]) -> None:
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "RayNode":
+        cmd = [sys.executable, "-c", "from ray.scripts.scripts import main; main()", *self.args]
+        self.proc = subprocess.Popen(cmd, env=ray_env(), start_new_session=True)
+        return self
+
+    @property
+    def pgid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_for_port(self, host: str, port: int, timeout: float = UP_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"ray start exited with {self.proc.returncode if self.proc else '?'}")
+            try:
+                with socket.create_connection((host, port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"the Ray head did not listen on {host}:{port} within {timeout:.0f} s")
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
+        """SIGTERM the whole group, SIGKILL what is left after `grace_s`; the child's exit status."""
+        if self.proc is None:
+            return None
+        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and _group_alive(self.proc.pid):
+                self.proc.poll()
+                time.sleep(0.1)
+            if not _group_alive(self.proc.pid):
+                break
+        try:
+            return self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

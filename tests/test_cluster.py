@@ -1,0 +1,263 @@
+"""dfstream on Ray, for real: `dfstream cluster head`, workers and a `serve --ray` gateway as processes on
+loopback, a real Redis, and the shared clips decoded on the nodes.
+
+One bring-up carries the failover scenarios in order (each cluster start costs ~20 s of a 2-core machine):
+spread 2 + 2 -> SIGKILL of a worker's whole process tree -> unplaced when full -> a third worker joins ->
+gateway restart -> graceful SIGTERM. Its nodes run the serve fakes' one-face detector and always-fake engine
+(tests/cluster_fakes.py), so every track opens an alert at once and a lost node always leaves open alerts. A
+second, smaller bring-up runs the real pipeline (MTCNN + MesoNet) end to end.
+
+Time bounds in waits are the issue's targets with slack for a loaded 2-core machine; the measured figures are
+benchmarks/cluster.py's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from conftest import FFPP, MESONET_WEIGHTS
+from parts import needs
+from ray_cluster import Cluster, free_port, ray_unavailable
+from redis_server import RedisServer, unavailable_reason
+from serve_fakes import send
+
+pytestmark = [pytest.mark.slow, needs("redis-server", unavailable_reason()), needs("ray", ray_unavailable()),
+              needs("the shared FF++ media", None if FFPP.is_dir() else f"not found at {FFPP}")]
+
+CLIPS = sorted(FFPP.glob("fake/*.mp4"))
+FAILOVER_TARGET_S = 10.0  # stream.cluster.settings.FAILOVER_TARGET_S, the issue's promise
+SLACK = 2.0  # a loaded 2-core machine (other test runs, four decoders, five Ray nodes' daemons)
+WORKER_LOST_WITHIN_S = 30.0
+
+
+class Watcher:
+    """A websocket client of the gateway on its own thread: (arrival time, message) of everything it gets."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"ws://127.0.0.1:{port}/ws"
+        self.messages: list[tuple[float, dict]] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+
+    async def _run(self) -> None:
+        import aiohttp
+
+        while not self._stop.is_set():
+            try:
+                async with aiohttp.ClientSession() as session, session.ws_connect(self.url) as ws:
+                    while not self._stop.is_set():
+                        try:
+                            msg = await ws.receive(timeout=0.5)
+                        except asyncio.TimeoutError:
+                            continue
+                        if msg.type.name != "TEXT":
+                            break
+                        with self._lock:
+                            self.messages.append((time.time(), json.loads(msg.data)))
+            except (aiohttp.ClientError, OSError):
+                await asyncio.sleep(0.3)
+
+    def overlays(self, stream: str, since: float = 0.0) -> list[float]:
+        with self._lock:
+            return [t for t, m in self.messages if m.get("type") == "overlay" and m.get("stream") == stream
+                    and t >= since]
+
+    def states(self, stream: str) -> list[str]:
+        with self._lock:
+            return [m.get("state") for _, m in self.messages if m.get("type") == "status" and m.get("stream") == stream]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def wait_for(cond, timeout: float, what: str, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := cond():
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def max_gap(times: list[float], start: float, end: float) -> float:
+    points = [start, *[t for t in times if start <= t <= end], end]
+    return max(b - a for a, b in zip(points, points[1:]))
+
+
+def alert_entries(client) -> list[dict]:
+    return [json.loads(f[b"msg"]) for _, f in client.xrange("dfstream:alerts")]
+
+
+def open_alerts(entries: list[dict]) -> dict[str, dict]:
+    state: dict[str, dict] = {}
+    for m in entries:
+        if m["event"] == "end":
+            state.pop(m["id"], None)
+        else:
+            state[m["id"]] = m
+    return state
+
+
+def where(cluster: Cluster) -> dict[str, str | None]:
+    return {name: c["node_name"] for name, c in cluster.status()["cameras"].items()}
+
+
+def write_config(path: Path, clips: list[Path], **extra: str) -> Path:
+    lines = ["sources:"] + [f"  - {{name: cam{i}, url: '{c}', loop: true, analysed_fps: 4}}"
+                            for i, c in enumerate(clips)]
+    lines += [f"{k}: {v}" for k, v in extra.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def gateway_args(redis_url: str, config: Path, port: int, data: Path, *more: str) -> list[str]:
+    return ["--redis", redis_url, "--config", str(config), "--port", str(port), "--offline", "--data-dir", str(data),
+            "--weights-dir", str(MESONET_WEIGHTS), *more]
+
+
+def test_failover_unplaced_gateway_restart_and_graceful_leave(tmp_path):
+    import redis
+
+    assert len(CLIPS) >= 4
+    config = write_config(tmp_path / "serve.yaml", CLIPS[:4], models="[meso4-f2f]",
+                          source_policy=f"{{allowed_paths: ['{FFPP}']}}")
+    fakes = ["--node-pipeline", "cluster_fakes:pipeline"]
+    with RedisServer() as rs, Cluster(tmp_path) as cluster:
+        client = redis.Redis.from_url(rs.url)
+        cluster.head()
+        w1, w2 = cluster.worker(4), cluster.worker(4)
+        names = {cluster.node_name(w1): w1, cluster.node_name(w2): w2}
+        port = free_port()
+        args = gateway_args(rs.url, config, port, tmp_path / "gw", *fakes)
+        gateway = cluster.gateway(args)
+        ws = Watcher(port)
+        cams = [f"cam{i}" for i in range(4)]
+        try:
+            # -- four cameras, spread two and two, all overlays on the gateway's websocket ---------------------
+            wait_for(lambda: all(ws.overlays(c) for c in cams), 120, "overlays of all four cameras")
+            placed = where(cluster)
+            assert sorted(placed.values()) == sorted([*names] * 2), placed
+            # every camera has an open alert (the fake engine), on its own node's bus
+            wait_for(lambda: {m["stream"] for m in open_alerts(alert_entries(client)).values()} >= set(cams), 60,
+                     "an open alert on every camera")
+
+            # -- SIGKILL one worker's whole process tree --------------------------------------------------------
+            victim_name = placed["cam0"]
+            victim_cams = [c for c, n in placed.items() if n == victim_name]
+            others = [c for c in cams if c not in victim_cams]
+            lost_sources = {m["source"] for m in open_alerts(alert_entries(client)).values()
+                            if m["stream"] in victim_cams}
+            assert len(lost_sources) == 1
+            names[victim_name].kill_tree()
+            killed = time.time()
+            resumed = {c: wait_for(lambda c=c: (ws.overlays(c, killed + 0.5) or [None])[0],
+                                   FAILOVER_TARGET_S * SLACK, f"{c} back after the kill") - killed
+                       for c in victim_cams}
+            survivor = next(n for n in names if n != victim_name)
+            assert set(where(cluster).values()) == {survivor}
+            print(f"failover: overlays back {resumed} s after the SIGKILL")
+            assert max(resumed.values()) <= FAILOVER_TARGET_S * SLACK, resumed
+            # the other cameras never stopped
+            now = time.time()
+            for c in others:
+                assert max_gap(ws.overlays(c), killed - 5, now) < FAILOVER_TARGET_S / 2, c
+            # the lost node's open alerts end, once, with reason worker-lost
+            wait_for(lambda: not [m for m in open_alerts(alert_entries(client)).values()
+                                  if m["source"] in lost_sources], WORKER_LOST_WITHIN_S, "the lost node's alerts ended")
+            entries = alert_entries(client)
+            ends = [m for m in entries if m["event"] == "end" and m.get("reason") == "worker-lost"]
+            assert ends and {m["stream"] for m in ends} == set(victim_cams)
+            # a face still fake on the new node opens a new alert there
+            wait_for(lambda: {m["stream"] for m in open_alerts(alert_entries(client)).values()
+                              if m["source"] not in lost_sources} >= set(victim_cams), 30,
+                     "new alerts on the moved cameras from their new node")
+
+            # a name already taken with another address is refused, and nothing changes
+            before = where(cluster)
+            status, body = send(port, "POST", "/api/streams", {"url": str(CLIPS[1]), "name": "cam0"},
+                                Origin=f"http://127.0.0.1:{port}")
+            assert status == 400 and "another address" in body, (status, body)
+            assert where(cluster) == before
+
+            # -- capacity exhausted: the fifth camera is unplaced, then placed when a worker joins --------------
+            status, body = send(port, "POST", "/api/streams", {"url": str(CLIPS[0]), "name": "cam4", "loop": True},
+                                Origin=f"http://127.0.0.1:{port}")
+            assert status == 201, body
+            wait_for(lambda: "unplaced" in ws.states("cam4"), 30, "cam4 reported unplaced on the websocket")
+            listed = json.loads(send(port, "GET", "/api/streams")[1])
+            assert listed["cam4"]["state"] == "unplaced" and len(listed) == 5
+            w3 = cluster.worker(4)
+            w3_name = cluster.node_name(w3)
+            joined = time.time()
+            wait_for(lambda: ws.overlays("cam4", joined), 120, "cam4 placed once a worker joined")
+            assert where(cluster)["cam4"] == w3_name
+
+            # -- gateway restart: a fresh page sees every camera again ------------------------------------------
+            ws.close()
+            gateway.stop()
+            gateway = cluster.gateway(args, name="gateway2")
+            ws = Watcher(port)
+            everyone = [*cams, "cam4"]
+            wait_for(lambda: all(ws.overlays(c) for c in everyone), 60, "all cameras after the gateway restart")
+            assert set(json.loads(send(port, "GET", "/api/streams")[1])) == set(everyone)
+
+            # -- graceful leave: SIGTERM moves cam4 with no long gap --------------------------------------------
+            w3_sources = {m["source"] for m in alert_entries(client) if m["stream"] == "cam4"}
+            status, _ = send(port, "DELETE", f"/api/streams/{others[0]}", Origin=f"http://127.0.0.1:{port}")
+            assert status == 200
+            wait_for(lambda: others[0] not in where(cluster), 30, f"{others[0]} removed")
+            left = time.time()
+            w3.signal(15)
+            assert w3.proc.wait(60) == 0, w3.tail()
+            w3.wait_for(r"1 camera\(s\) moved: cam4 -> ")
+            moved = wait_for(lambda: ws.overlays("cam4", time.time() - 0.5) and where(cluster)["cam4"], 30,
+                             "cam4 on its new node")
+            assert moved == survivor
+            gap = max_gap(ws.overlays("cam4"), left - 2, time.time())
+            print(f"graceful leave: longest gap of cam4's overlays {gap:.2f} s")
+            assert gap <= FAILOVER_TARGET_S * SLACK
+
+            # -- the alert stream as a whole: every key once, nothing left open from a lost node ----------------
+            keys = [f[b"key"] for _, f in client.xrange("dfstream:alerts")]
+            assert keys and len(keys) == len(set(keys))
+            # the leaving node ended its own alerts before it went: plain ends, not worker-lost
+            wait_for(lambda: not [m for m in open_alerts(alert_entries(client)).values()
+                                  if m["source"] in w3_sources], WORKER_LOST_WITHIN_S, "the leaving node's alerts ended")
+            w3_ends = [m for m in alert_entries(client) if m["source"] in w3_sources and m["event"] == "end"]
+            assert w3_ends and not [m for m in w3_ends if m.get("reason")]
+        finally:
+            ws.close()
+
+
+def test_real_pipeline_on_a_node_reaches_the_gateway(tmp_path):
+    """MTCNN and MesoNet on a cluster node (the head, holding two cameras): faces the node's engine scored reach
+    the gateway's websocket through Redis, and `cluster status` shows where each camera runs."""
+    clips = [FFPP / "fake" / "Face2Face_750_743.mp4", FFPP / "real" / "519.mp4"]
+    config = write_config(tmp_path / "serve.yaml", clips, models="[meso4-f2f]", detector="{max_side: 320}")
+    with RedisServer() as rs, Cluster(tmp_path) as cluster:
+        cluster.head(cameras=2)
+        port = free_port()
+        cluster.gateway(gateway_args(rs.url, config, port, tmp_path / "gw"))
+        ws = Watcher(port)
+        try:
+            def scored(stream: str) -> bool:
+                with ws._lock:
+                    return any(m.get("type") == "overlay" and m.get("stream") == stream and m.get("source") != "director"
+                               and any(f.get("raw") is not None and "meso4-f2f" in f.get("engines", {})
+                                       for f in m.get("faces", []))
+                               for _, m in ws.messages)
+            wait_for(lambda: scored("cam0") and scored("cam1"), 240, "faces scored by meso4-f2f from both cameras")
+            text = cluster.status(text=True)
+            assert "cam0" in text and "cam1" in text and "cameras 2/2" in text, text
+        finally:
+            ws.close()
