@@ -17,11 +17,11 @@ import asyncio
 import json
 import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
+from polling import wait_for
 from conftest import FFPP, MESONET_WEIGHTS
 from parts import needs
 from ray_cluster import Cluster, free_port, ray_unavailable
@@ -78,15 +78,6 @@ class Watcher:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
-
-
-def wait_for(cond, timeout: float, what: str, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := cond():
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def max_gap(times: list[float], start: float, end: float) -> float:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from polling import log_alerts, wait_for
 from parts import import_or_require, needs
 
 from engines.quality import QualityFloor
@@ -41,20 +42,6 @@ VERDICTS = {"real", "uncertain", "fake", "none"}
 @pytest.fixture(autouse=True)
 def _paho():
     import_or_require("paho.mqtt.client")
-
-
-def wait_for(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def log_alerts(data_dir) -> list[dict]:
-    path = data_dir / "alerts.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def first_keys(sub: Subscriber) -> list[str]:

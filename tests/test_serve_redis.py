@@ -1,12 +1,12 @@
 """serve --redis end to end: the real pipeline on the shared Deepfakes video raises alerts that reach
 `dfstream alerts --follow` through Redis, and survive Redis being killed and restarted mid-run."""
 
-import json
 import time
 from pathlib import Path
 
 import pytest
 
+from polling import log_alerts, wait_for
 from parts import needs
 import redis
 
@@ -28,20 +28,6 @@ MIN_OUTAGE_S = 3.0
 ALERT_WAIT_S = 180.0  # alerts come from verdict flips, rarer when a loaded machine analyses few frames
 # A twitchy policy so the Deepfakes clip keeps raising alerts (start/update/end) throughout a short run.
 TWITCHY = VerdictPolicy(smoothing="ema", ema_alpha=1.0, t_high=0.9, t_low=0.85, k=1)
-
-
-def log_alerts(data_dir: Path) -> list[dict]:
-    path = data_dir / "alerts.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def wait_for(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_alerts_reach_follower_exactly_once_across_a_redis_restart(tmp_path):

@@ -21,6 +21,7 @@ from stream.live.sources.live import SourceConfig
 from stream.live.verdicts.alerts import AlertPolicy
 from stream.live.verdicts.policy import VerdictPolicy
 
+from polling import log_alerts, wait_for
 from conftest import FFPP, MESONET_WEIGHTS
 from live_server import LiveServer
 from webhook_receiver import Receiver
@@ -33,20 +34,6 @@ ALERT_WAIT_S = 180.0
 TWITCHY = VerdictPolicy(smoothing="ema", ema_alpha=1.0, t_high=0.9, t_low=0.85, k=1)
 FAST_RETRY = Backoff(initial_s=0.2, factor=2.0, max_s=1.0, jitter=0.2)  # the test waits seconds, not minutes
 SOURCE = SourceConfig(name="df", url=str(FFPP / "fake" / "Deepfakes_519_515.mp4"), loop=True)
-
-
-def wait_for(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def log_alerts(data_dir) -> list[dict]:
-    path = data_dir / "alerts.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def hook_config(receiver: Receiver, **kw) -> WebhookConfig:
