@@ -188,7 +188,7 @@ EXPECTED = {
         '<action> build required',
     ],
     '': [
-        '<command> scan|eval|calibrate|serve|cluster|train|explain|kb|alerts|models|engines required',
+        '<command> scan|eval|calibrate|baseline|serve|cluster|train|explain|kb|alerts|models|engines required',
     ],
 }
 

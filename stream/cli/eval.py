@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from stream.cli.baseline import add_baseline, check_for_judging, read_for_judging
 from stream.cli.common import EXIT_INPUT_FAILED, EXIT_OK, add_backend, add_model_args, face_detector, \
     add_calibration, load_models, print_table
 from stream.jobs.train.tracking import add_emissions_arguments
@@ -30,6 +31,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the face-crop cache")
     add_emissions_arguments(p)
     add_calibration(p)
+    add_baseline(p)
     # The engine-conversion settings, fixed for eval: fp32, the default engine cache.
     p.set_defaults(run=run, precision="fp32", calibrate=None, cache_dir=None)
     return p
@@ -45,8 +47,11 @@ def run(args: argparse.Namespace) -> int:
     # Without CodeCarbon, or with an unknown country, --track-emissions fails before any work.
     emissions = EmissionsMeter(args.track_emissions, args.out, args.emissions_country, "dfstream-eval")
     dataset = discover(args.dataset)  # a bad dataset fails before any model loads
+    baseline = read_for_judging(args)
     with emissions:  # loading the models and scoring: the eval's whole cost
         engines, thresholds, ensemble = load_models(args)
+        if baseline is not None:
+            check_for_judging(baseline, args.baseline, engines, ensemble)
         threshold = [args.threshold] if args.threshold is not None else thresholds
         # raw scores: calibration (and an ensemble's stacking) are applied below, so both sides are measured
         scanner = Scanner(engines, threshold, ScanOptions(fps=args.fps, faces=args.faces), face_detector(args),
@@ -57,8 +62,14 @@ def run(args: argparse.Namespace) -> int:
     extra = {"emissions": emissions.result} if args.track_emissions else {}
     report, calibration = calibrated_report(report, engines, ensemble, args.out)
     extra.update(calibration)
+    if baseline is not None:
+        from stream.jobs.baseline import judge_report
+
+        extra["baseline"] = judge_report(report, baseline, ensemble.fuse if ensemble is not None else None)
     metrics = write_report(report, args.out, extra=extra or None)
     print_metrics(metrics, args.out)
+    if baseline is not None:
+        print_baseline(metrics["baseline"])
     return EXIT_INPUT_FAILED if report.errors else EXIT_OK
 
 
@@ -122,4 +133,18 @@ def print_metrics(metrics: dict, out: Path) -> None:
                 m = by_level[level]
                 table.add_row(subset, level, f"{m['n']} ({m['real']}/{m['fake']})", fmt(m["accuracy"]),
                               fmt(m["f1"]), fmt(m["auc"]))
+    print_table(table)
+
+
+def print_baseline(b: dict) -> None:
+    """Files called fake by the rolling verdict under the global bar and under the camera's."""
+    from rich.table import Table
+
+    table = Table(title=f"rolling verdicts: global bar {b['global_threshold']:g} vs camera baseline "
+                        f"{b['threshold']:.3f} (alpha {b['alpha']:g}, {b['rule']})")
+    for col in ("bar", "reals called fake", "fakes caught"):
+        table.add_column(col, justify="left" if col == "bar" else "right")
+    for bar in ("global", "camera"):
+        r = b[bar]
+        table.add_row(bar, f"{r['false_alarms']}/{r['real']}", f"{r['catches']}/{r['fake']}")
     print_table(table)

@@ -176,6 +176,7 @@ class ItemResult:
     cached: bool = False
     gated: int = 0  # face-frames below every engine's quality floor: not scored, as in scan and serve
     engine_scores: list[dict[str, float]] = field(default_factory=list)  # per face-frame, each engine's p(fake)
+    face_tracks: list[int] = field(default_factory=list)  # per face-frame of engine_scores, its track id
 
 
 @dataclass
@@ -269,7 +270,8 @@ def _score_item(item: DatasetItem, scanner: Scanner, cache: CropCache | None, pr
         return ItemResult(item, none, error=result.error, cached=cached)
     frame_scores = np.array([np.mean(list(s.values())) for s in per_face if s], dtype=np.float64)
     return ItemResult(item, frame_scores, cached=cached, gated=sum(t.gated for t in result.tracks),
-                      engine_scores=[s for s in per_face if s])
+                      engine_scores=[s for s in per_face if s],
+                      face_tracks=[int(t) for t, s in zip(crops.track, per_face) if s])
 
 
 def _without_path(message: str, path: Path) -> str:
