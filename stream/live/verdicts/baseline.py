@@ -241,11 +241,12 @@ def fit(tracks: Sequence[Sequence[EngineScores]], policy: VerdictPolicy, *, mode
         rule, bound = "conformal", float(np.nextafter(logit(np.array(q)), math.inf))  # alerts only above q
     else:
         rule, bound = "bounded", max(t_bound(logit(np.array(levels)), alpha), float(logit(np.array(top))))
-    lo = float(logit(np.array(bp.floor)))
-    hi = max(float(logit(np.array(policy.t_high))), float(logit(np.array(top))) + bp.ceiling_margin)
+    t_high = float(logit(np.array(policy.t_high)))
+    lo = float(logit(np.array(bp.floor))) if rule == "conformal" else t_high  # only a guarantee may lower it
+    hi = max(t_high, float(logit(np.array(top))) + bp.ceiling_margin)
     clipped = "floor" if bound < lo else "ceiling" if bound > hi else None
     bar = float(np.clip(bound, lo, hi))
-    shift = bar - float(logit(np.array(policy.t_high)))
+    shift = bar - t_high
     return Baseline(
         model=model, engines=list(engines), ensemble_sha256=ensemble_sha256, policy=policy, fps=fps,
         source=source, learned_at=learned_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -273,7 +274,10 @@ def sha256_json(item: BaseModel) -> str:
 
 def read(path: Path) -> Baseline:
     """A baseline file, validated; BaselineError says what is wrong with it."""
-    data = read_json(path, "baseline")
+    try:
+        data = read_json(path, "baseline")
+    except CalibrationError as exc:
+        raise BaselineError(str(exc)) from None
     if data.get("format") != BASELINE_FORMAT:
         raise BaselineError(f"{path}: not a baseline file (format {data.get('format')!r}, expected "
                             f"{BASELINE_FORMAT!r})")
