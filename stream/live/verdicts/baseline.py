@@ -3,28 +3,29 @@ with a stated false-alarm rate.
 
 Why: scores carry a per-camera offset (lighting, compression, resolution, the person) that a global threshold
 cannot know. What is learned is what the verdict uses: the smoothed, fused track score of `TrackVerdict`
-(policy.py), so the promise is about verdicts, not single frames. Faces below the quality gate never reach
-`fit`: the caller leaves them out, as the judge does.
+(policy.py), so the promise is about verdicts, not single frames. Faces below the quality gate never reach `fit`:
+the caller leaves them out, as the judge does.
 
-**Effective samples.** Consecutive smoothed updates share most of their inputs (a median over `window` updates),
-so they are not exchangeable. Each track's smoothed series is cut into non-overlapping blocks of `block` updates
-(default the median window, so no two blocks share an input); a block's maximum is one effective sample. Fewer
-than `min_effective` blocks is refused, with the seconds still needed.
+**What is sampled.** The verdict turns fake when k consecutive smoothed updates reach t_high, so the statistic that
+matters is a run's *held level*: the lowest of k consecutive smoothed scores. Consecutive updates share most of
+their inputs (a median over `window` updates) and are not exchangeable, so each track's series is cut into
+non-overlapping blocks of `block` updates (default the median window: no two blocks share an input); a block's
+highest held level is one effective sample. Fewer than `min_effective` blocks is refused, with the seconds still
+needed.
 
-**The threshold (the rule).** In logits of p(fake), with m block maxima X, M the highest smoothed score seen:
+**The bar (the rule).** In logits of p(fake), with m block levels X and M the highest held level seen:
 1. conformal: with k = ceil((m + 1)(1 - alpha)) <= m, the bar is just above the k-th smallest X. For exchangeable
-   blocks, a new real block's maximum exceeds it with probability at most alpha (split conformal prediction).
-2. bounded (k > m, the conformal bound is +inf): the Student-t prediction bound of a new block maximum,
-   mean(X) + t(1 - alpha, m - 1) sd(X) sqrt(1 + 1/m), and never below M. This assumes normal block maxima in
-   logits: an explicit, weaker promise, named in the record's `rule`.
-3. floor and ceiling: the bar is then clipped to [floor, max(t_high, M + ceiling_margin)]:
-   - floor: a baseline may lower the bar below the global t_high (a quiet camera), never below `floor`
-     (default p(fake) 0.5, where a calibrated model calls a face as likely fake as real), so a stretch learned
-     while the camera happened to be quiet cannot make it alert on faces the model calls probably real; a noisy
-     camera's bar only rises, so it alerts less, never more.
-   - ceiling: the bar is never above both t_high and `ceiling_margin` logits over everything the camera showed
-     as real, so a face scoring far above all of its known-real footage always alerts.
-The hysteresis keeps its shape: t_low moves by the same logit shift as t_high.
+   blocks, a new block of real footage turns the verdict fake with probability at most alpha (split conformal
+   prediction). Only this rule may lower the bar below t_high, and never below `floor`.
+2. bounded (k > m: the conformal bound is +inf, e.g. under 99 blocks at alpha 0.01): the Student-t prediction
+   bound of one more block level, mean(X) + t(1 - alpha, m - 1) sd(X) sqrt(1 + 1/m), never below M nor below
+   t_high. It assumes normal block levels in logits: a weaker promise, named `bounded` in the record.
+3. the ceiling: the bar is never above both t_high and M + `ceiling_margin`, so a face held far above everything
+   the camera showed as real always alerts, however short or noisy the footage was.
+So a noisy camera's bar only rises (it alerts less, never more); a quiet camera's bar drops only on a distribution-
+free guarantee and at most to `floor` (default p(fake) 0.5, where a calibrated model calls a face as likely fake
+as real), so a stretch learned while the camera happened to be quiet cannot make it alert on faces the model calls
+probably real. t_low moves by the same logit shift as t_high, so the hysteresis keeps its width.
 
 Files are JSON, keyed like calibration files (engines.calibration) by each engine's weights sha256 and its
 calibration map: a baseline is refused for other weights, because its scores would mean something else.
@@ -90,7 +91,8 @@ class Baseline(BaseModel):
     conformal: float | None = Field(description="the conformal bound, p(fake); null when it is +inf")
     bound: float = Field(description="the bound after rule 1 or 2, before floor and ceiling (p(fake))")
     max_seen: float = Field(description="highest level the footage's smoothed p(fake) held for k updates")
-    clipped: Literal["floor", "ceiling"] | None = Field(default=None, description="which clip moved the bar")
+    clipped: Literal["floor", "ceiling"] | None = Field(
+        default=None, description="which limit moved the bar: the floor (or t_high for the bounded rule) or the ceiling")
     threshold: float = Field(gt=0, lt=1, description="the camera's t_high: p(fake) at or above which it alerts")
     t_low: float = Field(gt=0, lt=1, description="the camera's t_low, shifted like t_high")
     levels: list[float] = Field(description="each block's highest level held for k updates, in order")
