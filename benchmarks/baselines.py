@@ -21,7 +21,9 @@ last 40 % of the real clip (false alarm if called fake), the whole swapped twin 
 other cameras' last 40 % (a different person). Rules:
 - global: the verdict policy's own bar (t_high 0.7), no baseline;
 - naive-max: the bar just above the highest smoothed score of the stretch (the issue's strawman);
-- camera: stream/live/verdicts/baseline.fit with the default BaselinePolicy (conformal / bounded, floor, ceiling);
+- camera: stream/live/verdicts/baseline.fit with the default BaselinePolicy (conformal / bounded, floor, ceiling),
+  except that it learns on a stretch the global bar already calls fake (learn_on_fake; marked where the default
+  would refuse);
 - camera a=0.1: the same with alpha 0.1 (finite conformal bound from 9 blocks: the bar may drop to the floor);
 - camera c=X: the same with ceiling_margin X; the leave-one-pair-out table picks X on two pairs (fewest false
   alarms, then most catches, then the largest X) and reports the third;
@@ -170,6 +172,11 @@ def judge_all(clips: dict[str, Clip], members: Sequence[str], stretch: str, subj
             except BaselineError as exc:
                 policies[rule] = None
                 notes[rule] = "refused: " + str(exc).split(":")[0].split(" (")[0]
+        try:  # the benchmark learns on every stretch; the product refuses one the global bar calls fake
+            fit(base, VerdictPolicy(), model="+".join(members), engines=keys, source=real, fps=FPS, gated=gated)
+        except BaselineError as exc:
+            if "already calls" in str(exc):
+                notes["camera"] += " (refused by default: already fake)"
         series = [x for t in base if (s := smoothed_series(t, VerdictPolicy())) for x in s]
         policies["naive-max"] = shifted(VerdictPolicy(), min(max(series) + 1e-9, 1 - 1e-6)) if series else None
         policies["clip-mean"] = policies["camera"]
@@ -262,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     result: dict = {"tracks": args.tracks, "rows": {}}
     for model in args.model or [*FILES, ENSEMBLE]:
         members = list(FILES) if model == ENSEMBLE else [model]
-        print(f"\n  {model}: smoothed p(fake) of the subject, min/median/max")
+        print(f"\n  {model}: smoothed p(fake) of the {args.tracks} track(s), min/median/max")
         print("\n".join(ranges(clips, model, args.tracks == "subject")))
         for stretch in STRETCHES:
             rows = judge_all(clips, members, stretch, args.tracks == "subject")

@@ -29,13 +29,12 @@ from stream.live.verdicts.baseline import Baseline, EngineKey, TrackJudgement, f
 LIVE_NAME = "baseline"  # the name the live input's SourceConfig carries (it is never shown)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Footage:
     """What one input gives a baseline: per track, the engine scores of each judged face-frame in time order."""
 
     tracks: dict[int, list[dict[str, float]]] = field(default_factory=dict)
-    faces: int = 0  # face-frames found
-    gated: int = 0  # of them, below every engine's quality floor
+    gated: int = 0  # face-frames below every engine's quality floor
     reason: str | None = None  # the latest reason a face was gated
 
 
@@ -62,7 +61,6 @@ def fusion_of(scanner: Scanner, policy: VerdictPolicy) -> Callable[[Mapping[str,
 def collect(scanner: Scanner, name: str | Path, batches: Iterable[FaceBatch],
             on_frames: Callable[[int], None] | None = None) -> tuple[ScanResult, Footage]:
     """Score face batches with the scan path and sort each face's judged scores into its track."""
-    footage = Footage()
     order: list[tuple[int, object]] = []  # (track, gate) per face, in the order `score` returns them
 
     def tap(batches: Iterable[FaceBatch]) -> Iterator[FaceBatch]:
@@ -74,18 +72,18 @@ def collect(scanner: Scanner, name: str | Path, batches: Iterable[FaceBatch],
 
     result, per_face = scanner.score(name, tap(batches), on_frames)
     latest: dict[int, dict[str, float]] = {}
+    tracks: dict[int, list[dict[str, float]]] = {}
+    gated, reason = 0, None
     for (tid, gate), got in zip(order, per_face):
-        footage.faces += 1
         if gate is not None and gate.low_quality:
-            footage.gated += 1
-            footage.reason = gate.reason
+            gated, reason = gated + 1, gate.reason
             continue
         carried = latest.setdefault(tid, {})
         carried.update(got)
         engines = gate.keep(carried) if gate is not None else dict(carried)
         if engines:
-            footage.tracks.setdefault(tid, []).append(engines)
-    return result, footage
+            tracks.setdefault(tid, []).append(engines)
+    return result, Footage(tracks, gated, reason)
 
 
 def frames_of(source: str | Path, fps: float | None, seconds: float | None) -> Iterator[Frame]:
@@ -173,9 +171,10 @@ def judge_report(report: Any, baseline: Baseline, fusion: Callable[[Mapping[str,
     for r in report.results:
         if r.error is not None:
             continue
-        footage = Footage(gated=r.gated)
+        tracks: dict[int, list[dict[str, float]]] = {}
         for tid, scores in zip(r.face_tracks, r.engine_scores):
-            footage.tracks.setdefault(tid, []).append(scores)
+            tracks.setdefault(tid, []).append(scores)
+        footage = Footage(tracks, r.gated)
         camera = judge(baseline, footage, fusion)
         rows.append({"path": str(r.item.path), "label": r.item.label, "method": r.item.method,
                      "global": judge(baseline, footage, fusion, policy=baseline.policy).label,
