@@ -5,6 +5,7 @@ stretch) and `scan`/`eval` refuse a baseline for other weights or a malformed fi
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -31,13 +32,14 @@ def _cut(src: Path, dst: Path, start: float, seconds: float, scale: float = 1.0)
         w, h = (int(vin.width * scale) // 2 * 2, int(vin.height * scale) // 2 * 2)
         vout = out.add_stream("libx264", rate=vin.average_rate, options={"crf": "16"})
         vout.width, vout.height, vout.pix_fmt = w, h, "yuv420p"
+        n = 0
         for frame in inp.decode(vin):
             if frame.time < start:
                 continue
             if frame.time >= start + seconds:
                 break
             frame = frame.reformat(width=w, height=h, format="yuv420p")
-            frame.pts = None
+            frame.pts, frame.time_base, n = n, Fraction(1, int(vin.average_rate)), n + 1  # one tick a frame
             out.mux(vout.encode(frame))
         out.mux(vout.encode(None))
     return dst
