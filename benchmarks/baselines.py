@@ -269,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     result: dict = {"tracks": args.tracks, "rows": {}}
     for model in args.model or [*FILES, ENSEMBLE]:
         members = list(FILES) if model == ENSEMBLE else [model]
-        print(f"\n  {model}: smoothed p(fake) of the {args.tracks} track(s), min/median/max")
+        print(f"\n  {model}: smoothed p(fake) ({args.tracks} tracks), min/median/max")
         print("\n".join(ranges(clips, model, args.tracks == "subject")))
         for stretch in STRETCHES:
             rows = judge_all(clips, members, stretch, args.tracks == "subject")
