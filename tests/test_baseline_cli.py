@@ -5,6 +5,8 @@ stretch) and `scan`/`eval` refuse a baseline for other weights or a malformed fi
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,11 +20,16 @@ from stream.config.verdicts import VerdictPolicy
 from stream.live.verdicts.baseline import EngineKey, fit, read, write
 
 from conftest import FFPP, MESONET_WEIGHTS
+from parts import needs
+from rtsp_server import RtspServer, unavailable_reason
 
 pytestmark = pytest.mark.slow
 ENGINE_ARGS = ["--weights-dir", str(MESONET_WEIGHTS), "--offline", "--device", "cpu"]
 REAL, FAKE = FFPP / "real" / "519.mp4", FFPP / "fake" / "Deepfakes_519_515.mp4"  # same scene; meso4-f2f sees it
 LEARN_S = 6.0
+REPO = Path(__file__).resolve().parents[1]
+LIVE_TIMEOUT_S = 240  # 6 s of stream plus loading the model and MTCNN on a loaded machine; a run that ignores
+# --seconds on a live camera would never end, and is killed here
 
 
 def _cut(src: Path, dst: Path, start: float, seconds: float, scale: float = 1.0) -> Path:
@@ -150,3 +157,18 @@ def test_a_live_source_needs_seconds(tmp_path, capsys):
     assert "--seconds" in capsys.readouterr().err
     assert not (tmp_path / "b.json").exists()
     np.testing.assert_equal(sorted(tmp_path.iterdir()), [])
+
+
+@needs("GStreamer's RTSP server", unavailable_reason())
+def test_baseline_learns_from_a_live_rtsp_camera_for_n_seconds(tmp_path):
+    """A real RTSP camera (gst-rtsp-server looping a shared clip): learning stops after --seconds of stream time,
+    and the file names the camera without its credentials."""
+    out = tmp_path / "door.baseline.json"
+    with RtspServer(FFPP / "real" / "004.mp4") as camera:
+        url = camera.url.replace("rtsp://", "rtsp://admin:s3cret@")
+        done = subprocess.run([sys.executable, "-m", "stream", "baseline", url, "--seconds", "6", "--out", str(out),
+                               *ENGINE_ARGS], capture_output=True, text=True, timeout=LIVE_TIMEOUT_S, cwd=REPO)
+    assert done.returncode == EXIT_OK, done.stderr
+    b = read(out)
+    assert "s3cret" not in out.read_text() and b.source == f"rtsp://***@127.0.0.1:{camera.port}/live"
+    assert b.fps == 5.0 and 20 <= b.faces + b.gated <= 31 and b.n_eff >= 2  # 6 s at 5 analysed fps
