@@ -10,6 +10,11 @@ Classes of message:
 - **lossy** (`overlay`, `status`): a newer one supersedes an older one, so dropping is better than delaying
   the pipeline or another client;
 - **durable** (`alert`): every one must reach every subscriber once, in order.
+
+Producers publish these records on the in-process bus (`stream.live.bus.dispatch.MessageBus`); the wire form
+(`to_message()`, one dict per record, JSON by `dumps`) is made there once, for the subscribers at the edge
+(websockets, the alert log, Redis, webhooks, MQTT). `WIRE` lists the records that ever leave the process;
+`AlertClosing` and `Custody` are in-process only: they carry the evidence recorder's part of an alert's life.
 """
 
 from __future__ import annotations
@@ -155,7 +160,10 @@ class Status:
 @dataclass(frozen=True, slots=True)
 class Alert:
     """One message of an alert's life. `id` is stable for the alert; `key` (id:seq) is unique per message,
-    which makes replays idempotent."""
+    which makes replays idempotent.
+
+    `at` and `faces` never reach the wire: what the evidence recorder needs from the moment the alert started
+    (the source time of the first frame judged fake, and the face crops it was raised on)."""
 
     event: AlertEvent
     id: str
@@ -172,10 +180,26 @@ class Alert:
     # Chain of custody, once the recording is complete: every evidence file's sha256 and size, the redacted
     # source, the models and their weights' hashes, the calibration, the dfstream version (evidence/manifest.py)
     custody: dict[str, Any] | None = None
+    at: float | None = field(default=None, compare=False)  # source time of the first frame judged fake (start)
+    # (snapshot crop, recent crops) as uint8 arrays (start); Any: this module imports no numpy
+    faces: Any = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> str:
         return f"{self.id}:{self.seq}"
+
+    @classmethod
+    def from_message(cls, msg: Message) -> Alert:
+        """The record of an alert's wire form (the Redis stream, the alert log); KeyError or ValueError when it is
+        not one. Fields the wire adds (`v`, `type`, `key`, `source`) are dropped: `key` follows from id and seq."""
+        if msg.get("type") != ALERT:
+            raise ValueError(f"not an alert message: type {msg.get('type')!r}")
+        return cls(event=msg["event"], id=str(msg["id"]), seq=int(msg["seq"]), stream=str(msg["stream"]),
+                   track=int(msg["track"]), started_at=float(msg["started_at"]),
+                   ended_at=None if msg.get("ended_at") is None else float(msg["ended_at"]),
+                   score_max=float(msg["score_max"]), engines=dict(msg.get("engines") or {}),
+                   evidence=dict(msg.get("evidence") or {}), ts=float(msg.get("ts") or time.time()),
+                   reason=msg.get("reason"), custody=msg.get("custody"))
 
     def to_message(self) -> Message:
         return {"v": VERSION, "type": ALERT, "event": self.event, "id": self.id, "key": self.key, "seq": self.seq,
@@ -183,3 +207,29 @@ class Alert:
                 "ended_at": self.ended_at, "score_max": self.score_max, "engines": dict(self.engines),
                 "evidence": dict(self.evidence), "ts": self.ts, **({"reason": self.reason} if self.reason else {}),
                 **({"custody": self.custody} if self.custody is not None else {})}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertClosing:
+    """In-process only: an alert's face is gone (its last analysed frame at source time `at`), but its recording
+    is still running. The evidence recorder records the post-roll and answers with `Custody`; the lifecycle sends
+    the alert's `end` then, carrying it."""
+
+    alert_id: str
+    stream: str
+    at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Custody:
+    """In-process only: the evidence recorder's answer to an alert, once its recording is complete (or known not
+    to exist: `custody` None). The lifecycle amends the alert with it: `end` if the alert has closed, else an
+    `update`. `recording_state` is what the alert's evidence says from then on ("complete" or "none")."""
+
+    alert_id: str
+    recording_state: str
+    custody: dict[str, Any] | None = None
+
+
+Record = Overlay | Status | Alert | AlertClosing | Custody
+WIRE: tuple[type, ...] = (Overlay, Status, Alert)  # the records whose wire form leaves the process

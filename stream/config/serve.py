@@ -20,6 +20,7 @@ from stream.config.scheduler import SchedulerConfig
 from stream.config.sources import SourceConfig, SourcePolicy
 from stream.config.verdicts import AlertPolicy, EvidencePolicy, VerdictPolicy
 
+DEFAULT_REDIS_NAMESPACE = "dfstream"  # = stream.live.bus.redis_bus.DEFAULT_NAMESPACE
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -56,6 +57,10 @@ class ServeConfig(BaseModel):
     data_dir: Path = Field(default_factory=lambda: default_data_dir(),
                            description="alert log, spool and evidence ($DFSTREAM_DATA or ~/.local/share/dfstream)")
     redis: str | None = Field(default=None, description="redis://… to publish overlays, status and alerts to")
+    redis_namespace: str = Field(default=DEFAULT_REDIS_NAMESPACE, min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$",
+                                 description="prefix of every Redis key and channel (`<ns>:alerts`, "
+                                 "`<ns>:overlay:<stream>`): give each deployment sharing one Redis its own; a "
+                                 "cluster's gateway, director and nodes all use the gateway's")
     mqtt: MqttConfig | None = Field(default=None, description="an MQTT broker to publish alerts, verdicts and "
                                     "status to, Frigate's way (stream.live.bus.channels.mqtt)")
     source_policy: SourcePolicy = Field(default_factory=SourcePolicy,

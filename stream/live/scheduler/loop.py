@@ -41,7 +41,7 @@ from stream.live.sources.live import StreamSource
 from stream.live.verdicts.alerts import AlertManager
 from stream.live.verdicts.judge import Judge
 from stream.live.verdicts.policy import worst
-from stream.messages import FaceOverlay, Overlay, SchedulerStatus, Status
+from stream.messages import FaceOverlay, Overlay, Record, SchedulerStatus, Status
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ DUPLICATE_IOU = 0.5  # re-located boxes overlapping this much are one face
 HANDOFF_WAIT_S = 0.1  # the overlapped loop's worker re-checks for a stop this often while the scorer is busy
 STATUS_EVENTS = 3  # recent governor decisions carried in each status message
 
-Publish = Callable[[dict[str, Any]], None]
+Publish = Callable[[Record], None]  # a record to the bus (MessageBus.publish)
 Pick = tuple[LiveStream, Frame]
 
 
@@ -332,7 +332,7 @@ class Scheduler:
             picks[i][0].since_full += 1
         return out
 
-    def _overlay(self, st: LiveStream, frame: Frame, faces: list[tuple[Track, Any]], now: float) -> dict[str, Any]:
+    def _overlay(self, st: LiveStream, frame: Frame, faces: list[tuple[Track, Any]], now: float) -> Overlay:
         out = []
         for track, det in faces:
             j = self.judge.judge(st.name, track.id, track.verdict, track.scores, track.evidence, track.gate,
@@ -343,12 +343,12 @@ class Scheduler:
                                    reason=j.reason))
         return Overlay(stream=st.name, pts=frame.pts, time=frame.time, frame_size=frame.size,
                        latency_ms=(now - frame.received) * 1000.0, faces=tuple(out),
-                       verdict=worst([t.verdict.verdict for t in st.tracks.values()])).to_message()
+                       verdict=worst([t.verdict.verdict for t in st.tracks.values()]))
 
     def publish_status(self) -> None:
         """Every stream's status (the periodic heartbeat of rates and load)."""
         for st in self.streams():
-            self.publish(self._status(st).to_message())
+            self.publish(self._status(st))
 
     def publish_source_status(self, source: StreamSource) -> None:
         """One source's status now (its state just changed): with the scheduler's view while it holds the
@@ -356,9 +356,9 @@ class Scheduler:
         with self._lock:
             st = self._streams.get(source.name)
         if st is not None and st.source is source:
-            self.publish(self._status(st).to_message())
+            self.publish(self._status(st))
         else:
-            self.publish(Status(source.name, source=source.source_status()).to_message())
+            self.publish(Status(source.name, source=source.source_status()))
 
     def _status(self, st: LiveStream) -> Status:
         g = self.governor
