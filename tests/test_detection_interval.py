@@ -64,7 +64,7 @@ def _scene(positions: list[tuple[int, int] | None]) -> list[Frame]:
 def _run(policy: DetectionPolicy, frames: list[Frame]):
     detector = _Counting()
     msgs: list[dict] = []
-    sched = Scheduler(detector, [], msgs.append, SchedulerConfig(detection=policy))
+    sched = Scheduler(detector, [], lambda record: msgs.append(record.to_message()), SchedulerConfig(detection=policy))
     st = sched.add(_Feed())
     for frame in frames:
         sched.process([(st, frame)])

@@ -10,10 +10,13 @@ import numpy as np
 
 from stream.config.evidence import EvidencePolicy
 from stream.config.verdicts import AlertPolicy
+from stream.live.bus import MessageBus
 from stream.live.evidence.recorder import Recorder
 from stream.live.evidence.store import EvidenceStore
+from stream.live.server.wiring import wire_evidence
 from stream.live.sources.live import AVLiveSource, SourceConfig
 from stream.live.verdicts.alerts import AlertManager
+from stream.messages import Alert
 
 from conftest import FFPP
 
@@ -35,9 +38,11 @@ def newest(recorder) -> float:
 
 def run(tmp_path, policy: EvidencePolicy, steps):
     store = EvidenceStore(tmp_path, policy)
-    recorder = Recorder(store, {"dfstream": "test"})
-    msgs: list[dict] = []
-    manager = AlertManager(msgs.append, store, AlertPolicy(update_every_s=100), recorder)
+    bus, msgs = MessageBus(), []
+    recorder = Recorder(store, {"dfstream": "test"}, bus.publish)
+    manager = AlertManager(bus.publish, AlertPolicy(update_every_s=100), store.layout)
+    wire_evidence(bus, manager, recorder)
+    bus.subscribe(Alert, msgs.append, wire=True)
     source = AVLiveSource(SourceConfig(name="df", url=str(FFPP / "fake" / "Deepfakes_519_515.mp4")))
     recorder.attach(source)
     source.start()

@@ -29,18 +29,23 @@ from stream.messages import WIRE, Alert, AlertClosing, Custody, Overlay
 def wire(bus: MessageBus, *, alerts: AlertManager, recorder: Recorder, alert_log: AlertLog, hub: Hub,
          redis: Any | None, channels: Channels) -> list[Unsubscribe]:
     """Subscribe the service's parts to `bus`; returns their unsubscribers (called when the service stops)."""
-    subscriptions = [
-        # evidence: overlays feed the recording rings; an alert's start writes its face and starts its recording,
-        # its closing records the post-roll; the recorder answers with the custody, which the lifecycle sends
-        bus.subscribe(Overlay, recorder.on_overlay),
-        bus.subscribe(Alert, recorder.on_alert),
-        bus.subscribe(AlertClosing, recorder.on_closing),
-        bus.subscribe(Custody, alerts.amend),
-        # the edges, in wire form: the alert log, the page, Redis, the alert channels
-        bus.subscribe(Alert, alert_log.append, wire=True),
-        bus.subscribe(WIRE, hub.publish_threadsafe, wire=True),
-    ]
+    return [*wire_evidence(bus, alerts, recorder), *wire_edges(bus, alert_log, hub, redis, channels)]
+
+
+def wire_evidence(bus: MessageBus, alerts: AlertManager, recorder: Recorder) -> list[Unsubscribe]:
+    """Evidence: overlays feed the recording rings; an alert's start writes its face and starts its recording, its
+    closing records the post-roll; the recorder answers with the custody, which the lifecycle sends."""
+    return [bus.subscribe(Overlay, recorder.on_overlay),
+            bus.subscribe(Alert, recorder.on_alert),
+            bus.subscribe(AlertClosing, recorder.on_closing),
+            bus.subscribe(Custody, alerts.amend)]
+
+
+def wire_edges(bus: MessageBus, alert_log: AlertLog, hub: Hub, redis: Any | None,
+               channels: Channels) -> list[Unsubscribe]:
+    """The edges, in wire form: the alert log, the page, Redis, the alert channels."""
+    subscriptions = [bus.subscribe(Alert, alert_log.append, wire=True),
+                     bus.subscribe(WIRE, hub.publish_threadsafe, wire=True)]
     if redis is not None:
         subscriptions.append(bus.subscribe(redis.kinds, redis.publish, wire=True))
-    subscriptions += [bus.subscribe(channel.kinds, channel.publish, wire=True) for channel in channels.all]
-    return subscriptions
+    return subscriptions + [bus.subscribe(channel.kinds, channel.publish, wire=True) for channel in channels.all]
