@@ -246,7 +246,7 @@ class SpooledSender:
                         self._dead_letter(msg, error)
                         done += 1
                         self._attempts = 0
-                    elif not final:
+                    elif not final and (self.policy.max_attempts or self._attempts == 1):  # an outage: once
                         log.warning("%s %s: delivery of %s failed (%s), attempt %d%s; retrying in %.1f s",
                                     self.link.kind, self.link.name, msg.get("key"), error, self._attempts,
                                     f"/{self.policy.max_attempts}" if self.policy.max_attempts else "",
