@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -65,15 +66,8 @@ class Director:
             return False
         from stream.cluster.pipeline import Pipeline
         from stream.config.paths import default_data_dir
-        from stream.live.bus.redis_alerts import AlertStreamReader
-        from stream.live.bus.redis_bus import RedisBus, connect
 
-        spec = Pipeline.model_validate(pipeline)
-        url, namespace = spec.serve["redis"], spec.serve["redis_namespace"]  # the nodes' namespace, as the gateway's
-        self._bus = RedisBus(url, data_dir=default_data_dir() / "director", source="director", namespace=namespace)
-        self._bus.start()
-        reader = AlertStreamReader(connect(url, client_name="dfstream-director"), namespace)
-        self._reaper = AlertReaper(reader, self._bus.publish)
+        self._bus, self._reaper = redis_side(Pipeline.model_validate(pipeline).serve, default_data_dir() / "director")
         self.pipeline = pipeline
         return True
 
@@ -223,6 +217,19 @@ class Director:
 
         for c in self.table.unplaced_due(time.monotonic()):
             self._bus.publish(Status(c, state=UNPLACED).to_message())
+
+
+def redis_side(serve: dict[str, Any], data_dir: Path) -> tuple[Any, AlertReaper]:
+    """The director's Redis bus (started) and its alert reaper, both in the pipeline's `redis_namespace`: the one
+    the nodes publish under and the gateway reads, so a lost node's alerts are found and ended where they are."""
+    from stream.live.bus.redis_alerts import AlertStreamReader
+    from stream.live.bus.redis_bus import RedisBus, connect
+
+    url, namespace = serve["redis"], serve["redis_namespace"]
+    bus = RedisBus(url, data_dir=data_dir, source="director", namespace=namespace)
+    bus.start()
+    reader = AlertStreamReader(connect(url, client_name="dfstream-director"), namespace)
+    return bus, AlertReaper(reader, bus.publish)
 
 
 def _redacted(url: str) -> str:

@@ -67,7 +67,7 @@ class LiveService:
         # webhooks and MQTT first: a secret that is not set is refused before any spool or connection is opened
         self.channels = open_channels(config.alerts.webhooks, config.mqtt, config.data_dir)
         try:
-            self.redis = _open_redis(config)
+            self.redis = open_redis(config)
         except BaseException:
             self.channels.close()  # releases the channels' queue locks: nothing stays held by a refused start
             raise
@@ -219,7 +219,7 @@ class LiveService:
         self.alert_log.close()
 
 
-def _open_redis(config: ServeConfig):
+def open_redis(config: ServeConfig):
     """The bus's Redis edge with `--redis` (redis-py imported only then), else None."""
     if not config.redis:
         return None
