@@ -223,3 +223,11 @@ def test_no_assignment_installs_a_callable_into_another_objects_attribute():
     found = set().union(*(callables_installed(p) for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")))
     assert found - CALLABLE_SLOT_EXCEPTIONS.keys() == set(), "hooks must be subscriptions or constructor arguments"
     assert CALLABLE_SLOT_EXCEPTIONS.keys() - found == set(), "fixed: remove these from CALLABLE_SLOT_EXCEPTIONS"
+
+
+def test_one_module_of_the_bus_keeps_a_condition():
+    """The spooled sender (sender.py) is the one queue-and-thread mechanism of Redis, webhooks and MQTT."""
+    keeping = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "stream" / "live" / "bus").rglob("*.py")
+                     if any(isinstance(n, ast.Attribute) and n.attr == "Condition"
+                            for n in ast.walk(ast.parse(p.read_text()))))
+    assert keeping == ["stream/live/bus/sender.py"]
