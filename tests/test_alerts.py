@@ -100,3 +100,38 @@ def test_deepfakes_video_raises_alert_with_evidence(tmp_path):
     assert Image.open(alerts[0]["evidence"]["snapshot"]).size == (224, 224)
     with av.open(alerts[0]["evidence"]["clip"]) as c:
         assert sum(1 for _ in c.decode(video=0)) >= 3
+
+
+def test_one_alerts_messages_leave_in_seq_order_whichever_thread_ends_it():
+    """`observe` on the scheduler's thread while another thread ends the stream's alerts (a stream removed through
+    the API): each alert starts first, ends once and last, and its seq runs 1..n in the order published."""
+    import threading
+
+    from stream.messages import Alert
+
+    bus, records = MessageBus(), []
+    bus.subscribe(Alert, records.append)
+    manager = AlertManager(bus.publish, AlertPolicy(update_every_s=1e-6))  # every rise of the peak is an update
+    stop = threading.Event()
+
+    def remover() -> None:
+        while not stop.is_set():
+            manager.end_stream("cam")
+
+    thread = threading.Thread(target=remover)
+    thread.start()
+    try:
+        for i in range(4000):
+            manager.observe("cam", i % 3, "fake", 0.5 + i * 1e-4, {"m": 0.5})
+    finally:
+        stop.set()
+        thread.join()
+    manager.end_all()
+    by_id: dict[str, list[Alert]] = {}
+    for r in records:
+        by_id.setdefault(r.id, []).append(r)
+    assert len(by_id) > 3  # the remover did end alerts while they were being observed
+    for alert_id, life in by_id.items():
+        events = [r.event for r in life]
+        assert [r.seq for r in life] == list(range(1, len(life) + 1)), alert_id
+        assert events[0] == "start" and events[-1] == "end" and events.count("end") == 1, events
