@@ -125,15 +125,24 @@ class Recording:
         self.ended = False
         self.cut: str | None = None  # why the recording stopped early, if it did
         self.unfollow: Callable[[], None] = lambda: None
+        # Packets and overlays that reach the evidence thread before `begin`: the ring hands new packets on from
+        # the moment the recording follows it, which is before `begin` (with the held ones) is queued.
+        self._early: list[Packet | Overlay] | None = []
 
     def begin(self, held: list[Packet], overlays: list[Overlay]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        early, self._early = self._early or [], None
         for packet in held:
             self.write(packet)
         for overlay in overlays:
             self.add_overlay(overlay)
+        for item in early:
+            self.add_overlay(item) if isinstance(item, Overlay) else self.write(item)
 
     def write(self, packet: Packet) -> None:
+        if self._early is not None:
+            self._early.append(packet)
+            return
         if self.done:
             return
         if self.writer is None:
@@ -147,6 +156,9 @@ class Recording:
         self.writer.write(packet)
 
     def add_overlay(self, overlay: Overlay) -> None:
+        if self._early is not None:
+            self._early.append(overlay)
+            return
         if not self.done and self.writer is not None and self.writer.start_time <= overlay.time < self.stop_at:
             self.frames.append(overlay_track.entry(overlay, self.writer.start_time))
 
