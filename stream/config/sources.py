@@ -34,8 +34,8 @@ class Backoff(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    initial_s: float = Field(default=0.25, gt=0, description="delay before the first reconnect attempt")
-    factor: float = Field(default=2.0, ge=1.0, description="each further attempt waits this many times longer")
+    initial_s: float = Field(default=0.25, gt=0, description="delay before the first retry")
+    factor: float = Field(default=2.0, ge=1.0, description="each further retry waits this many times longer")
     max_s: float = Field(default=2.0, gt=0, description="cap: a returning camera is picked up within this")
     jitter: float = Field(default=0.2, ge=0.0, le=1.0, description="± fraction of the delay drawn at random")
 
