@@ -5,8 +5,8 @@
 - `reference/messages.md` from the dataclasses of `stream/messages.py` (`ref_messages`).
 
 The pages are virtual files: nothing is written into `docs/`, so they cannot be edited by hand or go stale in
-the repository. The checkout that holds `mkdocs.yml` goes first on `sys.path`, so the docs describe the code they
-are built beside, never another installed copy; a field without a description stops the build.
+the repository. The checkout this file lives in goes first on `sys.path`, so the docs describe the code they are
+built beside, never another installed copy; a field without a description stops the build.
 """
 
 from __future__ import annotations
@@ -23,17 +23,12 @@ import ref_config
 import ref_messages
 from ref_markdown import ReferenceError
 
-PAGES = ("reference/configuration.md", "reference/cli.md", "reference/messages.md")
-
-
-def _repo(config: MkDocsConfig) -> Path:
-    return Path(config.config_file_path).resolve().parent
+REPO = Path(__file__).resolve().parents[2]  # docs/gen/hook.py -> the checkout
 
 
 def on_config(config: MkDocsConfig) -> MkDocsConfig:
-    repo = str(_repo(config))
-    if repo not in sys.path:
-        sys.path.insert(0, repo)
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
     return config
 
 
@@ -61,7 +56,7 @@ def pages(repo: Path) -> dict[str, str]:
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:
     try:
-        generated = pages(_repo(config))
+        generated = pages(REPO)
     except ReferenceError as exc:
         raise PluginError(f"docs reference: {exc}") from None
     for uri, text in generated.items():
