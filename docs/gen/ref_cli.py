@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from ref_markdown import cell, code, table
 
-USAGE_WIDTH = 100  # characters per usage line: wide enough for most commands on one or two lines
+USAGE_WIDTH = 76  # characters per usage line: what a code block of the Material theme shows unscrolled
 
 INTRO = """\
 # Command-line reference
