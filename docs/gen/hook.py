@@ -21,7 +21,7 @@ from mkdocs.structure.files import File, Files
 import ref_cli
 import ref_config
 import ref_messages
-from ref_markdown import ReferenceError
+from ref_markdown import UndocumentedError
 
 REPO = Path(__file__).resolve().parents[2]  # docs/gen/hook.py -> the checkout
 
@@ -57,7 +57,7 @@ def pages(repo: Path) -> dict[str, str]:
 def on_files(files: Files, config: MkDocsConfig) -> Files:
     try:
         generated = pages(REPO)
-    except ReferenceError as exc:
+    except UndocumentedError as exc:
         raise PluginError(f"docs reference: {exc}") from None
     for uri, text in generated.items():
         if files.get_file_from_path(uri) is not None:

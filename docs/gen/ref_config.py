@@ -3,7 +3,7 @@
 Every key is listed by its full path (`scheduler.detection.detect_every`, `sources[].url`), with its type, its
 default and its `Field(description=...)`. A record reached by two paths gets a section for each, because its
 defaults can differ there (a webhook's `backoff` is not a camera's). A field without a description raises
-`ReferenceError`, which fails the docs build: the reference cannot silently fall behind the code.
+`UndocumentedError`, which fails the docs build: the reference cannot silently fall behind the code.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
-from ref_markdown import ReferenceError, cell, code, docstring, table, type_name
+from ref_markdown import UndocumentedError, cell, code, docstring, table, type_name
 
 INTRO = """\
 # Configuration reference
@@ -152,7 +152,7 @@ def render_section(section: Section, by_path: dict[str, Section], repo: Path) ->
 
 
 def render(root: type[BaseModel], repo: Path) -> str:
-    """The whole page; raises ReferenceError naming every field without a description."""
+    """The whole page; raises UndocumentedError naming every field without a description."""
     found = sections(root)
     by_path = {s.path: s for s in found}
     pages, missing = [INTRO], []
@@ -161,5 +161,5 @@ def render(root: type[BaseModel], repo: Path) -> str:
         pages.append(text)
         missing += lacking
     if missing:
-        raise ReferenceError("config fields without Field(description=...): " + ", ".join(missing))
+        raise UndocumentedError("config fields without Field(description=...): " + ", ".join(missing))
     return "\n".join(pages)

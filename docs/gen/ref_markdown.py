@@ -17,7 +17,7 @@ from pathlib import Path
 CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.S)
 
 
-class ReferenceError(ValueError):
+class UndocumentedError(ValueError):
     """The code lacks something the reference needs (a description); the build fails with this message."""
 
 

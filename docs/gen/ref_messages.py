@@ -2,7 +2,7 @@
 
 Each record gets its docstring and a table of its fields with their types. A field's description is its comment
 in the source: the comment at the end of its line, after the comment lines right above it. A field with neither
-raises `ReferenceError`, which fails the docs build, so a new field cannot go out undocumented.
+raises `UndocumentedError`, which fails the docs build, so a new field cannot go out undocumented.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tokenize
 import typing
 from types import ModuleType
 
-from ref_markdown import ReferenceError, cell, code, docstring, table, type_name
+from ref_markdown import UndocumentedError, cell, code, docstring, table, type_name
 
 INTRO = """\
 # Message schema
@@ -92,7 +92,7 @@ def render_record(cls: type, known: set[type]) -> tuple[str, list[str]]:
 
 
 def render(module: ModuleType) -> str:
-    """The whole page; raises ReferenceError naming every field without a comment."""
+    """The whole page; raises UndocumentedError naming every field without a comment."""
     found = records(module)
     facts = [f"- Schema version: every message carries `\"v\": {module.VERSION}`.",
              "- Lossy (a newer message supersedes an older one, so dropping beats delaying): "
@@ -106,5 +106,5 @@ def render(module: ModuleType) -> str:
         parts.append(text)
         missing += lacking
     if missing:
-        raise ReferenceError("message fields without a comment in stream/messages.py: " + ", ".join(missing))
+        raise UndocumentedError("message fields without a comment in stream/messages.py: " + ", ".join(missing))
     return "\n".join(parts)
