@@ -98,6 +98,8 @@ def _plain(tp: object) -> str | None:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Ellipsis:
         return "..."
+    if tp is typing.Any:
+        return "Any"
     if origin is None:
         if isinstance(tp, type) and not issubclass(tp, Enum) and tp.__module__ in ("builtins", "pathlib"):
             return "path" if issubclass(tp, Path) else tp.__name__

@@ -98,8 +98,7 @@ def render(module: ModuleType) -> str:
              "- Lossy (a newer message supersedes an older one, so dropping beats delaying): "
              + ", ".join(code(t) for t in sorted(module.LOSSY_TYPES)) + ".",
              "- Durable (every subscriber gets every message once, in order): "
-             + ", ".join(code(t) for t in sorted(module.DURABLE_TYPES)) + ".",
-             "- Module: " + cell(docstring(module).split("\n\n")[0]), ""]
+             + ", ".join(code(t) for t in sorted(module.DURABLE_TYPES)) + ".", ""]
     parts, missing = [INTRO, *facts], []
     for cls in found:
         text, lacking = render_record(cls, set(found))
