@@ -180,8 +180,11 @@ class Alert:
     # Chain of custody, once the recording is complete: every evidence file's sha256 and size, the redacted
     # source, the models and their weights' hashes, the calibration, the dfstream version (evidence/manifest.py)
     custody: dict[str, Any] | None = None
-    at: float | None = field(default=None, compare=False)  # source time of the first frame judged fake (start)
-    # (snapshot crop, recent crops) as uint8 arrays (start); Any: this module imports no numpy
+    # In process only, never on the wire: the start's source time of the first frame judged fake (where the
+    # recording's pre-roll is counted from)
+    at: float | None = field(default=None, compare=False)
+    # In process only, never on the wire: the start's face crops (snapshot, recent crops) as uint8 arrays, for the
+    # evidence recorder to write (typed Any: this module imports no numpy)
     faces: Any = field(default=None, compare=False, repr=False)
 
     @property
@@ -215,9 +218,9 @@ class AlertClosing:
     is still running. The evidence recorder records the post-roll and answers with `Custody`; the lifecycle sends
     the alert's `end` then, carrying it."""
 
-    alert_id: str
-    stream: str
-    at: float | None
+    alert_id: str  # the closing alert's id
+    stream: str  # its stream's name
+    at: float | None  # source time of its last analysed frame: the post-roll is counted from it
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,9 +229,9 @@ class Custody:
     to exist: `custody` None). The lifecycle amends the alert with it: `end` if the alert has closed, else an
     `update`. `recording_state` is what the alert's evidence says from then on ("complete" or "none")."""
 
-    alert_id: str
-    recording_state: str
-    custody: dict[str, Any] | None = None
+    alert_id: str  # the alert the recorder answers
+    recording_state: str  # what the alert's evidence says from now on: complete, or none (no recording made)
+    custody: dict[str, Any] | None = None  # the manifest's summary (as Alert.custody); null when nothing was recorded
 
 
 Record = Overlay | Status | Alert | AlertClosing | Custody
