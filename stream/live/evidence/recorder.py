@@ -249,13 +249,17 @@ class Recorder:
         ring is answered at once: no recording (`Custody` with none)."""
         if alert.event != "start":
             return
+        recording = alert.evidence.get("recording_state") == "recording"
+        if recording:
+            self.store.protect(alert.id)  # before its first write: retention never takes an open alert's folder
         if alert.faces is not None:
             snapshot, strip = alert.faces
             self.store.save(alert.id, snapshot, strip)
-        if alert.evidence.get("recording_state") != "recording":
+        if not recording:
             return
         answer = functools.partial(self._answer, alert.id)
         if alert.at is None or self.start(alert.id, alert.stream, alert.track, alert.at, answer) is None:
+            self.store.release(alert.id)
             self.publish(Custody(alert.id, "none"))
 
     def _answer(self, alert_id: str, custody: dict[str, Any]) -> None:
