@@ -33,10 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.base import LabelMapping
+from engines.base import LabelMapping, WeightsFormatError
 from engines.voice_base import AudioSpec, TorchVoiceEngine, VoiceModelEntry
 from engines.weights import WeightsSource
-from engines.xception_140k import load_state_dict_file, load_weights
 
 WINDOW_SAMPLES = 64600  # the authors' nb_samp: about 4.04 s at 16 kHz
 SAMPLE_RATE = 16000
@@ -232,9 +231,22 @@ class AASISTNetwork(nn.Module):
 
 
 def load_aasist(path: str | Path, config: AasistConfig = AASIST) -> AASISTNetwork:
-    """The network with a published (or same-layout) state dict, loaded strictly; a wrong file is refused whole."""
+    """The network with a published (or same-layout) state dict, loaded strictly; a wrong file is refused whole.
+
+    Read with `weights_only` (no arbitrary unpickling) onto the CPU: the authors saved their files from CUDA."""
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # UnpicklingError, RuntimeError, BadZipFile...: not a torch checkpoint
+        raise WeightsFormatError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsFormatError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
     network = AASISTNetwork(config)
-    load_weights(network, load_state_dict_file(path), path)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # torch lists every missing, unexpected and misshapen tensor
+        raise WeightsFormatError(f"{path}: does not match {type(network).__name__} ({exc})") from None
     return network.eval()
 
 
