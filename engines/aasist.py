@@ -273,7 +273,7 @@ def _entry(name: str, filename: str, sha256: str, what: str, eer: str) -> VoiceM
         builder="engines.aasist:build_aasist",
         description=f"{what}: sinc front end, residual encoder, spectro-temporal graph attention; 2 logits "
                     "[spoof, bona fide]",
-        weights=WeightsSource(filename=f"aasist/{filename}", url=BASE_URL + filename, sha256=sha256),
+        weights=WeightsSource(filename=filename, url=BASE_URL + filename, sha256=sha256),
         audio=AUDIO,
         labels=LABELS,
         paper=PAPER,

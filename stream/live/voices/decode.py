@@ -63,3 +63,14 @@ def decode_audio(path: str | Path, rate: int = TARGET_RATE) -> Audio:
         channels = int(stream.codec_context.channels or 0)
     samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
     return Audio(samples=np.clip(samples, -1.0, 1.0), rate=rate, source_rate=source_rate, source_channels=channels)
+
+
+def has_video(path: str | Path) -> bool:
+    """Whether FFmpeg finds a video (or still-image) track in `path`; False for audio-only or unreadable files."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.video)
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError):
+        return False
