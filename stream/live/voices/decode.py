@@ -1,8 +1,9 @@
 """Decode a file's first audio track and resample it to the voice engines' rate: 16 kHz mono float32 in [-1, 1].
 
 PyAV (FFmpeg) reads any container and codec FFmpeg knows (WAV, FLAC, MP3, AAC in MP4, Opus in WebM...), and its
-`AudioResampler` (libswresample) converts sample format, channel layout and rate in one step, with FFmpeg's own
-anti-aliasing filter. A file without an audio track is `NoAudioTrack` (the caller reports it, it is not an error of
+`AudioResampler` (libswresample) converts the sample format and rate with FFmpeg's own anti-aliasing filter. The
+channels are then averaged, as librosa- and torchaudio-based pipelines (and so the models' training data) do:
+FFmpeg's own stereo-to-mono downmix adds 3 dB to a voice recorded in both channels. A file without an audio track is `NoAudioTrack` (the caller reports it, it is not an error of
 the file); a file FFmpeg cannot read is a `SourceError` naming it.
 """
 
@@ -51,12 +52,12 @@ def decode_audio(path: str | Path, rate: int = TARGET_RATE) -> Audio:
         if not container.streams.audio:
             raise NoAudioTrack(f"{path}: no audio track")
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        resampler = av.AudioResampler(format="fltp", rate=rate)  # planar float, the source's channels kept
         chunks: list[np.ndarray] = []
         try:
             for frame in container.decode(stream):
-                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]  # the filter's tail
+                chunks += [f.to_ndarray().mean(axis=0) for f in resampler.resample(frame)]
+            chunks += [f.to_ndarray().mean(axis=0) for f in resampler.resample(None)]  # the filter's tail
         except av.error.FFmpegError as exc:
             raise SourceError(f"{path}: audio could not be decoded ({type(exc).__name__}: {exc})") from None
         source_rate = int(stream.rate or stream.codec_context.sample_rate or 0)
