@@ -162,3 +162,12 @@ def test_eval_voice_refuses_a_folder_without_audio(tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["eval", str(tmp_path), "--modality", "voice", "--out", str(out)]) == EXIT_USAGE
     assert "no media files" in capsys.readouterr().err and not out.exists()
+
+
+def test_both_on_an_audio_file_is_no_face_and_a_voice_verdict(tmp_path, weights, capsys):
+    clip = write_wav(tmp_path / "short.wav", speech_16k(speech_files("fake")[0])[:2 * RATE], RATE)
+    code, (both,) = run_json(capsys, ["scan", "--json", "--modality", "both", "--model", "aasist-l",
+                                      "--weights-dir", str(weights), "--offline", "--device", "cpu", str(clip)])
+    assert code == EXIT_OK
+    assert both["face"]["label"] == "no-face" and both["face"]["reason"] == "no video track"
+    assert both["voice"]["label"] in ("real", "fake") and both["voice"]["model"] == "aasist-l"
