@@ -71,3 +71,83 @@ def layouts() -> list[tuple[str, int, int, list[int], int]]:
         out.append((f"{cols}x{rows}", cols, rows, sides, first))
         first += n
     return out
+
+
+# --- the same call as a web page, for Chromium to share as a tab -------------------------------------------------
+CALL_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>html, body {{ margin: 0; background: #181a1f; overflow: hidden; }} canvas {{ display: block; }}</style></head>
+<body><canvas id="call" width="{w}" height="{h}"></canvas>
+<script>
+// A {cols}x{rows} call: each participant's photo in its tile, swaying a few pixels (so it is video), a name under it,
+// and a quiet tone as the call's sound (so the tab has audio to share).
+const canvas = document.getElementById("call"), ctx = canvas.getContext("2d");
+const cols = {cols}, rows = {rows}, side = {side}, tw = {w} / cols, th = {h} / rows;
+const people = {photos}.map((src, k) => {{ const img = new Image(); img.src = src; return {{ img, k }}; }});
+function draw(t) {{
+  ctx.fillStyle = "#181a1f"; ctx.fillRect(0, 0, {w}, {h});
+  for (const {{ img, k }} of people) {{
+    const c = k % cols, r = Math.floor(k / cols);
+    ctx.fillStyle = "#2b2f38"; ctx.fillRect(c * tw + 4, r * th + 4, tw - 8, th - 8);
+    const dx = 6 * Math.sin(t / 700 + k), dy = 4 * Math.cos(t / 900 + 2 * k);
+    if (img.complete) ctx.drawImage(img, c * tw + (tw - side) / 2 + dx, r * th + (th - side) / 2 + dy, side, side);
+    ctx.fillStyle = "#dfe3ea"; ctx.font = "16px sans-serif"; ctx.fillText("Participant " + (k + 1), c * tw + 14, (r + 1) * th - 14);
+  }}
+  requestAnimationFrame(draw);
+}}
+requestAnimationFrame(draw);
+try {{
+  const audio = new AudioContext(), tone = audio.createOscillator(), gain = audio.createGain();
+  gain.gain.value = 0.05; tone.frequency.value = 220; tone.connect(gain).connect(audio.destination); tone.start();
+}} catch (e) {{ /* no sound: the test says so */ }}
+</script></body></html>
+"""
+
+
+class CallPage:
+    """The call as a page on a free loopback port (a thread of its own, stopped on exit): `url` shows `cols` x
+    `rows` participants, photos of `side` px, titled `title` (what Chromium's tab picker is told to choose)."""
+
+    def __init__(self, title: str, cols: int = 2, rows: int = 2, side: int = 300, first_photo: int = 0,
+                 screen: tuple[int, int] = SCREEN) -> None:
+        import http.server
+
+        photos = [PHOTOS[(first_photo + k) % len(PHOTOS)] for k in range(cols * rows)]
+        page = CALL_PAGE.format(title=title, w=screen[0], h=screen[1], cols=cols, rows=rows, side=side,
+                                photos=[f"/photo/{k}.jpg" for k in range(len(photos))]).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                if self.path == "/":
+                    body, kind = page, "text/html; charset=utf-8"
+                elif self.path.startswith("/photo/") and self.path[7:-4].isdigit() \
+                        and int(self.path[7:-4]) < len(photos):
+                    body, kind = photos[int(self.path[7:-4])].read_bytes(), "image/jpeg"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.title = title
+        self.photos = photos
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+
+    def __enter__(self) -> "CallPage":
+        import threading
+
+        self._thread = threading.Thread(target=self._server.serve_forever, name="call-page", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
