@@ -26,6 +26,7 @@ import pytest
 
 from engines.registry import DEFAULT_MODEL, build_engine
 from stream.config.faces import SCREEN
+from stream.config.scheduler import SchedulerConfig
 from stream.config.serve import ServeConfig
 from stream.live.server.webcam import PEERS_KEY, STREAM_NAME
 
@@ -223,4 +224,26 @@ def test_a_refused_share_says_why_and_leaves_nothing_behind(tmp_path):
     config = ServeConfig(port=0, max_streams=1)
     with CallPage(CALL_TITLE) as call, LiveServer(config, [], detector=NoFaces()) as server:
         add_source(server, Idle("busy"))
+        asyncio.run(scenario(server, call))
+
+
+def test_a_share_whose_name_was_taken_meanwhile_takes_the_next_one(tmp_path):
+    """Another stream named "tab" appears on the server after the page loaded, unannounced (no status heartbeat,
+    a source whose state never changes): the page offers "tab", is refused (409), and shares as "tab-2"; the
+    other stream is untouched."""
+    async def scenario(server: LiveServer, call: CallPage) -> None:
+        async with open_browser(SHARE_FLAGS) as browser:
+            page, _ = await open_call_and_page(browser, server, call)
+            add_source(server, Idle("tab"))
+            assert await page.evaluate("Object.keys(window.__dfstream.streams)") == []
+            name = await start_share(page)
+            assert name == "tab-2", name
+            assert server.service.names() == {"tab", "tab-2"} and peers(server) == 1
+            await tile_of(page, name).locator("button.remove").click()
+            await until_gone(page, server, name)
+            assert server.service.names() == {"tab"}
+            assert await page.evaluate("window.__dfstream.notice") is None
+
+    quiet = ServeConfig(port=0, scheduler=SchedulerConfig(status_period_s=3600))
+    with CallPage(CALL_TITLE) as call, LiveServer(quiet, [], detector=NoFaces()) as server:
         asyncio.run(scenario(server, call))

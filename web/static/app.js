@@ -191,6 +191,12 @@ $("#webcam").addEventListener("click", async () => {
   });
 });
 
+/** A name this page claimed for its own stream belongs to another's: its tile (if the server announced it
+ * meanwhile) shows that stream's relayed video. */
+function disown(name) {
+  if (tiles.has(name)) tiles.get(name).attach(new RelayView(api, name, (n) => tiles.has(n)));
+}
+
 function setShare(value) {
   if (!value) stopWatchingShare();
   state.share = value;
@@ -206,13 +212,15 @@ $("#share").addEventListener("click", async () => {
   let local;
   try {
     local = await startShare(api, () => tiles.keys(), (name) => {
-      if (state.share && state.share.stream && state.share.stream !== name) dropTile(state.share.stream);
+      const taken = state.share && state.share.stream; // refused (409): another page's stream has that name
       state.share = { stream: name, pending: true };
+      if (taken && taken !== name) disown(taken);
     });
   } catch (err) {
     const name = state.share && state.share.stream;
     setShare(null);
-    if (name) dropTile(name);
+    if (name && err.status === 409) disown(name);
+    else if (name) dropTile(name);
     const text = err.status !== undefined ? `The server refused the screen share: ${err.message}` : shareErrorText(err);
     if (text) notice(text, "share-error", true);
     return;
