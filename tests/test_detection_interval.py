@@ -40,9 +40,9 @@ class _Counting(FaceDetector):
 
     full = relocated = 0
 
-    def detect(self, images):
+    def detect(self, images, profiles=None):
         self.full += len(images)
-        return super().detect(images)
+        return super().detect(images, profiles)
 
     def relocate(self, regions, scale=2.0, size=96):
         self.relocated += len(regions)

@@ -9,6 +9,7 @@ from typing import Any
 from stream.cli.common import EXIT_INPUT_FAILED, EXIT_OK, add_backend, add_model_args, face_detector, \
     add_calibration, load_models, print_table
 from stream.jobs.train.tracking import add_emissions_arguments
+from stream.cli.voices import add_modality, modality
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -30,6 +31,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the face-crop cache")
     add_emissions_arguments(p)
     add_calibration(p)
+    add_modality(p)
     # The engine-conversion settings, fixed for eval: fp32, the default engine cache.
     p.set_defaults(run=run, precision="fp32", calibrate=None, cache_dir=None)
     return p
@@ -42,6 +44,13 @@ def run(args: argparse.Namespace) -> int:
 
     from stream.jobs.train.tracking import EmissionsMeter
 
+    chosen = modality(args)
+    if chosen == "both":
+        raise ValueError("eval measures one modality at a time: --modality face or voice")
+    if chosen == "voice":
+        from stream.cli.voices import run_eval
+
+        return run_eval(args)
     # Without CodeCarbon, or with an unknown country, --track-emissions fails before any work.
     emissions = EmissionsMeter(args.track_emissions, args.out, args.emissions_country, "dfstream-eval")
     dataset = discover(args.dataset)  # a bad dataset fails before any model loads

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from enum import Enum
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -64,6 +65,9 @@ class SourceConfig(BaseModel):
                                 "keeps the source's own rate); lowered together under load")
     backoff: Backoff = Field(default=Backoff(), description="delays between reconnect attempts")
     device_format: str = Field(default="v4l2", description="FFmpeg input format of /dev/videoN devices")
+    detection: Literal["camera", "screen"] = Field(
+        default="camera", description="how faces are searched for: camera (the detector's own settings) or screen "
+        "(a captured screen or call grid: small faces in a large picture, stream/config/faces.py SCREEN)")
 
     @property
     def kind(self) -> str:

@@ -310,12 +310,14 @@ class Scheduler:
         regions: list[tuple[int, Any, Any]] = []  # (pick, image, last box)
         for i, (st, frame) in enumerate(picks):
             boxes = [t.box for t in st.tracks.values() if t.box is not None]
-            if st.lost or not boxes or st.since_full + 1 >= policy.detect_every:
+            every = st.source.detection.detect_every or policy.detect_every  # the source's profile first
+            if st.lost or not boxes or st.since_full + 1 >= every:
                 full.append(i)
             else:
                 regions += [(i, frame.image, b) for b in boxes]
         out: list[list[Any]] = [[] for _ in picks]
-        for i, faces in zip(full, self.detector.detect([picks[i][1].image for i in full]) if full else []):
+        profiles = [picks[i][0].source.detection for i in full]
+        for i, faces in zip(full, self.detector.detect([picks[i][1].image for i in full], profiles) if full else []):
             out[i] = faces
             st = picks[i][0]
             st.since_full, st.lost = 0, False

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from stream.config.faces import CAMERA, PROFILES, DetectionProfile
 from stream.config.sources import DEVICE_PREFIXES, RTSP_SCHEMES, SourceConfig, is_network
 from stream.live.sources.buffer import LatestFrameBuffer
 from stream.live.stats import RateMeter
@@ -52,6 +53,8 @@ class StreamSource(StateMachine):
     # Whether `subscribe_packets` taps get the source's compressed packets (PyAV sources of H.264/HEVC); others
     # only have decoded frames, which a recorder must encode itself.
     has_packets = False
+    # How the scheduler searches this source's frames for faces (a shared screen's differs from a camera's).
+    detection: DetectionProfile = CAMERA
 
     def __init__(self, name: str, url: str, buffer: LatestFrameBuffer, analysed_fps: float) -> None:
         self.name = name
@@ -146,6 +149,7 @@ class AVLiveSource(StreamSource):
     def __init__(self, config: SourceConfig, rng: random.Random | None = None) -> None:
         super().__init__(config.name, config.url, LatestFrameBuffer(1, config.policy), config.analysed_fps)
         self.config = config
+        self.detection = PROFILES[config.detection]
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
