@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from engines import aasist, hf_audio
 from engines.base import Engine, InputSpec, LabelMapping
 from engines.quality import QualityFloor
 from engines.weights import WeightsSource, fetch, sha256_of
@@ -341,11 +342,17 @@ def _gend(name: str, repo: str, revision: str | None, sha256: str | None, backbo
 
 MODELS.update({m.name: m for m in (_gend(*row) for row in GEND_REPOS)})
 
+# ---------------------------------------------------------------- voice engines (issue 26)
+# Declared beside their architectures; built by engines.voices (a voice model is never a face engine).
+VOICE_MODELS = {m.name: m for m in (*aasist.ENTRIES, *hf_audio.ENTRIES)}
 
 
 class UnknownModel(KeyError):
     def __str__(self) -> str:
-        return f"unknown model {self.args[0]!r}; known models: {', '.join(sorted(MODELS))}"
+        if self.args[0] in VOICE_MODELS:
+            return f"{self.args[0]!r} is a voice model: score voices with it (--modality voice)"
+        return f"unknown model {self.args[0]!r}; known models: {', '.join(sorted(MODELS))} (voice: " \
+               f"{', '.join(sorted(VOICE_MODELS))})"
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -401,6 +408,8 @@ def build_engine(
 
 def model_files(name: str) -> dict[str, WeightsSource]:
     """Every file a model needs, by role ("weights", companions, extra weights): what `models pull` fetches."""
+    if name in VOICE_MODELS:
+        return VOICE_MODELS[name].files()
     entry = get_entry(name)
     return {"weights": entry.weights, **entry.companion_files, **entry.extra_weights}
 
@@ -413,6 +422,8 @@ def pull(name: str, weights_dir: Path | None = None, progress: bool = True) -> d
 
 def model_card(name: str) -> dict[str, str]:
     """The row `models list` prints for a model."""
+    if name in VOICE_MODELS:
+        return VOICE_MODELS[name].card_row()
     entry = get_entry(name)
     spec = entry.input
     clip = f" x {spec.frames} frames" if spec.frames > 1 else ""

@@ -29,14 +29,14 @@ FRAME = (96, 128)  # (h, w)
 class NoFaces:
     """The scheduler's detector, without MTCNN: for tests about requests and transport, not faces."""
 
-    def detect(self, images):
+    def detect(self, images, profiles=None):
         return [[] for _ in images]
 
 
 class OneFace:
     BOX = (32.0, 16.0, 96.0, 80.0)
 
-    def detect(self, images):
+    def detect(self, images, profiles=None):
         return [[Detection(np.array(self.BOX), 0.99, np.zeros((5, 2)))] for _ in images]
 
     def relocate(self, regions, scale=2.0, size=96):

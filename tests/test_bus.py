@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from redis_server import RedisServer, free_port, unavailable_reason
-from stream.live.bus import LocalBus
+from stream.live.bus import AlertLog, MessageBus
 from stream.live.bus.base import ALERTS_LOG_NAME
 from stream.live.bus.spool import SPOOL_NAME, Spool, SpoolLocked
 from stream.config.sources import Backoff
+from stream.messages import WIRE, Alert, Overlay
 
 from parts import needs, import_or_require
 redis = import_or_require("redis")
@@ -59,9 +60,8 @@ def make_alert(alert_id: str | None = None, seq: int = 1, event: str = "start", 
             "ts": now}
 
 
-def overlay(stream: str = "cam") -> dict:
-    return {"v": 1, "type": "overlay", "stream": stream, "ts": time.time(), "pts": 0.0, "frame_size": [64, 64],
-            "faces": []}
+def overlay(stream: str = "cam") -> Overlay:
+    return Overlay(stream=stream, pts=0, time=0.0, frame_size=(64, 64), latency_ms=1.0, faces=(), verdict="none")
 
 
 def stream_keys(client) -> list[str]:
@@ -131,9 +131,35 @@ def persistent_server() -> Iterator[RedisServer]:
 
 
 def open_redis_bus(url: str, data_dir: Path, **kwargs) -> RedisBus:
-    bus = RedisBus(url, local=LocalBus(data_dir=data_dir), data_dir=data_dir, **kwargs)
-    bus.start()
-    return bus
+    """Redis as `serve` wires it: the alert log and the Redis edge subscribed to one bus. Returns the edge, whose
+    `publish` takes wire messages; `alert_log` is appended to before Redis, as in serve's wiring."""
+    bus, log = MessageBus(), AlertLog(data_dir / ALERTS_LOG_NAME)
+    redis_edge = RedisBus(url, data_dir=data_dir, **kwargs)
+    log_unsub = bus.subscribe(Alert, log.append, wire=True)
+    redis_unsub = bus.subscribe(WIRE, redis_edge.publish, wire=True)
+    records = _RecordsOf(bus, redis_edge, [log_unsub, redis_unsub], log)
+    redis_edge.start()
+    return records
+
+
+class _RecordsOf:
+    """The Redis edge behind a bus: `publish` puts a record (an alert given in its wire form) on the bus, so every
+    test below goes through the bus, the alert log and the Redis edge; the rest is the edge's."""
+
+    def __init__(self, bus: MessageBus, edge: RedisBus, unsubscribe, log: AlertLog) -> None:
+        self.bus, self.edge, self._unsubscribe, self._log = bus, edge, unsubscribe, log
+
+    def __getattr__(self, name):
+        return getattr(self.edge, name)
+
+    def publish(self, msg: dict | Overlay) -> None:
+        self.bus.publish(Alert.from_message(msg) if isinstance(msg, dict) else msg)
+
+    def close(self) -> None:
+        self.edge.close()
+        for fn in self._unsubscribe:
+            fn()
+        self._log.close()
 
 
 def test_alerts_reach_follower_and_consumer_group(server: RedisServer, tmp_path: Path) -> None:
@@ -389,11 +415,16 @@ def test_unreachable_redis_is_a_clear_error_without_the_password() -> None:
 
 def test_local_bus_log_is_read_and_followed_without_redis(tmp_path: Path) -> None:
     seen: list[dict] = []
-    bus = LocalBus([seen.append], data_dir=tmp_path)
+    records = MessageBus()
+    log = AlertLog(tmp_path / ALERTS_LOG_NAME)
+    records.subscribe(WIRE, seen.append, wire=True)
+    records.subscribe(Alert, log.append, wire=True)
+    bus = _RecordsOf(records, None, [], log)
     first = make_alert()
     bus.publish(overlay())
     bus.publish(first)
     assert [m["type"] for m in seen] == ["overlay", "alert"]  # the hub gets everything, the log only alerts
+    assert len((tmp_path / ALERTS_LOG_NAME).read_text().splitlines()) == 1
 
     follower = Cli("--data-dir", str(tmp_path), "--follow", "--json")
     try:
@@ -405,6 +436,6 @@ def test_local_bus_log_is_read_and_followed_without_redis(tmp_path: Path) -> Non
     finally:
         if follower.proc.poll() is None:
             follower.proc.kill()
-        bus.close()
+        log.close()
     rc, got = Cli("--data-dir", str(tmp_path), "--json").finish()
     assert rc == 0 and [m["key"] for m in got] == [first["key"], second["key"]]

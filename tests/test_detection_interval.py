@@ -40,9 +40,9 @@ class _Counting(FaceDetector):
 
     full = relocated = 0
 
-    def detect(self, images):
+    def detect(self, images, profiles=None):
         self.full += len(images)
-        return super().detect(images)
+        return super().detect(images, profiles)
 
     def relocate(self, regions, scale=2.0, size=96):
         self.relocated += len(regions)
@@ -64,7 +64,7 @@ def _scene(positions: list[tuple[int, int] | None]) -> list[Frame]:
 def _run(policy: DetectionPolicy, frames: list[Frame]):
     detector = _Counting()
     msgs: list[dict] = []
-    sched = Scheduler(detector, [], msgs.append, SchedulerConfig(detection=policy))
+    sched = Scheduler(detector, [], lambda record: msgs.append(record.to_message()), SchedulerConfig(detection=policy))
     st = sched.add(_Feed())
     for frame in frames:
         sched.process([(st, frame)])

@@ -14,6 +14,7 @@ import pytest
 
 from stream.config.serve import ServeConfig
 from stream.live.sources.live import SourceConfig
+from stream.messages import WIRE
 
 from browser import chromium_unavailable, open_browser, screenshot
 from live_server import LiveServer
@@ -27,7 +28,7 @@ if chromium_unavailable() is None:
     from playwright.async_api import expect
 
 pytestmark = needs("Chromium (with Playwright)", chromium_unavailable())
-SCREENSHOT_ENV = "DFSTREAM_EVIDENCE_SCREENSHOT"  # also save the player's picture here (the README's)
+SCREENSHOT_ENV = "DFSTREAM_EVIDENCE_SCREENSHOT"  # also save the player's picture here (docs/evidence.md's)
 
 
 async def open_player_and_check(page, alert_id: str, tmp_path: Path, shot: str) -> dict:
@@ -79,7 +80,7 @@ def test_alert_card_opens_the_recording_at_the_first_fake_frame(meso, tmp_path):
             assert (state["width"], state["height"]) == (640, 480)
 
     with LiveServer(ServeConfig(port=0, sources=[source]), [meso]) as server:
-        server.service.tap(msgs.append)
+        server.service.bus.subscribe(WIRE, msgs.append, wire=True)
         asyncio.run(scenario(server))
 
 
@@ -110,7 +111,7 @@ def test_webcam_alert_has_a_playable_recording(meso, tmp_path):  # noqa: F811
 
     try:
         with LiveServer(ServeConfig(port=0), [meso]) as server:
-            server.service.tap(msgs.append)
+            server.service.bus.subscribe(WIRE, msgs.append, wire=True)
             asyncio.run(scenario(server))
     finally:
         y4m.unlink(missing_ok=True)

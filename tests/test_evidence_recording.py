@@ -21,6 +21,7 @@ from stream.config.evidence import EvidencePolicy
 from stream.config.serve import ServeConfig
 from stream.live.evidence.manifest import sha256_of
 from stream.live.sources.live import SourceConfig
+from stream.messages import WIRE
 
 from conftest import FFPP, MESONET_WEIGHTS
 from live_server import LiveServer
@@ -72,7 +73,7 @@ def served(tmp_path_factory):
                          evidence=EvidencePolicy(burn_in=True))
     msgs: list[dict] = []
     with LiveServer(config, [engine]) as server:
-        server.service.tap(msgs.append)
+        server.service.bus.subscribe(WIRE, msgs.append, wire=True)
         start = wait_for(msgs, is_alert("start"), ALERT_TIMEOUT_S)
         assert start is not None, "no alert from the Deepfakes video"
         time.sleep(AFTER_START_S)

@@ -42,7 +42,7 @@ def test_open_alert_is_never_deleted_while_the_oldest_go(tmp_path, caplog):
     source.start()
     try:
         deadline = time.monotonic() + 20
-        while source.ring_status()["bytes"] == 0 and time.monotonic() < deadline:
+        while source.source_status().ring["bytes"] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         open_id = "f" * 32
         done = []

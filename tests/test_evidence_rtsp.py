@@ -16,6 +16,7 @@ import pytest
 from engines.registry import DEFAULT_MODEL, build_engine
 from stream.config.serve import ServeConfig
 from stream.live.sources.live import SourceConfig
+from stream.messages import WIRE
 
 from conftest import FFPP, MESONET_WEIGHTS
 from live_server import LiveServer
@@ -67,7 +68,7 @@ def test_rtsp_recording_is_the_cameras_own_bitstream(tmp_path):
         config = ServeConfig(port=0, data_dir=tmp_path, sources=[SourceConfig(name="cam", url=camera.url)])
         msgs: list[dict] = []
         with LiveServer(config, [engine]) as server:
-            server.service.tap(msgs.append)
+            server.service.bus.subscribe(WIRE, msgs.append, wire=True)
             start = wait_for(msgs, is_alert("start"), ALERT_TIMEOUT_S)
             assert start is not None, "no alert from the Deepfakes camera"
             time.sleep(2.0)

@@ -21,7 +21,7 @@ from stream.config.verdicts import EvidencePolicy
 from stream.jobs.explain import kb
 from stream.jobs.explain.alerts import AlertExplainer, AlertNotFound
 from stream.jobs.explain.retrieve import Retriever
-from stream.live.verdicts.evidence import EvidenceStore, write_jpeg, write_mp4
+from stream.live.evidence.store import EvidenceStore, write_jpeg, write_mp4
 
 from conftest import MESONET_WEIGHTS, SHARED
 from live_server import LiveServer

@@ -149,3 +149,85 @@ def test_serve_does_not_load_ray():
             "stream.cli.build_parser(); print('ray' in sys.modules)")
     loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "False"
+
+
+# Modules outside the command line that still import it, each with the reason; the list may only shrink (a module
+# fixed must leave it, which the test below checks too).
+CLI_IMPORT_EXCEPTIONS = {
+    "stream.cluster.node_actor": "engine assembly still lives in stream.cli.common (issue 23: the engine assembly "
+                                 "module moves it out)",
+}
+COMMAND_LINE = ("stream.cli", "stream.__main__")  # `python -m stream` is the command line too
+
+
+def test_no_module_outside_the_command_line_imports_it():
+    found = {m for m, deps in GRAPH.items()
+             if not _within(m, COMMAND_LINE) and any(_within(d, ("stream.cli",)) for d in deps)}
+    assert found - CLI_IMPORT_EXCEPTIONS.keys() == set(), "new upward imports of stream.cli"
+    assert CLI_IMPORT_EXCEPTIONS.keys() - found == set(), "fixed: remove these from CLI_IMPORT_EXCEPTIONS"
+
+
+# Assignments that install a callable into another object's attribute, by (file, assignment target), each with
+# the reason. Hooks are subscriptions (`x.subscribe(fn) -> unsubscribe`) or constructor arguments; the list may
+# only shrink.
+CALLABLE_SLOT_EXCEPTIONS = {
+    ("stream/live/faces/tv_compat.py", "mod.nms"): "stands in for torchvision's C++ ops (a third-party module)",
+    ("stream/live/faces/tv_compat.py", "mod.batched_nms"): "likewise",
+    ("stream/live/faces/tv_compat.py", "modules['torchvision.transforms.functional'].to_tensor"): "likewise",
+    ("stream/live/server/aiortc_compat.py", "aioice.ice.get_host_addresses"): "the loopback ICE fallback: "
+        "aiortc_compat is the one place that patches aiortc/aioice",
+    ("stream/live/server/metrics.py", "service.scheduler.scorer.observe"): "issue 23: the scorer's metrics hook "
+        "becomes a subscription (the scheduler's side)",
+    ("stream/live/server/relay.py", "track.on_origin"): "issue 23: the relay's track hooks (the relay's split)",
+    ("stream/live/server/relay.py", "relay.on_epoch"): "likewise",
+}
+
+
+def callables_installed(path: Path, root: Path = REPO) -> set[tuple[str, str]]:
+    """`x.attr = <lambda | a function of this module | x.method | functools.partial(...)>` where x is not self or
+    cls; paho-mqtt's own `client.on_*` callback API aside."""
+    tree = ast.parse(path.read_text(), str(path))
+    defs = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    found = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Assign):
+            continue
+        value = node.value
+        is_callable = (isinstance(value, ast.Lambda)
+                       or (isinstance(value, ast.Name) and value.id in defs)
+                       or (isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)
+                           and value.attr in defs)
+                       or (isinstance(value, ast.Call) and ast.unparse(value.func).split(".")[-1] == "partial"))
+        if not is_callable:
+            continue
+        for target in node.targets:
+            if not isinstance(target, ast.Attribute):
+                continue
+            owner = ast.unparse(target.value)
+            if owner in ("self", "cls") or (owner.split(".")[-1] == "client" and target.attr.startswith("on_")):
+                continue
+            found.add((path.relative_to(root).as_posix(), ast.unparse(target)))
+    return found
+
+
+def test_the_callable_slot_check_finds_one(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f(x):\n    pass\n\nclass A:\n    def m(self):\n        other.hook = self.m\n"
+                      "        self.ok = f\n        client.on_connect = f\n\nsource.ring_status = lambda: 1\n"
+                      "store.protected = f\nx.y = functools.partial(f, 1)\nz.n = 3\n")
+    assert {t for _, t in callables_installed(sample, tmp_path)} == {"other.hook", "source.ring_status",
+                                                                     "store.protected", "x.y"}
+
+
+def test_no_assignment_installs_a_callable_into_another_objects_attribute():
+    found = set().union(*(callables_installed(p) for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")))
+    assert found - CALLABLE_SLOT_EXCEPTIONS.keys() == set(), "hooks must be subscriptions or constructor arguments"
+    assert CALLABLE_SLOT_EXCEPTIONS.keys() - found == set(), "fixed: remove these from CALLABLE_SLOT_EXCEPTIONS"
+
+
+def test_one_module_of_the_bus_keeps_a_condition():
+    """The spooled sender (sender.py) is the one queue-and-thread mechanism of Redis, webhooks and MQTT."""
+    keeping = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "stream" / "live" / "bus").rglob("*.py")
+                     if any(isinstance(n, ast.Attribute) and n.attr == "Condition"
+                            for n in ast.walk(ast.parse(p.read_text()))))
+    assert keeping == ["stream/live/bus/sender.py"]

@@ -100,9 +100,9 @@ def test_busy_clock_counts_a_stage_once_and_carries_spans_across_periods():
 
 # --- the real loop -------------------------------------------------------------------------------------------
 class _SlowDetector(OneFace):
-    def detect(self, images):
+    def detect(self, images, profiles=None):
         time.sleep(DETECT_S)
-        return super().detect(images)
+        return super().detect(images, profiles)
 
 
 class _SlowEngine(AlwaysFake):

@@ -65,7 +65,7 @@ def test_gate_names_the_engine_and_the_floor_in_words():
 
 def test_a_low_quality_face_leaves_verdict_and_alerts_untouched():
     msgs = []
-    judge = Judge(TWITCHY, AlertManager(msgs.append, None, AlertPolicy()))
+    judge = Judge(TWITCHY, AlertManager(msgs.append, AlertPolicy()))
     state = judge.new_verdict()
     gate = Scorer([_Sure(QualityFloor(min_face_px=128))]).gate(FaceQuality(face_px=60, sharpness=100))
     for _ in range(5):
@@ -90,8 +90,8 @@ def frames():
 def test_a_face_below_the_floor_never_starts_an_alert_even_at_p_099(frames, floor_px, alerts_expected):
     msgs = []
     engine = _Sure(QualityFloor(min_face_px=floor_px))
-    sched = Scheduler(FaceDetector(), [engine], msgs.append, policy=TWITCHY,
-                      alerts=AlertManager(msgs.append, None, AlertPolicy()))
+    publish = lambda record: msgs.append(record.to_message())  # noqa: E731 - what leaves the process
+    sched = Scheduler(FaceDetector(), [engine], publish, policy=TWITCHY, alerts=AlertManager(publish, AlertPolicy()))
     st = sched.add(_Feed("cam"))
     for frame in frames:
         sched.process([(st, frame)])

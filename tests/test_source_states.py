@@ -62,7 +62,8 @@ def test_serve_pushes_status_on_each_change_of_a_file_source():
     (the scheduler is never started here, so no heartbeat could have sent them)."""
     published, done = [], threading.Event()
 
-    def publish(msg):
+    def publish(record):
+        msg = record.to_message()
         published.append(msg)
         if msg.get("state") == "ended":
             done.set()

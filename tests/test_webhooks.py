@@ -1,6 +1,7 @@
 """Signed webhooks end to end: a real serve on the shared Deepfakes clip POSTs its alerts to a real aiohttp
 receiver, signed, in order, once per key, across a receiver outage and across a restart of serve itself."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from stream.live.bus.channels.webhook import DEAD_SUFFIX, QUEUE_SUFFIX, WEBHOOKS
 from stream.live.sources.live import SourceConfig
 from stream.live.verdicts.alerts import AlertPolicy
 from stream.live.verdicts.policy import VerdictPolicy
+from stream.messages import Alert
 
 from polling import log_alerts, wait_for
 from conftest import FFPP, MESONET_WEIGHTS
@@ -117,10 +119,10 @@ def test_a_receiver_that_never_takes_an_alert_gets_it_dead_lettered_and_reported
     try:
         config = ServeConfig(data_dir=tmp_path, alerts=AlertPolicy(webhooks=[hook_config(receiver, max_attempts=2)]))
         with LiveServer(config, [engine]) as server:
-            alert = {"v": 1, "type": "alert", "event": "start", "id": "a1", "key": "a1:0", "stream": "df",
-                     "score_max": 0.95}
-            server.service.publish(alert)  # through the bus, as the alert manager publishes
-            server.service.publish({**alert, "key": "a1:1", "event": "end"})
+            alert = Alert(event="start", id="a1", seq=0, stream="df", track=1, started_at=time.time(),
+                          ended_at=None, score_max=0.95, engines={}, evidence={})
+            server.service.bus.publish(alert)  # through the bus, as the alert lifecycle publishes
+            server.service.bus.publish(dataclasses.replace(alert, event="end", seq=1, ended_at=time.time()))
             hook = server.service.channels.webhooks[0]
             wait_for(lambda: hook.stats()["dead_letters"] == 2, 30, "two dead letters")
             status, metrics = server.api("GET", "/metrics")

@@ -1,8 +1,8 @@
 """`dfstream alerts`: print alerts as they happen, from Redis or from the local alerts log.
 
-* `--redis URL`: reads the `<ns>:alerts` stream. Without `--group`, from the start (XRANGE), then with
-  `--follow` new entries as they come (XREAD BLOCK). With `--group NAME`, a consumer group (created at the
-  start of the stream if new): first this consumer's own pending entries (delivered earlier but never
+* `--redis URL`: reads the `<ns>:alerts` stream through the Redis bus's reader (stream.live.bus.redis_alerts).
+  Without `--group`, from the start, then with `--follow` new entries as they come (XREAD BLOCK). With
+  `--group NAME`, a consumer group: first this consumer's own pending entries (delivered earlier but never
   acknowledged, e.g. because the terminal was closed), then new ones; each is acknowledged (XACK) after it is
   printed, so the next run resumes where this one left off.
 * `--ws ws://HOST:PORT/ws`: a remote serve's websocket, no Redis needed (alerts_follow.py).
@@ -34,7 +34,7 @@ from stream.cli.common import EXIT_OK, EXIT_USAGE  # EXIT_USAGE also when Redis 
 from stream.live.bus.base import ALERTS_LOG_NAME, default_data_dir
 from stream.messages import Message, dumps
 
-PAGE = 100  # entries per XRANGE / XREAD / XREADGROUP call
+PAGE = 100  # entries per XREAD / XREADGROUP call
 BLOCK_MS = 1000  # XREAD BLOCK: how long one read waits for new entries (also how often Ctrl-C is noticed)
 TAIL_POLL_S = 0.2  # how often a followed alerts.jsonl is checked for new lines
 SEEN_KEYS = 10_000  # idempotency keys remembered to skip a replayed message
@@ -169,7 +169,8 @@ def tail_jsonl(path: Path, follow: bool) -> Iterator[Message]:
 def _run_redis(args: argparse.Namespace, printer: Printer) -> int:
     import redis
 
-    from stream.live.bus.redis_bus import DEFAULT_NAMESPACE, IO_TIMEOUT_S, UNREACHABLE, alerts_stream, connect
+    from stream.live.bus.redis_alerts import AlertGroupReader, AlertStreamReader
+    from stream.live.bus.redis_bus import DEFAULT_NAMESPACE, IO_TIMEOUT_S, UNREACHABLE, connect
     from stream.live.sources.urls import redact
 
     shown = redact(args.redis)
@@ -182,15 +183,30 @@ def _run_redis(args: argparse.Namespace, printer: Printer) -> int:
     except redis.RedisError as exc:
         print(f"dfstream alerts: cannot reach Redis at {shown}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    stream = alerts_stream(args.namespace or DEFAULT_NAMESPACE)
-    reader = _GroupReader(client, stream, args, printer) if args.group else _StreamReader(client, stream, args, printer)
+    namespace = args.namespace or DEFAULT_NAMESPACE
+    if args.group:
+        reader: Any = AlertGroupReader(client, args.group, args.consumer or socket.gethostname(), namespace)
+    else:
+        reader = AlertStreamReader(client, namespace)
     delay = RECONNECT_INITIAL_S
+    caught_up = False  # without --group: the stream's entries up to now have been printed
     while True:
         try:
-            if reader.step():
-                delay = RECONNECT_INITIAL_S
+            block = BLOCK_MS if args.follow and (args.group or caught_up) else None
+            page = reader.read(PAGE, block)
+            if page is None:  # a group's own backlog ran out, or the group was recreated: read again at once
                 continue
-            if not args.follow:
+            for entry_id, msg in page:
+                if msg is not None:
+                    printer.emit(msg)
+                else:  # pending so long that MAXLEN trimmed it: say so rather than skip silently
+                    print(f"dfstream alerts: entry {entry_id} was trimmed from the stream before it was printed",
+                          file=sys.stderr, flush=True)
+                if args.group:
+                    reader.ack(entry_id)
+            delay = RECONNECT_INITIAL_S
+            caught_up = caught_up or len(page) < PAGE
+            if not page and not args.follow and (args.group or caught_up):
                 return EXIT_OK
         except BrokenPipeError:  # an OSError, but the reader of stdout is gone, not Redis
             raise
@@ -206,103 +222,6 @@ def _run_redis(args: argparse.Namespace, printer: Printer) -> int:
         except redis.RedisError as exc:  # refused by the server (ACL, wrong key type...): retrying will not help
             print(f"dfstream alerts: Redis at {shown} refused: {exc}", file=sys.stderr)
             return EXIT_USAGE
-
-
-def _decode(fields: dict | None) -> Message | None:
-    """An entry's alert, or None for an entry trimmed away (MAXLEN) while it was pending."""
-    raw = (fields or {}).get(b"msg")
-    return json.loads(raw) if raw else None
-
-
-def _entries(resp: Any) -> list[tuple[bytes, dict | None]]:
-    """Entries of a one-stream XREAD/XREADGROUP reply (RESP2: [[stream, entries]])."""
-    return [e for _name, entries in resp or [] for e in entries]
-
-
-class _StreamReader:
-    """Plain reader: XRANGE from the start, then XREAD BLOCK after the last entry seen."""
-
-    def __init__(self, client: Any, stream: str, args: argparse.Namespace, printer: Printer) -> None:
-        self.client, self.stream, self.follow, self.printer = client, stream, args.follow, printer
-        self.last = b"0-0"
-        self.caught_up = False
-
-    def step(self) -> bool:
-        """Read and print one page; False when there was nothing new."""
-        if not self.caught_up:
-            page = self.client.xrange(self.stream, min=b"(" + self.last, count=PAGE)
-            self.caught_up = len(page) < PAGE
-        elif self.follow:
-            page = _entries(self.client.xread({self.stream: self.last}, count=PAGE, block=BLOCK_MS))
-        else:
-            return False
-        for entry_id, fields in page:
-            msg = _decode(fields)
-            if msg is not None:
-                self.printer.emit(msg)
-            self.last = entry_id
-        return bool(page) or not self.caught_up
-
-    def reconnected(self) -> None:
-        """Entries after `last` are still exactly what is new, even on a restarted (emptied) Redis."""
-
-
-class _GroupReader:
-    """Consumer-group reader: own pending entries first (from id 0), then new ones ('>'); XACK after print."""
-
-    def __init__(self, client: Any, stream: str, args: argparse.Namespace, printer: Printer) -> None:
-        self.client, self.stream, self.follow, self.printer = client, stream, args.follow, printer
-        self.group = args.group
-        self.consumer = args.consumer or socket.gethostname()
-        self.ready = False
-        self.pending_after: bytes | None = b"0"  # None once this consumer's backlog is re-delivered
-
-    def _ensure_group(self) -> None:
-        import redis
-
-        try:
-            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self.ready = True
-
-    def step(self) -> bool:
-        import redis
-
-        if not self.ready:
-            self._ensure_group()
-        try:
-            if self.pending_after is not None:
-                page = _entries(self.client.xreadgroup(self.group, self.consumer, {self.stream: self.pending_after},
-                                                       count=PAGE))
-                if not page:
-                    self.pending_after = None
-                    return True
-            else:
-                page = _entries(self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=PAGE,
-                                                       block=BLOCK_MS if self.follow else None))
-        except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            self.reconnected()  # the stream or group vanished (Redis restarted without persistence)
-            return True
-        for entry_id, fields in page:
-            msg = _decode(fields)
-            if msg is not None:
-                self.printer.emit(msg)
-            else:  # pending so long that MAXLEN trimmed it: say so rather than skip silently
-                print(f"dfstream alerts: entry {entry_id.decode()} was trimmed from the stream before it was printed",
-                      file=sys.stderr, flush=True)
-            self.client.xack(self.stream, self.group, entry_id)
-            if self.pending_after is not None:
-                self.pending_after = entry_id
-        return bool(page)
-
-    def reconnected(self) -> None:
-        """Re-check the group and re-read this consumer's pending entries: the server may be a new one."""
-        self.ready = False
-        self.pending_after = b"0"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,10 +20,9 @@ from typing import Any
 from stream.cli.common import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE
 from stream.live.bus.base import ALERTS_LOG_NAME, default_data_dir
 from stream.live.evidence.manifest import MANIFEST, VerifyError, read_manifest, verify
-from stream.live.evidence.names import ALERT_ID
+from stream.live.evidence.names import ALERT_ID, EVIDENCE_DIR
 
 MESSAGES = "messages.json"
-EVIDENCE_DIR = "evidence"
 
 
 def add_actions(actions: Any) -> None:

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     import requests
 
     from stream.config.serve import ConfigError, load_config
-    from stream.live.bus.channels.webhook import ChannelError, post, read_secret, shown
+    from stream.live.bus.channels.base import ChannelError
+    from stream.live.bus.channels.webhook import post, read_secret, shown
 
     try:
         config = load_config(args.config)

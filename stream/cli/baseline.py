@@ -55,13 +55,15 @@ def policy_for(args: argparse.Namespace) -> Any:
     return base.model_copy(update={"baseline": base.baseline.model_copy(update=update)})
 
 
-def read_for_judging(args: argparse.Namespace) -> Any:
+def read_for_judging(args: argparse.Namespace, modality: str = "face") -> Any:
     """The `--baseline` file of scan or eval, read before any model loads; analyses at the baseline's rate (its
     smoothing window spans that many seconds), refusing another explicit --fps. None without --baseline."""
     from stream.live.verdicts.baseline import BaselineError, read
 
     if args.baseline is None:
         return None
+    if modality != "face":
+        raise ValueError(f"--baseline judges faces (a camera's bar); --modality {modality} has no baseline yet")
     baseline = read(args.baseline)
     if args.fps is not None and baseline.fps is not None and args.fps != baseline.fps:
         raise BaselineError(f"{args.baseline}: learned at {baseline.fps:g} analysed fps; judging at --fps "

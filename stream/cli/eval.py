@@ -10,6 +10,7 @@ from stream.cli.baseline import add_baseline, check_for_judging, read_for_judgin
 from stream.cli.common import EXIT_INPUT_FAILED, EXIT_OK, add_backend, add_model_args, face_detector, \
     add_calibration, load_models, print_table
 from stream.jobs.train.tracking import add_emissions_arguments
+from stream.cli.voices import add_modality, modality
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -32,6 +33,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_emissions_arguments(p)
     add_calibration(p)
     add_baseline(p)
+    add_modality(p)
     # The engine-conversion settings, fixed for eval: fp32, the default engine cache.
     p.set_defaults(run=run, precision="fp32", calibrate=None, cache_dir=None)
     return p
@@ -44,10 +46,17 @@ def run(args: argparse.Namespace) -> int:
 
     from stream.jobs.train.tracking import EmissionsMeter
 
+    chosen = modality(args)
+    baseline = read_for_judging(args, chosen)
+    if chosen == "both":
+        raise ValueError("eval measures one modality at a time: --modality face or voice")
+    if chosen == "voice":
+        from stream.cli.voices import run_eval
+
+        return run_eval(args)
     # Without CodeCarbon, or with an unknown country, --track-emissions fails before any work.
     emissions = EmissionsMeter(args.track_emissions, args.out, args.emissions_country, "dfstream-eval")
     dataset = discover(args.dataset)  # a bad dataset fails before any model loads
-    baseline = read_for_judging(args)
     with emissions:  # loading the models and scoring: the eval's whole cost
         engines, thresholds, ensemble = load_models(args)
         if baseline is not None:

@@ -33,12 +33,12 @@ def run_list(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from engines.registry import MODELS, model_card, model_files
+    from engines.registry import MODELS, VOICE_MODELS, model_card, model_files
     from engines.weights import default_weights_dir
 
     folder = args.weights_dir or default_weights_dir()
     rows = []
-    for name in MODELS:
+    for name in [*MODELS, *VOICE_MODELS]:
         row = model_card(name)
         row["here"] = _presence(folder, model_files(name))
         rows.append(row)
@@ -78,10 +78,10 @@ def _presence(folder: Path, files: dict) -> str:
 
 
 def run_pull(args: argparse.Namespace) -> int:
-    from engines.registry import get_entry, pull
+    from engines.registry import model_files, pull
 
     for name in args.names:
-        get_entry(name)  # an unknown name is refused before anything downloads
+        model_files(name)  # an unknown name is refused before anything downloads
     for name in args.names:
         for role, path in pull(name, args.weights_dir).items():
             print(f"{name} {role}: {path}")

@@ -10,12 +10,13 @@ from typing import Any
 from stream.cli.baseline import add_baseline, check_for_judging, read_for_judging
 from stream.cli.common import EXIT_INPUT_FAILED, EXIT_OK, add_backend_args, add_model_args, face_detector, \
     add_calibration, load_models, print_table
+from stream.cli.voices import add_modality, modality
 
 COLOURS = {"fake": "red", "real": "green", "no-face": "yellow", "low-quality": "grey50", "error": "magenta"}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("scan", help="score video files and still images")
+    p = subparsers.add_parser("scan", help="score video files and still images (faces), and voices")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     add_model_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object per input instead of a table")
@@ -26,6 +27,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_backend_args(p)
     add_calibration(p)
     add_baseline(p)
+    add_modality(p)
     p.set_defaults(run=run)
     return p
 
@@ -37,7 +39,12 @@ def run(args: argparse.Namespace) -> int:
     from stream.jobs.baseline import scan as scan_with
     from stream.jobs.scan import Scanner, ScanOptions
 
-    baseline = read_for_judging(args)
+    chosen = modality(args)
+    baseline = read_for_judging(args, chosen)
+    if chosen != "face":
+        from stream.cli.voices import run_scan
+
+        return run_scan(args, chosen)
     engines, thresholds, ensemble = load_models(args)
     scanner = Scanner(engines, thresholds, ScanOptions(fps=args.fps, faces=args.faces), face_detector(args),
                       ensemble=ensemble)

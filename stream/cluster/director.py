@@ -2,14 +2,13 @@
 
 One writer for the assignment is what gives each camera exactly one owner: a camera is started on a node only
 after the director recorded it there, and taken off its node (stopped, or the node declared lost) before it is
-placed anywhere else. Every `RECONCILE_S` it
-* reads the nodes from Ray (the head's health checks decide when one is dead) and creates a node worker on each
-  new node with `dfstream_camera` capacity;
-* polls each node worker's report (a worker whose actor died, or that misses `REPORT_MISSES` reports, is lost
-  like a dead node), and corrects any difference between the report and the assignment;
-* places cameras without an owner (`placement.place`), and re-publishes `unplaced` for those that do not fit;
-* reads the Redis alert stream, and ends every alert still open from a lost node's bus with reason
-  "worker-lost" (the same key on every retry, so Redis's idempotency claim keeps it to one message).
+placed anywhere else. The actor is the API (the gateway and the CLI call it) and the loop; its jobs are in their
+own modules: the nodes (membership.py), the cameras and their owners (placement.py's `CameraTable` and `place`),
+and the alert reaper (reaper.py). Every `RECONCILE_S` it
+* surveys the nodes (a worker on each new one; a dead one is lost) and polls each ready worker's report (a miss
+  too many, or a dead worker, loses the node), correcting any difference between a report and the assignment;
+* places cameras without an owner, and re-publishes `unplaced` for those that do not fit;
+* lets the reaper end every alert still open from a lost node's bus with reason "worker-lost".
 
 Its state is in memory: losing the head loses the cluster (Ray's own head is a single point as well).
 """
@@ -17,62 +16,36 @@ Its state is in memory: losing the head loses the cluster (Ray's own head is a s
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray
 
-from stream.cluster import node_actor
-from stream.cluster.placement import place
-from stream.cluster.settings import (DIRECTOR_NAME, NAMESPACE, RECONCILE_S, REPORT_MISSES, REPORT_TIMEOUT_S,
-                                     RESOURCE, UNPLACED_STATUS_S)
+from stream.cluster.membership import Membership, Node
+from stream.cluster.placement import CameraTable, place
+from stream.cluster.reaper import AlertReaper
+from stream.cluster.settings import DIRECTOR_NAME, NAMESPACE, RECONCILE_S, UNPLACED_STATUS_S
 
 log = logging.getLogger(__name__)
 
 UNPLACED = "unplaced"
 STARTING = "starting"
-WORKER_LOST = "worker-lost"
-ALERT_READ_COUNT = 1000  # alert-stream entries read per reconcile
 # A camera never placed waits this long for nodes still loading their engines, so a cluster starting up spreads
 # its cameras over every node instead of piling them on the first one ready; longer delays a first start.
 JOIN_GRACE_S = 60.0
 CALL_TIMEOUT_S = 10.0  # a start/stop call on a node worker slower than this is given up (retried next round)
 
 
-@dataclass
-class Node:
-    id: str
-    name: str
-    address: str
-    capacity: int
-    actor: Any
-    ready: bool = False
-    source: str | None = None  # the node's RedisBus source id: its messages in Redis carry it
-    pid: int | None = None
-    draining: bool = False
-    misses: int = 0
-    report: dict[str, Any] = field(default_factory=dict)
-    since: float = field(default_factory=time.time)
-
-
 class Director:
     def __init__(self) -> None:
         self.pipeline: dict[str, Any] | None = None
-        self.cameras: dict[str, dict[str, Any]] = {}  # name -> SourceConfig JSON, in order of arrival
-        self.assigned: dict[str, str] = {}  # camera -> node id
-        self.nodes: dict[str, Node] = {}
-        self.drained: set[str] = set()  # node names told to leave: never given a worker again
-        self.lost_sources: dict[str, float] = {}  # bus source id of a lost node -> when it was lost
+        self.table = CameraTable(UNPLACED_STATUS_S)
+        self.members = Membership()
         self.events: list[dict[str, Any]] = []  # placements and losses, for status and the benchmark
-        self._ever_placed: set[str] = set()
-        self._open_alerts: dict[str, dict[str, Any]] = {}  # alert id -> its latest message
-        self._alerts_from = "0-0"
-        self._unplaced_sent: dict[str, float] = {}
-        self._bus: Any = None
-        self._redis: Any = None
+        self._bus: Any = None  # the director's RedisBus: unplaced status and worker-lost ends
+        self._reaper: AlertReaper | None = None
         self._loop_task: asyncio.Task | None = None
         self._lock: asyncio.Lock | None = None
 
@@ -93,13 +66,8 @@ class Director:
             return False
         from stream.cluster.pipeline import Pipeline
         from stream.config.paths import default_data_dir
-        from stream.live.bus.redis_bus import RedisBus, connect
 
-        spec = Pipeline.model_validate(pipeline)
-        url = spec.serve["redis"]
-        self._redis = connect(url, client_name="dfstream-director")
-        self._bus = RedisBus(url, data_dir=default_data_dir() / "director", source="director")
-        self._bus.start()
+        self._bus, self._reaper = redis_side(Pipeline.model_validate(pipeline).serve, default_data_dir() / "director")
         self.pipeline = pipeline
         return True
 
@@ -109,23 +77,19 @@ class Director:
         from stream.live.sources.live import SourceConfig
 
         self._ensure_loop()
-        config = SourceConfig.model_validate(camera).model_dump(mode="json")
-        old = self.cameras.get(config["name"])
-        if old is not None:
-            if old["url"] != config["url"]:
-                raise ValueError(f"a camera named {config['name']!r} already runs with another address")
+        if not self.table.add(SourceConfig.model_validate(camera).model_dump(mode="json")):
             return False
-        self.cameras[config["name"]] = config
         async with self._guard():
             await self._place()
         return True
 
     async def remove(self, name: str) -> bool:
         """Stop `name` wherever it runs and forget it; False when there is no such camera."""
-        if self.cameras.pop(name, None) is None:
-            return False
         async with self._guard():
-            node = self.nodes.get(self.assigned.pop(name, ""))
+            existed, nid = self.table.remove(name)
+            if not existed:
+                return False
+            node = self.members.nodes.get(nid or "")
             if node is not None:
                 await self._call(node, "stop", name, True)
             elif self._bus is not None:  # unplaced: nobody else will say it is gone
@@ -139,19 +103,18 @@ class Director:
         place it elsewhere; camera -> its new node id (None: no room anywhere, so now unplaced). The node gets no
         cameras again."""
         self._ensure_loop()
-        self.drained.add(node_name)
+        self.members.drained.add(node_name)
         async with self._guard():
-            node = next((n for n in self.nodes.values() if n.name == node_name), None)
+            node = self.members.by_name(node_name)
             if node is None:
                 return {}
             node.draining = True
-            moving = [c for c, n in self.assigned.items() if n == node.id]
+            moving = self.table.on_node(node.id)
             await asyncio.gather(*(self._call(node, "stop", c, False) for c in moving))
-            for c in moving:
-                self.assigned.pop(c, None)
+            for c in self.table.take_node(node.id):
                 self._event("drained", c, node)
             await self._place()
-            moved = {c: self.assigned.get(c) for c in moving}
+            moved = {c: self.table.assigned.get(c) for c in moving}
         try:
             await asyncio.wait_for(node.actor.close.remote(), timeout_s)  # flush its alerts' ends to Redis
         except Exception as exc:  # noqa: BLE001 - it is leaving anyway; its alerts end as worker-lost
@@ -161,15 +124,12 @@ class Director:
     async def status(self) -> dict[str, Any]:
         """Nodes (capacity, use, memory), and each camera's node, state and last overlay age."""
         now = time.time()
-        used: dict[str, int] = {}
-        for n in self.assigned.values():
-            used[n] = used.get(n, 0) + 1
         nodes = [{"id": n.id, "name": n.name, "address": n.address, "capacity": n.capacity,
-                  "cameras": used.get(n.id, 0), "ready": n.ready, "draining": n.draining,
-                  "rss_bytes": n.report.get("rss_bytes"), "pid": n.pid} for n in self.nodes.values()]
+                  "cameras": len(self.table.on_node(n.id)), "ready": n.ready, "draining": n.draining,
+                  "rss_bytes": n.report.get("rss_bytes"), "pid": n.pid} for n in self.members.nodes.values()]
         cameras = {}
-        for name, cam in self.cameras.items():
-            node = self.nodes.get(self.assigned.get(name, ""))
+        for name, cam in self.table.cameras.items():
+            node = self.members.nodes.get(self.table.assigned.get(name, ""))
             seen = (node.report.get("cameras", {}).get(name) if node else None) or {}
             last = seen.get("last_overlay")
             cameras[name] = {"url": _redacted(cam["url"]), "node": node.id if node else None,
@@ -200,72 +160,34 @@ class Director:
             await asyncio.sleep(RECONCILE_S)
 
     async def _reconcile(self) -> None:
-        alive = {n["NodeID"]: n for n in ray.nodes() if n.get("Alive")}
-        for nid in [nid for nid in self.nodes if nid not in alive]:
-            self._lose(nid, "node dead")
-        if self.pipeline is not None:
-            for nid, info in alive.items():
-                capacity = int(info.get("Resources", {}).get(RESOURCE, 0))
-                name = info.get("NodeName") or nid
-                if capacity >= 1 and nid not in self.nodes and name not in self.drained:
-                    self._spawn(nid, name, info.get("NodeManagerAddress", "?"), capacity)
-        await asyncio.gather(*(self._poll(n) for n in list(self.nodes.values()) if n.ready))
+        for node in self.members.survey(self.pipeline):
+            self._lost(node)
+        await asyncio.gather(*(self._check(n) for n in list(self.members.nodes.values()) if n.ready))
         await self._place()
         self._announce_unplaced()
-        self._end_lost_alerts()
+        if self._reaper is not None:
+            self._reaper.step()
 
-    def _spawn(self, nid: str, name: str, address: str, capacity: int) -> None:
-        actor = node_actor.spawn(self.pipeline, nid, capacity)
-        node = self.nodes[nid] = Node(nid, name, address, capacity, actor)
-        log.info("director: node %s (%s) joined with %d camera slot(s); loading its pipeline", name, address, capacity)
-
-        async def wait_ready() -> None:
-            try:
-                info = await actor.ready.remote()
-            except Exception as exc:  # noqa: BLE001 - the pipeline failed to load there: the node stays unused
-                log.error("director: node %s could not start its pipeline: %s", name, exc)
-                if self.nodes.get(nid) is node:
-                    self._lose(nid, f"pipeline failed: {exc}")
-                    self.drained.add(name)
-                return
-            node.ready, node.source, node.pid = True, info.get("source"), info.get("pid")
-            log.info("director: node %s ready", name)
-
-        asyncio.get_running_loop().create_task(wait_ready())
-
-    async def _poll(self, node: Node) -> None:
-        try:
-            node.report = await asyncio.wait_for(node.actor.report.remote(), REPORT_TIMEOUT_S)
-            node.misses = 0
-        except asyncio.TimeoutError:
-            node.misses += 1
-            if node.misses >= REPORT_MISSES and self.nodes.get(node.id) is node:
-                self._lose(node.id, f"{node.misses} reports missed")
-            return
-        except ray.exceptions.RayActorError as exc:
-            if self.nodes.get(node.id) is node:
-                self._lose(node.id, f"worker died: {type(exc).__name__}")
+    async def _check(self, node: Node) -> None:
+        """One node's report against the assignment: one owner per camera, and every camera of its running."""
+        if not await self.members.poll(node):
+            self._lost(node)
             return
         running = set(node.report.get("cameras", {}))
-        mine = {c for c, n in self.assigned.items() if n == node.id}
+        mine = set(self.table.on_node(node.id))
         for c in running - mine:  # not (or no longer) its camera: one owner only
-            await self._call(node, "stop", c, c not in self.cameras)
+            await self._call(node, "stop", c, c not in self.table.cameras)
         for c in mine - running:  # its camera, not running (a start that failed or was lost): again
-            await self._call(node, "start", self.cameras[c])
+            await self._call(node, "start", self.table.cameras[c])
 
     async def _place(self) -> None:
-        capacity = {n.id: n.capacity for n in self.nodes.values() if n.ready and not n.draining}
-        waiting = [c for c in self.cameras if c not in self.assigned]
-        loading = [n for n in self.nodes.values() if not n.ready and time.time() - n.since < JOIN_GRACE_S]
-        if loading:  # a starting cluster spreads its cameras; a camera that ran before (moving) never waits
-            waiting = [c for c in waiting if c in self._ever_placed]
-        placed = place(waiting, capacity, self.assigned)
+        waiting = self.table.waiting(nodes_loading=self.members.loading(JOIN_GRACE_S))
+        placed = place(waiting, self.members.capacity(), self.table.assigned)
+        self.table.assign(placed)
         for camera, nid in placed.items():
-            self.assigned[camera] = nid
-            self._ever_placed.add(camera)
-            self._unplaced_sent.pop(camera, None)
-            self._event("placed", camera, self.nodes[nid])
-        await asyncio.gather(*(self._call(self.nodes[nid], "start", self.cameras[c]) for c, nid in placed.items()))
+            self._event("placed", camera, self.members.nodes[nid])
+        await asyncio.gather(*(self._call(self.members.nodes[nid], "start", self.table.cameras[c])
+                               for c, nid in placed.items()))
 
     async def _call(self, node: Node, method: str, *args: Any) -> Any:
         try:
@@ -274,19 +196,14 @@ class Director:
             log.warning("director: %s on node %s failed: %s", method, node.name, exc)
             return None
 
-    def _lose(self, nid: str, why: str) -> None:
-        node = self.nodes.pop(nid)
-        moving = [c for c, n in self.assigned.items() if n == nid]
+    def _lost(self, node: Node) -> None:
+        """A node is gone: its cameras wait to be placed again, and the reaper ends its open alerts."""
+        moving = self.table.take_node(node.id)
         for c in moving:
-            del self.assigned[c]
             self._event("lost", c, node)
-        if node.source:
-            self.lost_sources[node.source] = time.time()
-        log.warning("director: node %s lost (%s); %d camera(s) to move", node.name, why, len(moving))
-        try:
-            ray.kill(node.actor, no_restart=True)  # a hung worker on a live node must not keep publishing
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        if self._reaper is not None:
+            self._reaper.lost(node.source)
+        log.warning("director: %d camera(s) of node %s to move", len(moving), node.name)
 
     def _event(self, what: str, camera: str, node: Node) -> None:
         self.events.append({"event": what, "camera": camera, "node": node.id, "node_name": node.name,
@@ -298,40 +215,21 @@ class Director:
             return
         from stream.messages import Status
 
-        now = time.monotonic()
-        for c in self.cameras:
-            if c not in self.assigned and now - self._unplaced_sent.get(c, -1e9) >= UNPLACED_STATUS_S:
-                self._unplaced_sent[c] = now
-                self._bus.publish(Status(c, state=UNPLACED).to_message())
+        for c in self.table.unplaced_due(time.monotonic()):
+            self._bus.publish(Status(c, state=UNPLACED).to_message())
 
-    def _end_lost_alerts(self) -> None:
-        """Follow the alert stream; end what a lost node left open. Retries reuse the key (id:seq+1)."""
-        if self._redis is None:
-            return
-        from stream.live.bus.redis_bus import UNREACHABLE, alerts_stream
-        from stream.messages import Alert
 
-        try:
-            for _, entries in self._redis.xread({alerts_stream(): self._alerts_from}, count=ALERT_READ_COUNT) or []:
-                for entry_id, fields in entries:
-                    self._alerts_from = entry_id
-                    msg = json.loads(fields[b"msg"])
-                    if msg.get("event") == "end":
-                        self._open_alerts.pop(msg["id"], None)
-                    else:
-                        self._open_alerts[msg["id"]] = msg
-        except UNREACHABLE as exc:
-            log.warning("director: cannot read the alert stream: %s", exc)
-            return
-        cutoff = time.time() - 3600  # a lost source is remembered this long: its alerts were ended long before
-        self.lost_sources = {s: t for s, t in self.lost_sources.items() if t > cutoff}
-        for msg in list(self._open_alerts.values()):
-            if msg.get("source") in self.lost_sources:
-                end = Alert(event="end", id=msg["id"], seq=int(msg["seq"]) + 1, stream=msg["stream"],
-                            track=int(msg["track"]), started_at=msg["started_at"], ended_at=time.time(),
-                            score_max=msg["score_max"], engines=msg.get("engines", {}),
-                            evidence=msg.get("evidence", {}), reason=WORKER_LOST)
-                self._bus.publish(end.to_message())
+def redis_side(serve: dict[str, Any], data_dir: Path) -> tuple[Any, AlertReaper]:
+    """The director's Redis bus (started) and its alert reaper, both in the pipeline's `redis_namespace`: the one
+    the nodes publish under and the gateway reads, so a lost node's alerts are found and ended where they are."""
+    from stream.live.bus.redis_alerts import AlertStreamReader
+    from stream.live.bus.redis_bus import RedisBus, connect
+
+    url, namespace = serve["redis"], serve["redis_namespace"]
+    bus = RedisBus(url, data_dir=data_dir, source="director", namespace=namespace)
+    bus.start()
+    reader = AlertStreamReader(connect(url, client_name="dfstream-director"), namespace)
+    return bus, AlertReaper(reader, bus.publish)
 
 
 def _redacted(url: str) -> str:
@@ -349,4 +247,3 @@ def ensure_director() -> Any:
     director = actor.remote()
     ray.get(director.ping.remote())
     return director
-

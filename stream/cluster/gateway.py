@@ -6,9 +6,10 @@ gateway (or a second one) asks the director for the list and reads Redis again, 
 It is the `remote` of a `LiveService` (stream.live.server.service.RemoteStreams); browser webcams never reach it
 and stay on the gateway's local pipeline.
 
-Two reader threads feed the websocket hub: one on the overlay and status channels (pattern subscriptions), one
-on the alert stream, which starts with the last `ALERT_BACKLOG` entries so open alerts reach a page again after
-a restart. Messages this gateway published itself (its webcams) are skipped: the hub already had them.
+Two reader threads feed the websocket hub: one on the overlay and status channels (`redis_bus.channel_patterns`),
+one on the alert stream (the Redis bus's `AlertStreamReader`), which starts with the last `ALERT_BACKLOG` entries
+so open alerts reach a page again after a restart. Both read the pipeline's `redis_namespace`, the one the nodes
+publish under. Messages this gateway published itself (its webcams) are skipped: the hub already had them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import ray
 from stream.cluster.director import ensure_director
 from stream.cluster.pipeline import Pipeline
 from stream.cluster.settings import NAMESPACE
-from stream.live.bus.redis_bus import DEFAULT_NAMESPACE, UNREACHABLE, alerts_stream, connect
+from stream.live.bus.redis_alerts import AlertStreamReader
+from stream.live.bus.redis_bus import UNREACHABLE, channel_patterns, connect
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +47,10 @@ class RemoteCamera:
 
 
 class ClusterCameras:
-    def __init__(self, address: str, pipeline: Pipeline, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def __init__(self, address: str, pipeline: Pipeline) -> None:
         self.address = address
         self.pipeline = pipeline
-        self.namespace = namespace
+        self.namespace = pipeline.serve["redis_namespace"]
         self.director: Any = None
         self._deliver: Callable[[dict], None] | None = None
         self._own: str | None = None
@@ -117,7 +119,7 @@ class ClusterCameras:
         while not self._stop.is_set():
             try:
                 pubsub = connect(url, client_name="dfstream-gateway").pubsub(ignore_subscribe_messages=True)
-                pubsub.psubscribe(f"{self.namespace}:overlay:*", f"{self.namespace}:status:*")
+                pubsub.psubscribe(*channel_patterns(self.namespace))
                 while not self._stop.is_set():
                     item = pubsub.get_message(timeout=0.2)
                     if item and item.get("type") == "pmessage":
@@ -129,21 +131,21 @@ class ClusterCameras:
 
     def _read_alerts(self) -> None:
         url = self.pipeline.serve["redis"]
-        key = alerts_stream(self.namespace)
-        last: str | None = None
+        reader: AlertStreamReader | None = None
         while not self._stop.is_set():
             try:
                 client = connect(url, client_name="dfstream-gateway-alerts", socket_timeout=READ_BLOCK_MS / 1000 + 2)
-                if last is None:
-                    backlog = list(reversed(client.xrevrange(key, count=ALERT_BACKLOG)))
-                    for _, fields in backlog:
-                        self._hand(json.loads(fields[b"msg"]))
-                    last = backlog[-1][0].decode() if backlog else "0-0"
+                if reader is None:
+                    reader = AlertStreamReader(client, self.namespace)
+                    entries = reader.backlog(ALERT_BACKLOG)
+                else:  # reconnected: on from the last entry handed over
+                    reader = AlertStreamReader(client, self.namespace, after=reader.last)
+                    entries = []
                 while not self._stop.is_set():
-                    for _, entries in client.xread({key: last}, count=100, block=READ_BLOCK_MS) or []:
-                        for entry_id, fields in entries:
-                            last = entry_id.decode()
-                            self._hand(json.loads(fields[b"msg"]))
+                    for _, msg in entries:
+                        if msg is not None:
+                            self._hand(msg)
+                    entries = reader.read(block_ms=READ_BLOCK_MS)
             except UNREACHABLE as exc:
                 log.warning("serve --ray: Redis alert stream unreachable (%s); retrying", exc)
                 self._stop.wait(RETRY_S)

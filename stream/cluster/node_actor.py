@@ -5,8 +5,9 @@ MTCNN and every engine see the frames of all the node's cameras as one batch per
 through its `RedisBus` exactly as `serve --redis` does; it has no websocket clients (its hub is never bound).
 
 The director is the only caller. `start`/`stop` are idempotent, so a repeated call after a lost reply changes
-nothing. `stop(name, removed=False)` (a camera moving) ends the camera's open alerts but does not announce the
-camera as removed; `removed=True` (taken away through the API) does.
+nothing. `stop` goes through `LiveService.remove` (open alerts end, recordings complete, the recorder detaches);
+`removed=False` (a camera moving) does not announce the camera as removed, `removed=True` (taken away through
+the API) does. The last-overlay clock of `report` is a subscriber of the service's bus.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import ray
 
 from stream.cluster.pipeline import Pipeline
 from stream.cluster.settings import RESOURCE
+from stream.messages import Overlay
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +58,19 @@ class NodeWorker:
         self.service = LiveService(config, engines, detector, ensemble)
         self._last_overlay: dict[str, float] = {}
         self._lock = threading.Lock()
-        self.service.tap(self._seen)
+        self.service.bus.subscribe(Overlay, self._seen)
         self.service.start()
         self.started = time.time()
         log.info("node worker on %s ready: %s", node_id[:12], ", ".join(e.name for e in engines))
 
-    def _seen(self, msg: dict) -> None:
-        if msg.get("type") == "overlay":
-            with self._lock:
-                self._last_overlay[str(msg.get("stream"))] = time.time()
+    def _seen(self, overlay: Overlay) -> None:
+        with self._lock:
+            self._last_overlay[overlay.stream] = time.time()
 
     def ready(self) -> dict[str, Any]:
         """Called once the engines are loaded (Ray queues it behind __init__): the bus's source id, which tells
         this node's messages apart in Redis, and the process id (for memory figures)."""
-        return {"source": self.service.bus.stats().get("source"), "pid": os.getpid(), "node": self.node_id}
+        return {"source": self.service.source_id, "pid": os.getpid(), "node": self.node_id}
 
     def start(self, camera: dict[str, Any]) -> bool:
         """Run `camera` (a SourceConfig as JSON) here; True when started now, False when it already ran."""
@@ -83,12 +84,9 @@ class NodeWorker:
 
     def stop(self, name: str, removed: bool = False) -> bool:
         """Stop `name` here (its open alerts end); False when it did not run here."""
-        if removed:
-            return self.service.remove(name)
-        source = self.service.scheduler.remove(name)
-        if source is None:
+        if name not in {s.name for s in self.service.scheduler.sources()}:
             return False
-        source.stop()
+        self.service.remove(name, announce=removed)
         with self._lock:
             self._last_overlay.pop(name, None)
         return True

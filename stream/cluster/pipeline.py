@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # ServeConfig fields a node's pipeline depends on; the rest (host, port, token, sources, data_dir, limits of
 # the HTTP side) belong to whichever gateway is talking.
 PIPELINE_FIELDS = ("models", "weights_dir", "calibration", "backend", "precision", "detector", "scheduler",
-                   "verdict", "alerts", "evidence", "redis")
+                   "verdict", "alerts", "evidence", "redis", "redis_namespace")
 
 
 class Pipeline(BaseModel):

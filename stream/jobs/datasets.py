@@ -25,6 +25,8 @@ from stream.jobs.scan import IMAGE_SUFFIXES
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 MEDIA_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".wma", ".aiff", ".aif"})
+VOICE_SUFFIXES = AUDIO_SUFFIXES | VIDEO_SUFFIXES  # `eval --modality voice`: audio files and videos' audio tracks
 REAL, FAKE = 0, 1  # the project's label convention: 1 = fake, every score is p(fake)
 REAL_METHOD = "real"
 DEFAULT_FAKE_METHOD = "fake"  # files directly in fake/, where no folder names a method
@@ -67,10 +69,11 @@ class Dataset:
                 "videos": len({i.group for i in self.items})}
 
 
-def discover(root: str | Path, require_fakes: bool = True) -> Dataset:
+def discover(root: str | Path, require_fakes: bool = True, suffixes: frozenset[str] = MEDIA_SUFFIXES) -> Dataset:
     """Find the labelled media under `root`; raises DatasetError when it is missing, unrecognised or one-sided.
 
     `require_fakes=False` accepts real-only data, for training with self-blended pseudo-fakes (`train --sbi`).
+    `suffixes` are the files that count as media (`VOICE_SUFFIXES` for voices).
     """
     root = Path(os.path.abspath(root))  # reports are read away from the current folder; symlinks are kept
     if not root.exists():
@@ -79,11 +82,11 @@ def discover(root: str | Path, require_fakes: bool = True) -> Dataset:
         raise DatasetError(f"{root}: not a folder")
     if (root / FFPP_REAL_DIR).is_dir() or (root / FFPP_FAKE_DIR).is_dir():
         layout: Layout = "ffpp"
-        items = _ffpp_items(root)
+        items = _ffpp_items(root, suffixes)
         where = f"{FFPP_REAL_DIR}/ and {FFPP_FAKE_DIR}/"
     elif (root / REAL_DIR).is_dir() or (root / FAKE_DIR).is_dir():
         layout = "real-fake"
-        items = _real_fake_items(root)
+        items = _real_fake_items(root, suffixes)
         where = f"{REAL_DIR}/ and {FAKE_DIR}/"
     else:
         found = ", ".join(sorted(p.name + "/" for p in root.iterdir() if p.is_dir())) or "no folders"
@@ -91,7 +94,7 @@ def discover(root: str | Path, require_fakes: bool = True) -> Dataset:
             f"{root}: unrecognised dataset layout (found {found}); expected {REAL_DIR}/ and {FAKE_DIR}/ folders, "
             f"or FaceForensics++'s {FFPP_REAL_DIR}/ and {FFPP_FAKE_DIR}/")
     if not items:
-        raise DatasetError(f"{root}: no media files under {where} (looked for {', '.join(sorted(MEDIA_SUFFIXES))})")
+        raise DatasetError(f"{root}: no media files under {where} (looked for {', '.join(sorted(suffixes))})")
     labels = {i.label for i in items}
     if FAKE not in labels and require_fakes:
         raise DatasetError(f"{root}: no fake media found ({len(items)} real files); eval needs fakes and reals")
@@ -100,7 +103,7 @@ def discover(root: str | Path, require_fakes: bool = True) -> Dataset:
     return Dataset(root=root, layout=layout, items=tuple(items))
 
 
-def _media(folder: Path) -> list[Path]:
+def _media(folder: Path, suffixes: frozenset[str] = MEDIA_SUFFIXES) -> list[Path]:
     """Media files below `folder`, sorted, following symlinks, skipping hidden files and folders."""
     if not folder.is_dir():
         return []
@@ -108,7 +111,7 @@ def _media(folder: Path) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         out += [Path(dirpath) / f for f in filenames
-                if not f.startswith(".") and Path(f).suffix.lower() in MEDIA_SUFFIXES]
+                if not f.startswith(".") and Path(f).suffix.lower() in suffixes]
     return sorted(out)
 
 
@@ -120,10 +123,10 @@ def _group(path: Path, class_dir: Path, root: Path) -> str:
     return path.parent.relative_to(root).as_posix()
 
 
-def _real_fake_items(root: Path) -> list[DatasetItem]:
+def _real_fake_items(root: Path, suffixes: frozenset[str]) -> list[DatasetItem]:
     real_dir, fake_dir = root / REAL_DIR, root / FAKE_DIR
-    items = [DatasetItem(p, REAL, REAL_METHOD, _group(p, real_dir, root)) for p in _media(real_dir)]
-    for p in _media(fake_dir):
+    items = [DatasetItem(p, REAL, REAL_METHOD, _group(p, real_dir, root)) for p in _media(real_dir, suffixes)]
+    for p in _media(fake_dir, suffixes):
         below = p.relative_to(fake_dir).parts
         if len(below) == 1:
             items.append(DatasetItem(p, FAKE, DEFAULT_FAKE_METHOD, _group(p, fake_dir, root)))
@@ -132,11 +135,11 @@ def _real_fake_items(root: Path) -> list[DatasetItem]:
     return items
 
 
-def _ffpp_items(root: Path) -> list[DatasetItem]:
+def _ffpp_items(root: Path, suffixes: frozenset[str]) -> list[DatasetItem]:
     """`<class dir>/<source or method>/<compression>/videos/<file>`; anything else under them is ignored."""
     items = []
     for class_dir, label in ((root / FFPP_REAL_DIR, REAL), (root / FFPP_FAKE_DIR, FAKE)):
-        for p in _media(class_dir):
+        for p in _media(class_dir, suffixes):
             parts = p.relative_to(class_dir).parts
             if len(parts) != 4 or parts[2] != FFPP_VIDEOS_DIR or parts[1] in FFPP_NOT_MEDIA:
                 continue

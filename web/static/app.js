@@ -1,5 +1,6 @@
 // dfstream's page: wires the modules together. It owns the page's state (window.__dfstream), the one registry of
-// streams (name -> Tile), the connection banner, the token dialog and the controls (webcam, add camera).
+// streams (name -> Tile), the connection banner, the token dialog and the controls (webcam, screen share, add
+// camera).
 // Plain ES modules, no build step, nothing loaded from elsewhere.
 //
 // window.__dfstream exposes the page's state (read by the browser tests and handy in the console).
@@ -9,6 +10,7 @@ import { api, onUnauthorized, setToken, takeTokenFromUrl, withToken } from "./ap
 import { Notice } from "./notice.js";
 import { EvidencePlayer } from "./player.js";
 import { cameraErrorText, startWebcam } from "./rtc.js";
+import { shareErrorText, startShare, watchEnded } from "./share.js";
 import { Socket } from "./socket.js";
 import { Tile } from "./tile.js";
 import { LocalView, RelayView } from "./views.js";
@@ -35,6 +37,7 @@ const state = {
   get player() { return player.state; }, // the evidence player: status, seekedTo, overlayInk, error
   notice: null,
   webcam: null, // {stream, peer, pending} while this page sends its camera
+  share: null, // {stream, peer, pending, surface} while this page shares a screen, window or tab
   inspect: (name) => (tiles.has(name) ? tiles.get(name).inspect() : null),
 };
 window.__dfstream = state;
@@ -68,6 +71,10 @@ $("#token-form").addEventListener("submit", (e) => {
 
 // ------------------------------------------------------------------ streams
 const isOurWebcam = (name) => Boolean(state.webcam && state.webcam.stream === name);
+const isOurShare = (name) => Boolean(state.share && state.share.stream === name);
+/** This page's own stream (webcam or share) is shown from the local media, never relayed back. */
+const ours = (name) => (isOurWebcam(name) ? state.webcam : isOurShare(name) ? state.share : null);
+let stopWatchingShare = () => {};
 
 function ensureTile(name) {
   let tile = tiles.get(name);
@@ -76,7 +83,7 @@ function ensureTile(name) {
   tiles.set(name, tile);
   $("#grid").append(tile.el);
   $("#empty").hidden = true;
-  if (!isOurWebcam(name)) tile.attach(new RelayView(api, name, (n) => tiles.has(n))); // ours gets a LocalView
+  if (!ours(name)) tile.attach(new RelayView(api, name, (n) => tiles.has(n))); // ours gets a LocalView
   return tile;
 }
 
@@ -86,21 +93,23 @@ function dropTile(name) {
   tile.close();
   tiles.delete(name);
   if (isOurWebcam(name)) setWebcam(null);
+  if (isOurShare(name)) setShare(null);
   $("#empty").hidden = tiles.size > 0;
 }
 
-/** Make the tiles those of `streams` (the server's GET /api/streams), keeping a webcam that is still starting. */
+/** Make the tiles those of `streams` (the server's GET /api/streams), keeping our own that are still starting. */
 function reconcile(streams) {
   for (const [name, status] of Object.entries(streams)) ensureTile(name).onStatus({ stream: name, ...status });
   for (const name of [...tiles.keys()]) {
-    if (!(name in streams) && !(isOurWebcam(name) && state.webcam.pending)) dropTile(name);
+    if (!(name in streams) && !(ours(name) && ours(name).pending)) dropTile(name);
   }
 }
 
 async function removeStream(name) {
   try {
-    if (isOurWebcam(name) && state.webcam.peer) {
-      await api(`/offer/${state.webcam.peer}`, { method: "DELETE" }).catch(() => api(`/api/streams/${encodeURIComponent(name)}`, { method: "DELETE" }));
+    const own = ours(name);
+    if (own && own.peer) {
+      await api(`/offer/${own.peer}`, { method: "DELETE" }).catch(() => api(`/api/streams/${encodeURIComponent(name)}`, { method: "DELETE" }));
     } else {
       await api(`/api/streams/${encodeURIComponent(name)}`, { method: "DELETE" });
     }
@@ -179,6 +188,51 @@ $("#webcam").addEventListener("click", async () => {
   local.media.getVideoTracks()[0].addEventListener("ended", () => {
     notice("Your camera stopped (unplugged, or permission withdrawn).", "camera-error", true);
     removeStream(local.stream);
+  });
+});
+
+/** A name this page claimed for its own stream belongs to another's: its tile (if the server announced it
+ * meanwhile) shows that stream's relayed video. */
+function disown(name) {
+  if (tiles.has(name)) tiles.get(name).attach(new RelayView(api, name, (n) => tiles.has(n)));
+}
+
+function setShare(value) {
+  if (!value) stopWatchingShare();
+  state.share = value;
+  const b = $("#share");
+  b.disabled = Boolean(value);
+  b.textContent = value ? (value.pending ? "Starting share…" : "Sharing") : "Share screen";
+}
+
+$("#share").addEventListener("click", async () => {
+  if (state.share) return;
+  setShare({ stream: null, pending: true });
+  notice(null);
+  let local;
+  try {
+    local = await startShare(api, () => tiles.keys(), (name) => {
+      const taken = state.share && state.share.stream; // refused (409): another page's stream has that name
+      state.share = { stream: name, pending: true };
+      if (taken && taken !== name) disown(taken);
+    });
+  } catch (err) {
+    const name = state.share && state.share.stream;
+    setShare(null);
+    if (name && err.status === 409) disown(name);
+    else if (name) dropTile(name);
+    const text = err.status !== undefined ? `The server refused the screen share: ${err.message}` : shareErrorText(err);
+    if (text) notice(text, "share-error", true);
+    return;
+  }
+  setShare({ stream: local.stream, peer: local.peer, pending: false, surface: local.surface });
+  ensureTile(local.stream).attach(new LocalView(api, local, {
+    connecting: "Starting the screen share…", waiting: "Waiting for the shared screen…",
+  }));
+  // The browser's "Stop sharing" (or the shared tab closing) ends the track: the stream goes, quietly, since
+  // the user did it.
+  stopWatchingShare = watchEnded(local.media.getVideoTracks()[0], () => {
+    if (isOurShare(local.stream)) removeStream(local.stream);
   });
 });
 

@@ -1,4 +1,5 @@
-// WebRTC with the server: the webcam goes up (POST /offer), relayed cameras come down (POST /relay/{stream}).
+// WebRTC with the server: the webcam and shared screens go up (POST /offer), relayed cameras come down
+// (POST /relay/{stream}).
 // The server (aiortc) does not trickle ICE, so each offer is sent once its candidates are gathered.
 
 import { CaptureClock } from "./sync.js";
@@ -84,28 +85,28 @@ export function cameraErrorText(err) {
 }
 
 /**
- * Send the webcam to the server. Returns {stream, peer, media, pc, clock, sender}; `clock` maps preview capture
- * times to the RTP timestamps the server reports (null where the browser has no encoded-frame transforms);
- * `sender` is what tuneSender() set.
+ * Send local media (a webcam's, a shared screen's) to the server: its video track, with the encoded-frame clock
+ * where the browser has transforms, and its first audio track if it has one (the server keeps it for the voice
+ * path). `body` is the offer's own fields ({name, kind}). Returns {stream, peer, media, pc, clock, sender};
+ * `clock` maps preview capture times to the RTP timestamps the server reports (null where the browser has no
+ * encoded-frame transforms); `sender` is what tuneSender() set. On failure the caller still owns `media`.
  */
-export async function startWebcam(api, name) {
-  if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    const err = new Error("Browsers only give pages a camera over https or on localhost. Open this page as http://localhost:PORT/ on the machine running dfstream, or serve it over https.");
-    err.name = "InsecureContext";
-    throw err;
-  }
-  const media = await navigator.mediaDevices.getUserMedia({
-    video: {
-      width: { ideal: CAPTURE.width }, height: { ideal: CAPTURE.height },
-      frameRate: { ideal: CAPTURE.frameRate, max: CAPTURE.maxFrameRate },
-    },
-    audio: false,
-  });
+export async function sendMedia(api, media, body) {
   const transforms = typeof RTCRtpSender !== "undefined" && "createEncodedStreams" in RTCRtpSender.prototype;
   let pc;
   try {
     pc = new RTCPeerConnection(transforms ? { encodedInsertableStreams: true } : {});
-    const sender = pc.addTrack(media.getVideoTracks()[0], media);
+    const video = media.getVideoTracks()[0];
+    const sender = pc.addTrack(video, media);
+    const audio = media.getAudioTracks()[0];
+    if (audio) {
+      const audioSender = pc.addTrack(audio, media);
+      // with encoded insertable streams on, every sender's frames must be piped through, or none are sent
+      if (transforms) {
+        const { readable, writable } = audioSender.createEncodedStreams();
+        readable.pipeTo(writable).catch(() => {});
+      }
+    }
     let clock = null;
     if (transforms) {
       clock = new CaptureClock();
@@ -120,12 +121,33 @@ export async function startWebcam(api, name) {
         .pipeTo(writable)
         .catch(() => {});
     }
-    const answer = await negotiate(pc, api, "/offer", { name });
-    const tuned = await tuneSender(sender, media.getVideoTracks()[0]);
+    const answer = await negotiate(pc, api, "/offer", body);
+    const tuned = await tuneSender(sender, video);
     return { stream: answer.stream, peer: answer.peer, media, pc, clock, sender: tuned };
   } catch (err) {
-    media.getTracks().forEach((t) => t.stop());
     if (pc) pc.close();
+    throw err;
+  }
+}
+
+/** Send the webcam to the server (see sendMedia for what it returns). */
+export async function startWebcam(api, name) {
+  if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    const err = new Error("Browsers only give pages a camera over https or on localhost. Open this page as http://localhost:PORT/ on the machine running dfstream, or serve it over https.");
+    err.name = "InsecureContext";
+    throw err;
+  }
+  const media = await navigator.mediaDevices.getUserMedia({
+    video: {
+      width: { ideal: CAPTURE.width }, height: { ideal: CAPTURE.height },
+      frameRate: { ideal: CAPTURE.frameRate, max: CAPTURE.maxFrameRate },
+    },
+    audio: false,
+  });
+  try {
+    return await sendMedia(api, media, { name });
+  } catch (err) {
+    media.getTracks().forEach((t) => t.stop());
     throw err;
   }
 }

@@ -1,6 +1,7 @@
 // One stream on the page: the parts every stream has, whatever shows its video. The overlay canvas (drawn for
-// the frame on screen, matched by timestamp), the verdict strip, the stats, the per-engine tooltip and, whenever
-// there is no picture to show, a sentence saying why.
+// the frame on screen, matched by timestamp), the verdict strip, the stats, the per-engine tooltip, the list of
+// participants (every face track of a call or a group, beside the video) and, whenever there is no picture to
+// show, a sentence saying why.
 //
 // The video itself comes from a view (views.js: RelayView for video the server relays, LocalView for this
 // browser's own camera), attached with tile.attach(view). A view is:
@@ -21,6 +22,12 @@ import { CLOCK, OverlayBuffer, percentile, timeKey } from "./sync.js";
 const STRIP_SPAN_MS = 60000;
 const FRESH_MS = 1000; // without a clock, an overlay older than this is not drawn
 const MAX_DELAY_MS = 2000; // the longest video is held back to wait for its overlays
+// A face track stays listed this long after its last overlay, so a face the detector misses for a frame or two
+// does not blink out of the list.
+const PARTICIPANT_KEEP_MS = 3000;
+// The list appears once a stream shows this many faces at once (a call, a group), and then stays, so the
+// video does not jump sideways as people come and go; one face needs no list: its box says it all.
+const PARTICIPANTS_FROM = 2;
 
 /** Before a view is attached (a webcam still starting): no picture, no clock. */
 const NO_VIEW = {
@@ -64,11 +71,13 @@ export class Tile {
     this.frameKey = null; // the timestamp of the frame on screen (null: unknown)
     this.frameSize = []; // its size, where the <video> does not give it
     this.lags = []; // ms from a frame's arrival (or capture) to its overlay's arrival
+    this.people = new Map(); // track id -> {face, seen}: the participants listed
     this.state = {
       mode: null, state: "connecting", message: "", messageKind: "", verdict: null,
       video: { width: 0, height: 0, currentTime: 0, frames: 0 },
       overlays: 0, sync: { clock: "none", matched: 0, missed: 0, exact_hits: 0, errorMs: null, delayMs: 0 },
       drawn: { frames: 0, withFaces: 0, faces: [] }, stats: {},
+      participants: [], // [{track, verdict, score, reason}] as listed, by track id
     };
     this._build();
   }
@@ -106,7 +115,12 @@ export class Tile {
     this.strip.height = 10;
     stripRow.append(el("span", "strip-label", "verdict, last 60 s"), this.strip);
     this.statsEl = el("div", "stats", "waiting for the first status…");
-    root.append(head, this.stage, stripRow, this.statsEl);
+    this.peopleEl = el("ol", "participants");
+    this.peopleEl.setAttribute("aria-label", "participants: face tracks");
+    this.peopleEl.hidden = true;
+    const body = el("div", "tile-body");
+    body.append(this.stage, this.peopleEl);
+    root.append(head, body, stripRow, this.statsEl);
     this.el = root;
     this.setMessage("Connecting…", "connecting");
   }
@@ -233,6 +247,7 @@ export class Tile {
     this.verdictEl.textContent = msg.verdict || "no face";
     this.verdictEl.style.background = msg.verdict ? colourOf(msg.verdict) : "";
     this.history.push({ t: Date.now(), verdict: msg.verdict, faces: msg.faces.length });
+    this._listParticipants(msg.faces);
     while (this.history.length && this.history[0].t < Date.now() - STRIP_SPAN_MS - 5000) this.history.shift();
     this._measureLag(key);
     if (this.frameKey !== null) this._drawFor(this.frameKey, ...this.frameSize); // it may be a closer match
@@ -240,6 +255,31 @@ export class Tile {
       this._stripQueued = true;
       setTimeout(() => { this._stripQueued = false; this._drawStrip(); }, 250);
     }
+  }
+
+  /** The participants beside the video: every face track seen in the last PARTICIPANT_KEEP_MS. */
+  _listParticipants(faces) {
+    const now = performance.now();
+    for (const face of faces) this.people.set(face.track, { face, seen: now });
+    for (const [id, p] of this.people) if (now - p.seen > PARTICIPANT_KEEP_MS) this.people.delete(id);
+    if (faces.length >= PARTICIPANTS_FROM) this.peopleEl.hidden = false;
+    const listed = [...this.people.values()].map((p) => p.face).sort((a, b) => a.track - b.track);
+    this.state.participants = listed.map((f) => ({ track: f.track, verdict: f.verdict, score: f.score,
+      reason: f.reason ?? null }));
+    if (this.peopleEl.hidden) return;
+    this.peopleEl.replaceChildren(...listed.map((f) => {
+      const li = el("li", "participant");
+      li.dataset.track = String(f.track);
+      li.dataset.verdict = f.verdict || "";
+      const swatch = el("i");
+      swatch.style.background = faceColour(f);
+      const words = f.verdict === LOW_QUALITY ? "low quality" : f.score === null ? "scoring…" : f.verdict;
+      li.append(swatch, el("b", "", `#${f.track}`), el("span", "verdict", words),
+        el("span", "score", f.verdict === LOW_QUALITY ? "" : percent(f.score)));
+      li.title = f.verdict === LOW_QUALITY ? `Not judged: ${f.reason || "below every engine's quality floor"}`
+        : `Track #${f.track}: smoothed p(fake) ${percent(f.score)}`;
+      return li;
+    }));
   }
 
   _measureLag(key) {

@@ -2,7 +2,7 @@
 //
 // - RelayView: video the server relays back over WebRTC (cameras, files, other pages' webcams). The <video>
 //   shows it; each displayed frame's RTP timestamp maps to the scored frame's time (RelayClock).
-// - LocalView: this browser's own camera, sent up by rtc.startWebcam. The <video> only decodes it; a preview
+// - LocalView: this browser's own camera or shared screen, sent up by rtc.sendMedia. The <video> only decodes it; a preview
 //   canvas shows the frames slightly delayed, so that their overlays have arrived (CaptureClock).
 
 import { Backoff, sleep } from "./backoff.js";
@@ -130,13 +130,14 @@ export class RelayView {
 }
 
 export class LocalView {
-  /** `local`: what rtc.startWebcam returned ({stream, peer, media, pc, clock, sender}). */
-  constructor(api, local) {
+  /** `local`: what rtc.sendMedia returned ({stream, peer, media, pc, clock, sender}); `words`: what the tile
+   * says before the first picture (a webcam's by default). */
+  constructor(api, local, words = { connecting: "Starting your camera…", waiting: "Waiting for your camera…" }) {
     this.api = api;
     this.local = local;
     this.mode = "local";
     this.clock = local.clock ? "capture" : "arrival";
-    this.words = { connecting: "Starting your camera…", waiting: "Waiting for your camera…" };
+    this.words = words;
     this.problem = null;
     this.preview = el("canvas", "preview");
     this.frames = []; // captured, not yet shown: [{bmp, cap}]

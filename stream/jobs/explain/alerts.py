@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from stream.jobs.explain.gradcam import Explanation, ExplainError, GradCam, save_overlay
+from stream.live.bus.base import ALERTS_LOG_NAME as ALERTS_LOG
+from stream.live.evidence.names import ALERT_ID, EVIDENCE_DIR, SNAPSHOT
+from stream.live.evidence.names import STRIP as CLIP
 from stream.jobs.explain.report import (EXPLANATION_JSON, EXPLANATION_PNG, explain_with_citations, facts_of, write)
 
-ALERTS_LOG = "alerts.jsonl"
-EVIDENCE_DIR = "evidence"
-SNAPSHOT, CLIP = "snapshot.jpg", "clip.mp4"
-ALERT_ID = re.compile(r"^[0-9a-f]{32}$")
 TOP_FRAMES = 4  # evidence crops explained: the most fake-looking of the snapshot and the clip's frames
 
 

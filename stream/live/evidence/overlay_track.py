@@ -9,13 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from stream.live.evidence.names import OVERLAY  # noqa: F401
+from stream.messages import Overlay
 FACE_KEYS = ("track", "box", "score", "raw", "engines", "verdict", "reason")
 
 
-def entry(msg: dict[str, Any], origin: float) -> dict[str, Any]:
-    """One overlay message as a track entry: its time on the clip's clock and its faces' boxes and scores."""
-    return {"t": round(msg["time"] - origin, 4), "source_time": msg["time"], "verdict": msg.get("verdict"),
-            "faces": [{k: f.get(k) for k in FACE_KEYS} for f in msg.get("faces", [])]}
+def entry(overlay: Overlay, origin: float) -> dict[str, Any]:
+    """One overlay as a track entry: its time on the clip's clock and its faces' boxes and scores (as the page
+    gets them live: the faces' wire form)."""
+    faces = [face.to_message() for face in overlay.faces]
+    return {"t": round(overlay.time - origin, 4), "source_time": overlay.time, "verdict": overlay.verdict,
+            "faces": [{k: f.get(k) for k in FACE_KEYS} for f in faces]}
 
 
 def write(path: Path, header: dict[str, Any], frames: list[dict[str, Any]]) -> None:

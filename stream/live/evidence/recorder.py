@@ -1,18 +1,25 @@
-"""The full-frame recording of every alert, from a recording ring per stream.
+"""An alert's evidence, as a subscriber of the bus: its face snapshot and strip, and its full-frame recording from
+a recording ring per stream.
 
 Each stream gets a `StreamTap`: its source's compressed packets (or, for webcams and other codecs, its frames
-through `encoder.FrameEncoder`) go into a `PacketRing`, and its overlay messages into a short overlay ring. When
-an alert starts, its `Recording` takes the ring's packets from the keyframe at or before `pre_capture_s` ahead
-of the first frame judged fake, then follows the stream until `post_capture_s` after the alert ends (or the
-stream stops), at most `max_clip_s` in all, remuxing (never re-encoding) into a faststart MP4. The overlay
-track, the optional burn-in copy and the manifest are written when it completes, all on the evidence thread.
+through `encoder.FrameEncoder`) go into a `PacketRing`, and its overlays into a short overlay ring. When an alert
+starts (`on_alert`), its face crops are written (store.py) and its `Recording` takes the ring's packets from the
+keyframe at or before `pre_capture_s` ahead of the first frame judged fake, then follows the stream until
+`post_capture_s` after the alert closes (`on_closing`; or the stream stops), at most `max_clip_s` in all,
+remuxing (never re-encoding) into a faststart MP4. The overlay track, the optional burn-in copy and the manifest
+are written when it completes, all on the evidence thread, and the recorder answers on the bus with the custody
+(`Custody`), which the alert lifecycle sends in the alert's `end` (or an `update`, if the alert is still open).
 
-Threads: packets arrive on each source's decoder thread and are handed to the evidence thread (the store's one
-worker), which owns every open container, so no lock is held while writing.
+Threads: packets arrive on each source's decoder thread, bus records on their publishers' threads; all are handed
+to the evidence thread (the store's worker.py), which owns every open container, so no lock is held while
+writing. A closed alert whose stream sends no more packets (a stalled camera) is completed by a task the evidence
+thread runs `post_capture_s + STALL_SLACK_S` later: no timer thread per alert. The recorder's lock guards only
+its tables, and is never held while publishing.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -31,6 +38,7 @@ from stream.live.evidence.ring import PacketRing
 from stream.live.evidence.store import SNAPSHOT, STRIP, EvidenceStore
 from stream.live.sources import Frame, Packet
 from stream.live.sources.live import StreamSource
+from stream.messages import Alert, AlertClosing, Custody, Overlay
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,7 @@ STALL_SLACK_S = 2.0
 FRAMES_BEFORE_ENCODING = 2  # frames with no packet before a packet source is recorded by encoding its frames
 
 OnComplete = Callable[[dict[str, Any]], None]
+Publish = Callable[[Any], None]  # a record to the bus (MessageBus.publish)
 
 
 class StreamTap:
@@ -53,13 +62,13 @@ class StreamTap:
         self.url = source.url
         self.keep_s = policy.pre_capture_s + RING_SLACK_S
         self.ring = PacketRing(self.keep_s, policy.ring_max_bytes)
-        self.overlays: deque[dict[str, Any]] = deque()
+        self.overlays: deque[Overlay] = deque()
         self.encoder: FrameEncoder | None = None
         self._packets = self._frames = 0
         self._lock = threading.Lock()
-        self._unsubscribe = [source.subscribe_packets(self._on_packet), source.subscribe(self._on_frame)]
+        self._unsubscribe = [source.subscribe_packets(self._on_packet), source.subscribe(self._on_frame),
+                             source.report_ring(self.status)]
         self._wants_packets = source.has_packets
-        source.ring_status = self.status
 
     def _on_packet(self, packet: Packet) -> None:
         self._packets += 1
@@ -74,15 +83,15 @@ class StreamTap:
         if self.encoder is not None:
             self.encoder.submit(frame)
 
-    def add_overlay(self, msg: dict[str, Any]) -> None:
+    def add_overlay(self, overlay: Overlay) -> None:
         with self._lock:
-            self.overlays.append(msg)
-            while self.overlays and self.overlays[0]["time"] < msg["time"] - self.keep_s:
+            self.overlays.append(overlay)
+            while self.overlays and self.overlays[0].time < overlay.time - self.keep_s:
                 self.overlays.popleft()
 
-    def overlays_since(self, t: float) -> list[dict[str, Any]]:
+    def overlays_since(self, t: float) -> list[Overlay]:
         with self._lock:
-            return [m for m in self.overlays if m["time"] >= t]
+            return [o for o in self.overlays if o.time >= t]
 
     def status(self) -> dict[str, Any]:
         mode = "encode" if self.encoder is not None else "remux" if self._packets else None
@@ -116,15 +125,24 @@ class Recording:
         self.ended = False
         self.cut: str | None = None  # why the recording stopped early, if it did
         self.unfollow: Callable[[], None] = lambda: None
+        # Packets and overlays that reach the evidence thread before `begin`: the ring hands new packets on from
+        # the moment the recording follows it, which is before `begin` (with the held ones) is queued.
+        self._early: list[Packet | Overlay] | None = []
 
-    def begin(self, held: list[Packet], overlays: list[dict[str, Any]]) -> None:
+    def begin(self, held: list[Packet], overlays: list[Overlay]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        early, self._early = self._early or [], None
         for packet in held:
             self.write(packet)
-        for msg in overlays:
-            self.add_overlay(msg)
+        for overlay in overlays:
+            self.add_overlay(overlay)
+        for item in early:
+            self.add_overlay(item) if isinstance(item, Overlay) else self.write(item)
 
     def write(self, packet: Packet) -> None:
+        if self._early is not None:
+            self._early.append(packet)
+            return
         if self.done:
             return
         if self.writer is None:
@@ -137,9 +155,12 @@ class Recording:
             return
         self.writer.write(packet)
 
-    def add_overlay(self, msg: dict[str, Any]) -> None:
-        if not self.done and self.writer is not None and self.writer.start_time <= msg["time"] < self.stop_at:
-            self.frames.append(overlay_track.entry(msg, self.writer.start_time))
+    def add_overlay(self, overlay: Overlay) -> None:
+        if self._early is not None:
+            self._early.append(overlay)
+            return
+        if not self.done and self.writer is not None and self.writer.start_time <= overlay.time < self.stop_at:
+            self.frames.append(overlay_track.entry(overlay, self.writer.start_time))
 
     def end(self, last_seen: float | None) -> None:
         """The alert ended with its last analysed frame at `last_seen` (source time): record the post-roll."""
@@ -178,16 +199,18 @@ class Recording:
 
 
 class Recorder:
-    def __init__(self, store: EvidenceStore, provenance: dict[str, Any] | None = None) -> None:
+    """Subscribes to alerts (`on_alert`, `on_closing`) and overlays (`on_overlay`); answers with `Custody`."""
+
+    def __init__(self, store: EvidenceStore, provenance: dict[str, Any] | None = None,
+                 publish: Publish = lambda record: None) -> None:
         self.store = store
         self.policy = store.policy
         self.provenance = provenance or {}
+        self.publish = publish
         self._taps: dict[str, StreamTap] = {}
         self._open: dict[str, Recording] = {}
-        self._timers: list[threading.Timer] = []
         self._closed = False
         self._lock = threading.Lock()
-        store.protected = self.open_ids
 
     # --- streams -------------------------------------------------------------------------------------------
     def attach(self, source: StreamSource) -> None:
@@ -209,18 +232,44 @@ class Recorder:
         for rec in recs:
             self.store.submit(rec.complete, None if rec.ended else "stream removed")
 
-    def on_message(self, msg: dict[str, Any]) -> None:
-        """A published message (the service's tap): overlays feed the overlay rings and open recordings."""
-        if msg.get("type") != "overlay" or msg.get("time") is None:
-            return
-        tap = self._taps.get(msg["stream"])
+    # --- the bus's records ---------------------------------------------------------------------------------
+    def on_overlay(self, overlay: Overlay) -> None:
+        """Overlays feed the stream's overlay ring and its open recordings' overlay tracks."""
+        tap = self._taps.get(overlay.stream)
         if tap is None:
             return
-        tap.add_overlay(msg)
-        for rec in [r for r in list(self._open.values()) if r.tap is tap]:
-            self.store.submit(rec.add_overlay, msg)
+        tap.add_overlay(overlay)
+        with self._lock:
+            recs = [r for r in self._open.values() if r.tap is tap]
+        for rec in recs:
+            self.store.submit(rec.add_overlay, overlay)
 
-    # --- alerts --------------------------------------------------------------------------------------------
+    def on_alert(self, alert: Alert) -> None:
+        """A `start`: write its face crops, and begin its recording if the lifecycle named one. A stream with no
+        ring is answered at once: no recording (`Custody` with none)."""
+        if alert.event != "start":
+            return
+        recording = alert.evidence.get("recording_state") == "recording"
+        if recording:
+            self.store.protect(alert.id)  # before its first write: retention never takes an open alert's folder
+        if alert.faces is not None:
+            snapshot, strip = alert.faces
+            self.store.save(alert.id, snapshot, strip)
+        if not recording:
+            return
+        answer = functools.partial(self._answer, alert.id)
+        if alert.at is None or self.start(alert.id, alert.stream, alert.track, alert.at, answer) is None:
+            self.store.release(alert.id)
+            self.publish(Custody(alert.id, "none"))
+
+    def _answer(self, alert_id: str, custody: dict[str, Any]) -> None:
+        """The recording is complete (evidence thread): the custody goes back on the bus."""
+        self.publish(Custody(alert_id, _state(custody), custody))
+
+    def on_closing(self, closing: AlertClosing) -> None:
+        self.end(closing.alert_id, closing.at)
+
+    # --- recordings ----------------------------------------------------------------------------------------
     def start(self, alert_id: str, stream: str, track: int, first_fake: float,
               on_complete: OnComplete) -> dict[str, str] | None:
         """Begin the recording of an alert whose first frame judged fake is at `first_fake` (source time).
@@ -233,12 +282,14 @@ class Recorder:
         def completed(custody: dict[str, Any]) -> None:
             with self._lock:
                 self._open.pop(alert_id, None)
+            self.store.release(alert_id)
             try:
                 on_complete(custody)
             finally:
                 self.store.enforce_retention()
 
         rec = Recording(alert_id, tap, folder, first_fake, track, self.policy, self.provenance, completed)
+        self.store.protect(alert_id)
         with self._lock:
             self._open[alert_id] = rec
         since = first_fake - self.policy.pre_capture_s
@@ -249,26 +300,25 @@ class Recorder:
                 "manifest": str(folder / MANIFEST)}
 
     def end(self, alert_id: str, last_seen: float | None) -> None:
-        """The alert ended: record its post-roll, then complete (a stalled stream completes it on a timer)."""
+        """The alert closed: record its post-roll, then complete (a stalled stream: on the evidence thread's
+        timetable, `post_capture_s + STALL_SLACK_S` from now)."""
         with self._lock:
             rec = self._open.get(alert_id)
+            gone = rec is not None and rec.tap.name not in self._taps
         if rec is None:
             return
         self.store.submit(rec.end, last_seen)
-        if rec.tap.name not in self._taps:  # the stream is already gone
+        if gone:  # the stream is already gone
             self.store.submit(rec.complete)
             return
-        timer = threading.Timer(self.policy.post_capture_s + STALL_SLACK_S, self._stalled, (rec,))
-        timer.daemon = True
-        with self._lock:
-            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
-        timer.start()
+        self.store.later(self.policy.post_capture_s + STALL_SLACK_S, self._stalled, rec)
 
     def _stalled(self, rec: Recording) -> None:
+        """On the evidence thread: complete a closed alert's recording that no packet completed in time."""
         with self._lock:
             if rec.id not in self._open or self._closed:
                 return
-        self.store.submit(rec.complete, "stream stalled")
+        rec.complete("stream stalled")
 
     def open_ids(self) -> set[str]:
         with self._lock:
@@ -280,10 +330,13 @@ class Recorder:
             recs, taps = list(self._open.values()), list(self._taps.values())
             self._taps.clear()
             self._closed = True
-            for timer in self._timers:
-                timer.cancel()
         for rec in recs:
             self.store.submit(rec.complete, None if rec.ended else "server stopped")
         for tap in taps:
             tap.close()
         self.store.flush()
+
+
+def _state(custody: dict[str, Any]) -> str:
+    """What the alert's evidence says once its recording is done: "complete" when it holds a recording."""
+    return "complete" if RECORDING in custody.get("files", {}) else "none"

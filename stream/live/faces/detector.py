@@ -2,7 +2,9 @@
 torch or, with `backend: onnx`, in ONNX Runtime (`mtcnn_onnx.py`).
 
 Frames are detected in batches (MTCNN batches same-sized images), after an optional downscale so large
-frames cost no more than `max_side` pixels; boxes and landmarks are mapped back to full-frame pixels.
+frames cost no more than `max_side` pixels; boxes and landmarks are mapped back to full-frame pixels. A source's
+`DetectionProfile` (stream/config/faces.py) may set its own `max_side` and smallest face (a shared screen's call
+tiles are small faces in a large picture).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from stream.config.faces import DetectorConfig
+from stream.config.faces import CAMERA, DetectionProfile, DetectorConfig
 
 from stream.live.faces import tv_compat
 from stream.live.faces.crop import crop_faces, square_box
@@ -66,19 +68,22 @@ class FaceDetector:
             if hasattr(net, "set_threads"):
                 net.set_threads(threads)
 
-    def _scale(self, image: np.ndarray) -> float:
-        return min(1.0, self.config.max_side / max(image.shape[:2]))
+    def _scale(self, image: np.ndarray, profile: DetectionProfile = CAMERA) -> float:
+        return min(1.0, (profile.max_side or self.config.max_side) / max(image.shape[:2]))
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """Detect faces in RGB uint8 frames. Same-sized frames are sent to MTCNN as one batch."""
+    def detect(self, images: Sequence[np.ndarray],
+               profiles: Sequence[DetectionProfile] | None = None) -> list[list[Detection]]:
+        """Detect faces in RGB uint8 frames. Same-sized frames of one profile are sent to MTCNN as one batch.
+        `profiles`: per frame, how its source is searched (default: every frame `CAMERA`)."""
         results: list[list[Detection]] = [[] for _ in images]
-        groups: dict[tuple[int, ...], list[int]] = {}
+        groups: dict[tuple[tuple[int, ...], DetectionProfile], list[int]] = {}
         for i, image in enumerate(images):
-            groups.setdefault(image.shape, []).append(i)
-        for indices in groups.values():
-            scale = self._scale(images[indices[0]])
+            groups.setdefault((image.shape, profiles[i] if profiles else CAMERA), []).append(i)
+        for (_, profile), indices in groups.items():
+            scale = self._scale(images[indices[0]], profile)
             batch = np.stack([_resize(images[i], scale) for i in indices])
-            self._mtcnn.min_face_size = min(self.min_face_size(scale), min(batch.shape[1:3]))  # >= 1 pyramid level
+            smallest = self.min_face_size(scale, profile)
+            self._mtcnn.min_face_size = min(smallest, min(batch.shape[1:3]))  # >= 1 pyramid level
             with torch.inference_mode():
                 boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
             for i, b, p, pts in zip(indices, boxes, probs, points):
@@ -92,10 +97,10 @@ class FaceDetector:
                 ]
         return results
 
-
-    def min_face_size(self, scale: float) -> int:
+    def min_face_size(self, scale: float, profile: DetectionProfile = CAMERA) -> int:
         """MTCNN's smallest searched face, in the pixels of an image downscaled by `scale`."""
-        return max(self.config.min_face_size, int(self.min_source_face_px * FLOOR_SEARCH_FRACTION * scale))
+        return max(profile.min_face_size or self.config.min_face_size,
+                   int(self.min_source_face_px * FLOOR_SEARCH_FRACTION * scale))
 
     def relocate(self, regions: Sequence[tuple[np.ndarray, np.ndarray]], scale: float = 2.0,
                  size: int = 96) -> list[Detection | None]:

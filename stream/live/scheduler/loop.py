@@ -41,7 +41,7 @@ from stream.live.sources.live import StreamSource
 from stream.live.verdicts.alerts import AlertManager
 from stream.live.verdicts.judge import Judge
 from stream.live.verdicts.policy import worst
-from stream.messages import FaceOverlay, Overlay, SchedulerStatus, Status
+from stream.messages import FaceOverlay, Overlay, Record, SchedulerStatus, Status
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ DUPLICATE_IOU = 0.5  # re-located boxes overlapping this much are one face
 HANDOFF_WAIT_S = 0.1  # the overlapped loop's worker re-checks for a stop this often while the scorer is busy
 STATUS_EVENTS = 3  # recent governor decisions carried in each status message
 
-Publish = Callable[[dict[str, Any]], None]
+Publish = Callable[[Record], None]  # a record to the bus (MessageBus.publish)
 Pick = tuple[LiveStream, Frame]
 
 
@@ -310,12 +310,14 @@ class Scheduler:
         regions: list[tuple[int, Any, Any]] = []  # (pick, image, last box)
         for i, (st, frame) in enumerate(picks):
             boxes = [t.box for t in st.tracks.values() if t.box is not None]
-            if st.lost or not boxes or st.since_full + 1 >= policy.detect_every:
+            every = st.source.detection.detect_every or policy.detect_every  # the source's profile first
+            if st.lost or not boxes or st.since_full + 1 >= every:
                 full.append(i)
             else:
                 regions += [(i, frame.image, b) for b in boxes]
         out: list[list[Any]] = [[] for _ in picks]
-        for i, faces in zip(full, self.detector.detect([picks[i][1].image for i in full]) if full else []):
+        profiles = [picks[i][0].source.detection for i in full]
+        for i, faces in zip(full, self.detector.detect([picks[i][1].image for i in full], profiles) if full else []):
             out[i] = faces
             st = picks[i][0]
             st.since_full, st.lost = 0, False
@@ -332,7 +334,7 @@ class Scheduler:
             picks[i][0].since_full += 1
         return out
 
-    def _overlay(self, st: LiveStream, frame: Frame, faces: list[tuple[Track, Any]], now: float) -> dict[str, Any]:
+    def _overlay(self, st: LiveStream, frame: Frame, faces: list[tuple[Track, Any]], now: float) -> Overlay:
         out = []
         for track, det in faces:
             j = self.judge.judge(st.name, track.id, track.verdict, track.scores, track.evidence, track.gate,
@@ -343,12 +345,12 @@ class Scheduler:
                                    reason=j.reason))
         return Overlay(stream=st.name, pts=frame.pts, time=frame.time, frame_size=frame.size,
                        latency_ms=(now - frame.received) * 1000.0, faces=tuple(out),
-                       verdict=worst([t.verdict.verdict for t in st.tracks.values()])).to_message()
+                       verdict=worst([t.verdict.verdict for t in st.tracks.values()]))
 
     def publish_status(self) -> None:
         """Every stream's status (the periodic heartbeat of rates and load)."""
         for st in self.streams():
-            self.publish(self._status(st).to_message())
+            self.publish(self._status(st))
 
     def publish_source_status(self, source: StreamSource) -> None:
         """One source's status now (its state just changed): with the scheduler's view while it holds the
@@ -356,9 +358,9 @@ class Scheduler:
         with self._lock:
             st = self._streams.get(source.name)
         if st is not None and st.source is source:
-            self.publish(self._status(st).to_message())
+            self.publish(self._status(st))
         else:
-            self.publish(Status(source.name, source=source.source_status()).to_message())
+            self.publish(Status(source.name, source=source.source_status()))
 
     def _status(self, st: LiveStream) -> Status:
         g = self.governor

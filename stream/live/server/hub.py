@@ -153,6 +153,7 @@ class Hub:
                 client.enqueue(msg, text)
 
     def publish_threadsafe(self, msg: dict[str, Any]) -> None:
-        """For the scheduler and sources, which run on their own threads."""
+        """A wire message from any thread: the bus's subscription (its publishers' threads) and the cluster
+        gateway's Redis readers."""
         if self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.publish, msg)

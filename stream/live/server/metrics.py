@@ -4,9 +4,9 @@ servers in one process, as in the tests, never share series).
 Most series are read from the counters the pipeline already keeps, at scrape time (`ServiceCollector`): the
 sources' buffers (received, dropped, taken by the scheduler = analysed), reconnects and state, the bus's
 `stats()` (Redis spool depth), the alert channels' queues and dead letters, the hub's clients and their dropped messages, the WebRTC peers. Only what needs
-observations is recorded as it happens: the frame-to-verdict latency of every overlay (read from the messages
-the service publishes), alerts started and ended (likewise), and each engine's batch time and size (the
-scorer's `observe` hook, one call per `predict`).
+observations is recorded as it happens: the frame-to-verdict latency of every overlay and the alerts started and
+ended (subscribers of the service's bus), and each engine's batch time and size (the scorer's `observe` hook, one
+call per `predict`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from stream.live.sources import SourceState
-from stream.messages import ALERT, OVERLAY
+from stream.messages import Alert, Overlay
 
 PREFIX = "dfstream"
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
@@ -68,7 +68,7 @@ class ServiceCollector(Collector):
         yield CounterMetricFamily(f"{PREFIX}_websocket_refused_messages", "client messages refused by the "
                                   "per-client rate limit", value=hub.refused_total())
 
-        stats = s.bus.stats()
+        stats = s.redis.stats() if s.redis is not None else {}
         if "spool" in stats:  # a Redis bus
             yield GaugeMetricFamily(f"{PREFIX}_redis_spool_depth", "alerts spooled on disk while Redis is "
                                     "unreachable", value=stats["spool"])
@@ -129,15 +129,16 @@ class Metrics:
         self.alerts = Counter(f"{PREFIX}_alerts", "alert events", ["event"], registry=self.registry)
         for event in ("start", "end"):
             self.alerts.labels(event)  # present (at 0) before the first alert
-        service.tap(self.observe_message)
+        self.unsubscribe = [service.bus.subscribe(Overlay, self.observe_overlay),
+                            service.bus.subscribe(Alert, self.observe_alert)]
         service.scheduler.scorer.observe = self.observe_batch
 
-    def observe_message(self, msg: dict[str, Any]) -> None:
-        kind = msg.get("type")
-        if kind == OVERLAY and msg.get("latency_ms") is not None:
-            self.latency.labels(msg.get("stream", "")).observe(msg["latency_ms"] / 1000.0)
-        elif kind == ALERT and msg.get("event") in ("start", "end"):
-            self.alerts.labels(msg["event"]).inc()
+    def observe_overlay(self, overlay: Overlay) -> None:
+        self.latency.labels(overlay.stream).observe(overlay.latency_ms / 1000.0)
+
+    def observe_alert(self, alert: Alert) -> None:
+        if alert.event in ("start", "end"):
+            self.alerts.labels(alert.event).inc()
 
     def observe_batch(self, engine: str, seconds: float, batch: int) -> None:
         self.batch_time.labels(engine).observe(seconds)

@@ -1,4 +1,5 @@
-"""LiveService: owns the sources, the scheduler and the hub, and starts and stops them together.
+"""LiveService: owns the sources, the scheduler, the bus with its subscribers (wiring.py) and the hub, and starts
+and stops them together.
 
 Streams added or removed through the API (`api_add`, `api_remove`) are checked against the source policy and
 the stream limit, and remembered in `data_dir/streams.json` (persist.py) so they come back after a restart.
@@ -20,9 +21,10 @@ from engines.calibration import Ensemble
 from engines.quality import smallest_floor_px
 
 from stream.live.verdicts.alerts import AlertManager
-from stream.live.bus import open_bus
+from stream.live.bus import ALERTS_LOG_NAME, AlertLog, MessageBus
 from stream.live.bus.channels import open_channels
 from stream.config.serve import ServeConfig, source_name_for
+from stream.live.evidence.names import EVIDENCE_DIR
 from stream.live.evidence.provenance import provenance
 from stream.live.evidence.recorder import Recorder
 from stream.live.evidence.store import EvidenceStore
@@ -30,6 +32,7 @@ from stream.live.faces import FaceDetector
 from stream.live.server.auth import check_api_source
 from stream.live.server.hub import Hub
 from stream.live.server.persist import STREAMS_FILE, StreamStore
+from stream.live.server.wiring import wire
 from stream.live.scheduler.loop import Scheduler
 from stream.live.sources import SourceError, SourceState
 from stream.messages import Status
@@ -60,40 +63,35 @@ class LiveService:
         self.config = config
         self.remote = remote
         self.hub = Hub()
+        self.bus = MessageBus()
         # webhooks and MQTT first: a secret that is not set is refused before any spool or connection is opened
         self.channels = open_channels(config.alerts.webhooks, config.mqtt, config.data_dir)
         try:
-            self.bus = open_bus(config.redis, config.data_dir, [self.hub.publish_threadsafe, self.channels.publish])
+            self.redis = open_redis(config)
         except BaseException:
             self.channels.close()  # releases the channels' queue locks: nothing stays held by a refused start
             raise
-        self.evidence = EvidenceStore(config.data_dir / "evidence", config.evidence)
-        self.recorder = Recorder(self.evidence, provenance(engines, ensemble))
-        self.alerts = AlertManager(self.publish, self.evidence, config.alerts, self.recorder)
+        self.alert_log = AlertLog(config.data_dir / ALERTS_LOG_NAME)
+        self.evidence = EvidenceStore(config.data_dir / EVIDENCE_DIR, config.evidence)
+        self.recorder = Recorder(self.evidence, provenance(engines, ensemble), self.bus.publish)
+        self.alerts = AlertManager(self.bus.publish, config.alerts, self.evidence.layout)
         detector = detector or FaceDetector(config.detector, smallest_floor_px(engines))
-        self.scheduler = Scheduler(detector, engines, self.publish,
+        self.scheduler = Scheduler(detector, engines, self.bus.publish,
                                    config.scheduler, config.verdict, self.alerts, ensemble)
+        self._unsubscribe = wire(self.bus, alerts=self.alerts, recorder=self.recorder, alert_log=self.alert_log,
+                                 hub=self.hub, redis=self.redis, channels=self.channels)
         self._removal_listeners: list[Callable[[StreamSource], None]] = []
-        self._taps: list[Callable[[dict], None]] = [self.recorder.on_message]
         self.store = StreamStore(config.data_dir / STREAMS_FILE) if config.persist_streams else None
+
+    @property
+    def source_id(self) -> str | None:
+        """This process's id on Redis (its messages there carry it); None without Redis."""
+        return self.redis.source if self.redis is not None else None
 
     def on_removed(self, fn: Callable[[StreamSource], None]) -> Callable[[], None]:
         """Call `fn(source)` after a stream is removed (the API, a hung-up peer). Returns the unsubscriber."""
         self._removal_listeners.append(fn)
         return lambda: self._removal_listeners.remove(fn) if fn in self._removal_listeners else None
-
-    def tap(self, fn: Callable[[dict], None]) -> None:
-        """Also hand every published message to `fn` (metrics), on the publisher's thread; `fn` must be quick."""
-        self._taps.append(fn)
-
-    def publish(self, msg: dict) -> None:
-        """Every message leaves through the bus: websockets always, Redis and the alert log as configured."""
-        for fn in self._taps:
-            try:
-                fn(msg)
-            except Exception:
-                log.exception("message tap failed")
-        self.bus.publish(msg)
 
     def refuse_if_full(self) -> None:
         """Raise StreamLimit when `max_streams` streams already run."""
@@ -157,13 +155,17 @@ class LiveService:
                 log.exception("stream %s removed, but the removal could not be saved to %s", name, self.store.path)
         return True
 
-    def remove(self, name: str) -> bool:
+    def remove(self, name: str, announce: bool = True) -> bool:
+        """Stop a stream and forget it: its open alerts end, its recordings complete, removal listeners run.
+        `announce`: say it was removed on purpose (a `removed` status); a cluster node moving a camera away
+        does not, since the camera goes on elsewhere."""
         source = self.scheduler.remove(name)
         if source is None:
             return self.remote.remove(name) if self.remote is not None else False
         source.stop()
         self.recorder.detach(name)
-        self.publish(Status(name, state=SourceState.STOPPED.value, removed=True).to_message())
+        if announce:
+            self.bus.publish(Status(name, state=SourceState.STOPPED.value, removed=True))
         for fn in list(self._removal_listeners):
             try:
                 fn(source)
@@ -175,9 +177,10 @@ class LiveService:
         """The bus, the config file's sources (less those removed through the API), then the scheduler. The API's
         own sources come back in `restore`, which checks them against today's source policy."""
         self.channels.start()
-        self.bus.start()
+        if self.redis is not None:
+            self.redis.start()
         if self.remote is not None:
-            self.remote.start(self.hub.publish_threadsafe, self.bus.stats().get("source"))
+            self.remote.start(self.hub.publish_threadsafe, self.source_id)
         removed = self.store.removed | set(self.store.added) if self.store is not None else set()
         for sc in self.config.sources:
             if sc.name in removed:
@@ -205,7 +208,21 @@ class LiveService:
             source.stop()
         self.recorder.close()  # completes open recordings, whose end messages still go out through the bus
         self.evidence.close()
+        loop = asyncio.get_running_loop()
         if self.remote is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.remote.close)
-        await asyncio.get_running_loop().run_in_executor(None, self.bus.close)
-        await asyncio.get_running_loop().run_in_executor(None, self.channels.close)  # undelivered stay on disk
+            await loop.run_in_executor(None, self.remote.close)
+        if self.redis is not None:
+            await loop.run_in_executor(None, self.redis.close)  # undelivered alerts stay in its spool
+        await loop.run_in_executor(None, self.channels.close)  # likewise
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self.alert_log.close()
+
+
+def open_redis(config: ServeConfig):
+    """The bus's Redis edge with `--redis` (redis-py imported only then), else None."""
+    if not config.redis:
+        return None
+    from stream.live.bus.redis_bus import RedisBus
+
+    return RedisBus(config.redis, data_dir=config.data_dir, namespace=config.redis_namespace)

@@ -1,11 +1,17 @@
-"""Browser webcams over WebRTC (aiortc): offer/answer signalling on the serve app, one peer per stream.
+"""Browser webcams and shared screens over WebRTC (aiortc): offer/answer signalling on the serve app, one peer
+per stream.
 
 `POST /offer` takes the browser's SDP offer, answers it and adds a `WebRTCSource` to the service; `DELETE
 /offer/{peer}` hangs up. A peer and its stream go together: the peer is closed when its connection fails or
 closes, when it never connects, when its stream is removed through the API, and at shutdown (the shared
 lifecycle is `peers.PeerSet`), so no peer outlives its stream or the other way round.
 
-The source side of a peer (its video track) is `stream.live.sources.webrtc.WebRTCSource`. While a peer is open,
+An offer's `kind` says what the browser sends: `webcam` (getUserMedia) or `screen` (getDisplayMedia: a screen,
+window or tab, usually a call). A screen's stream is searched for faces with the `SCREEN` detection profile. The
+first video track is the stream; the first audio track, if the browser sends one (a shared tab's sound), is
+received and kept on the source for the voice path; every other media section is answered inactive.
+
+The source side of a peer (its tracks) is `stream.live.sources.webrtc.WebRTCSource`. While a peer is open,
 a small task reads its receiver's stats every `BITRATE_EVERY_S` and sets the source's received bitrate, which
 the stream's status and every face's quality carry (`WebRTCSource.link_quality()`).
 """
@@ -24,6 +30,7 @@ from aiohttp import web
 from aiortc import RTCIceServer, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription, RTCStatsReport
 from pydantic import TypeAdapter, ValidationError
 
+from stream.config.faces import CAMERA, SCREEN, DetectionProfile
 from stream.config.serve import source_name_for
 from stream.live.server import peers
 from stream.live.server.peers import OfferRefused, PeerPolicy, PeerSet
@@ -40,7 +47,10 @@ CONNECT_TIMEOUT_S = peers.CONNECT_TIMEOUT_S
 DISCONNECT_GRACE_S = peers.DISCONNECT_GRACE_S
 STREAM_NAME = TypeAdapter(Annotated[str, SourceConfig.model_fields["name"]])  # the same rules as config names
 DEFAULT_NAME = "webrtc"
-OFFER_HELP = 'send JSON {"sdp": "...", "type": "offer", "name": "optional stream name"}'
+# What an offer may send, its detection profile and the stream's default name.
+KINDS: dict[str, tuple[DetectionProfile, str]] = {"webcam": (CAMERA, DEFAULT_NAME), "screen": (SCREEN, "screen")}
+OFFER_HELP = ('send JSON {"sdp": "...", "type": "offer", "name": "optional stream name", '
+              '"kind": "webcam (default) or screen"}')
 BITRATE_EVERY_S = 1.0  # how often each peer's received bitrate is measured
 
 
@@ -60,8 +70,9 @@ class Peer:
 
 def received_bytes(report: RTCStatsReport) -> int | None:
     """The bytes received so far on a video receiver, from its `getStats()` report. The inbound RTP stats'
-    `bytesReceived` where aiortc gives it; aiortc 1.16 does not, so else the transport's: a webcam peer's
-    transport carries only its one video track (every other media section is answered inactive)."""
+    `bytesReceived` where aiortc gives it; aiortc 1.16 does not, so else the transport's: a peer's transport
+    carries its one video track and, where the browser sends sound, its one audio track (Opus, tens of kbit/s
+    next to the video's megabits; every other media section is answered inactive)."""
     by_type: dict[str, int] = {}
     for stats in report.values():
         n = getattr(stats, "bytesReceived", None)
@@ -118,15 +129,17 @@ class PeerRegistry:
     def refuse_if_full(self) -> None:
         self._peers.refuse_if_full()
 
-    async def open(self, offer: RTCSessionDescription, name: str) -> tuple[Peer, RTCSessionDescription]:
+    async def open(self, offer: RTCSessionDescription, name: str,
+                   detection: DetectionProfile = CAMERA) -> tuple[Peer, RTCSessionDescription]:
         """Answer `offer` and start its stream. Only a fully answered peer is registered, so a refused offer
         leaves nothing behind."""
         if name in self.service.names():
             raise NameTaken(f"a stream named {name!r} already exists")
         peer_id = uuid.uuid4().hex
         async with self._peers.opening() as pc:
-            receiver = await self._peers.answer(pc, lambda pc: self._negotiate(pc, offer))
-            source = WebRTCSource(name, peer_id, receiver.track, on_stop=self.discard)
+            receiver, audio = await self._peers.answer(pc, lambda pc: self._negotiate(pc, offer))
+            source = WebRTCSource(name, peer_id, receiver.track, on_stop=self.discard,
+                                  audio=audio.track if audio is not None else None, detection=detection)
             try:
                 self.service.add_source(source)
             except ValueError as exc:  # the name was taken while we negotiated
@@ -138,21 +151,24 @@ class PeerRegistry:
         return peer, pc.localDescription
 
     @staticmethod
-    async def _negotiate(pc: RTCPeerConnection, offer: RTCSessionDescription) -> RTCRtpReceiver:
-        """Receive the first video track (returns its receiver); answer every other media section inactive,
-        because aiortc would decode and queue it without bound while nobody reads it."""
+    async def _negotiate(pc: RTCPeerConnection, offer: RTCSessionDescription
+                         ) -> tuple[RTCRtpReceiver, RTCRtpReceiver | None]:
+        """Receive the first video track and the first audio track, if any (returns their receivers; the
+        source drains the audio); answer every other media section inactive, because aiortc would decode and
+        queue it without bound while nobody reads it."""
         await pc.setRemoteDescription(offer)
-        video = None
+        kept: dict[str, RTCRtpReceiver] = {}
         for transceiver in pc.getTransceivers():
-            track = transceiver.receiver.track
-            if video is None and transceiver.kind == "video" and track is not None:
-                video = transceiver.receiver
+            if transceiver.kind in ("video", "audio") and transceiver.kind not in kept \
+                    and transceiver.receiver.track is not None:
+                kept[transceiver.kind] = transceiver.receiver
+                transceiver.direction = "recvonly"
             else:
                 transceiver.direction = "inactive"
-        if video is None:
+        if "video" not in kept:
             raise OfferRefused("the offer has no video track to send")
         await pc.setLocalDescription(await pc.createAnswer())  # aiortc gathers ICE candidates in here
-        return video
+        return kept["video"], kept.get("audio")
 
     def _teardown(self, peer: Peer, error: str | None) -> None:
         """A peer went: a failure becomes its stream's last status (pushed by the source's state change), then
@@ -189,20 +205,23 @@ async def peers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def post_offer(request: web.Request) -> web.Response:
-    """`POST /offer`: answer a browser's webcam offer and start its stream. (auth.py has already refused
+    """`POST /offer`: answer a browser's webcam or screen offer and start its stream. (auth.py has already refused
     other sites, other Hosts and non-JSON bodies.)"""
     registry = request.app[PEERS_KEY]
     offer, body = await peers.read_offer(request, OFFER_HELP)
-    name = body.get("name")
+    name, kind = body.get("name"), body.get("kind", "webcam")
     if name is not None:
         try:
             STREAM_NAME.validate_python(name)
         except ValidationError as exc:
             raise web.HTTPBadRequest(text=f"name: {exc.errors()[0]['msg']}") from None
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise web.HTTPBadRequest(text=f"kind: one of {', '.join(KINDS)}")
+    detection, default_name = KINDS[kind]
     registry.refuse_if_full()
-    name = name or source_name_for(DEFAULT_NAME, registry.service.names())
+    name = name or source_name_for(default_name, registry.service.names())
     try:
-        peer, answer = await registry.open(offer, name)
+        peer, answer = await registry.open(offer, name, detection)
     except (OfferRefused, asyncio.TimeoutError) as exc:
         raise peers.negotiation_refused(exc) from None
     except NameTaken as exc:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from stream.config.faces import CAMERA, PROFILES, DetectionProfile
 from stream.config.sources import DEVICE_PREFIXES, RTSP_SCHEMES, SourceConfig, is_network
 from stream.live.sources.buffer import LatestFrameBuffer
 from stream.live.stats import RateMeter
@@ -52,6 +53,8 @@ class StreamSource(StateMachine):
     # Whether `subscribe_packets` taps get the source's compressed packets (PyAV sources of H.264/HEVC); others
     # only have decoded frames, which a recorder must encode itself.
     has_packets = False
+    # How the scheduler searches this source's frames for faces (a shared screen's differs from a camera's).
+    detection: DetectionProfile = CAMERA
 
     def __init__(self, name: str, url: str, buffer: LatestFrameBuffer, analysed_fps: float) -> None:
         self.name = name
@@ -65,7 +68,7 @@ class StreamSource(StateMachine):
         self.frame_size: tuple[int, int] | None = None
         self._subscribers: list[Callable[[Frame], None]] = []
         self._packet_subscribers: list[Callable[[Packet], None]] = []
-        self.ring_status: Callable[[], dict[str, Any]] | None = None  # set by a recording ring fed by this source
+        self._ring_status: Callable[[], dict[str, Any]] | None = None  # a recording ring fed by this source
 
     def deliver(self, frame: Frame) -> None:
         self.frame_rate.tick(frame.received)
@@ -103,6 +106,17 @@ class StreamSource(StateMachine):
 
         return unsubscribe
 
+    def report_ring(self, status: Callable[[], dict[str, Any]]) -> Callable[[], None]:
+        """Report `status()` (a recording ring fed by this source: evidence/recorder.py) in this source's status,
+        until the returned function is called."""
+        self._ring_status = status
+
+        def stop() -> None:
+            if self._ring_status is status:
+                self._ring_status = None
+
+        return stop
+
     def deliver_packet(self, packet: Packet) -> None:
         for fn in self._packet_subscribers:
             try:
@@ -111,10 +125,10 @@ class StreamSource(StateMachine):
                 log.exception("%s: packet subscriber failed", self.name)
 
     def source_status(self) -> SourceStatus:
+        ring = self._ring_status  # read once: the recorder may stop reporting meanwhile
         return SourceStatus(state=self.state.value, url=self.url, fps=round(self.frame_rate.rate(), 2),
                             received=self.buffer.received, dropped=self.buffer.dropped, reconnects=self.reconnects,
-                            error=self.error, frame_size=self.frame_size,
-                            ring=self.ring_status() if self.ring_status is not None else None)
+                            error=self.error, frame_size=self.frame_size, ring=ring() if ring is not None else None)
 
     def status(self) -> dict[str, Any]:
         """The source's status as JSON (the stream API's view of it)."""
@@ -151,6 +165,7 @@ class AVLiveSource(StreamSource):
     def __init__(self, config: SourceConfig, rng: random.Random | None = None) -> None:
         super().__init__(config.name, config.url, LatestFrameBuffer(1, config.policy), config.analysed_fps)
         self.config = config
+        self.detection = PROFILES[config.detection]
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

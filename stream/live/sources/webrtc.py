@@ -1,4 +1,5 @@
-"""A browser webcam's video track as a live source (aiortc).
+"""A browser's webcam or shared screen as a live source (aiortc): its video track, and its audio track if the
+browser sends one.
 
 aiortc decodes on its own thread and queues every decoded frame without bound. The source keeps that queue empty
 by taking frames as they arrive and holding only the newest; only that one is converted to RGB (on a worker
@@ -8,6 +9,11 @@ What the link delivers is part of every face's quality and of the stream's statu
 of the newest received frame, and the bitrate the peer's receiver measured (set by the signalling side,
 `stream.live.server.webcam`, from `RTCRtpReceiver.getStats()`). A browser that lowers its resolution or bitrate
 on a poor link then shows in the numbers, next to the verdict it produced.
+
+Audio (a shared tab's or the system's sound, later a microphone) is not scored here. The source keeps the track
+(`audio_track`) and drains it as aiortc decodes it, because aiortc queues decoded frames without bound while
+nobody reads them; `subscribe_audio(fn)` taps the decoded frames, so the live voice path only has to consume
+them. A shared screen's stream carries the `SCREEN` detection profile (stream/config/faces.py).
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from typing import Any, cast
 
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
-from av import VideoFrame
+from av import AudioFrame, VideoFrame
 
+from stream.config.faces import CAMERA, DetectionProfile
 from stream.live.sources.base import Frame, SourceState
 from stream.live.sources.buffer import BufferPolicy, LatestFrameBuffer
 from stream.live.sources.live import SourceConfig, StreamSource
@@ -48,15 +55,21 @@ class WebRTCSource(StreamSource):
 
     Two tasks on the event loop: `_pump` empties aiortc's unbounded queue as frames arrive and keeps only the
     newest; `_convert` turns the newest into RGB on a worker thread and delivers it. A frame replaced before it
-    was converted is counted as dropped, so a slow machine sheds frames instead of growing a backlog.
+    was converted is counted as dropped, so a slow machine sheds frames instead of growing a backlog. With an
+    audio track a third, `_pump_audio`, hands each decoded audio frame to the audio taps (none: dropped).
     """
 
     def __init__(self, name: str, peer_id: str, track: MediaStreamTrack, on_stop: Callable[[str], object],
-                 analysed_fps: float = DEFAULT_ANALYSED_FPS) -> None:
+                 analysed_fps: float = DEFAULT_ANALYSED_FPS, audio: MediaStreamTrack | None = None,
+                 detection: DetectionProfile = CAMERA) -> None:
         super().__init__(name, f"webrtc:{peer_id}", _SkipCountingBuffer(1, BufferPolicy.DROP_OLDEST), analysed_fps)
         self.buffer: _SkipCountingBuffer
         self.peer_id = peer_id
+        self.detection = detection
         self._track = track
+        self.audio_track = audio  # the peer's audio, None if it sent none
+        self.audio_frames = 0  # decoded audio frames received so far
+        self._audio_subscribers: list[Callable[[AudioFrame], None]] = []
         self._on_stop = on_stop
         self._loop = asyncio.get_running_loop()
         self._newest: tuple[VideoFrame, int, float] | None = None  # frame, index, arrival time
@@ -74,6 +87,16 @@ class WebRTCSource(StreamSource):
 
     def source_status(self) -> SourceStatus:
         return dataclasses.replace(super().source_status(), link=self.link_quality())
+
+    def subscribe_audio(self, fn: Callable[[AudioFrame], None]) -> Callable[[], None]:
+        """Call `fn(frame)` for every decoded audio frame (aiortc's: 20 ms of 48 kHz s16 Opus output), on the
+        event loop, so `fn` must be quick: hand the frame to its own thread. Returns the unsubscriber."""
+        self._audio_subscribers = [*self._audio_subscribers, fn]
+
+        def unsubscribe() -> None:
+            self._audio_subscribers = [f for f in self._audio_subscribers if f is not fn]
+
+        return unsubscribe
 
     # StreamSource may be started and stopped from any thread; the tasks live on the event loop.
     def start(self) -> None:
@@ -97,6 +120,8 @@ class WebRTCSource(StreamSource):
             return  # stopped before the loop got here
         self._tasks = [self._loop.create_task(self._pump(), name=f"webrtc-pump-{self.name}"),
                        self._loop.create_task(self._convert(), name=f"webrtc-convert-{self.name}")]
+        if self.audio_track is not None:
+            self._tasks.append(self._loop.create_task(self._pump_audio(), name=f"webrtc-audio-{self.name}"))
 
     def _stop_tasks(self) -> None:
         for task in self._tasks:
@@ -115,6 +140,21 @@ class WebRTCSource(StreamSource):
         except MediaStreamError:  # the browser ended its track, or the peer closed
             self._ended = True
             self._arrived.set()
+
+    async def _pump_audio(self) -> None:
+        """Drain the audio track into the taps. Its end (the browser stopped sharing sound) ends only this."""
+        track = cast(MediaStreamTrack, self.audio_track)
+        try:
+            while True:
+                frame = cast(AudioFrame, await track.recv())
+                self.audio_frames += 1
+                for fn in self._audio_subscribers:
+                    try:
+                        fn(frame)
+                    except Exception:  # a consumer's bug must not stop the draining
+                        log.exception("%s: audio subscriber failed", self.name)
+        except MediaStreamError:
+            log.info("%s: the browser ended its audio track", self.name)
 
     async def _convert(self) -> None:
         while True:
