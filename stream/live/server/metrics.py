@@ -5,8 +5,8 @@ Most series are read from the counters the pipeline already keeps, at scrape tim
 sources' buffers (received, dropped, taken by the scheduler = analysed), reconnects and state, the bus's
 `stats()` (Redis spool depth), the alert channels' queues and dead letters, the hub's clients and their dropped messages, the WebRTC peers. Only what needs
 observations is recorded as it happens: the frame-to-verdict latency of every overlay (read from the messages
-the service publishes), alerts started and ended (likewise), and each engine's batch time and size (the
-scorer's `observe` hook, one call per `predict`).
+the service publishes), alerts started and ended (likewise), and each engine's batch time and size (a subscriber
+of the scorer's `on_batch`, one `EngineBatch` per `predict`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from stream.live.scoring import EngineBatch
 from stream.live.sources import SourceState
 from stream.messages import ALERT, OVERLAY
 
@@ -130,7 +131,7 @@ class Metrics:
         for event in ("start", "end"):
             self.alerts.labels(event)  # present (at 0) before the first alert
         service.tap(self.observe_message)
-        service.scheduler.scorer.observe = self.observe_batch
+        service.scheduler.scorer.on_batch(self.observe_batch)  # for the service's life: app and service end together
 
     def observe_message(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -139,9 +140,9 @@ class Metrics:
         elif kind == ALERT and msg.get("event") in ("start", "end"):
             self.alerts.labels(msg["event"]).inc()
 
-    def observe_batch(self, engine: str, seconds: float, batch: int) -> None:
-        self.batch_time.labels(engine).observe(seconds)
-        self.batch_size.labels(engine).observe(batch)
+    def observe_batch(self, batch: EngineBatch) -> None:
+        self.batch_time.labels(batch.engine).observe(batch.seconds)
+        self.batch_size.labels(batch.engine).observe(batch.size)
 
     def forget_stream(self, name: str) -> None:
         """Drop a removed stream's latency series (so removed streams do not pile up)."""
