@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from stream.cli.common import EXIT_OK, ENSEMBLE_PREFIX, add_backend, add_model_args, expand_models, face_detector, \
-    prepared
+from stream.cli.common import EXIT_OK, add_backend, add_model_args, face_detector, prepared
+from stream.live.assembly import ENSEMBLE_PREFIX, expand_models
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

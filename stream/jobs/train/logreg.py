@@ -17,7 +17,7 @@ import numpy as np
 
 from engines.registry import get_entry
 from engines.weights import sha256_of
-from engines.xception_logreg import head_from_sklearn, write_head
+from engines.architectures.xception_logreg import head_from_sklearn, write_head
 from stream.jobs.datasets import FAKE
 from stream.jobs.evaluate import binary_metrics
 from stream.jobs.train.features import Features, backbone_path, load_backbone
