@@ -16,7 +16,6 @@ scheduler applies its decisions), the per-track records (`track.py`) hold each t
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -41,7 +40,6 @@ from stream.live.verdicts.judge import Judge
 from stream.live.verdicts.policy import worst
 from stream.messages import FaceOverlay, Overlay, SchedulerStatus, Status
 
-log = logging.getLogger(__name__)
 
 # When one stream is due, streams due within this fraction of their period join the same pass: otherwise streams
 # drift apart and every pass carries a single frame, paying MTCNN's fixed cost once per stream.
