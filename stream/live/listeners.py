@@ -26,26 +26,27 @@ class Listeners(Generic[E]):
 
     def __init__(self, event: str) -> None:
         self.event = event  # named in the log when a subscriber fails
-        self._fns: tuple[Callable[[E], None], ...] = ()
+        self._subscriptions: tuple[tuple[object, Callable[[E], None]], ...] = ()  # (token, fn)
         self._lock = threading.Lock()
 
     def subscribe(self, fn: Callable[[E], None]) -> Callable[[], None]:
-        """Call `fn(event)` on every `notify`; returns the unsubscriber (idempotent)."""
+        """Call `fn(event)` on every `notify`; returns the unsubscriber of this subscription (idempotent)."""
+        token = object()
         with self._lock:
-            self._fns = (*self._fns, fn)
+            self._subscriptions = (*self._subscriptions, (token, fn))
 
         def unsubscribe() -> None:
             with self._lock:
-                self._fns = tuple(f for f in self._fns if f is not fn)
+                self._subscriptions = tuple(s for s in self._subscriptions if s[0] is not token)
 
         return unsubscribe
 
     def notify(self, event: E) -> None:
-        for fn in self._fns:
+        for _, fn in self._subscriptions:
             try:
                 fn(event)
             except Exception:
                 log.exception("a %s subscriber failed", self.event)
 
     def __len__(self) -> int:
-        return len(self._fns)
+        return len(self._subscriptions)
