@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create or refresh .venv with everything dfstream needs.
 #   scripts/setup.sh          runtime only (what `serve` and `scan` import)
-#   scripts/setup.sh test     runtime + reference frameworks and system packages for the tests
+#   scripts/setup.sh test     runtime + reference frameworks and system packages for the tests, and the docs
+#                             site's packages (tests/test_docs.py builds it)
 # Idempotent: a stamp keyed by the hash of the install inputs skips work already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +39,7 @@ fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt)
 extras=""
-[ "$profile" = test ] && extras="[test]"
+[ "$profile" = test ] && extras="[test,docs]"
 "${pip[@]}" -e ".$extras"
 "${pip[@]}" --no-deps facenet-pytorch
 rm -f "$venv"/.installed-"$profile"-*

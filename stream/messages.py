@@ -52,13 +52,13 @@ class FaceOverlay:
     p(fake), `verdict` the track's hysteresis verdict, or "low-quality" (with `reason`) when the face is below
     every engine's quality floor: such a face never counts toward the verdict or an alert."""
 
-    track: int
-    box: tuple[float, float, float, float]
-    prob: float
-    score: float | None
-    raw: float | None
-    engines: dict[str, float]
-    verdict: str
+    track: int  # the face's track id within its stream, never reused
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in full-frame pixels
+    prob: float  # MTCNN's face probability
+    score: float | None  # the smoothed, fused p(fake); null until scored
+    raw: float | None  # this frame's fused p(fake), before smoothing
+    engines: dict[str, float]  # engine name -> its own p(fake) on this frame
+    verdict: str  # the track's verdict: real, uncertain, fake or low-quality
     quality: dict[str, Any] = field(default_factory=dict)  # face_px, sharpness (+ the link's, for WebRTC)
     reason: str | None = None  # why the verdict is "low-quality"
 
@@ -73,14 +73,14 @@ class Overlay:
     """Every face found on one analysed frame of one stream, with the frame's own timestamps so the page can
     draw it on the very frame that was scored."""
 
-    stream: str
-    pts: int | None
-    time: float
-    frame_size: tuple[int, int]
-    latency_ms: float
-    faces: tuple[FaceOverlay, ...]
-    verdict: str
-    ts: float = field(default_factory=time.time)
+    stream: str  # the stream's name
+    pts: int | None  # the scored frame's presentation timestamp, in its stream's time base
+    time: float  # the scored frame's time in seconds from the stream's start: the page matches it
+    frame_size: tuple[int, int]  # width, height of the source frame
+    latency_ms: float  # from the frame's decoding to this message
+    faces: tuple[FaceOverlay, ...]  # every face found on the frame
+    verdict: str  # the stream's verdict: its worst track's
+    ts: float = field(default_factory=time.time)  # wall-clock time of the message (Unix seconds)
 
     def to_message(self) -> Message:
         return {"v": VERSION, "type": OVERLAY, "stream": self.stream, "ts": self.ts, "pts": self.pts,
@@ -92,14 +92,14 @@ class Overlay:
 class SourceStatus:
     """What a source reports of itself (its state machine and counters)."""
 
-    state: str
-    url: str
-    fps: float
-    received: int
-    dropped: int
-    reconnects: int
-    error: str | None
-    frame_size: tuple[int, int] | None
+    state: str  # connecting, streaming, reconnecting, ended, stopped or failed
+    url: str  # the source's address, credentials replaced by ***
+    fps: float  # frames a second the source delivers
+    received: int  # frames decoded since the stream started
+    dropped: int  # frames replaced in the buffer by newer ones before they were analysed
+    reconnects: int  # reconnect attempts since the stream started
+    error: str | None  # the last error, in words (credentials redacted)
+    frame_size: tuple[int, int] | None  # width, height of the newest frame; null before the first
     link: dict[str, Any] | None = None  # what the link delivers (WebRTC: received size, bitrate_kbps)
     ring: dict[str, Any] | None = None  # the recording ring: bytes, seconds, packets, mode (evidence/ring.py)
 
@@ -115,12 +115,12 @@ class SourceStatus:
 class SchedulerStatus:
     """What the scheduler reports of one stream: the rates it achieves, its latency and its load decisions."""
 
-    analysed_fps: float
-    target_fps: float
-    latency_ms: dict[str, float | None]
-    shed: bool
-    tracks: int
-    scheduler: dict[str, Any]
+    analysed_fps: float  # frames a second scored, measured
+    target_fps: float  # the rate the scheduler aims at now (lowered under load)
+    latency_ms: dict[str, float | None]  # p50 and p95 of frame-to-overlay latency
+    shed: bool  # the stream is paused to relieve the load
+    tracks: int  # faces tracked now
+    scheduler: dict[str, Any]  # the governor: scale of every rate, smoothed load, its latest events in words
     gated_faces: int = 0  # face-frames judged low-quality since the stream started
 
     def to_message(self) -> Message:
@@ -132,12 +132,12 @@ class Status:
     """One stream's status. `scheduler` is absent for a stream the scheduler no longer holds (a failed or
     removed one); `removed` says the stream was taken away on purpose."""
 
-    stream: str
-    source: SourceStatus | None = None
-    scheduler: SchedulerStatus | None = None
+    stream: str  # the stream's name
+    source: SourceStatus | None = None  # the source's fields (on the wire: at the message's top level)
+    scheduler: SchedulerStatus | None = None  # the scheduler's fields (on the wire: at the top level too)
     state: str | None = None  # only when there is no source status (a removed stream)
-    removed: bool = False
-    ts: float = field(default_factory=time.time)
+    removed: bool = False  # the stream was removed on purpose (sent only when true)
+    ts: float = field(default_factory=time.time)  # wall-clock time of the message (Unix seconds)
 
     def to_message(self) -> Message:
         msg: Message = {"v": VERSION, "type": STATUS, "stream": self.stream, "ts": self.ts}
@@ -157,17 +157,17 @@ class Alert:
     """One message of an alert's life. `id` is stable for the alert; `key` (id:seq) is unique per message,
     which makes replays idempotent."""
 
-    event: AlertEvent
-    id: str
-    seq: int
-    stream: str
-    track: int
-    started_at: float
-    ended_at: float | None
-    score_max: float
-    engines: dict[str, float]
-    evidence: dict[str, str | None]
-    ts: float = field(default_factory=time.time)
+    event: AlertEvent  # start, update or end of the alert's life
+    id: str  # the alert's id, stable for its life (also its evidence folder's name)
+    seq: int  # the message's number within the alert, from 1; the wire adds key = id:seq
+    stream: str  # the stream's name
+    track: int  # the face's track id
+    started_at: float  # when the face was first judged fake (Unix seconds)
+    ended_at: float | None  # when it ended; null until the end message
+    score_max: float  # the highest smoothed p(fake) so far
+    engines: dict[str, float]  # engine name -> its p(fake) at that peak
+    evidence: dict[str, str | None]  # evidence file name -> its path (snapshot, clip, recording...)
+    ts: float = field(default_factory=time.time)  # wall-clock time of the message (Unix seconds)
     reason: str | None = None  # why an "end" came other than by the verdict: "worker-lost" (a cluster node died)
     # Chain of custody, once the recording is complete: every evidence file's sha256 and size, the redacted
     # source, the models and their weights' hashes, the calibration, the dfstream version (evidence/manifest.py)

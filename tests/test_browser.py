@@ -15,7 +15,7 @@ Waits are Playwright's: `expect(locator)` for what the page shows, `wait_for_fun
 (window.__dfstream). Each page's console is printed when a test fails.
 
 Screenshots are saved under each test's tmp_path. `DFSTREAM_SCREENSHOT=docs/browser.png` also writes the webcam
-test's screenshot there (the README's image): see the README's Browser section for the one-line command.
+test's screenshot there (the docs' image): docs/browser.md gives the one-line command.
 """
 
 from __future__ import annotations

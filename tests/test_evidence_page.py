@@ -27,7 +27,7 @@ if chromium_unavailable() is None:
     from playwright.async_api import expect
 
 pytestmark = needs("Chromium (with Playwright)", chromium_unavailable())
-SCREENSHOT_ENV = "DFSTREAM_EVIDENCE_SCREENSHOT"  # also save the player's picture here (the README's)
+SCREENSHOT_ENV = "DFSTREAM_EVIDENCE_SCREENSHOT"  # also save the player's picture here (docs/evidence.md's)
 
 
 async def open_player_and_check(page, alert_id: str, tmp_path: Path, shot: str) -> dict:

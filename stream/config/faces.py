@@ -18,11 +18,13 @@ class DetectorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_face_size: int = Field(default=40, gt=0)
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    min_prob: float = Field(default=0.9, ge=0.0, le=1.0)
+    min_face_size: int = Field(default=40, gt=0, description="smallest face MTCNN looks for, in detector pixels")
+    thresholds: tuple[float, float, float] = Field(default=(0.6, 0.7, 0.7), description="MTCNN's P-, R- and "
+                                                   "O-net score thresholds")
+    min_prob: float = Field(default=0.9, ge=0.0, le=1.0, description="faces below this final probability are "
+                            "dropped")
     max_side: int = Field(default=640, gt=0, description="frames are downscaled to this longest side to detect")
-    device: str = "cpu"
+    device: str = Field(default="cpu", description="torch device of the detector (cpu, cuda, cuda:1, ...)")
     backend: Literal["torch", "onnx"] = Field(default="torch", description="what runs MTCNN's nets: torch or onnx "
                                                                             "(ONNX Runtime, CPU only)")
     threads: int | None = Field(default=None, gt=0, description="ONNX Runtime intra-op threads for the nets "

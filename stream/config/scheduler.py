@@ -28,6 +28,9 @@ class DetectionPolicy(BaseModel):
 
 
 class SchedulerConfig(BaseModel):
+    """The scheduler loop: under load every stream's analysed rate is lowered by one factor, down to `min_fps`,
+    and only then are whole streams paused, the newest first."""
+
     model_config = ConfigDict(extra="forbid")
 
     min_fps: float = Field(default=1.0, gt=0, description="analysed-rate floor before whole streams are shed")
@@ -35,14 +38,16 @@ class SchedulerConfig(BaseModel):
     recover_load: float = Field(default=0.8, gt=0, le=1,
                                 description="rates recover when the busy fraction predicted after the step stays "
                                             "below this")
-    step_down: float = Field(default=0.8, gt=0, lt=1)
-    step_up: float = Field(default=1.1, gt=1)
-    adapt_period_s: float = Field(default=1.0, gt=0)
+    step_down: float = Field(default=0.8, gt=0, lt=1, description="factor applied to every rate when the load "
+                             "is above high_load")
+    step_up: float = Field(default=1.1, gt=1, description="factor applied to every rate when the load allows")
+    adapt_period_s: float = Field(default=1.0, gt=0, description="seconds between the governor's decisions")
     load_smoothing: float = Field(default=0.5, gt=0, le=1,
                                   description="weight of the newest period in the smoothed load, so one slow "
                                               "second (a GC, a noisy neighbour) does not lower every rate")
-    status_period_s: float = Field(default=1.0, gt=0)
-    detection: DetectionPolicy = DetectionPolicy()
+    status_period_s: float = Field(default=1.0, gt=0, description="seconds between status messages")
+    detection: DetectionPolicy = Field(default=DetectionPolicy(), description="when full-frame detection runs, "
+                                       "and face re-location in between")
     pipeline: Literal["serial", "overlapped"] = Field(
         default="serial",
         description="serial: detect, then score, one pass at a time. overlapped: full-frame detection of the next "

@@ -29,14 +29,19 @@ class ConfigError(ValueError):
 
 
 class ServeConfig(BaseModel):
+    """Everything `dfstream serve` runs with: the YAML file of `--config`, with the command line on top."""
+
     model_config = ConfigDict(extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="bind address; anything but loopback requires the token")
+    port: int = Field(default=8080, ge=0, le=65535, description="HTTP port of the page, API and websocket")
     token: str | None = Field(default=None, description="required by clients when bound beyond loopback")
-    sources: list[SourceConfig] = []
-    models: list[str] = ["meso4-f2f"]  # engines.registry.DEFAULT_MODEL (not imported: config stays torch-free)
-    weights_dir: Path | None = None
+    sources: list[SourceConfig] = Field(default=[], description="cameras, files and devices started with serve")
+    # the default is engines.registry.DEFAULT_MODEL (not imported: config stays torch-free)
+    models: list[str] = Field(default=["meso4-f2f"], description="engines to run, fused per face "
+                              "(`dfstream models list`)")
+    weights_dir: Path | None = Field(default=None, description="folder of weight files (default: "
+                                     "$DFSTREAM_WEIGHTS, else ~/.cache/dfstream/weights)")
     calibration: list[Path] = Field(default=[], description="calibration maps (dfstream calibrate) or a fitted "
                                     "ensemble for the models; WEIGHTS.calibration.json beside weights is found too")
     backend: str = Field(default="auto", description="where engines run: one of engines.choices.BACKENDS")
@@ -48,11 +53,14 @@ class ServeConfig(BaseModel):
         default=[], description="extra Origins (`scheme://host:port`) allowed on the websocket, besides the "
         "pages of allowed hosts")
     max_message_bytes: int = Field(default=4096, gt=0, description="largest message a client may send")
-    detector: DetectorConfig = DetectorConfig()
-    scheduler: SchedulerConfig = SchedulerConfig()
-    verdict: VerdictPolicy = VerdictPolicy()
-    alerts: AlertPolicy = AlertPolicy()
-    evidence: EvidencePolicy = EvidencePolicy()
+    detector: DetectorConfig = Field(default=DetectorConfig(), description="the face detector (MTCNN)")
+    scheduler: SchedulerConfig = Field(default=SchedulerConfig(), description="pacing, batching and the load "
+                                       "governor")
+    verdict: VerdictPolicy = Field(default=VerdictPolicy(), description="fusion, smoothing and hysteresis of "
+                                   "each face's verdict")
+    alerts: AlertPolicy = Field(default=AlertPolicy(), description="alert updates and webhooks")
+    evidence: EvidencePolicy = Field(default=EvidencePolicy(), description="recordings around alerts and "
+                                     "their retention")
     data_dir: Path = Field(default_factory=lambda: default_data_dir(),
                            description="alert log, spool and evidence ($DFSTREAM_DATA or ~/.local/share/dfstream)")
     redis: str | None = Field(default=None, description="redis://… to publish overlays, status and alerts to")

@@ -34,8 +34,8 @@ class Backoff(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    initial_s: float = Field(default=0.25, gt=0)
-    factor: float = Field(default=2.0, ge=1.0)
+    initial_s: float = Field(default=0.25, gt=0, description="delay before the first retry")
+    factor: float = Field(default=2.0, ge=1.0, description="each further retry waits this many times longer")
     max_s: float = Field(default=2.0, gt=0, description="cap: a returning camera is picked up within this")
     jitter: float = Field(default=0.2, ge=0.0, le=1.0, description="± fraction of the delay drawn at random")
 
@@ -51,15 +51,19 @@ class SourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
-    url: str = Field(min_length=1)
-    loop: bool = False
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$",
+                      description="the stream's name in the page, the API, messages and topics")
+    url: str = Field(min_length=1, description="rtsp:// or rtsps:// camera, video file or /dev/videoN; "
+                     "${VAR} keeps a password out of the file")
+    loop: bool = Field(default=False, description="replay a file from the start when it ends (demos)")
     pace: bool = Field(default=True, description="play files at their real frame rate (else as fast as decoded)")
-    rtsp_transport: str = Field(default="tcp", pattern="^(tcp|udp|http|https)$")
-    watchdog_s: float = Field(default=10.0, gt=0)
-    analysed_fps: float = Field(default=5.0, gt=0, le=60)
-    backoff: Backoff = Backoff()
-    device_format: str = "v4l2"
+    rtsp_transport: str = Field(default="tcp", pattern="^(tcp|udp|http|https)$",
+                                description="RTSP transport: tcp retransmits what a lossy network drops, udp does not")
+    watchdog_s: float = Field(default=10.0, gt=0, description="a source with no frame for this long reconnects")
+    analysed_fps: float = Field(default=5.0, gt=0, le=60, description="frames a second scored (the display "
+                                "keeps the source's own rate); lowered together under load")
+    backoff: Backoff = Field(default=Backoff(), description="delays between reconnect attempts")
+    device_format: str = Field(default="v4l2", description="FFmpeg input format of /dev/videoN devices")
 
     @property
     def kind(self) -> str:

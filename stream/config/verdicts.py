@@ -11,14 +11,20 @@ from stream.config.evidence import EvidencePolicy  # noqa: F401  (re-exported: i
 
 
 class VerdictPolicy(BaseModel):
+    """How each face's engine scores become a verdict: a weighted mean, a rolling median or EMA, and k-update
+    hysteresis between `t_low` and `t_high`, so a score wavering around one threshold never flaps."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     weights: dict[str, float] = Field(default={}, description="engine name -> weight; unnamed engines weigh 1")
-    smoothing: Literal["median", "ema"] = "median"
+    smoothing: Literal["median", "ema"] = Field(default="median", description="rolling median over `window` "
+                                                "updates, or an exponential moving average")
     window: int = Field(default=9, gt=0, description="updates in the rolling median")
-    ema_alpha: float = Field(default=0.3, gt=0, le=1)
-    t_high: float = Field(default=0.7, ge=0, le=1)
-    t_low: float = Field(default=0.3, ge=0, le=1)
+    ema_alpha: float = Field(default=0.3, gt=0, le=1, description="weight of the newest score with ema")
+    t_high: float = Field(default=0.7, ge=0, le=1, description="smoothed p(fake) at or above which a track "
+                          "counts toward fake")
+    t_low: float = Field(default=0.3, ge=0, le=1, description="smoothed p(fake) at or below which a track "
+                         "counts toward real")
     k: int = Field(default=3, gt=0, description="consecutive updates needed to change verdict")
 
     @model_validator(mode="after")
@@ -29,6 +35,8 @@ class VerdictPolicy(BaseModel):
 
 
 class AlertPolicy(BaseModel):
+    """The alert lifecycle's pace and the webhooks every alert goes to."""
+
     model_config = ConfigDict(extra="forbid")
 
     update_every_s: float = Field(default=5.0, gt=0, description="least time between updates of one alert")
