@@ -187,10 +187,7 @@ def _builder(architecture: str):
     return register_architecture(architecture)(build)
 
 
-build_effb4 = _builder("effb4")
-build_effb4st = _builder("effb4st")
-build_effb4att = _builder("effb4att")
-build_effb4attst = _builder("effb4attst")
+BUILDERS = {architecture: _builder(architecture) for architecture in NETWORKS}  # registered as they are made
 
 
 @register_architecture("effb4_ensemble")

@@ -1,12 +1,14 @@
 """The load governor: a pure decision, fed the scheduler's busy fraction once a period.
 
 It returns what it decided as a `Decision` record; the scheduler applies it (pauses or resumes a stream). The
-governor changes nothing but its own state (the smoothed load, the rates' scale, its recent decisions). Under load (busy more than `high_load` of the time, smoothed over periods) it lowers every stream's analysed
+governor changes nothing but its own state (the smoothed load, the rates' scale, its recent decisions).
+Under load (busy more than `high_load` of the time, smoothed over periods) it lowers every stream's analysed
 rate by the same factor, down to `min_fps`; only then does it shed whole streams, the most recently added first.
 It restores them (and then the rates) once the load predicted after a step up stays below `recover_load`.
 The busy fraction is `BusyClock`'s busiest stage, so overlapped stages are not counted twice.
 Lowering rates together is fair (every camera keeps its share); shedding the newest first keeps the cameras an
-operator set up first. No threads and no clock here, so every decision can be tested step by step.
+operator set up first. The governor reads no clock and runs no thread, so every decision can be tested step by
+step.
 """
 
 from __future__ import annotations

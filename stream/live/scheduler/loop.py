@@ -184,8 +184,9 @@ class Scheduler:
             for j, (tid, det) in enumerate(zip(ids, faces)):
                 track = st.tracks.get(tid)
                 if track is None:
+                    evidence = CropRing(EVIDENCE_FRAMES, EVIDENCE_CROP[0])
                     track = st.tracks[tid] = Track(tid, st.name, self.scorer.window_rings(tid),
-                                                   self.judge.new_verdict(), CropRing(EVIDENCE_FRAMES, EVIDENCE_CROP[0]))
+                                                   self.judge.new_verdict(), evidence)
                 track.box, track.seen_at = det.box, frame.time
                 track.evidence.push(crops[EVIDENCE_CROP][j])
                 track.quality = measure(det.box, crops[quality_key][j])
