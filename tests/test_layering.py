@@ -110,6 +110,14 @@ def test_live_code_never_imports_offline_jobs_or_the_cli(prefixes):
     assert not {m: d for m, d in bad.items() if d}
 
 
+def test_nothing_outside_the_command_line_imports_it():
+    """The command line sits on top: jobs, live code and the cluster share what they need below it (engine
+    assembly is `stream.live.assembly`). `python -m stream` is the entry point."""
+    bad = {m: sorted(d for d in deps if _within(d, ("stream.cli",))) for m, deps in GRAPH.items()
+           if not _within(m, ("stream.cli",)) and m != "stream.__main__"}
+    assert not {m: d for m, d in bad.items() if d}
+
+
 def test_config_imports_no_runtime():
     code = ("import sys, stream.config, stream.config.serve, stream.config.sources, stream.config.verdicts, "
             "stream.config.scheduler, stream.config.faces, stream.messages; "

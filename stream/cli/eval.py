@@ -41,7 +41,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from stream.jobs.datasets import discover
-    from stream.jobs.evaluate import CropCache, RichProgress, default_crop_cache_dir, evaluate, write_report
+    from stream.jobs.crop_cache import CropCache, default_crop_cache_dir
+    from stream.jobs.eval_report import write_report
+    from stream.jobs.evaluate import RichProgress, evaluate
     from stream.jobs.scan import Scanner, ScanOptions
 
     from stream.jobs.train.tracking import EmissionsMeter
@@ -92,7 +94,7 @@ def calibrated_report(report: Any, engines: list[Any], ensemble: Any, out: Path)
 
     from engines.calibration import calibration_of
     from stream.jobs.calibrate import ece, reliability_diagram
-    from stream.jobs.evaluate import binary_metrics, frame_labels_and_scores, rescored
+    from stream.jobs.eval_report import binary_metrics, frame_labels_and_scores, rescored
 
     cals = {e.name: c for e in engines if (c := calibration_of(e)) is not None}
     if not cals and ensemble is None:

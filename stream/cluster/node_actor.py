@@ -52,7 +52,10 @@ class NodeWorker:
             module, function = spec.factory.split(":")
             engines, detector, ensemble = getattr(importlib.import_module(module), function)(config, on_device)
         else:
-            engines, ensemble = _engines(config, spec.offline, on_device)
+            from stream.live.assembly import serve_engines
+
+            built = serve_engines(config, on_device, spec.offline)  # what `serve` runs, prepared the same way
+            engines, ensemble = built.engines, built.ensemble
             detector = FaceDetector(config.detector.model_copy(update={"device": on_device}),
                                     smallest_floor_px(engines))
         self.service = LiveService(config, engines, detector, ensemble)
@@ -105,18 +108,6 @@ class NodeWorker:
         cameras = {s.name: {"state": s.state.value, "last_overlay": last.get(s.name)}
                    for s in self.service.scheduler.sources()}
         return {"cameras": cameras, "rss_bytes": _rss_bytes(), "time": time.time()}
-
-
-def _engines(config: Any, offline: bool, on_device: str) -> tuple[list[Any], Any]:
-    """The config's models, prepared as `serve` prepares them (stream.cli.serve.build_engines, which this
-    package may not import: that module loads the gateway)."""
-    from stream.cli.common import attach_calibrations, expand_models, prepare_engine
-
-    names, ensemble_name = expand_models(list(config.models))
-    engines = [prepare_engine(name, weights_dir=config.weights_dir, weights_file=None, device=on_device,
-                              offline=offline, backend=config.backend, precision=config.precision, calibrate=None,
-                              cache_dir=None) for name in names]
-    return engines, attach_calibrations(engines, list(config.calibration), ensemble_name)
 
 
 def _rss_bytes() -> int | None:

@@ -214,7 +214,7 @@ def readiness(service: LiveService) -> dict:
     """Engines loaded, the scheduler running, the bus connected or spooling."""
     sched = service.scheduler
     engines_ok = bool(sched.engines)
-    sched_ok = sched._thread is not None and sched._thread.is_alive()
+    sched_ok = sched.running
     stats = service.redis.stats() if service.redis is not None else {}
     if "redis_up" in stats:  # Redis, or its on-disk spool while Redis is down: either way no alert is lost
         bus = {"ok": True, "kind": "redis", "connected": bool(stats["redis_up"]), "spooled": stats.get("spool", 0)}
