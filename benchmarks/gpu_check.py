@@ -265,7 +265,7 @@ class Feeder:
             now = time.monotonic()
             for k, s in enumerate(self.sources):
                 image = self.frames[(i + k) % len(self.frames)]
-                s.deliver(Frame(image=image, pts=i, time=i / self.fps, index=i, received=now))
+                s.deliver(Frame.of(image=image, pts=i, time=i / self.fps, index=i, received=now))
             i += 1
             self._stop.wait(max(0.0, t0 + i / self.fps - time.monotonic()))
 

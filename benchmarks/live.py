@@ -163,7 +163,8 @@ def run_once(args, engine, videos, detector_config, policy, pipeline, backend, c
     first_box: dict[str, float] = {}
     measuring = False
 
-    def publish(msg: dict) -> None:
+    def publish(record) -> None:
+        msg = record.to_message()
         if msg["type"] == "status":
             latest_status[msg["stream"]] = msg
         elif msg["type"] == "overlay":

@@ -200,7 +200,7 @@ def test_the_scheduler_paces_streams_by_the_governors_rates():
     for _ in range(12):
         sched.governor.observe(0.99, sched.streams())
     assert sched.target_fps(st) == pytest.approx(sched.governor.target_fps(5.0)) and sched.target_fps(st) < 5.0
-    frame = Frame(image=np.zeros((2, 2, 3), np.uint8), pts=0, time=0.0, index=0, received=0.0)
+    frame = Frame.of(image=np.zeros((2, 2, 3), np.uint8), pts=0, time=0.0, index=0, received=0.0)
     now, picked = 0.0, 0
     while now < 20.0:
         source.buffer.put(frame)
@@ -215,7 +215,7 @@ def test_passes_that_start_late_keep_each_stream_at_its_target_rate():
     sched = Scheduler(detector=None, engines=[], publish=lambda m: None)  # type: ignore[arg-type]
     source = _Idle("cam", 5.0)
     sched.add(source)
-    frame = Frame(image=np.zeros((2, 2, 3), np.uint8), pts=0, time=0.0, index=0, received=0.0)
+    frame = Frame.of(image=np.zeros((2, 2, 3), np.uint8), pts=0, time=0.0, index=0, received=0.0)
     rng = random.Random(0)
     now, picked = 0.0, 0
     while now < 60.0:

@@ -65,6 +65,10 @@ class SourceConfig(BaseModel):
                                 "keeps the source's own rate); lowered together under load")
     backoff: Backoff = Field(default=Backoff(), description="delays between reconnect attempts")
     device_format: str = Field(default="v4l2", description="FFmpeg input format of /dev/videoN devices")
+    convert: Literal["on-take", "on-decode"] = Field(
+        default="on-take", description="when decoded frames become RGB. on-take: only the frames the scheduler "
+        "takes, on its threads, scaled for detection in the same step (display-only frames never are); on-decode: "
+        "every frame on the decoder thread (the path before issue 25, kept to compare against)")
     detection: Literal["camera", "screen"] = Field(
         default="camera", description="how faces are searched for: camera (the detector's own settings) or screen "
         "(a captured screen or call grid: small faces in a large picture, stream/config/faces.py SCREEN)")

@@ -179,7 +179,7 @@ class Scheduler:
             ids = st.tracker.update(boxes)
             for gone in st.drop(st.tracker.expired):
                 self.judge.track_lost(st.name, gone.id)
-            crops = {key: crop_faces(frame.image, boxes, *key) for key in keys} if boxes else {}
+            crops = {key: crop_faces(frame.picture, boxes, *key) for key in keys} if boxes else {}
             here = []
             for j, (tid, det) in enumerate(zip(ids, faces)):
                 track = st.tracks.get(tid)
@@ -220,10 +220,11 @@ class Scheduler:
             if st.lost or not boxes or st.since_full + 1 >= every:
                 full.append(i)
             else:
-                regions += [(i, frame.image, b) for b in boxes]
+                regions += [(i, frame.picture, b) for b in boxes]
         out: list[list[Any]] = [[] for _ in picks]
         profiles = [picks[i][0].source.detection for i in full]
-        for i, faces in zip(full, self.detector.detect([picks[i][1].image for i in full], profiles) if full else []):
+        pictures = [picks[i][1].picture for i in full]
+        for i, faces in zip(full, self.detector.detect(pictures, profiles) if full else []):
             out[i] = faces
             st = picks[i][0]
             st.since_full, st.lost = 0, False

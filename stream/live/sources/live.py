@@ -154,7 +154,8 @@ def open_source(c: SourceConfig, sample_fps: float | None = None,
     elif c.kind == "device":
         fmt = c.device_format
     return AVSource(c.url, sample_fps=sample_fps, options=options, format=fmt, strict_length=False,
-                    timeout=(OPEN_TIMEOUT_S, c.watchdog_s), on_packet=on_packet)
+                    timeout=(OPEN_TIMEOUT_S, c.watchdog_s), on_packet=on_packet,
+                    rgb_on_decode=c.convert == "on-decode")
 
 
 class AVLiveSource(StreamSource):
@@ -244,7 +245,7 @@ class AVLiveSource(StreamSource):
                     wait = pace_origin[0] + (frame.time - pace_origin[1]) - time.monotonic()
                     if wait > 0 and self._stop.wait(wait):
                         return got
-                    frame = Frame(frame.image, frame.pts, frame.time, frame.index, time.monotonic())
+                    frame = Frame(frame.picture, frame.pts, frame.time, frame.index, time.monotonic())
                 self.deliver(frame)
         finally:
             src.close()

@@ -2,8 +2,9 @@
 browser sends one.
 
 aiortc decodes on its own thread and queues every decoded frame without bound. The source keeps that queue empty
-by taking frames as they arrive and holding only the newest; only that one is converted to RGB (on a worker
-thread, so WebRTC I/O on the event loop never waits), and the frames it replaced are counted as dropped.
+by taking frames as they arrive and holding only the newest, and the frames it replaced are counted as dropped.
+Nothing is converted here: the frame goes on as decoded (`picture.py`), and only the frames the scheduler takes
+become RGB, on its threads, so WebRTC I/O on the event loop never waits for a conversion.
 
 What the link delivers is part of every face's quality and of the stream's status (`link_quality()`): the size
 of the newest received frame, and the bitrate the peer's receiver measured (set by the signalling side,
@@ -32,6 +33,7 @@ from av import AudioFrame, VideoFrame
 from stream.config.faces import CAMERA, DetectionProfile
 from stream.live.sources.base import Frame, SourceState
 from stream.live.sources.buffer import BufferPolicy, LatestFrameBuffer
+from stream.live.sources.picture import Picture
 from stream.live.sources.live import SourceConfig, StreamSource
 from stream.messages import SourceStatus
 
@@ -54,8 +56,8 @@ class WebRTCSource(StreamSource):
     """The video track of one peer. connecting -> streaming (first frame) -> stopped, or failed with `error`.
 
     Two tasks on the event loop: `_pump` empties aiortc's unbounded queue as frames arrive and keeps only the
-    newest; `_convert` turns the newest into RGB on a worker thread and delivers it. A frame replaced before it
-    was converted is counted as dropped, so a slow machine sheds frames instead of growing a backlog. With an
+    newest; `_convert` delivers the newest, as decoded. A frame replaced before it was delivered is counted as
+    dropped, so a slow machine sheds frames instead of growing a backlog. With an
     audio track a third, `_pump_audio`, hands each decoded audio frame to the audio taps (none: dropped).
     """
 
@@ -165,11 +167,10 @@ class WebRTCSource(StreamSource):
                 self._arrived.clear()
                 continue
             (frame, index, arrived), self._newest = self._newest, None
-            image = await asyncio.to_thread(frame.to_ndarray, format="rgb24")
             if self.state not in (SourceState.CONNECTING, SourceState.STREAMING):
                 return
             self._set_state(SourceState.STREAMING)
-            self.deliver(Frame(image, frame.pts, float(frame.time or 0.0), index, arrived))
+            self.deliver(Frame(Picture(video=frame), frame.pts, float(frame.time or 0.0), index, arrived))
         if self.state in (SourceState.CONNECTING, SourceState.STREAMING):  # a hang-up, not a failure
             log.info("%s: the browser ended its video track", self.name)
             self._on_stop(self.peer_id)
