@@ -84,7 +84,8 @@ class FaceDetector:
         for ((w, h), profile), indices in groups.items():
             scale = self._scale((w, h), profile)
             sw, sh = (w, h) if scale >= 1.0 else (max(1, round(w * scale)), max(1, round(h * scale)))
-            batch = np.stack([pictures[i].scaled(sw, sh) for i in indices])
+            in_decoded = self.config.downscale == "decoded"
+            batch = np.stack([pictures[i].scaled(sw, sh, in_decoded) for i in indices])
             back = np.array([w / sw, h / sh], dtype=np.float32)  # detector pixels -> frame pixels, per axis
             smallest = self.min_face_size(scale, profile)
             self._mtcnn.min_face_size = min(smallest, min(batch.shape[1:3]))  # >= 1 pyramid level
