@@ -10,6 +10,13 @@ Two reader threads feed the websocket hub: one on the overlay and status channel
 one on the alert stream (the Redis bus's `AlertStreamReader`), which starts with the last `ALERT_BACKLOG` entries
 so open alerts reach a page again after a restart. Both read the pipeline's `redis_namespace`, the one the nodes
 publish under. Messages this gateway published itself (its webcams) are skipped: the hub already had them.
+
+A lost head does not stop the readers (Redis is not the head's). A director call that finds the director gone
+looks it up again (the head came back: Ray restarted it); while none answers, a change through the API is
+refused (`RemoteUnavailable`, 503) and the camera list is the last one known.
+
+An alert's evidence stays on the node that wrote it; the node uploads it into Redis (redis_evidence.py), and
+`fetch_evidence` brings it into this gateway's own evidence folder, where `/evidence` serves it as a local file.
 """
 
 from __future__ import annotations
@@ -24,17 +31,22 @@ from typing import Any
 
 import ray
 
-from stream.cluster.director import ensure_director
+from stream.cluster.director import find_director
 from stream.cluster.pipeline import Pipeline
-from stream.cluster.settings import NAMESPACE
+from stream.cluster.settings import DIRECTOR_NAME, NAMESPACE
+from stream.config.evidence import EvidencePolicy
 from stream.live.bus.redis_alerts import AlertStreamReader
 from stream.live.bus.redis_bus import UNREACHABLE, channel_patterns, connect
+from stream.live.bus.redis_evidence import RedisEvidence
+from stream.live.server.service import RemoteUnavailable
 
 log = logging.getLogger(__name__)
 
 ALERT_BACKLOG = 500  # alert-stream entries replayed into the hub at start (open alerts survive a restart)
 CALL_TIMEOUT_S = 30.0  # a director call slower than this fails the request (the cluster is unwell)
-STATUS_CACHE_S = 0.5  # the director's camera list is asked for at most this often
+STATUS_CACHE_S = 0.5  # the director's camera list is asked for at most this often...
+STATUS_TIMEOUT_S = 2.0  # ...and waited for this long (the page's request waits on it), else the last list is shown
+REFIND_S = 10.0  # a director found gone is looked up again for this long before the request is refused
 READ_BLOCK_MS = 1000
 RETRY_S = 1.0  # after a Redis error, readers try again this much later
 
@@ -57,6 +69,9 @@ class ClusterCameras:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._cache: tuple[float, dict[str, dict]] = (0.0, {})
+        self._known: dict[str, dict] = {}  # the last camera list the director gave
+        self.evidence = RedisEvidence(pipeline.serve["redis"], self.namespace,
+                                      EvidencePolicy.model_validate(pipeline.serve["evidence"]).shared)
 
     # -- LiveService's side ---------------------------------------------------------------------------------
 
@@ -69,8 +84,8 @@ class ClusterCameras:
             for sig, handler in handlers.items():
                 if handler is not None:
                     signal.signal(sig, handler)
-        self.director = ensure_director()
-        ray.get(self.director.configure.remote(self.pipeline.model_dump(mode="json")), timeout=CALL_TIMEOUT_S)
+        self.director = find_director()
+        self._ask("configure", self.pipeline.model_dump(mode="json"))
         self._deliver, self._own = deliver, own_source
         for target, name in ((self._read_channels, "cluster-channels"), (self._read_alerts, "cluster-alerts")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -79,22 +94,51 @@ class ClusterCameras:
         log.info("serve --ray: joined the cluster at %s", self.address)
 
     def add(self, config: Any) -> RemoteCamera:
-        ray.get(self.director.add.remote(config.model_dump(mode="json")), timeout=CALL_TIMEOUT_S)
+        self._ask("add", config.model_dump(mode="json"))
         self._cache = (0.0, {})
         return RemoteCamera(config.name, config.url)
 
     def remove(self, name: str) -> bool:
-        removed = ray.get(self.director.remove.remote(name), timeout=CALL_TIMEOUT_S)
+        removed = self._ask("remove", name)
         self._cache = (0.0, {})
         return bool(removed)
 
     def statuses(self) -> dict[str, dict]:
-        """name -> {"state", "node", "last_overlay_age_s", ...} for every camera of the cluster."""
+        """name -> {"state", "node", "last_overlay_age_s", ...} for every camera of the cluster; the last list
+        known while the director does not answer (a head lost)."""
         at, cameras = self._cache
         if time.monotonic() - at > STATUS_CACHE_S:
-            cameras = ray.get(self.director.status.remote(), timeout=CALL_TIMEOUT_S)["cameras"]
+            try:
+                cameras = self._ask("status", timeout=STATUS_TIMEOUT_S, refind=False)["cameras"]
+                self._known = cameras
+            except RemoteUnavailable as exc:
+                log.warning("serve --ray: %s; showing the last camera list", exc)
+                cameras = self._known
             self._cache = (time.monotonic(), cameras)
         return cameras
+
+    def fetch_evidence(self, alert_id: str, name: str, folder: Any) -> None:
+        """Bring an alert's file from Redis into `folder` (LookupError with the reason when it cannot)."""
+        self.evidence.fetch(alert_id, name, folder)
+
+    def _ask(self, method: str, *args: Any, timeout: float = CALL_TIMEOUT_S, refind: bool = True) -> Any:
+        """One call to the director. One found gone (a head lost) is looked up again and asked once more
+        (`refind`); RemoteUnavailable when it still does not answer."""
+        for attempt in (1, 2):
+            try:
+                return ray.get(getattr(self.director, method).remote(*args), timeout=timeout)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+                if attempt == 2 or not refind:
+                    try:  # the next call asks whichever director holds the name now, if any
+                        self.director = ray.get_actor(DIRECTOR_NAME, namespace=NAMESPACE)
+                    except ValueError:
+                        pass
+                    raise RemoteUnavailable(f"the cluster's director does not answer ({type(exc).__name__}); "
+                                            "is the head down?") from None
+                try:
+                    self.director = find_director(REFIND_S)
+                except RuntimeError as err:
+                    raise RemoteUnavailable(str(err)) from None
 
     def names(self) -> set[str]:
         return set(self.statuses())

@@ -22,8 +22,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]  # node workers import `strea
 UP_TIMEOUT_S = 60.0
 
 
-def ray_env() -> dict[str, str]:
-    env = dict(os.environ)
+def ray_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, **(extra or {})}
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     return env
@@ -36,13 +36,14 @@ def free_port() -> int:
 
 
 class RayNode:
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.args = args
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "RayNode":
         cmd = [sys.executable, "-c", "from ray.scripts.scripts import main; main()", *self.args]
-        self.proc = subprocess.Popen(cmd, env=ray_env(), start_new_session=True)
+        self.proc = subprocess.Popen(cmd, env=ray_env(self.env), start_new_session=True)
         return self
 
     @property
@@ -83,6 +84,32 @@ class RayNode:
             return self.proc.wait(5)
         except subprocess.TimeoutExpired:
             return None
+
+
+def forget_stale_address(host: str, port: int) -> bool:
+    """Remove Ray's record of the last cluster started here (`ray_current_cluster` in its temp dir) when it names
+    host:port and nothing listens there: a head that died. `ray start --head` refuses that address while any
+    raylet on this machine still names it as its GCS, which is exactly what a worker that outlived the head on
+    the same machine does; Ray's own `ray stop` removes the record the same way. True when removed."""
+    from ray._common.utils import get_ray_address_file, reset_ray_address
+
+    path = Path(get_ray_address_file(None))
+    try:
+        recorded = path.read_text().strip()
+    except OSError:
+        return False
+    if recorded.rsplit(":", 1)[-1] != str(port) or _listening(host, port):
+        return False
+    reset_ray_address(None)
+    return True
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _group_alive(pgid: int) -> bool:

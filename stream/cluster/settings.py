@@ -32,6 +32,24 @@ class HealthChecks:
 
 
 HEALTH = HealthChecks()
+
+
+@dataclass(frozen=True)
+class HeadLoss:
+    """How long a cluster whose head keeps its state in Redis (state.py) waits for the head to come back. Every
+    raylet and Ray process (node workers, the gateway's driver) retries the GCS for `reconnect_s`, then exits:
+    workers leave, and a gateway attached as a driver stops. Ray's default, 60 s, is shorter than a machine's
+    reboot; 300 s covers a head restarted by systemd or a rebooted head machine. Longer keeps a cluster whose
+    head never returns running headless for longer (cameras still flow, but nothing is placed or failed over)."""
+
+    reconnect_s: int = 300
+
+    def system_config(self) -> dict[str, int]:
+        return {"gcs_rpc_server_reconnect_timeout_s": self.reconnect_s}
+
+
+HEAD_LOSS = HeadLoss()
+HEAD_PING_S = 5.0  # the head command asks the director this often (a director Ray restarted resumes its rounds)
 FAILOVER_TARGET_S = 10.0  # overlays flowing again for every moved camera within this long of a node's death
 WORKER_LOST_WITHIN_S = 30.0  # alerts open on a lost node are ended within this long
 RECONCILE_S = 0.5  # the director's pace: placement, node reports and the alert stream are looked at this often
@@ -44,13 +62,16 @@ STOP_GRACE_S = 10.0  # after SIGTERM, Ray's processes get this long before SIGKI
 
 def start_args(*, head: bool, port: int | None = None, address: str | None = None, host: str | None = None,
                cameras: int = 0, node_name: str | None = None, num_cpus: int | None = None,
-               object_store_bytes: int | None = None, extra_ports: dict[str, int] | None = None) -> list[str]:
+               object_store_bytes: int | None = None, extra_ports: dict[str, int] | None = None,
+               redis_args: list[str] | None = None) -> list[str]:
     """`ray start --block` with the documented settings. The dashboard is off (nothing here uses it, and it
-    would be one more open port); usage statistics are never sent."""
+    would be one more open port); usage statistics are never sent. `redis_args` (a head whose GCS is kept in
+    Redis: `StateStore.ray_args`, possibly empty) adds `HEAD_LOSS`'s wait to the head's system config."""
     args = ["start", "--block", "--disable-usage-stats", "--resources", json.dumps({RESOURCE: cameras} if cameras else {})]
     if head:
+        system = {**HEALTH.system_config(), **(HEAD_LOSS.system_config() if redis_args is not None else {})}
         args += ["--head", "--include-dashboard=false", "--port", str(port or DEFAULT_PORT),
-                 "--system-config", json.dumps(HEALTH.system_config())]
+                 "--system-config", json.dumps(system), *(redis_args or [])]
     else:
         if not address:
             raise ValueError("a worker needs the head's --address HOST:PORT")
