@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -33,7 +34,7 @@ import ray
 
 from stream.cluster.director import find_director
 from stream.cluster.pipeline import Pipeline
-from stream.cluster.settings import DIRECTOR_NAME, NAMESPACE
+from stream.cluster.settings import DIRECTOR_NAME, HEAD_LOSS, NAMESPACE
 from stream.config.evidence import EvidencePolicy
 from stream.live.bus.redis_alerts import AlertStreamReader
 from stream.live.bus.redis_bus import UNREACHABLE, channel_patterns, connect
@@ -79,6 +80,8 @@ class ClusterCameras:
         """Join the cluster (as a Ray driver on this machine's node), hand the director the pipeline, and start
         reading Redis into `deliver`."""
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        for name, value in HEAD_LOSS.env().items():  # this driver waits for a lost head as long as the nodes do
+            os.environ.setdefault(name, value)
         ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
         if threading.current_thread() is threading.main_thread():  # serve's own shutdown keeps SIGTERM
             for sig, handler in handlers.items():

@@ -15,8 +15,8 @@ import logging
 import signal
 import threading
 
-from stream.cluster.node_process import RayNode, forget_stale_address, free_port
-from stream.cluster.settings import HEAD_PING_S, NAMESPACE, start_args
+from stream.cluster.node_process import RayNode, RayStartFailed, forget_stale_address, free_port, listening
+from stream.cluster.settings import HEAD_LOSS, HEAD_PING_S, NAMESPACE, start_args
 from stream.cluster.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -30,17 +30,13 @@ def run(port: int, host: str | None, cameras: int, num_cpus: int | None, object_
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     ip = host or ray.util.get_node_ip_address()
-    if store is not None and forget_stale_address(ip, port):
-        print(f"dfstream cluster head: the head at {ip}:{port} is gone; resuming it from {store.redacted}", flush=True)
     # Ray Client's port is fixed (10001) by default; dfstream never uses it, so any free one will do and two
     # clusters on one machine (tests) never collide
-    node = RayNode(start_args(head=True, port=port, host=host, cameras=cameras, num_cpus=num_cpus,
-                              object_store_bytes=object_store_bytes,
-                              extra_ports={"--ray-client-server-port": free_port()},
-                              redis_args=store.ray_args() if store else None),
-                   env=store.ray_env() if store else None).start()
+    args = start_args(head=True, port=port, host=host, cameras=cameras, num_cpus=num_cpus,
+                      object_store_bytes=object_store_bytes, extra_ports={"--ray-client-server-port": free_port()},
+                      redis_args=store.ray_args() if store else None)
+    node = start_head(args, store.ray_env() if store else None, ip, port)
     try:
-        node.wait_for_port(ip, port)
         from stream.cluster.director import ensure_director
 
         ray.init(address=f"{ip}:{port}", namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
@@ -64,3 +60,23 @@ def run(port: int, host: str | None, cameras: int, num_cpus: int | None, object_
         if ray.is_initialized():
             ray.shutdown()
         node.stop()
+
+
+def start_head(args: list[str], env: dict[str, str] | None, ip: str, port: int) -> RayNode:
+    """`ray start --head`, tried up to `HEAD_LOSS.start_attempts` times, once its node is registered. Ray's
+    record of a dead head at this address is removed first (node_process.forget_stale_address)."""
+    if listening(ip, port):
+        raise ValueError(f"something already listens on {ip}:{port} (a head running there?); nothing was started")
+    for attempt in range(1, HEAD_LOSS.start_attempts + 1):
+        if forget_stale_address(ip, port):
+            print(f"dfstream cluster head: the head that was at {ip}:{port} is gone; starting it again", flush=True)
+        node = RayNode(args, env=env).start()
+        try:
+            node.wait_started(port)
+            return node
+        except RayStartFailed as exc:
+            node.stop()
+            if attempt == HEAD_LOSS.start_attempts:
+                raise
+            print(f"dfstream cluster head: {exc}; trying again ({attempt + 1}/{HEAD_LOSS.start_attempts})", flush=True)
+    raise AssertionError("unreachable")

@@ -16,14 +16,20 @@ import sys
 import time
 from pathlib import Path
 
-from stream.cluster.settings import STOP_GRACE_S
+from stream.cluster.settings import HEAD_LOSS, STOP_GRACE_S
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # node workers import `stream` and `engines` from here
-UP_TIMEOUT_S = 60.0
+UP_TIMEOUT_S = 90.0  # Ray waits 30 s (fixed) for its raylet to register, after the GCS has started
+
+
+class RayStartFailed(RuntimeError):
+    """`ray start` exited, or never registered its node."""
 
 
 def ray_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {**os.environ, **(extra or {})}
+    """This environment for a Ray node, with how long its processes wait for a lost head (HEAD_LOSS: Ray reads
+    that from the environment only; its system config comes too late for the raylet's own GCS client)."""
+    env = {**os.environ, **HEAD_LOSS.env(), **(extra or {})}
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     return env
@@ -52,6 +58,24 @@ class RayNode:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def wait_started(self, port: int, timeout: float = UP_TIMEOUT_S) -> None:
+        """Until `ray start` has registered its node: it then records the cluster's address in Ray's address
+        file (`ray_current_cluster`). RayStartFailed when it exits first or takes longer than `timeout`."""
+        from ray._common.utils import get_ray_address_file
+
+        path = Path(get_ray_address_file(None))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RayStartFailed(f"ray start exited with {self.proc.returncode if self.proc else '?'}")
+            try:
+                if path.read_text().strip().rsplit(":", 1)[-1] == str(port):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RayStartFailed(f"ray start did not register its node within {timeout:.0f} s")
 
     def wait_for_port(self, host: str, port: int, timeout: float = UP_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
@@ -98,13 +122,13 @@ def forget_stale_address(host: str, port: int) -> bool:
         recorded = path.read_text().strip()
     except OSError:
         return False
-    if recorded.rsplit(":", 1)[-1] != str(port) or _listening(host, port):
+    if recorded.rsplit(":", 1)[-1] != str(port) or listening(host, port):
         return False
     reset_ray_address(None)
     return True
 
 
-def _listening(host: str, port: int) -> bool:
+def listening(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True

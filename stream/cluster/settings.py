@@ -36,16 +36,20 @@ HEALTH = HealthChecks()
 
 @dataclass(frozen=True)
 class HeadLoss:
-    """How long a cluster whose head keeps its state in Redis (state.py) waits for the head to come back. Every
-    raylet and Ray process (node workers, the gateway's driver) retries the GCS for `reconnect_s`, then exits:
+    """How long a cluster waits for a lost head to come back (with its state in Redis, state.py). Every raylet
+    and Ray process (node workers, the gateway's driver) retries the GCS for `reconnect_s`, then exits:
     workers leave, and a gateway attached as a driver stops. Ray's default, 60 s, is shorter than a machine's
     reboot; 300 s covers a head restarted by systemd or a rebooted head machine. Longer keeps a cluster whose
     head never returns running headless for longer (cameras still flow, but nothing is placed or failed over)."""
 
     reconnect_s: int = 300
+    # `ray start --head` is tried this often: on a loaded machine it can miss Ray's fixed 30 s for its raylet to
+    # register (seen when a head comes back among busy workers). More only delays reporting a head that cannot start.
+    start_attempts: int = 3
 
-    def system_config(self) -> dict[str, int]:
-        return {"gcs_rpc_server_reconnect_timeout_s": self.reconnect_s}
+    def env(self) -> dict[str, str]:
+        """Set for every Ray process dfstream starts (nodes, the gateway's driver): Ray reads it at start."""
+        return {"RAY_gcs_rpc_server_reconnect_timeout_s": str(self.reconnect_s)}
 
 
 HEAD_LOSS = HeadLoss()
@@ -66,12 +70,11 @@ def start_args(*, head: bool, port: int | None = None, address: str | None = Non
                redis_args: list[str] | None = None) -> list[str]:
     """`ray start --block` with the documented settings. The dashboard is off (nothing here uses it, and it
     would be one more open port); usage statistics are never sent. `redis_args` (a head whose GCS is kept in
-    Redis: `StateStore.ray_args`, possibly empty) adds `HEAD_LOSS`'s wait to the head's system config."""
+    Redis: `StateStore.ray_args`, possibly empty) are its Redis credentials."""
     args = ["start", "--block", "--disable-usage-stats", "--resources", json.dumps({RESOURCE: cameras} if cameras else {})]
     if head:
-        system = {**HEALTH.system_config(), **(HEAD_LOSS.system_config() if redis_args is not None else {})}
         args += ["--head", "--include-dashboard=false", "--port", str(port or DEFAULT_PORT),
-                 "--system-config", json.dumps(system), *(redis_args or [])]
+                 "--system-config", json.dumps(HEALTH.system_config()), *(redis_args or [])]
     else:
         if not address:
             raise ValueError("a worker needs the head's --address HOST:PORT")
