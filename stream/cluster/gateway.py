@@ -79,14 +79,7 @@ class ClusterCameras:
     def start(self, deliver: Callable[[dict], None], own_source: str | None) -> None:
         """Join the cluster (as a Ray driver on this machine's node), hand the director the pipeline, and start
         reading Redis into `deliver`."""
-        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-        for name, value in HEAD_LOSS.env().items():  # this driver waits for a lost head as long as the nodes do
-            os.environ.setdefault(name, value)
-        ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
-        if threading.current_thread() is threading.main_thread():  # serve's own shutdown keeps SIGTERM
-            for sig, handler in handlers.items():
-                if handler is not None:
-                    signal.signal(sig, handler)
+        self._join()
         self.director = find_director()
         self._ask("configure", self.pipeline.model_dump(mode="json"))
         self._deliver, self._own = deliver, own_source
@@ -120,28 +113,58 @@ class ClusterCameras:
             self._cache = (time.monotonic(), cameras)
         return cameras
 
+    def _join(self) -> None:
+        """Attach to the cluster as a Ray driver (to a node of this machine; Ray prefers the head's)."""
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        for name, value in HEAD_LOSS.env().items():  # this driver waits for a lost head as long as the nodes do
+            os.environ.setdefault(name, value)
+        ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
+        if threading.current_thread() is threading.main_thread():  # serve's own shutdown keeps SIGTERM
+            for sig, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
+
+    def _rejoin_if_orphaned(self) -> None:
+        """A driver whose own node died (the head's, when the gateway runs on the head's machine and the head
+        came back) reaches no restarted actor: it attaches again, to a node alive now."""
+        me = ray.get_runtime_context().get_node_id()
+        if any(n["NodeID"] == me and n.get("Alive") for n in ray.nodes()):
+            return
+        log.warning("serve --ray: this gateway's Ray node is gone; attaching to the cluster again")
+        ray.shutdown()
+        self._join()
+
     def fetch_evidence(self, alert_id: str, name: str, folder: Any) -> None:
         """Bring an alert's file from Redis into `folder` (LookupError with the reason when it cannot)."""
         self.evidence.fetch(alert_id, name, folder)
 
     def _ask(self, method: str, *args: Any, timeout: float = CALL_TIMEOUT_S, refind: bool = True) -> Any:
-        """One call to the director. One found gone (a head lost) is looked up again and asked once more
-        (`refind`); RemoteUnavailable when it still does not answer."""
+        """One call to the director. One found gone (a head lost) is looked up again and, with `refind`, asked
+        once more; RemoteUnavailable when none answers (the next call looks again)."""
         for attempt in (1, 2):
+            director = self._director()
             try:
-                return ray.get(getattr(self.director, method).remote(*args), timeout=timeout)
+                return ray.get(getattr(director, method).remote(*args), timeout=timeout)
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
-                if attempt == 2 or not refind:
-                    try:  # the next call asks whichever director holds the name now, if any
-                        self.director = ray.get_actor(DIRECTOR_NAME, namespace=NAMESPACE)
-                    except ValueError:
-                        pass
-                    raise RemoteUnavailable(f"the cluster's director does not answer ({type(exc).__name__}); "
-                                            "is the head down?") from None
+                self.director = None
                 try:
-                    self.director = find_director(REFIND_S)
-                except RuntimeError as err:
-                    raise RemoteUnavailable(str(err)) from None
+                    self._rejoin_if_orphaned()
+                    if attempt == 1 and refind:
+                        self.director = find_director(REFIND_S)
+                        continue
+                except Exception as err:  # noqa: BLE001 - no director reachable now: said below, retried next call
+                    log.warning("serve --ray: the director is not reachable: %s: %s", type(err).__name__, err)
+                raise RemoteUnavailable(f"the cluster's director does not answer ({type(exc).__name__}); "
+                                        "is the head down?") from None
+        raise AssertionError("unreachable")
+
+    def _director(self) -> Any:
+        if self.director is None:
+            try:
+                self.director = ray.get_actor(DIRECTOR_NAME, namespace=NAMESPACE)
+            except ValueError:
+                raise RemoteUnavailable("the cluster has no director now (is the head down?)") from None
+        return self.director
 
     def names(self) -> set[str]:
         return set(self.statuses())
