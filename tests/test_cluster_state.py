@@ -63,3 +63,26 @@ def test_a_director_restores_cameras_and_nodes_and_refuses_changes_until_it_can(
     assert second.table.cameras == {"c": {"name": "c", "url": "/c.mp4"}} and second.table.assigned == {"c": "node-1"}
     assert second.members.remembered == {"node-1": ("dfstream-ab", "host-1-abc")}
     assert second.members.drained == {"dfstream-gone"} and second.restored == 1
+
+
+def test_forgetting_the_state_deletes_this_clusters_keys_only(server):
+    import redis
+
+    client = redis.Redis.from_url(server.url)
+    keep = ["site-b:director", "RAYsite-b@node", "dfstream:alerts", "site-a", "RAYsite-ab@x"]
+    for key in [*keep, "site-a:director", "RAYsite-a@node_table", "RAYsite-a@actor_table"]:
+        client.set(key, b"1")
+    StateStore(server.url, "site-a").forget()
+    assert sorted(k.decode() for k in client.keys("*")) == sorted(keep)
+
+
+def test_forget_state_without_redis_is_refused(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-m", "stream", "cluster", "head", "--forget-state", "--port", "1"],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,
+                         env={"PATH": "/usr/bin:/bin", "DFSTREAM_DATA": str(tmp_path)})
+    assert out.returncode == 2 and "--forget-state needs --redis" in out.stderr
+    assert not list(tmp_path.iterdir())

@@ -40,6 +40,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     head.add_argument("--cluster-name", default=DEFAULT_CLUSTER_NAME, metavar="NAME",
                       help=f"with --redis: the prefix of this cluster's keys there (default {DEFAULT_CLUSTER_NAME}); "
                       "one name per cluster sharing a Redis")
+    head.add_argument("--forget-state", action="store_true",
+                      help="with --redis: start a new cluster under this name, deleting the state kept there first "
+                      "(Ray's tables and the director's: its cameras and pipeline). Needed to change the pipeline")
     node_options(head)
     head.set_defaults(run=run_head)
 
@@ -73,6 +76,11 @@ def run_head(args: argparse.Namespace) -> int:
     from stream.cluster.state import StateStore
 
     store = StateStore(args.redis, args.cluster_name) if args.redis else None  # ValueError: refused before Ray
+    if args.forget_state:
+        if store is None:
+            raise ValueError("--forget-state needs --redis: without it nothing is kept")
+        store.forget()
+        print(f"dfstream cluster head: the state of {store.name!r} in {store.redacted} is forgotten", flush=True)
     return head.run(args.port, args.host, args.cameras, args.num_cpus, _store(args), store)
 
 

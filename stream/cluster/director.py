@@ -82,7 +82,8 @@ class Director:
         if self.pipeline is not None:
             if self.pipeline != pipeline:
                 raise ValueError("this cluster already runs another pipeline (models, policies or Redis differ); "
-                                 "stop the cluster to change it")
+                                 "stop the cluster to change it (with `cluster head --redis`, start the head "
+                                 "again with --forget-state)")
             return False
         self._set_pipeline(pipeline)
         self._persist()

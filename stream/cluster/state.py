@@ -61,6 +61,23 @@ class StateStore:
         return {"RAY_REDIS_ADDRESS": f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}",
                 "RAY_external_storage_namespace": self.name}
 
+    def forget(self) -> None:
+        """Delete this cluster's saved state: the director's table and Ray's GCS tables (its `RAY<name>@` keys,
+        removed by Ray's own cleanup, the one KubeRay runs), so the head starts a new cluster. Nothing else in
+        that Redis is touched."""
+        from ray._private.gcs_utils import cleanup_redis_storage
+
+        from stream.live.bus.redis_bus import connect
+
+        client = connect(self.url, client_name="dfstream-head")
+        try:
+            client.delete(self.key)
+        finally:
+            client.close()
+        parts = urlsplit(self.url)
+        cleanup_redis_storage(parts.hostname, parts.port or 6379, unquote(parts.password or ""),
+                              parts.scheme == "rediss", self.name, unquote(parts.username or "") or None)
+
     def ray_args(self) -> list[str]:
         """`ray start` flags for the Redis credentials in the URL (Ray reads them nowhere else)."""
         parts = urlsplit(self.url)
