@@ -115,7 +115,7 @@ def head_rounds(cluster: Cluster, head, ws: Watcher, rs: RedisServer, cams: list
         killed = time.time()
         time.sleep(2)
         restarted = time.time()
-        head = cluster.head(redis=rs.url, name=f"head-r{r + 1}")
+        head = cluster.head(redis=rs.url, name=f"head-r{r + 1}", timeout=300)
         up = time.time() - restarted
         found = wait_for(lambda: status_placed(cluster, cams), 240, "cluster status with every camera placed")
         answered = time.time() - restarted
