@@ -21,6 +21,7 @@ from stream.config.sources import SourceConfig
 from stream.config.verdicts import VerdictPolicy
 from stream.jobs.datasets import FAKE, REAL
 from stream.jobs.scan import FaceBatch, ScanResult, Scanner
+from stream.live.scoring import Fusion
 from stream.live.sources import AVSource, Frame, SourceError
 from stream.live.sources.live import open_source
 from stream.live.sources.urls import redact
@@ -55,7 +56,7 @@ def ensemble_key(scanner: Scanner) -> str | None:
 
 def fusion_of(scanner: Scanner, policy: VerdictPolicy) -> Callable[[Mapping[str, float]], float | None]:
     """The fusion the live judge would use: the ensemble's stacking, else the policy's weighted mean."""
-    return lambda scores: scanner.scorer.fuse(scores, policy.weights)
+    return Fusion(dict(policy.weights), scanner.scorer.ensemble)
 
 
 def collect(scanner: Scanner, name: str | Path, batches: Iterable[FaceBatch],
