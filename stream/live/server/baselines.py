@@ -32,7 +32,7 @@ from stream.config.serve import ServeConfig
 from stream.live.scoring import Fusion
 from stream.live.sources.urls import redact
 from stream.live.verdicts.baseline import BaselineError, EngineKey, engine_keys, read, sha256_json, write
-from stream.live.verdicts.cameras import AlreadyLearning, CameraBars, CameraBaseline
+from stream.live.verdicts.cameras import AlreadyLearning, CameraBars, CameraBaseline, LearningCancelled
 
 if TYPE_CHECKING:
     from engines.base import Engine
@@ -76,6 +76,22 @@ def bars_for(config: ServeConfig, engines: list[Engine], ensemble: Ensemble | No
                       Fusion(dict(config.verdict.weights), ensemble), model, unsupported)
 
 
+def configured(bars: CameraBars, name: str, path: Path, fps: float) -> CameraBaseline:
+    """A source's `baseline:` file, read and checked against the engines and the source's analysed rate."""
+    if bars.unsupported:
+        raise BaselineError(f"{path}: cannot judge {name} with a baseline: {bars.unsupported}")
+    baseline = read(path)
+    bars.check(baseline, path, fps)
+    return CameraBaseline(baseline, "config", path)
+
+
+def check_sources(config: ServeConfig, bars: CameraBars) -> None:
+    """Refuse, at start and before anything runs, a source whose `baseline:` does not fit (BaselineError)."""
+    for sc in config.sources:
+        if sc.baseline is not None:
+            configured(bars, sc.name, sc.baseline, sc.analysed_fps)
+
+
 class CameraBaselines:
     """Each camera's bar in one server: loading, checking, learning, saving and forgetting baselines."""
 
@@ -85,19 +101,12 @@ class CameraBaselines:
         self.scheduler = scheduler
         self.folder = config.data_dir / BASELINES_DIR
         self._tasks: set[asyncio.Task] = set()
-        for sc in config.sources:  # refused at start, before any stream runs
-            if sc.baseline is not None:
-                self._from_config(sc.name, sc.baseline, sc.analysed_fps)
 
     def path(self, name: str) -> Path:
         return self.folder / f"{name}.json"
 
     def _from_config(self, name: str, path: Path, fps: float) -> CameraBaseline:
-        if self.bars.unsupported:
-            raise BaselineError(f"{path}: cannot judge {name} with a baseline: {self.bars.unsupported}")
-        baseline = read(path)
-        self.bars.check(baseline, path, fps)
-        return CameraBaseline(baseline, "config", path)
+        return configured(self.bars, name, path, fps)
 
     def attach(self, name: str, fps: float, configured: Path | None = None) -> None:
         """A stream starts (analysed at `fps`): its learned bar, else its config's `configured` file (checked:
@@ -157,6 +166,8 @@ class CameraBaselines:
         loop = asyncio.get_running_loop()
         try:
             baseline = await loop.run_in_executor(None, self.bars.finish, session, source)
+        except LearningCancelled as exc:
+            raise Refused(409, str(exc)) from None
         except BaselineError as exc:
             raise Refused(422, str(exc)) from None
         path = self.path(session.stream)

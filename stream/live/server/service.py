@@ -32,7 +32,7 @@ from stream.live.evidence.recorder import Recorder
 from stream.live.evidence.store import EvidenceStore
 from stream.live.faces import FaceDetector
 from stream.live.server.auth import check_api_source
-from stream.live.server.baselines import CameraBaselines, bars_for
+from stream.live.server.baselines import CameraBaselines, bars_for, check_sources
 from stream.live.server.hub import Hub
 from stream.live.server.persist import STREAMS_FILE, StreamStore
 from stream.live.server.wiring import wire, wire_baselines
@@ -68,6 +68,8 @@ class LiveService:
         self.config = config
         self.remote = remote
         self.auto = auto
+        bars = bars_for(config, list(engines), ensemble)
+        check_sources(config, bars)  # a `baseline:` that does not fit is refused before anything opens
         self.hub = Hub()
         self.bus = MessageBus()
         # webhooks and MQTT first: a secret that is not set is refused before any spool or connection is opened
@@ -82,14 +84,9 @@ class LiveService:
         self.recorder = Recorder(self.evidence, provenance(engines, ensemble), self.bus.publish)
         self.alerts = AlertManager(self.bus.publish, config.alerts, self.evidence.layout)
         detector = detector or FaceDetector(config.detector, smallest_floor_px(engines))
-        bars = bars_for(config, list(engines), ensemble)
         self.scheduler = Scheduler(detector, engines, self.bus.publish,
                                    config.scheduler, config.verdict, self.alerts, ensemble, bars)
-        try:
-            self.baselines = CameraBaselines(config, bars, self.scheduler)  # refuses a misfit `baseline:` file
-        except BaseException:
-            self.channels.close()
-            raise
+        self.baselines = CameraBaselines(config, bars, self.scheduler)
         self._unsubscribe = [*wire(self.bus, alerts=self.alerts, recorder=self.recorder, alert_log=self.alert_log,
                                    hub=self.hub, redis=self.redis, channels=self.channels),
                              *wire_baselines(self.scheduler.judge, bars)]

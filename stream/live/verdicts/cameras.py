@@ -33,6 +33,10 @@ class AlreadyLearning(Exception):
     """A stream is learning its baseline already: one session at a time."""
 
 
+class LearningCancelled(Exception):
+    """A session ended before it was fitted (its stream was removed); the message says why."""
+
+
 @dataclass(frozen=True, slots=True)
 class CameraBaseline:
     """The baseline a camera is judged with, and where it came from (a file in the config, or learned live)."""
@@ -161,7 +165,7 @@ class CameraBars:
         with self._lock:
             current = self._sessions.get(session.stream)
             if current is not session:
-                raise BaselineError(self._errors.get(session.stream, "the learning session was cancelled"))
+                raise LearningCancelled(self._errors.get(session.stream, "the learning session was cancelled"))
             self._sessions = {k: v for k, v in self._sessions.items() if k != session.stream}
         try:
             return fit(list(session.tracks.values()), self.policy, model=self.model, engines=self.engines,
