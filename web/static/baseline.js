@@ -15,7 +15,7 @@ function el(tag, cls, text) {
   return e;
 }
 
-const pct = (p) => `${(100 * p).toFixed(p < 0.1 ? 1 : 0)} %`;
+const pct = (p) => `${Number((100 * p).toFixed(2))} %`;
 
 /** One sentence for a learned bar: the camera's threshold against the global one, α, n and the rule. */
 export function barText(bar) {
