@@ -161,10 +161,7 @@ def test_serve_does_not_load_ray():
 
 # Modules outside the command line that still import it, each with the reason; the list may only shrink (a module
 # fixed must leave it, which the test below checks too).
-CLI_IMPORT_EXCEPTIONS = {
-    "stream.cluster.node_actor": "engine assembly still lives in stream.cli.common (issue 23: the engine assembly "
-                                 "module moves it out)",
-}
+CLI_IMPORT_EXCEPTIONS: dict[str, str] = {}  # module -> why it still imports the command line
 COMMAND_LINE = ("stream.cli", "stream.__main__")  # `python -m stream` is the command line too
 
 
@@ -184,10 +181,6 @@ CALLABLE_SLOT_EXCEPTIONS = {
     ("stream/live/faces/tv_compat.py", "modules['torchvision.transforms.functional'].to_tensor"): "likewise",
     ("stream/live/server/aiortc_compat.py", "aioice.ice.get_host_addresses"): "the loopback ICE fallback: "
         "aiortc_compat is the one place that patches aiortc/aioice",
-    ("stream/live/server/metrics.py", "service.scheduler.scorer.observe"): "issue 23: the scorer's metrics hook "
-        "becomes a subscription (the scheduler's side)",
-    ("stream/live/server/relay.py", "track.on_origin"): "issue 23: the relay's track hooks (the relay's split)",
-    ("stream/live/server/relay.py", "relay.on_epoch"): "likewise",
 }
 
 
