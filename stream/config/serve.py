@@ -38,9 +38,10 @@ class ServeConfig(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535, description="HTTP port of the page, API and websocket")
     token: str | None = Field(default=None, description="required by clients when bound beyond loopback")
     sources: list[SourceConfig] = Field(default=[], description="cameras, files and devices started with serve")
-    # the default is engines.registry.DEFAULT_MODEL (not imported: config stays torch-free)
-    models: list[str] = Field(default=["meso4-f2f"], description="engines to run, fused per face "
-                              "(`dfstream models list`)")
+    # the default is engines.auto.AUTO (not imported: config stays torch-free)
+    models: list[str] = Field(default=["auto"], description="engines to run, fused per face (`dfstream models "
+                              "list`), or auto: the strongest this machine runs (GenD on a CUDA GPU, effb4-dfdc on a "
+                              "CPU, else the best MesoNet file present, with a warning)")
     weights_dir: Path | None = Field(default=None, description="folder of weight files (default: "
                                      "$DFSTREAM_WEIGHTS, else ~/.cache/dfstream/weights)")
     calibration: list[Path] = Field(default=[], description="calibration maps (dfstream calibrate) or a fitted "

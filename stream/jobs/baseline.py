@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engines.calibration import calibration_of
 from stream.config.sources import SourceConfig
 from stream.config.verdicts import VerdictPolicy
 from stream.jobs.datasets import FAKE, REAL
@@ -25,7 +24,7 @@ from stream.live.scoring import Fusion
 from stream.live.sources import AVSource, Frame, SourceError
 from stream.live.sources.live import open_source
 from stream.live.sources.urls import redact
-from stream.live.verdicts.baseline import Baseline, EngineKey, TrackJudgement, fit, run_track, sha256_json
+from stream.live.verdicts.baseline import Baseline, TrackJudgement, engine_keys, fit, run_track, sha256_json
 
 LIVE_NAME = "baseline"  # the name the live input's SourceConfig carries (it is never shown)
 
@@ -37,16 +36,6 @@ class Footage:
     tracks: dict[int, list[dict[str, float]]] = field(default_factory=dict)
     gated: int = 0  # face-frames below every engine's quality floor
     reason: str | None = None  # the latest reason a face was gated
-
-
-def engine_keys(engines: Sequence[object]) -> list[EngineKey]:
-    """What a baseline is keyed by: each engine's weights and calibration map."""
-    out = []
-    for e in engines:
-        cal = calibration_of(e)
-        out.append(EngineKey(model=e.name, weights_sha256=e.weights_sha256,  # type: ignore[attr-defined]
-                             calibration_sha256=sha256_json(cal) if cal is not None else None))
-    return out
 
 
 def ensemble_key(scanner: Scanner) -> str | None:
