@@ -239,6 +239,8 @@ async def readyz(request: web.Request) -> web.Response:
         body["streams"]["states"] = {src.name: src.state.value for src in sources}
         if service.channels:  # queues, deliveries and dead letters of webhooks and MQTT (names: token only)
             body["channels"] = service.channels.stats()
+        if service.redis is not None:  # why Redis is not taking alerts (a refused password names its variable)
+            body["checks"]["bus"]["error"] = service.redis.stats()["last_error"]
     else:
         body["checks"]["engines"].pop("loaded")
     return web.json_response(body, status=200 if body["ready"] else 503)
