@@ -55,7 +55,8 @@ CHURN_S = 60.0
 CHURN_CAMERA = "rtsp://127.0.0.1:9/soak"  # nothing listens: reconnects quietly
 REDIS_KILL_AT, BROKER_KILL_AT = 0.35, 0.55  # fractions of the run
 RSS_TARGET_MIB_PER_MIN = 2.0
-FLAT_PER_MIN = 0.2  # a count (threads, open files) whose slope stays within this is flat
+FLAT_PER_MIN = 0.5  # a count (threads, open files) whose slope stays within this is flat (a leak of one per alert
+# grows tens a minute here; the samples of a steady count wobble by a few)
 SECRET_ENV, SECRET = "DFSTREAM_SOAK_HOOK_SECRET", "soak-secret"
 TOKEN = "soak-token-0123456789abcdef"
 # So that alerts flow (a soak with no alert checks nothing of the channels): every update counts (k=1, no
