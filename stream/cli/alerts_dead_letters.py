@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         secret = read_secret(hook)
     except ChannelError as exc:
         return refuse(str(exc))
-    letters = DeadLetters((getattr(args, "data_dir", None) or config.data_dir) / WEBHOOKS_DIR / f"{hook.label}{DEAD_SUFFIX}")
+    data_dir = getattr(args, "data_dir", None) or config.data_dir
+    letters = DeadLetters(data_dir / WEBHOOKS_DIR / f"{hook.label}{DEAD_SUFFIX}")
     pending = letters.read()
     if not pending:
         print(f"dfstream alerts replay-dead-letters: {hook.label}: no dead letters in {letters.path}")

@@ -120,7 +120,8 @@ class Timeline:
         assert self._codec is not None and self._last_dts is not None
         tb = Fraction(self._codec.time_base)
         first_pts = self._ticks(packet.pts if packet.pts is not None else raw)
-        self._offset = max(math.ceil(self._end / tb) - first_pts, math.floor(self._last_dts / tb) + 1 - self._ticks(raw))
+        self._offset = max(math.ceil(self._end / tb) - first_pts,
+                           math.floor(self._last_dts / tb) + 1 - self._ticks(raw))
         at = float((first_pts + self._offset) * tb)
         self._breaks.append(Break(at, reason, round(arrived - self._last_arrived, 3)))
         raw_s = _seconds(packet)
