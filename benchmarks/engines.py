@@ -186,7 +186,7 @@ def crops_for(spec: InputSpec, detections: Sequence[tuple[np.ndarray, np.ndarray
 
 def random_xception_140k(weights_dir: Path) -> tuple[TorchEngine, str]:
     """xception-140k with seeded random weights saved in the card's state-dict layout, through the registry path."""
-    from engines.xception_140k import Xception140k
+    from engines.architectures.xception_140k import Xception140k
 
     torch.manual_seed(RANDOM_SEED)
     path = weights_dir / "random_best_xception.pth"
@@ -202,7 +202,7 @@ def random_icpr(name: str) -> Callable[[Path], tuple[TorchEngine, str]]:
     """An ICPR EfficientNet-B4 entry (or ensemble) with seeded random weights saved as the authors' state dicts."""
 
     def build(weights_dir: Path) -> tuple[TorchEngine, str]:
-        from engines.efficientnet_b4 import NETWORKS, build_ensemble
+        from engines.architectures.efficientnet_b4 import NETWORKS, build_ensemble
 
         entry = get_entry(name)
         archs = [entry.architecture] if entry.architecture in NETWORKS else list(NETWORKS)
@@ -239,7 +239,7 @@ def random_gend(name: str) -> Callable[[Path], tuple[TorchEngine, str]]:
         from safetensors.torch import save_file
         from transformers import CLIPVisionConfig, DINOv3ViTConfig
 
-        from engines.gend import CLIPFeatures, DINOFeatures, GenDNetwork
+        from engines.architectures.gend import CLIPFeatures, DINOFeatures, GenDNetwork
 
         kind, dims = GEND_BACKBONES[name]
         backbone = weights_dir / f"{name}-backbone"

@@ -96,7 +96,7 @@ def available_engines(weights_dir: Path | None, device: str, only: list[str] | N
             out.append(build_engine(name, weights_dir=weights_dir, device=device, allow_download=False))
         except Exception as exc:
             if name == "xception-140k":
-                from engines.xception_140k import Xception140k
+                from engines.architectures.xception_140k import Xception140k
 
                 path = Path(tempfile.mkdtemp()) / "random_xception.pth"
                 torch.save(Xception140k().state_dict(), path)

@@ -71,7 +71,7 @@ def build(model: str, weights_dir: Path | None, backend: str, precision: str, tm
             raise
         import torch
 
-        from engines.xception_140k import Xception140k
+        from engines.architectures.xception_140k import Xception140k
 
         path = tmp / "random_xception.pth"
         torch.save(Xception140k().state_dict(), path)

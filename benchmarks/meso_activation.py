@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from engines.keras_h5 import read_layer_names  # noqa: E402
-from engines.mesonet import LEAKY_PREFIX, build_meso4, build_mesoinception4, file_has_leaky  # noqa: E402
+from engines.architectures.mesonet import LEAKY_PREFIX, build_meso4, build_mesoinception4, file_has_leaky  # noqa: E402
 from engines.registry import get_entry  # noqa: E402
 
 SIZE = 256

@@ -93,10 +93,7 @@ def prepare(
             raise
         log.warning("%s: %s backend failed (%s); running on torch instead", engine.name, concrete, exc)
         return engine
-    for attr in ("quality", "calibration", "weights_path", "weights_sha256"):  # what travels to any backend
-        if hasattr(engine, attr):
-            setattr(converted, attr, getattr(engine, attr))
-    return converted
+    return converted.adopt(engine)
 
 
 def _convert(engine: TorchEngine, backend: str, precision: str, calibration: np.ndarray | None,

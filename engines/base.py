@@ -11,11 +11,17 @@ import logging
 import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from engines.quality import NO_FLOOR, QualityFloor
+
+if TYPE_CHECKING:
+    from engines.calibration import Calibration
 
 
 log = logging.getLogger(__name__)
@@ -75,10 +81,26 @@ class LabelMapping(BaseModel):
 
 
 class Engine(ABC):
-    """A named detector with a fixed input spec: `predict(uint8 crops) -> p_fake`."""
+    """A named detector with a fixed input spec: `predict(uint8 crops) -> p_fake`.
+
+    Besides its name and spec, an engine carries what the registry knows of it, declared here so that a reader
+    sees who sets each: `build_engine` sets the entry's quality floor and the weights' path and digest (a
+    calibration is tied to that digest, evidence manifests name it); `engines.calibration.attach` sets the
+    calibration; `adopt` carries all four to the engine a backend converts it to. An engine built by hand keeps
+    the defaults: no floor, no known weights, no calibration."""
 
     name: str
     spec: InputSpec
+    quality: QualityFloor = NO_FLOOR
+    weights_path: Path | None = None
+    weights_sha256: str | None = None
+    calibration: Calibration | None = None
+
+    def adopt(self, source: Engine) -> Engine:
+        """Take `source`'s registry facts: this engine is `source` converted to another backend. Returns self."""
+        self.quality, self.calibration = source.quality, source.calibration
+        self.weights_path, self.weights_sha256 = source.weights_path, source.weights_sha256
+        return self
 
     @abstractmethod
     def predict(self, crops: np.ndarray) -> np.ndarray:

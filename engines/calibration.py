@@ -137,21 +137,22 @@ class Ensemble(BaseModel):
         return float(sigmoid(z))
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path, what: str = "calibration") -> dict:
+    """A JSON object from a `what` file (calibration, baseline); CalibrationError for anything else."""
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise CalibrationError(f"{path}: no such calibration file") from None
+        raise CalibrationError(f"{path}: no such {what} file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CalibrationError(f"{path}: not a readable JSON calibration file ({exc})") from None
+        raise CalibrationError(f"{path}: not a readable JSON {what} file ({exc})") from None
     if not isinstance(data, dict):
-        raise CalibrationError(f"{path}: a calibration file is a JSON object")
+        raise CalibrationError(f"{path}: a {what} file is a JSON object")
     return data
 
 
 def read_file(path: Path) -> Calibration | Ensemble:
     """A calibration or ensemble file, validated; CalibrationError says what is wrong with it."""
-    data = _read_json(path)
+    data = read_json(path)
     kind = data.get("format")
     model = {CALIBRATION_FORMAT: Calibration, ENSEMBLE_FORMAT: Ensemble}.get(kind)
     if model is None:
@@ -165,16 +166,18 @@ def read_file(path: Path) -> Calibration | Ensemble:
         raise CalibrationError(f"{path}: malformed calibration ({where}: {first['msg']})") from None
 
 
-def check_weights(cal: Calibration, path: Path, model: str, weights_sha256: str) -> None:
-    """Refuse a map fitted for another model or other weights."""
+def check_weights(cal: Calibration, path: Path, model: str, weights_sha256: str,
+                  remedy: str = "refit it with dfstream calibrate") -> None:
+    """Refuse a map (or any record with `model` and `weights_sha256`: a baseline's engines) fitted for another
+    model or other weights; `remedy` says how to get a right one."""
     if cal.model != model:
         raise CalibrationError(f"{path}: fitted for model {cal.model!r}, not {model!r}")
     if cal.weights_sha256 != weights_sha256:
         raise CalibrationError(f"{path}: fitted for other weights of {model} (sha256 {cal.weights_sha256[:12]}…, "
-                               f"these are {weights_sha256[:12]}…); refit it with dfstream calibrate")
+                               f"these are {weights_sha256[:12]}…); {remedy}")
 
 
-def write_file(item: Calibration | Ensemble, path: Path) -> Path:
+def write_file(item: BaseModel, path: Path) -> Path:
     """Write atomically (temp file + rename), so a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,4 +199,4 @@ def calibration_of(engine: object) -> Calibration | None:
 
 def attach(engine: object, cal: Calibration | None) -> None:
     """Give an engine its calibration: the scoring core applies it to every prediction."""
-    engine.calibration = cal  # type: ignore[attr-defined]
+    engine.calibration = cal  # a declared attribute of engines.base.Engine

@@ -40,6 +40,11 @@ POOL_KERNEL, POOL_STRIDE = 3, 2
 MIN_INPUT_SIZE = 71  # Keras refuses smaller inputs
 KERAS_ZIP_WEIGHTS = "model.weights.h5"  # the weights member of a `.keras` archive
 KERAS_ZIP_CONFIG = "config.json"
+# Keras' ImageNet Xception without top, the file `keras.applications.Xception(weights="imagenet",
+# include_top=False)` fetches. Keras publishes only an md5 for it (`file_hash` in keras/src/applications/xception.py).
+XCEPTION_NOTOP_FILENAME = "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
+XCEPTION_NOTOP_URL = "https://storage.googleapis.com/tensorflow/keras-applications/xception/" + XCEPTION_NOTOP_FILENAME
+XCEPTION_NOTOP_MD5 = "b0042744bf5b25fce3cb969f33bebb97"
 
 
 def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:

@@ -39,5 +39,6 @@ def smallest_floor_px(engines) -> int:
 
 
 def floor_of(engine: object) -> QualityFloor:
-    """An engine's floor (set by `build_engine` from its registry entry); none for engines built by hand."""
+    """An engine's floor (`Engine.quality`, set by `build_engine` from its registry entry); none for engines built
+    by hand and for stand-ins that are not `Engine`s."""
     return getattr(engine, "quality", None) or NO_FLOOR

@@ -1,6 +1,6 @@
 # The authors' own model code, the reference of the AASIST parity tests (tests/test_aasist.py): clovaai/aasist
 # models/AASIST.py at commit a04c986 (MIT, Copyright (c) 2021-present NAVER Corp.), unchanged below this header.
-# Test-only: the product runs its own implementation (engines/aasist.py); this file is never imported by it.
+# Test-only: the product runs its own implementation (engines/architectures/aasist.py); this file is never imported by it.
 # flake8: noqa
 """
 AASIST

@@ -46,7 +46,8 @@ def randomise_bn_affine(module: nn.Module, seed: int) -> nn.Module:
 
 def residual_branch_ends(module: nn.Module) -> list[nn.BatchNorm2d]:
     """The BatchNorm that closes each residual branch (before its pooling) of the two torch Xceptions."""
-    from engines import keras_xception, xception_140k
+    from engines import keras_xception
+    from engines.architectures import xception_140k
 
     ends = []
     for m in module.modules():
@@ -126,7 +127,7 @@ def sensitive_xception(crops: np.ndarray, folder: Any, seed: int = 0) -> Any:
     Xception140k (BN statistics of `crops`, head along their main direction of variation), so the whole load
     path is the product's."""
     from engines.registry import build_engine, get_entry
-    from engines.xception_140k import Xception140k
+    from engines.architectures.xception_140k import Xception140k
 
     name = "xception-140k"
     torch.manual_seed(seed)

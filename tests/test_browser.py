@@ -288,8 +288,8 @@ def quality_summary(faces: list[dict]) -> dict:
 # The real clip's face is ~122-138 px at 1280x720 and ~59-69 px at 640x360. Without a quality floor MesoNet's
 # Deepfakes file judged the small, soft 640x360 face fake within seconds (p(fake) up to ~0.9) and an alert started:
 # the bug the measured floors and default model fix (README, Robustness), which this parametrisation guards.
-FLOOR_NEEDED = {(640, 360): "the default model's quality floor (engines/registry.py) must keep this size's ~59-69 px "
-                            "faces from raising an alert"}
+FLOOR_NEEDED = {(640, 360): "the default model's quality floor (engines/architectures/mesonet.py) must keep this "
+                            "size's ~59-69 px faces from raising an alert"}
 WEBCAM_SIZES = [pytest.param((1280, 720), id="1280x720"),
                 pytest.param((640, 360), id="640x360")]
 

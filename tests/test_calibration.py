@@ -13,7 +13,7 @@ import pytest
 from engines.calibration import (Calibration, CalibrationError, Ensemble, Platt, beside, check_weights,
                                  read_file, write_file)
 from stream.cli import main
-from stream.cli.common import attach_calibrations, expand_models
+from stream.live.assembly import attach_calibrations, expand_models
 from stream.jobs.calibrate import CalibrationFitError, ece, fit_ensemble, fit_map, Faces
 
 from conftest import MESONET_WEIGHTS, SHARED

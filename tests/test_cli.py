@@ -188,7 +188,7 @@ EXPECTED = {
         '<action> build required',
     ],
     '': [
-        '<command> scan|eval|calibrate|serve|cluster|train|explain|kb|alerts|models|engines required',
+        '<command> scan|eval|calibrate|baseline|serve|cluster|train|explain|kb|alerts|models|engines required',
     ],
 }
 
@@ -293,16 +293,20 @@ def test_serve_precision_reaches_the_config_and_the_engines(monkeypatch, tmp_pat
     seen = []
     from types import SimpleNamespace
 
-    def prepared(name, **kw):
-        seen.append((name, kw))
+    from stream.cli.common import MediaCrops, int8_crops
+    from stream.live import assembly
+
+    def prepared(name, options, weights_file=None):
+        seen.append((name, options))
         return SimpleNamespace(name=name, weights_path=None, weights_sha256="0" * 64, calibration=None)
 
-    monkeypatch.setattr(serve, "prepare_engine", prepared)
-    engines, ensemble = serve.build_engines(config, args, "cpu")
-    assert [e.name for e in engines] == ["meso4-df"] and ensemble is None
-    kw = seen[0][1]
-    assert (kw["backend"], kw["precision"], kw["calibrate"], kw["offline"]) == \
-        ("onnx", "int8", [tmp_path / "faces.mp4"], True)
+    monkeypatch.setattr(assembly, "prepare_engine", prepared)
+    crops = int8_crops(args.calibrate)
+    built = assembly.serve_engines(config, "cpu", args.offline, crops)
+    assert [e.name for e in built.engines] == ["meso4-df"] and built.ensemble is None
+    options = seen[0][1]
+    assert (options.backend, options.precision, options.int8_crops, options.offline) == \
+        ("onnx", "int8", MediaCrops((tmp_path / "faces.mp4",)), True)
 
 
 def test_serve_precision_from_yaml_and_refused_when_unknown(tmp_path):

@@ -175,7 +175,7 @@ def test_ensemble_is_mean_of_logits(refs, files, crops):
     expected = torch.sigmoid(logits).numpy()
     assert expected.std() > MIN_SPREAD
     # The registry builder as build_engine calls it: main file = effb4's, the others by their architecture role.
-    from engines.efficientnet_b4 import build_ensemble
+    from engines.architectures.efficientnet_b4 import build_ensemble
 
     entry = get_entry("effb4-ensemble-dfdc")
     assert set(entry.extra_weights) == set(ARCHS[1:])
@@ -294,3 +294,51 @@ def test_registry_rows():
         w = entry.weights
         assert w.url.endswith(w.filename) and w.sha256 in w.filename
         assert entry.input.size == SIZE and entry.input.margin == MARGIN
+
+
+# -- efficientnet_pytorch's private parts (engines/efficientnet_compat.py) ----------------------------------------
+
+def test_the_installed_efficientnet_pytorch_has_every_part_the_networks_read():
+    from engines import efficientnet_compat
+
+    assert efficientnet_pytorch.__version__ == efficientnet_compat.CHECKED_VERSION
+    efficientnet_compat.check(EfficientNet.from_name("efficientnet-b4"))
+
+
+@pytest.mark.parametrize("part", ["_blocks", "_swish", "_avg_pooling", "_global_params"])
+def test_a_network_missing_a_part_is_refused_by_name(part):
+    from engines.efficientnet_compat import EfficientNetIncompatible, check
+
+    net = EfficientNet.from_name("efficientnet-b4")
+    delattr(net, part)  # what a release that renamed or dropped it would give
+    with pytest.raises(EfficientNetIncompatible, match=rf"efficientnet_pytorch 0\.7\.1 has no EfficientNet\.{part}"
+                                                        r".*checked against 0\.7\.1.*pyproject\.toml"):
+        check(net)
+
+
+def test_blocks_without_the_drop_connect_keyword_are_refused():
+    from engines.efficientnet_compat import EfficientNetIncompatible, check
+
+    net = EfficientNet.from_name("efficientnet-b4")
+    block = net._blocks[0]
+    block.forward = lambda inputs: inputs  # a release whose blocks no longer take drop_connect_rate
+    with pytest.raises(EfficientNetIncompatible, match="MBConvBlock.forward"):
+        check(net)
+
+
+def test_building_an_icpr_network_checks_the_package(monkeypatch, refs, tmp_path):
+    """The check runs on every build: a package whose EfficientNet lacks `_bn1` refuses to build effb4, with the
+    one-line reason the command line prints, before any weights are read into it."""
+    from engines.efficientnet_compat import EfficientNetIncompatible
+
+    path = tmp_path / "effb4.pth"
+    torch.save(refs["effb4"].state_dict(), path)
+    real_init = EfficientNet.__init__
+
+    def without_bn1(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        del self._bn1
+
+    monkeypatch.setattr(EfficientNet, "__init__", without_bn1)
+    with pytest.raises(EfficientNetIncompatible, match=r"has no EfficientNet\._bn1"):
+        build_engine("effb4-ffpp", weights_file=path)

@@ -17,8 +17,9 @@ from engines.base import Engine, InputSpec
 from engines.registry import DEFAULT_MODEL
 from stream.cli import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, main
 from stream.jobs.datasets import FAKE, REAL, Dataset, DatasetError, DatasetItem, discover
-from stream.jobs.evaluate import (HISTOGRAM_PNG, METRICS_JSON, ROC_PNG, VIDEOS_CSV, CropCache, FaceCrops, ItemResult,
-                             Report, binary_metrics, metrics)
+from stream.jobs.crop_cache import CropCache, FaceCrops
+from stream.jobs.eval_report import HISTOGRAM_PNG, METRICS_JSON, ROC_PNG, VIDEOS_CSV, binary_metrics, metrics
+from stream.jobs.evaluate import ItemResult, Report
 from stream.jobs.scan import Scanner, ScanOptions
 
 EVAL_FPS = "1"  # one frame per second of video keeps a cold run over the seven clips affordable on two cores

@@ -30,7 +30,7 @@ from torch import nn
 from transformers import AutoModel, CLIPConfig, CLIPModel, DINOv3ViTConfig, PretrainedConfig, PreTrainedModel
 
 from engines.base import WeightsFormatError
-from engines.gend import load_gend
+from engines.architectures.gend import load_gend
 from engines.registry import MODELS, build_engine, get_entry
 from engines.weights import WeightsUnavailable, fetch
 

@@ -17,7 +17,7 @@ from transformers import (Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForS
                           WavLMForSequenceClassification, pipeline)
 
 from engines.base import WeightsFormatError
-from engines.hf_audio import fake_index
+from engines.architectures.hf_audio import fake_index
 from engines.registry import VOICE_MODELS, model_card
 from engines.voice_base import fit_window
 from engines.voices import build_voice_engine

@@ -1,6 +1,7 @@
 """The live pipeline with real parts: sources, buffers, scheduler, hub and the serve app over websockets."""
 
 import asyncio
+import dataclasses
 import json
 import random
 import time
@@ -15,7 +16,7 @@ from stream.config.sources import Backoff, SourcePolicy
 from stream.live.sources.buffer import BufferPolicy, LatestFrameBuffer
 from stream.live.server.hub import Client, Hub
 from stream.config.scheduler import SchedulerConfig
-from stream.live.scheduler.governor import LoadGovernor
+from stream.live.scheduler.governor import Decision, LoadGovernor
 from stream.live.scheduler.loop import Scheduler
 from stream.live.sources.live import AVLiveSource, SourceConfig, StreamSource, validate_url
 from stream.live.sources import Frame, SourceError, SourceState
@@ -131,8 +132,10 @@ class _Idle(StreamSource):
         super().__init__(name, name, LatestFrameBuffer(), fps)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Governed:
+    """What the governor reads of a stream, frozen: the governor decides, it never changes a stream."""
+
     name: str
     analysed_fps: float
     order: int
@@ -140,23 +143,41 @@ class _Governed:
 
 
 def test_load_lowers_rates_fairly_before_shedding_and_recovers():
-    governor = LoadGovernor(SchedulerConfig(min_fps=1.0))
-    streams = {"a": _Governed("a", 8.0, order=1), "b": _Governed("b", 4.0, order=2)}
-    both = list(streams.values())
+    """Through the scheduler, which applies the governor's decisions to its streams."""
+    sched = Scheduler(detector=None, engines=[], publish=lambda m: None,  # type: ignore[arg-type]
+                      config=SchedulerConfig(min_fps=1.0))
+    governor = sched.governor
+    streams = {"a": sched.add(_Idle("a", 8.0)), "b": sched.add(_Idle("b", 4.0))}
     for _ in range(6):
-        governor.observe(0.99, both)
+        sched.govern(0.99)
     # both lowered by the same factor: the ratio of their targets is kept
     assert governor.target_fps(8.0) / governor.target_fps(4.0) == pytest.approx(2.0)
     assert not streams["a"].shed and not streams["b"].shed
     for _ in range(20):
-        governor.observe(0.99, both)
+        sched.govern(0.99)
     assert streams["b"].shed and not streams["a"].shed  # the most recent stream goes first, one stays
     assert any("paused" in e for e in governor.events)
-    governor.observe(0.1, both)
+    sched.govern(0.1)
     assert not streams["b"].shed and any("resumed" in e for e in governor.events)
     for _ in range(40):
-        governor.observe(0.1, both)
+        sched.govern(0.1)
     assert governor.scale == 1.0
+
+
+def test_the_governor_returns_its_decisions_as_data_and_changes_no_stream():
+    governor = LoadGovernor(SchedulerConfig(min_fps=1.0, load_smoothing=1.0))
+    a, b = _Governed("a", 2.0, order=1), _Governed("b", 2.0, order=2)
+    first = governor.observe(0.99, [a, b])
+    assert first == Decision("lower", 0.99, 0.8) and governor.scale == pytest.approx(0.8)
+    assert first.text == "load 99%: analysed rates lowered to 80% of target"
+    while (decision := governor.observe(0.99, [a, b])) is not None and decision.action == "lower":
+        pass
+    assert decision == Decision("shed", 0.99, governor.scale, "b", 1.0)  # the newest stream, named, not paused
+    assert not b.shed and "stream b paused" in governor.events[-1]
+    assert governor.observe(0.99, [a, b]) == decision  # not applied: the same decision again
+    back = governor.observe(0.1, [a, dataclasses.replace(b, shed=True)])
+    assert back == Decision("resume", 0.1, governor.scale, "b")
+    assert governor.observe(0.1, [a, b]).action == "raise"
 
 
 def test_one_slow_second_does_not_lower_rates_but_sustained_load_does():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engines.base import TorchEngine, WeightsFormatError
-from engines.mesonet import KerasMaxPool2d, build_meso4, build_mesoinception4
+from engines.architectures.mesonet import KerasMaxPool2d, build_meso4, build_mesoinception4
 from engines.registry import build_engine, get_entry
 from sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
 from parts import import_or_require

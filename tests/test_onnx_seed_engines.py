@@ -13,8 +13,8 @@ import torch
 from engines.base import TorchEngine, channel_stats, normalise
 from engines.onnx_backend import OnnxEngine, onnx_engine_for
 from engines.registry import get_entry
-from engines.xception_logreg import LogRegHead, XceptionLogReg
-from engines.xception_lstm import XceptionLSTM
+from engines.architectures.xception_logreg import LogRegHead, XceptionLogReg
+from engines.architectures.xception_lstm import XceptionLSTM
 from sensitive import (INPUT_BUGS, PARITY_FAILURE, assert_close, assert_spread, inject, inputs_of, sensitise,
                        spread_linear)
 

@@ -195,3 +195,48 @@ def test_a_stage_still_running_counts_in_every_period_it_spans():
     clock.end("detect", 3.0)
     assert clock.take(2.0, 3.0) == pytest.approx(1.0)
     assert clock.take(3.0, 4.0) == 0.0
+
+
+def test_busy_clock_loses_no_span_while_two_stages_report_and_the_loop_takes_periods():
+    """The overlapped pipeline's two stages report from their own threads while the scheduler's thread takes
+    periods: every span reported must still be counted (the clock holds its own lock)."""
+    import sys
+    import threading
+
+    spans = 3000
+    clock, errors = BusyClock(), []
+
+    def detect():  # stage spans [i, i + 0.5)
+        for i in range(spans):
+            clock.add("detect", float(i), i + 0.5)
+
+    def score():  # begin/end spans [i, i + 0.25)
+        for i in range(spans):
+            clock.begin("score", float(i))
+            clock.end("score", i + 0.25)
+
+    def periods(stop):  # the scheduler's thread: periods that end before every span, so they forget none
+        while not stop.is_set():
+            try:
+                clock.take(-2.0, -1.0)
+            except Exception as exc:  # a dict changed size while being copied, and the like
+                errors.append(exc)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, so a race shows
+    stop = threading.Event()
+    taker = threading.Thread(target=periods, args=(stop,))
+    try:
+        taker.start()
+        stages = [threading.Thread(target=detect), threading.Thread(target=score)]
+        for t in stages:
+            t.start()
+        for t in stages:
+            t.join()
+    finally:
+        stop.set()
+        taker.join()
+        sys.setswitchinterval(switch)
+    assert not errors
+    assert clock.fraction(0.0, spans, "detect") == pytest.approx(0.5)
+    assert clock.fraction(0.0, spans, "score") == pytest.approx(0.25)

@@ -13,6 +13,8 @@ from stream.config.verdicts import AlertPolicy, VerdictPolicy
 from stream.live.faces import FaceDetector
 from stream.live.faces.quality import FaceQuality, face_px, sharpness
 from stream.live.scheduler.loop import Scheduler
+from stream.live.rings import CropRing
+from stream.live.scheduler.track import EVIDENCE_CROP, EVIDENCE_FRAMES, Track
 from stream.live.scoring import Scorer
 from stream.live.sources import AVSource
 from stream.live.sources.buffer import LatestFrameBuffer
@@ -67,9 +69,12 @@ def test_a_low_quality_face_leaves_verdict_and_alerts_untouched():
     msgs = []
     judge = Judge(TWITCHY, AlertManager(msgs.append, AlertPolicy()))
     state = judge.new_verdict()
-    gate = Scorer([_Sure(QualityFloor(min_face_px=128))]).gate(FaceQuality(face_px=60, sharpness=100))
+    scorer = Scorer([_Sure(QualityFloor(min_face_px=128))])
+    gate = scorer.gate(FaceQuality(face_px=60, sharpness=100))
+    track = Track(1, "cam", scorer.window_rings(1), state, CropRing(EVIDENCE_FRAMES, EVIDENCE_CROP[0]),
+                  scores={"sure": 0.99}, gate=gate)
     for _ in range(5):
-        j = judge.judge("cam", 1, state, {"sure": 0.99}, gate=gate)
+        j = judge.judge(track)
         assert j.verdict == "low-quality" and "60 px < 128 px" in j.reason
     assert state.verdict == "uncertain" and state.smoothed is None and not state.history and msgs == []
 

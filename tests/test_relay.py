@@ -164,7 +164,7 @@ def test_rtp_time_stays_monotonic_across_source_clock_jumps():
     import numpy as np
 
     from stream.live.sources.buffer import LatestFrameBuffer
-    from stream.live.server.relay import StreamRelay
+    from stream.live.server.relay_media import StreamRelay
     from stream.live.sources.live import StreamSource
     from stream.live.sources import Frame
 
@@ -181,7 +181,7 @@ def test_rtp_time_stays_monotonic_across_source_clock_jumps():
         relay = StreamRelay(feed, loop)
         image = np.zeros((4, 4, 3), np.uint8)
         times = [0.0, 0.04, 0.08, 0.0, 0.04, 100.0, 100.04]  # a loop back to 0, then a jump ahead
-        rtps = [relay._rtp_time(Frame(image, None, t, i, 0.0)) for i, t in enumerate(times)]
+        rtps = [relay.rtp_time(Frame(image, None, t, i, 0.0)) for i, t in enumerate(times)]
         assert all(b > a for a, b in zip(rtps, rtps[1:])), rtps
         epochs = relay.epochs
         assert len(epochs) == 3

@@ -9,7 +9,7 @@ import torch
 
 from engines.base import TorchEngine
 from engines.registry import get_entry
-from engines.xception_140k import Xception140k
+from engines.architectures.xception_140k import Xception140k
 from sensitive import assert_spread, sensitive_model
 
 NAME = "xception-140k"

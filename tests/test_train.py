@@ -241,7 +241,7 @@ def test_logreg_on_shared_media_then_scan_loads_it(ffpp: Path, backbone: Path, t
                   "--backbone-weights", backbone, cache=tmp_path / "cache") == EXIT_OK
     entry = get_entry("xception-logreg")
     head_file = out / entry.weights.filename
-    from engines.xception_logreg import load_head
+    from engines.architectures.xception_logreg import load_head
 
     head = load_head(head_file)
     assert head.dim == 2048 and head.metadata["trained_by"] == "dfstream train logreg"
@@ -267,7 +267,7 @@ def test_logreg_on_shared_media_then_scan_loads_it(ffpp: Path, backbone: Path, t
 
 
 def test_lstm_export_round_trips_through_the_engine_loader(tmp_path: Path) -> None:
-    from engines.xception_lstm import load_xception_lstm
+    from engines.architectures.xception_lstm import load_xception_lstm
 
     backbone = _random_xception(1)
     torch.manual_seed(1)
@@ -289,7 +289,7 @@ def test_lstm_export_round_trips_through_the_engine_loader(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_lstm_smoke_writes_weights_the_engine_loads(frames_dataset: Path, tmp_path: Path) -> None:
-    from engines.xception_lstm import load_xception_lstm
+    from engines.architectures.xception_lstm import load_xception_lstm
 
     state_dict = tmp_path / "xception.pth"  # the torch state-dict form of --backbone-weights
     backbone = _random_xception(2)
@@ -312,7 +312,7 @@ def test_lstm_smoke_writes_weights_the_engine_loads(frames_dataset: Path, tmp_pa
 def test_lstm_finetune_with_online_sbi_trains_the_backbone_on_real_only_data(reals_dataset: Path,
                                                                            backbone: Path, tmp_path: Path) -> None:
     """`--finetune` trains end to end (the backbone moves), and `--sbi` re-blends pseudo-fakes from the reals."""
-    from engines.xception_lstm import load_xception_lstm
+    from engines.architectures.xception_lstm import load_xception_lstm
     from stream.jobs.train.features import load_backbone
 
     out = tmp_path / "lstm-ft"
@@ -340,7 +340,7 @@ def test_lstm_weights_load_in_keras(tmp_path: Path) -> None:
     import keras
     from keras import layers
 
-    from engines.xception_lstm import load_xception_lstm
+    from engines.architectures.xception_lstm import load_xception_lstm
 
     steps, size = 2, 71
     torch.manual_seed(3)

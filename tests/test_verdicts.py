@@ -8,9 +8,9 @@ from stream.live.scoring import fuse
 from stream.live.verdicts.policy import TrackVerdict, VerdictPolicy, worst
 
 
-def run(policy: VerdictPolicy, scores: list[float], engine: str = "e") -> list[str]:
+def run(policy: VerdictPolicy, scores: list[float]) -> list[str]:
     tv = TrackVerdict(policy)
-    return [tv.update({engine: s}) for s in scores]
+    return [tv.update(s) for s in scores]
 
 
 def changes(verdicts: list[str]) -> int:

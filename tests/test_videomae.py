@@ -19,7 +19,7 @@ from transformers import VideoMAEConfig, VideoMAEForVideoClassification  # noqa:
 
 from engines.base import WeightsFormatError  # noqa: E402
 from engines.registry import build_engine, get_entry  # noqa: E402
-from engines.videomae import IMAGENET_MEAN, IMAGENET_STD, fake_index  # noqa: E402
+from engines.architectures.videomae import IMAGENET_MEAN, IMAGENET_STD, fake_index  # noqa: E402
 from engines.weights import WeightsUnavailable  # noqa: E402
 
 try:  # transformers >= 5: the numpy/PIL processor has its own name (the default one needs torchvision)

@@ -17,7 +17,8 @@ import torch
 from engines.base import WeightsFormatError
 from engines.registry import build_engine, get_entry
 from engines.weights import WeightsUnavailable, fetch
-from engines.xception_140k import EXPECTED_STATE_KEYS, Xception140k, load_state_dict_file
+from engines.architectures.xception_140k import EXPECTED_STATE_KEYS, Xception140k
+from engines.loading import load_state_dict_file
 from sensitive import PARITY_FAILURE, assert_close, assert_spread, sensitive_model, swap_crop_channels
 
 NAME = "xception-140k"

@@ -19,7 +19,8 @@ import torch
 from engines.base import InputSpec, WeightsFormatError
 from engines.registry import MODELS, XCEPTION_NOTOP_FILENAME, build_engine, get_entry
 from engines.weights import ChecksumMismatch, WeightsSource, WeightsUnavailable
-from engines.xception_logreg import UntrustedPickle, build_xception_logreg, load_head, save_head, write_head
+from engines.architectures.xception_logreg import (UntrustedPickle, build_xception_logreg, load_head, save_head,
+                                                   write_head)
 from keras_xception_ref import keras_input, random_xception, set_tf_threads, write_legacy_h5
 from sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
 

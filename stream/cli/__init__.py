@@ -16,7 +16,7 @@ __all__ = ["EXIT_INPUT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 # The modules under stream.cli, in the order --help lists them. Imported by build_parser, not here, so that
 # `python -m stream.cli.alerts` does not find itself already imported by its package.
-COMMANDS = ("scan", "eval", "calibrate", "serve", "cluster", "train", "explain", "kb", "alerts", "models",
+COMMANDS = ("scan", "eval", "calibrate", "baseline", "serve", "cluster", "train", "explain", "kb", "alerts", "models",
             "engines")
 
 

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from stream.cli.common import EXIT_OK, ENSEMBLE_PREFIX, add_backend, add_model_args, expand_models, face_detector, \
-    prepared
+from stream.cli.common import EXIT_OK, add_backend, add_model_args, face_detector, prepared
+from stream.live.assembly import ENSEMBLE_PREFIX, expand_models
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from engines.registry import DEFAULT_MODEL
     from stream.jobs.calibrate import Faces, ece, fit_ensemble, fit_map
     from stream.jobs.datasets import discover
-    from stream.jobs.evaluate import CropCache, RichProgress, default_crop_cache_dir, evaluate
+    from stream.jobs.crop_cache import CropCache, default_crop_cache_dir
+    from stream.jobs.evaluate import RichProgress, evaluate
     from stream.jobs.scan import Scanner, ScanOptions
 
     names, ensemble_name = expand_models(args.models or [DEFAULT_MODEL])

@@ -1,5 +1,6 @@
 """What several commands share: exit codes, the engine options (weights, backend, precision, device, offline,
-model), building engines from them, the torch device and the rich tables.
+model) and their reading into `stream.live.assembly` (which builds the engines), the torch device and the rich
+tables.
 
 Every parser is built on every `dfstream` call, so this module imports nothing heavy: torch, engines and rich
 are imported by the helpers that need them, when a command runs.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ USAGE_ERRORS = (
     ("engines.weights", "ChecksumMismatch"),
     ("engines.base", "WeightsFormatError"),
     ("engines.backends", "BackendUnavailable"),
+    ("engines.efficientnet_compat", "EfficientNetIncompatible"),
     ("stream.live.sources", "SourceError"),
     ("stream.config.serve", "ConfigError"),
     ("engines.calibration", "CalibrationError"),
@@ -107,42 +110,37 @@ def device(args: argparse.Namespace) -> str:
     return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def prepare_engine(name: str, *, weights_dir: Path | None, weights_file: Path | None, device: str, offline: bool,
-                   backend: str, precision: str, calibrate: list[Path] | None, cache_dir: Path | None) -> Any:
-    """Build `name` from its weights and move it onto `backend` at `precision` (int8 calibrated on `calibrate`)."""
-    from engines.backends import prepare
-    from engines.registry import build_engine
+def engine_options(args: argparse.Namespace) -> Any:
+    """The engine options parsed into `args`, as `stream.live.assembly.EngineOptions`."""
+    from stream.live.assembly import EngineOptions
 
-    engine = build_engine(name, weights_dir=weights_dir, weights_file=weights_file, device=device,
-                          allow_download=not offline)
-    calibration = None
-    if precision == "int8" and calibrate:
+    return EngineOptions(weights_dir=args.weights_dir, device=device(args), offline=args.offline,
+                         backend=args.backend, precision=args.precision, cache_dir=getattr(args, "cache_dir", None),
+                         int8_crops=int8_crops(getattr(args, "calibrate", None)))
+
+
+@dataclass(frozen=True)
+class MediaCrops:
+    """int8 calibration crops cut from the user's media (`--calibrate`) at an engine's size and margin, when an
+    engine is prepared (`stream.live.assembly.EngineOptions.int8_crops`)."""
+
+    media: tuple[Path, ...]
+
+    def __call__(self, spec: Any) -> Any:
         from stream.jobs.calibration import calibration_crops
 
-        calibration = calibration_crops(calibrate, engine.spec.size, engine.spec.margin)
-    return prepare(engine, backend, precision, calibration, cache_dir)
+        return calibration_crops(list(self.media), spec.size, spec.margin)
+
+
+def int8_crops(media: list[Path] | None) -> MediaCrops | None:
+    return MediaCrops(tuple(media)) if media else None
 
 
 def prepared(name: str, args: argparse.Namespace, weights_file: Path | None) -> Any:
-    """`prepare_engine` with the settings of the engine options parsed into `args`."""
-    return prepare_engine(name, weights_dir=args.weights_dir, weights_file=weights_file, device=device(args),
-                          offline=args.offline, backend=args.backend, precision=args.precision,
-                          calibrate=args.calibrate, cache_dir=args.cache_dir)
+    """One engine, prepared with the engine options parsed into `args`."""
+    from stream.live.assembly import prepare_engine
 
-
-def load_engines(args: argparse.Namespace) -> tuple[list[Any], list[float]]:
-    """The `--model` engines (default meso4-f2f) and their registry thresholds."""
-    from engines.registry import DEFAULT_MODEL, get_entry
-
-    names = args.models or [DEFAULT_MODEL]
-    if args.weights and len(names) != 1:
-        raise ValueError("--weights needs exactly one --model")
-    entries = [get_entry(n) for n in names]
-    engines = [prepared(n, args, args.weights) for n in names]
-    return engines, [e.threshold for e in entries]
-
-
-ENSEMBLE_PREFIX = "ensemble:"  # --model ensemble:a,b,c names a stacked ensemble of registry models
+    return prepare_engine(name, engine_options(args), weights_file)
 
 
 def add_calibration(p: argparse.ArgumentParser) -> None:
@@ -151,69 +149,12 @@ def add_calibration(p: argparse.ArgumentParser) -> None:
                         "Without it, WEIGHTS.calibration.json beside a model's weights is used if present")
 
 
-def expand_models(names: list[str]) -> tuple[list[str], str | None]:
-    """Registry names to build, and the ensemble's name when one `ensemble:a,b,...` was asked for."""
-    ensembles = [n for n in names if n.startswith(ENSEMBLE_PREFIX)]
-    if not ensembles:
-        return names, None
-    if len(names) != 1:
-        raise ValueError("an ensemble is a model of its own: give it as the only --model")
-    members = [m.strip() for m in names[0].removeprefix(ENSEMBLE_PREFIX).split(",") if m.strip()]
-    if len(members) < 2 or len(set(members)) != len(members):
-        raise ValueError(f"{names[0]}: an ensemble needs two or more different models, e.g. "
-                         "ensemble:meso4-df,meso4-f2f")
-    return members, ENSEMBLE_PREFIX + ",".join(members)
-
-
-def attach_calibrations(engines: list[Any], files: list[Path] | None, ensemble_name: str | None = None) -> Any:
-    """Give each engine its calibration map: from `files` (checked against the engine's weights), else the file
-    beside its weights. Returns the fitted ensemble when `ensemble_name` is asked for (its file is required)."""
-    from engines.calibration import Calibration, CalibrationError, Ensemble, attach, beside, check_weights, read_file
-
-    by_name = {e.name: e for e in engines}
-    ensemble = None
-    for path in files or []:
-        item = read_file(path)
-        cals = item.members if isinstance(item, Ensemble) else [item]
-        if isinstance(item, Ensemble):
-            if ensemble_name is None or set(item.member_names) != set(by_name):
-                raise CalibrationError(f"{path}: an ensemble of {item.member_names}; run it with "
-                                       f"--model {ENSEMBLE_PREFIX}{','.join(item.member_names)}")
-            ensemble = item
-        for cal in cals:
-            if cal.model not in by_name:
-                raise CalibrationError(f"{path}: fitted for {cal.model}, which is not among the models "
-                                       f"{sorted(by_name)}")
-            engine = by_name[cal.model]
-            check_weights(cal, path, engine.name, engine.weights_sha256)
-            attach(engine, cal)
-    for engine in engines:
-        if getattr(engine, "calibration", None) is None and getattr(engine, "weights_path", None) is not None:
-            found = beside(engine.weights_path)
-            if found.is_file():
-                cal = read_file(found)
-                if not isinstance(cal, Calibration):
-                    raise CalibrationError(f"{found}: expected a single model's calibration")
-                check_weights(cal, found, engine.name, engine.weights_sha256)
-                attach(engine, cal)
-    if ensemble_name is not None and ensemble is None:
-        raise CalibrationError(f"{ensemble_name}: its stacking weights are fitted, never set by hand: fit them with "
-                               f"dfstream calibrate --model {ensemble_name} DATASET --out FILE, then pass "
-                               "--calibration FILE")
-    return ensemble
-
-
 def load_models(args: argparse.Namespace) -> tuple[list[Any], list[float], Any]:
     """The `--model` engines with their calibrations, their thresholds, and the ensemble if one was named."""
-    from engines.registry import DEFAULT_MODEL, get_entry
+    from stream.live.assembly import assemble
 
-    names, ensemble_name = expand_models(args.models or [DEFAULT_MODEL])
-    if args.weights and len(names) != 1:
-        raise ValueError("--weights needs exactly one --model")
-    engines = [prepared(n, args, args.weights) for n in names]
-    ensemble = attach_calibrations(engines, getattr(args, "calibration", None), ensemble_name)
-    thresholds = [0.5] if ensemble is not None else [get_entry(n).threshold for n in names]
-    return engines, thresholds, ensemble
+    built = assemble(args.models, engine_options(args), getattr(args, "calibration", None), args.weights)
+    return built.engines, built.thresholds, built.ensemble
 
 
 def face_detector(args: argparse.Namespace) -> Any:

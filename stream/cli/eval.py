@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from stream.cli.baseline import add_baseline, check_for_judging, read_for_judging
 from stream.cli.common import EXIT_INPUT_FAILED, EXIT_OK, add_backend, add_model_args, face_detector, \
     add_calibration, load_models, print_table
 from stream.jobs.train.tracking import add_emissions_arguments
@@ -31,6 +32,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the face-crop cache")
     add_emissions_arguments(p)
     add_calibration(p)
+    add_baseline(p)
     add_modality(p)
     # The engine-conversion settings, fixed for eval: fp32, the default engine cache.
     p.set_defaults(run=run, precision="fp32", calibrate=None, cache_dir=None)
@@ -39,12 +41,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from stream.jobs.datasets import discover
-    from stream.jobs.evaluate import CropCache, RichProgress, default_crop_cache_dir, evaluate, write_report
+    from stream.jobs.crop_cache import CropCache, default_crop_cache_dir
+    from stream.jobs.eval_report import write_report
+    from stream.jobs.evaluate import RichProgress, evaluate
     from stream.jobs.scan import Scanner, ScanOptions
 
     from stream.jobs.train.tracking import EmissionsMeter
 
     chosen = modality(args)
+    baseline = read_for_judging(args, chosen)
     if chosen == "both":
         raise ValueError("eval measures one modality at a time: --modality face or voice")
     if chosen == "voice":
@@ -56,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = discover(args.dataset)  # a bad dataset fails before any model loads
     with emissions:  # loading the models and scoring: the eval's whole cost
         engines, thresholds, ensemble = load_models(args)
+        if baseline is not None:
+            check_for_judging(baseline, args.baseline, engines, ensemble)
         threshold = [args.threshold] if args.threshold is not None else thresholds
         # raw scores: calibration (and an ensemble's stacking) are applied below, so both sides are measured
         scanner = Scanner(engines, threshold, ScanOptions(fps=args.fps, faces=args.faces), face_detector(args),
@@ -66,8 +73,14 @@ def run(args: argparse.Namespace) -> int:
     extra = {"emissions": emissions.result} if args.track_emissions else {}
     report, calibration = calibrated_report(report, engines, ensemble, args.out)
     extra.update(calibration)
+    if baseline is not None:
+        from stream.jobs.baseline import judge_report
+
+        extra["baseline"] = judge_report(report, baseline, ensemble.fuse if ensemble is not None else None)
     metrics = write_report(report, args.out, extra=extra or None)
     print_metrics(metrics, args.out)
+    if baseline is not None:
+        print_baseline(metrics["baseline"])
     return EXIT_INPUT_FAILED if report.errors else EXIT_OK
 
 
@@ -81,7 +94,7 @@ def calibrated_report(report: Any, engines: list[Any], ensemble: Any, out: Path)
 
     from engines.calibration import calibration_of
     from stream.jobs.calibrate import ece, reliability_diagram
-    from stream.jobs.evaluate import binary_metrics, frame_labels_and_scores, rescored
+    from stream.jobs.eval_report import binary_metrics, frame_labels_and_scores, rescored
 
     cals = {e.name: c for e in engines if (c := calibration_of(e)) is not None}
     if not cals and ensemble is None:
@@ -131,4 +144,18 @@ def print_metrics(metrics: dict, out: Path) -> None:
                 m = by_level[level]
                 table.add_row(subset, level, f"{m['n']} ({m['real']}/{m['fake']})", fmt(m["accuracy"]),
                               fmt(m["f1"]), fmt(m["auc"]))
+    print_table(table)
+
+
+def print_baseline(b: dict) -> None:
+    """Files called fake by the rolling verdict under the global bar and under the camera's."""
+    from rich.table import Table
+
+    table = Table(title=f"rolling verdicts: global bar {b['global_threshold']:g} vs camera baseline "
+                        f"{b['threshold']:.3f} (alpha {b['alpha']:g}, {b['rule']})")
+    for col in ("bar", "reals called fake", "fakes caught"):
+        table.add_column(col, justify="left" if col == "bar" else "right")
+    for bar in ("global", "camera"):
+        r = b[bar]
+        table.add_row(bar, f"{r['false_alarms']}/{r['real']}", f"{r['catches']}/{r['fake']}")
     print_table(table)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stream.cli.common import (EXIT_INPUT_FAILED, EXIT_OK, add_calibration, add_model_args, attach_calibrations,
+from stream.cli.common import (EXIT_INPUT_FAILED, EXIT_OK, add_calibration, add_model_args,
                                device, face_detector)
 
 
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _engine(args: argparse.Namespace, name: str):
     from engines.registry import build_engine
+    from stream.live.assembly import attach_calibrations
 
     engine = build_engine(name, weights_dir=args.weights_dir, weights_file=args.weights, device=device(args),
                           allow_download=not args.offline)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from stream.cli.baseline import add_baseline, check_for_judging, read_for_judging
 from stream.cli.common import EXIT_INPUT_FAILED, EXIT_OK, add_backend_args, add_model_args, face_detector, \
     add_calibration, load_models, print_table
 from stream.cli.voices import add_modality, modality
@@ -25,6 +26,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="'none' scores the whole frame as one face (for already-cropped faces)")
     add_backend_args(p)
     add_calibration(p)
+    add_baseline(p)
     add_modality(p)
     p.set_defaults(run=run)
     return p
@@ -34,9 +36,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from stream.jobs.baseline import scan as scan_with
     from stream.jobs.scan import Scanner, ScanOptions
 
     chosen = modality(args)
+    baseline = read_for_judging(args, chosen)
     if chosen != "face":
         from stream.cli.voices import run_scan
 
@@ -44,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     engines, thresholds, ensemble = load_models(args)
     scanner = Scanner(engines, thresholds, ScanOptions(fps=args.fps, faces=args.faces), face_detector(args),
                       ensemble=ensemble)
+    if baseline is not None:
+        check_for_judging(baseline, args.baseline, engines, ensemble)
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[frames]} frames"), TimeElapsedColumn(),
@@ -58,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
         for path in args.paths:
             progress.update(task, description=f"scanning {path.name}")
-            result = scanner.scan(path, on_frames=count_frames)
+            result = (scanner.scan(path, on_frames=count_frames) if baseline is None
+                      else scan_with(scanner, path, baseline, on_frames=count_frames))
             results.append(result)
             if args.json:
                 print(json.dumps(result.to_json()), flush=True)
@@ -71,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
 def print_results(results: list) -> None:
     from rich.table import Table
 
-    table = Table(title=f"dfstream scan ({results[0].model}, threshold {results[0].threshold:.2f})")
+    bar = "camera baseline" if results[0].baseline is not None else "threshold"
+    table = Table(title=f"dfstream scan ({results[0].model}, {bar} {results[0].threshold:.2f})")
     for col in ("input", "verdict", "p(fake)", "face-frames", "tracks", "note"):
         table.add_column(col, justify="right" if col in ("p(fake)", "face-frames", "tracks") else "left")
     for r in results:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.cli.common import BACKEND_HELP, EXIT_OK, add_backend, add_calibrate, add_device, add_model, add_offline, \
-    add_calibration, add_precision, add_weights_dir, attach_calibrations, device, expand_models, prepare_engine
+    add_calibration, add_precision, add_weights_dir, device, int8_crops
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -78,17 +78,6 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return config
 
 
-def build_engines(config: Any, args: argparse.Namespace, on_device: str) -> tuple[list[Any], Any]:
-    """The config's models on its backend and precision, converted as `scan` converts them, with their score
-    calibrations; and the fitted ensemble when the model is `ensemble:a,b,...`."""
-    names, ensemble_name = expand_models(list(config.models))
-    engines = [prepare_engine(name, weights_dir=config.weights_dir, weights_file=None, device=on_device,
-                              offline=args.offline, backend=config.backend, precision=config.precision,
-                              calibrate=args.calibrate, cache_dir=None)
-               for name in names]
-    return engines, attach_calibrations(engines, list(config.calibration), ensemble_name)
-
-
 def alert_explainer(config: Any, args: argparse.Namespace, engines: list[Any], on_device: str) -> Any:
     """The "Explain" button's builder: the alert's engine rebuilt for Grad-CAM (torch, with the serving engine's
     calibration), its own MTCNN, the knowledge bases and the LLM settings. Everything loads on first use, on the
@@ -138,7 +127,10 @@ def run(args: argparse.Namespace) -> int:
 
         pipeline = Pipeline.from_serve(config, offline=args.offline, device=args.device, factory=args.node_pipeline)
     on_device = device(args)
-    engines, ensemble = build_engines(config, args, on_device)
+    from stream.live.assembly import serve_engines
+
+    built = serve_engines(config, on_device, args.offline, int8_crops(args.calibrate))
+    engines, ensemble = built.engines, built.ensemble
     from engines.quality import smallest_floor_px
 
     detector = FaceDetector(config.detector.model_copy(update={"device": on_device}), smallest_floor_px(engines))

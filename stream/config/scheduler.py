@@ -51,4 +51,4 @@ class SchedulerConfig(BaseModel):
     pipeline: Literal["serial", "overlapped"] = Field(
         default="serial",
         description="serial: detect, then score, one pass at a time. overlapped: full-frame detection of the next "
-                    "pass runs on a worker thread while this pass is scored (see stream/live/scheduler/loop.py)")
+                    "pass runs on a worker thread while this pass is scored (see stream/live/scheduler/pipelines.py)")

@@ -1,4 +1,5 @@
-"""Judging settings: the verdict policy (fusion weights, smoothing, hysteresis) and alerts (evidence: evidence.py)."""
+"""Judging settings: the verdict policy (fusion weights, smoothing, hysteresis, per-camera baselines) and alerts
+(evidence: evidence.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,39 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from stream.config.channels import WebhookConfig, unique_webhooks
 from stream.config.evidence import EvidencePolicy  # noqa: F401  (re-exported: its old home)
+
+
+class BaselinePolicy(BaseModel):
+    """How a camera's baseline of known-real footage turns the global bar into a camera bar
+    (stream/live/verdicts/baseline.py has the rule and its guarantee).
+
+    Trade-offs: a smaller `alpha` promises fewer false alarms but needs more footage before the conformal bound
+    is finite (n effective samples >= 1/alpha - 1); below that the bar is the bounded fallback. A higher `floor`
+    keeps a camera learned on a quiet stretch from alerting on faces the model itself calls probably real, at the
+    cost of missing fakes that a quiet camera would show as a small rise. A larger `ceiling_margin` tolerates more
+    drift of real footage above what was learned, at the cost of letting a fake score that much higher before it
+    alerts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alpha: float = Field(default=0.01, gt=0, lt=1,
+                         description="false-alarm rate the conformal threshold keeps for exchangeable blocks of "
+                                     "real footage")
+    block: int | None = Field(default=None, gt=0,
+                              description="smoothed updates per effective sample (a block); default the median "
+                                          "window, or about 2/ema_alpha updates for EMA smoothing")
+    min_effective: int = Field(default=2, ge=2,
+                               description="fewest effective samples (blocks) a baseline is learned from; fewer "
+                                           "is refused with the seconds still needed")
+    floor: float = Field(default=0.5, gt=0, lt=1,
+                         description="lowest p(fake) a camera bar may have: a quiet camera's bar drops from "
+                                     "t_high at most to here")
+    ceiling_margin: float = Field(default=1.5, gt=0,
+                                  description="logits above the highest smoothed score of the baseline at which "
+                                              "a face always alerts (when that is above t_high)")
+    learn_on_fake: bool = Field(default=False,
+                                description="learn from a stretch in which the global bar already called a face "
+                                            "fake (a camera known to be noisy); refused by default")
 
 
 class VerdictPolicy(BaseModel):
@@ -26,11 +60,16 @@ class VerdictPolicy(BaseModel):
     t_low: float = Field(default=0.3, ge=0, le=1, description="smoothed p(fake) at or below which a track "
                          "counts toward real")
     k: int = Field(default=3, gt=0, description="consecutive updates needed to change verdict")
+    baseline: BaselinePolicy = Field(default=BaselinePolicy(),
+                                     description="how a camera's baseline of known-real footage sets its bar")
 
     @model_validator(mode="after")
     def _thresholds(self) -> "VerdictPolicy":
         if self.t_low > self.t_high:
             raise ValueError(f"t_low ({self.t_low}) must not exceed t_high ({self.t_high})")
+        if self.baseline.floor > self.t_high:
+            raise ValueError(f"baseline.floor ({self.baseline.floor}) must not exceed t_high ({self.t_high}): a "
+                             "baseline's floor is where it may lower the bar to")
         return self
 
 

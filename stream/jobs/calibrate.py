@@ -18,7 +18,8 @@ import numpy as np
 
 from engines.calibration import Calibration, Ensemble, Isotonic, Platt, logit
 from stream.jobs.datasets import FAKE
-from stream.jobs.evaluate import Report, _figure
+from stream.jobs.eval_report import figure
+from stream.jobs.evaluate import Report
 
 Method = Literal["platt", "isotonic"]
 ECE_BINS = 10  # equal-width confidence bins, the usual choice (Guo et al., ICML 2017)
@@ -135,7 +136,7 @@ def reliability_diagram(curves: dict[str, np.ndarray], y: np.ndarray, out: Path,
                         bins: int = ECE_BINS) -> Path:
     """Fraction fake against mean p(fake) per bin, one line per curve (before / after), with the diagonal."""
     edges = np.linspace(0.0, 1.0, bins + 1)
-    fig, (ax,) = _figure()
+    fig, (ax,) = figure()
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
     for label, p in curves.items():
         which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)

@@ -91,9 +91,10 @@ class ScanResult:
     engines: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     reason: str | None = None  # why the label is low-quality
+    baseline: dict | None = None  # with --baseline: the camera bar's verdict per track (stream.jobs.baseline)
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "path": self.path,
             "label": self.label,
             "score": self.score,
@@ -106,6 +107,7 @@ class ScanResult:
             "error": self.error,
             "reason": self.reason,
         }
+        return out if self.baseline is None else {**out, "baseline": self.baseline}
 
 
 class _Scores:
@@ -193,10 +195,14 @@ class Scanner:
         """Decode, detect and track one input, a batch of sampled frames at a time; each batch carries its faces
         cut at every crop key. Separate from scoring so `eval` can cache the crops and skip this step next time.
         Raises the `READ_ERRORS` for an unreadable input."""
+        return self.face_batches_of(_frames_of(Path(path), self.fps))
+
+    def face_batches_of(self, frames: Iterable[Frame]) -> Iterator[FaceBatch]:
+        """`face_batches` of frames already sampled (a live source's, a stretch of a file)."""
         tracker = IoUTracker()
         keys = self.crop_keys
         first = 0
-        for batch in _batched(_frames_of(Path(path), self.fps), self.options.batch_frames):
+        for batch in _batched(iter(frames), self.options.batch_frames):
             faces = [FaceFrame(first + i, track_ids, {key: cut(*key) for key in keys}, quality)
                      for i, (track_ids, cut, quality) in enumerate(self._faces([f.image for f in batch], tracker))
                      if track_ids]

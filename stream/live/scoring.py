@@ -3,14 +3,15 @@
 Every job does the same steps once its faces are cut: push each face-frame's crops into its track's rings, take
 the windows that became due (a single crop for frame engines, a clip for clip engines), stack them per engine
 into one batch, predict, and hand each face back the p(fake) of every engine whose window it completed. Doing
-it in one place means an engine feature (a quality gate, calibration, an ensemble) is added once.
+it in one place means an engine feature (a quality gate, calibration, an ensemble) is added once. Fusion of the
+engines' scores into one p(fake) is defined here too (`Fusion`), once for every job and the live verdicts.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from engines.base import Engine
 from engines.calibration import Ensemble, calibration_of
 from engines.quality import floor_of
 from stream.live.faces.quality import QUALITY_CROP, FaceQuality
+from stream.live.listeners import Listeners
 from stream.live.rings import ReadyWindow, TrackRings, WindowRings, WindowSpec
 
 CropKey = tuple[int, float]  # (crop size, margin)
@@ -43,6 +45,30 @@ def fuse(scores: Mapping[str, float], weights: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
+class Fusion:
+    """How the engines' p(fake) become one: a fitted ensemble's stacking when there is one, else the weighted
+    mean (`fuse`) by `weights` (unnamed engines weigh 1). None when no engine scored. The only fusion there is:
+    the scorer holds one, and the verdicts and jobs use that one."""
+
+    weights: Mapping[str, float] = field(default_factory=dict)
+    ensemble: Ensemble | None = None
+
+    def __call__(self, scores: Mapping[str, float]) -> float | None:
+        if self.ensemble is not None:
+            return self.ensemble.fuse(scores)
+        return fuse(scores, self.weights)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineBatch:
+    """One `predict` call: which engine, how long it took, how many windows it scored."""
+
+    engine: str
+    seconds: float
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class Gate:
     """Which engines may judge one face at its quality. With none, the face is `low-quality`, for `reason`."""
 
@@ -63,23 +89,28 @@ class Scorer:
 
     quality_key = QUALITY_CROP  # the crop every job cuts to measure sharpness
 
-    def __init__(self, engines: Sequence[Engine], ensemble: Ensemble | None = None, calibrated: bool = True) -> None:
-        """`ensemble` fuses by its fitted stacking instead of the weighted mean; `calibrated=False` reports raw
-        engine scores even where an engine carries a calibration map (eval measures both)."""
+    def __init__(self, engines: Sequence[Engine], ensemble: Ensemble | None = None, calibrated: bool = True,
+                 weights: Mapping[str, float] | None = None) -> None:
+        """`ensemble` fuses by its fitted stacking instead of the mean weighted by `weights`; `calibrated=False`
+        reports raw engine scores even where an engine carries a calibration map (eval measures both)."""
         self.engines = list(engines)
         self.windows = {e.name: window_for(e) for e in self.engines}
         self.ensemble = ensemble
+        self.fusion = Fusion(dict(weights or {}), ensemble)
         self.calibrated = calibrated
-        self.observe: Callable[[str, float, int], None] | None = None  # (engine, seconds, batch) per predict
+        self._batches: Listeners[EngineBatch] = Listeners("engine batch")
         if ensemble is not None and set(ensemble.member_names) != {e.name for e in self.engines}:
             raise ValueError(f"ensemble {ensemble.name} has members {ensemble.member_names}, the engines are "
                              f"{[e.name for e in self.engines]}")
 
-    def fuse(self, scores: Mapping[str, float], weights: Mapping[str, float] | None = None) -> float | None:
-        """One p(fake) from the engines' scores: the ensemble's stacking, else the weighted mean."""
-        if self.ensemble is not None:
-            return self.ensemble.fuse(scores)
-        return fuse(scores, weights)
+    def fuse(self, scores: Mapping[str, float]) -> float | None:
+        """One p(fake) from the engines' scores, by this scorer's `fusion`."""
+        return self.fusion(scores)
+
+    def on_batch(self, fn: Callable[[EngineBatch], None]) -> Callable[[], None]:
+        """Call `fn(EngineBatch)` after every `predict` (metrics), on the scoring thread; returns the unsubscriber.
+        `fn` must be quick: it runs inside the pass."""
+        return self._batches.subscribe(fn)
 
     @property
     def crop_keys(self) -> list[CropKey]:
@@ -116,8 +147,8 @@ class Scorer:
             batch = np.stack([w.clip[0] if w.spec.length == 1 else w.clip for _, w in mine])
             t0 = time.perf_counter()
             p = engine.predict(batch)
-            if self.observe is not None:
-                self.observe(engine.name, time.perf_counter() - t0, len(batch))
+            if self._batches:
+                self._batches.notify(EngineBatch(engine.name, time.perf_counter() - t0, len(batch)))
             cal = calibration_of(engine) if self.calibrated else None
             if cal is not None:
                 p = cal.apply(p)

@@ -2,7 +2,7 @@
 video, with optional self-blended pseudo-fakes (SBI).
 
 Faces come from `Scanner.face_batches` (the decoder, MTCNN, IoU tracker and crop geometry `scan` uses) and are
-cached by `stream.jobs.evaluate.CropCache`, so a model trains on exactly the crops it will be shown, and a dataset
+cached by `stream.jobs.crop_cache.CropCache`, so a model trains on exactly the crops it will be shown, and a dataset
 measured with `eval` at the same settings is not decoded again. Only pixels and folder labels are used: no part
 of a path reaches a model.
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from engines.base import Engine, InputSpec
 from stream.jobs.datasets import FAKE, REAL, Dataset, DatasetItem, discover
-from stream.jobs.evaluate import CropCache, FaceCrops
+from stream.jobs.crop_cache import CropCache, FaceCrops
 from stream.jobs.sbi import self_blend
 from stream.jobs.scan import IMAGE_SUFFIXES, READ_ERRORS, Scanner, ScanOptions
 from stream.jobs.train import TrainError

@@ -17,8 +17,8 @@ import torch
 
 from engines.base import InputSpec, channel_stats, normalise
 from engines.keras_xception import FEATURES, KERAS_ZIP_WEIGHTS, KerasXception, load_xception
-from engines.xception_140k import load_state_dict_file, load_weights
-from engines.xception_logreg import BACKBONE_ROLE
+from engines.loading import load_state_dict_file, load_weights
+from engines.architectures.xception_logreg import BACKBONE_ROLE
 from stream.jobs.train.config import TrainConfig
 
 FEATURE_BATCH = 16

@@ -17,9 +17,9 @@ import numpy as np
 
 from engines.registry import get_entry
 from engines.weights import sha256_of
-from engines.xception_logreg import head_from_sklearn, write_head
+from engines.architectures.xception_logreg import head_from_sklearn, write_head
 from stream.jobs.datasets import FAKE
-from stream.jobs.evaluate import binary_metrics
+from stream.jobs.eval_report import binary_metrics
 from stream.jobs.train.features import Features, backbone_path, load_backbone
 from stream.jobs.train.progress import fmt, say
 from stream.jobs.train.run import Run

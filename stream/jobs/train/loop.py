@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from stream.jobs.datasets import FAKE, REAL
-from stream.jobs.evaluate import binary_metrics
+from stream.jobs.eval_report import binary_metrics
 from stream.jobs.train import checkpoint
 from stream.jobs.train.config import TrainConfig
 from stream.jobs.train.data import Samples, blend

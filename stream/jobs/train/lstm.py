@@ -24,7 +24,7 @@ from engines.base import channel_stats, normalise
 from engines.keras_xception import FEATURES, KerasXception
 from engines.registry import get_entry
 from engines.weights import sha256_of
-from engines.xception_lstm import FAKE_INDEX, LSTM_UNITS, NUM_CLASSES
+from engines.architectures.xception_lstm import FAKE_INDEX, LSTM_UNITS, NUM_CLASSES
 from stream.jobs.train.features import Features, backbone_path, load_backbone
 from stream.jobs.train.keras_export import LSTM_FILE, write_xception_lstm
 from stream.jobs.train.loop import SampleSet, Task, best_row, run_epochs

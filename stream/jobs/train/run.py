@@ -43,7 +43,7 @@ class Run:
         return self.cfg.out
 
     def cache_dir(self) -> Path | None:
-        from stream.jobs.evaluate import default_crop_cache_dir
+        from stream.jobs.crop_cache import default_crop_cache_dir
 
         if self.cfg.no_cache:
             return None

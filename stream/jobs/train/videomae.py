@@ -22,7 +22,7 @@ import torch
 
 from engines.base import InputSpec, channel_stats, normalise
 from engines.registry import get_entry
-from engines.videomae import IMAGENET_MEAN, IMAGENET_STD, PROCESSOR_FILE, resolve_checkpoint
+from engines.architectures.videomae import IMAGENET_MEAN, IMAGENET_STD, PROCESSOR_FILE, resolve_checkpoint
 from stream.jobs.train import TrainError
 from stream.jobs.train.loop import SampleSet, Task, best_row, run_epochs
 from stream.jobs.train.run import Run

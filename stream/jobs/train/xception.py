@@ -16,7 +16,7 @@ import torch
 
 from engines.base import channel_stats, normalise
 from engines.registry import get_entry
-from engines.xception_140k import Xception140k
+from engines.architectures.xception_140k import Xception140k
 from stream.jobs.train.loop import SampleSet, Task, best_row, run_epochs
 from stream.jobs.train.run import Run
 from stream.jobs.train.seed import seed_everything

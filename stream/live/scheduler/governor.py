@@ -1,18 +1,23 @@
 """The load governor: a pure decision, fed the scheduler's busy fraction once a period.
 
+It returns what it decided as a `Decision` record; the scheduler applies it (pauses or resumes a stream). The
+governor changes nothing but its own state (the smoothed load, the rates' scale, its recent decisions).
 Under load (busy more than `high_load` of the time, smoothed over periods) it lowers every stream's analysed
 rate by the same factor, down to `min_fps`; only then does it shed whole streams, the most recently added first.
 It restores them (and then the rates) once the load predicted after a step up stays below `recover_load`.
 The busy fraction is `BusyClock`'s busiest stage, so overlapped stages are not counted twice.
 Lowering rates together is fair (every camera keeps its share); shedding the newest first keeps the cameras an
-operator set up first. No threads and no clock here, so every decision can be tested step by step.
+operator set up first. The governor reads no clock and runs no thread, so every decision can be tested step by
+step.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from stream.config.scheduler import SchedulerConfig
 
@@ -24,12 +29,43 @@ EVENTS_KEPT = 10  # recent decisions kept for status messages
 class Governed(Protocol):
     """What the governor sees of a stream."""
 
-    name: str
-    order: int  # when it was added: later streams are shed first
-    shed: bool
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def order(self) -> int: ...  # when it was added: later streams are shed first
+
+    @property
+    def shed(self) -> bool: ...
 
     @property
     def analysed_fps(self) -> float: ...
+
+
+Action = Literal["lower", "raise", "shed", "resume"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One period's decision. `lower` and `raise` are already in the governor's `scale` (its own state); `shed`
+    and `resume` name the `stream` the scheduler must pause or resume."""
+
+    action: Action
+    load: float  # the smoothed busy fraction it was decided on
+    scale: float  # the rates' scale after it
+    stream: str | None = None
+    floor: float | None = None  # the min_fps floor a stream was shed at
+
+    @property
+    def text(self) -> str:
+        """In words, for the log and the status messages."""
+        if self.action == "lower":
+            return f"load {self.load:.0%}: analysed rates lowered to {self.scale:.0%} of target"
+        if self.action == "raise":
+            return f"load {self.load:.0%}: analysed rates raised to {self.scale:.0%} of target"
+        if self.action == "shed":
+            return f"load {self.load:.0%} at the {self.floor} fps floor: stream {self.stream} paused"
+        return f"load {self.load:.0%}: stream {self.stream} resumed"
 
 
 class BusyClock:
@@ -45,29 +81,40 @@ class BusyClock:
     and shed streams for nothing. A two-stage pipeline runs one pass per `max(detect, score)`, so it is full
     exactly when its busiest stage is busy all the time. Stages that share cores slow each other down, which
     shows in their measured (wall) times, so contention is counted too. With one stage this is the plain busy
-    fraction it always was. Pure: intervals (monotonic seconds) in, a fraction out; no clock is read here."""
+    fraction it always was. Intervals (monotonic seconds) in, a fraction out; no clock is read here.
+
+    Thread-safe: each stage reports from its own thread (the overlapped pipeline's detector worker and scorer)
+    while the scheduler's thread takes the periods, so every call holds the clock's own lock."""
 
     def __init__(self) -> None:
         self._spans: dict[str, list[tuple[float, float]]] = {}
         self._open: dict[str, float] = {}
+        self._lock = threading.Lock()
 
     def add(self, stage: str, start: float, end: float) -> None:
         """`stage` was busy from `start` to `end`."""
         if end > start:
-            self._spans.setdefault(stage, []).append((start, end))
+            with self._lock:
+                self._spans.setdefault(stage, []).append((start, end))
 
     def begin(self, stage: str, start: float) -> None:
         """`stage` is busy from `start` until `end(stage)`: a period that ends meanwhile counts it up to its end
         (a detection longer than a period would otherwise be missing from every period it spans but the last)."""
-        self._open[stage] = start
+        with self._lock:
+            self._open[stage] = start
 
     def end(self, stage: str, end: float) -> None:
-        start = self._open.pop(stage, None)
-        if start is not None:
-            self.add(stage, start, end)
+        with self._lock:
+            start = self._open.pop(stage, None)
+            if start is not None and end > start:
+                self._spans.setdefault(stage, []).append((start, end))
 
     def fraction(self, start: float, end: float, stage: str | None = None) -> float:
         """The share of [start, end] that `stage` (default: the busiest stage) was busy."""
+        with self._lock:
+            return self._fraction(start, end, stage)
+
+    def _fraction(self, start: float, end: float, stage: str | None = None) -> float:
         if end <= start:
             return 0.0
         spans = {s: list(v) for s, v in self._spans.items()}
@@ -78,9 +125,10 @@ class BusyClock:
 
     def take(self, start: float, end: float) -> float:
         """`fraction(start, end)`, then forget what was before `end` (keeping the part of a span past it)."""
-        out = self.fraction(start, end)
-        self._spans = {s: [(max(a, end), b) for a, b in spans if b > end] for s, spans in self._spans.items()}
-        self._open = {s: max(a, end) for s, a in self._open.items()}
+        with self._lock:
+            out = self._fraction(start, end)
+            self._spans = {s: [(max(a, end), b) for a, b in spans if b > end] for s, spans in self._spans.items()}
+            self._open = {s: max(a, end) for s, a in self._open.items()}
         return out
 
 
@@ -106,9 +154,10 @@ class LoadGovernor:
         """A stream's analysed rate now: its own target scaled down under load, never below the floor."""
         return max(self.config.min_fps, analysed_fps * self.scale)
 
-    def observe(self, utilisation: float, streams: Sequence[Governed]) -> str | None:
-        """Take one period's busy fraction; lower or raise rates, or shed or resume one stream. Returns what it
-        did, in words (also kept in `events`), or None."""
+    def observe(self, utilisation: float, streams: Sequence[Governed]) -> Decision | None:
+        """Take one period's busy fraction; decide to lower or raise the rates (applied to `scale` here) or to
+        shed or resume one stream (for the caller to apply). Returns the decision (also kept, in words, in
+        `events`), or None. The streams are only read."""
         c = self.config
         self.utilisation = utilisation = c.load_smoothing * utilisation + (1 - c.load_smoothing) * self.utilisation
         active = [s for s in streams if not s.shed]
@@ -117,23 +166,20 @@ class LoadGovernor:
         if utilisation > c.high_load:
             if not floor:
                 self.scale *= c.step_down
-                return self._event(f"load {utilisation:.0%}: analysed rates lowered to {self.scale:.0%} of target")
+                return self._decided(Decision("lower", utilisation, self.scale))
             if len(active) > 1:
                 victim = max(active, key=lambda s: s.order)
-                victim.shed = True
-                return self._event(f"load {utilisation:.0%} at the {c.min_fps} fps floor: stream {victim.name} "
-                                   "paused")
+                return self._decided(Decision("shed", utilisation, self.scale, victim.name, c.min_fps))
         elif utilisation * c.step_up < c.recover_load:
             if shed:
                 back = min(shed, key=lambda s: s.order)
-                back.shed = False
-                return self._event(f"load {utilisation:.0%}: stream {back.name} resumed")
+                return self._decided(Decision("resume", utilisation, self.scale, back.name))
             if self.scale < 1.0:
                 self.scale = min(1.0, self.scale * c.step_up)
-                return self._event(f"load {utilisation:.0%}: analysed rates raised to {self.scale:.0%} of target")
+                return self._decided(Decision("raise", utilisation, self.scale))
         return None
 
-    def _event(self, text: str) -> str:
-        log.info("scheduler: %s", text)
-        self.events = (self.events + [text])[-EVENTS_KEPT:]
-        return text
+    def _decided(self, decision: Decision) -> Decision:
+        log.info("scheduler: %s", decision.text)
+        self.events = (self.events + [decision.text])[-EVENTS_KEPT:]
+        return decision

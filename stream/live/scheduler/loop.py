@@ -5,24 +5,21 @@ runs MTCNN on all of them as one batch, updates each stream's tracker, and sends
 shared scoring core (`stream.live.scoring`), one batch per engine. Decoding happens on the sources' own threads,
 so a slow pass only makes frames be dropped at the buffers, never delays decoding.
 
-With `pipeline: overlapped` detection runs on one worker thread while the previous pass is scored
-(`_run_overlapped`); the governor's load is then the busier stage's (`governor.BusyClock`).
+How the pass runs on threads is a strategy (`pipelines.py`): serial, or overlapped with detection of the next pass
+on a worker thread; the scheduler implements the steps a pipeline drives (`due`, `detect`, `track`, `score`,
+`tick`) and runs the pipeline on its own thread.
 
-The scheduler keeps only pacing and the pass. The load governor (`governor.py`) decides rates and shedding, the
-per-track records (`track.py`) hold each track's state, and the judge (`stream.live.verdicts.judge`) turns
-scores into verdicts and alerts.
+The scheduler keeps only pacing and the pass. The load governor (`governor.py`) decides rates and shedding (the
+scheduler applies its decisions), the per-track records (`track.py`) hold each track's state, and the judge
+(`stream.live.verdicts.judge`) turns scores into verdicts and alerts.
 """
 
 from __future__ import annotations
 
-import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
-
-import torch
 
 from engines.base import Engine
 from engines.calibration import Ensemble
@@ -32,8 +29,8 @@ from stream.live.faces import FaceDetector, crop_faces
 from stream.live.faces.quality import measure
 from stream.live.faces.tracker import iou_matrix
 from stream.live.rings import CropRing
-from stream.live.scheduler.governor import BusyClock, LoadGovernor
-from stream.live.scheduler.threads import apply_threads, plan_threads
+from stream.live.scheduler.governor import BusyClock, Decision, LoadGovernor
+from stream.live.scheduler.pipelines import Pipeline, pipeline_for
 from stream.live.scheduler.track import EVIDENCE_CROP, EVIDENCE_FRAMES, LiveStream, Track
 from stream.live.scoring import Scorer
 from stream.live.sources import Frame
@@ -43,14 +40,11 @@ from stream.live.verdicts.judge import Judge
 from stream.live.verdicts.policy import worst
 from stream.messages import FaceOverlay, Overlay, Record, SchedulerStatus, Status
 
-log = logging.getLogger(__name__)
 
-IDLE_WAIT_S = 0.005  # longest nap when nothing is due, so a due stream is picked up promptly
 # When one stream is due, streams due within this fraction of their period join the same pass: otherwise streams
 # drift apart and every pass carries a single frame, paying MTCNN's fixed cost once per stream.
 COALESCE_FRACTION = 0.5
 DUPLICATE_IOU = 0.5  # re-located boxes overlapping this much are one face
-HANDOFF_WAIT_S = 0.1  # the overlapped loop's worker re-checks for a stop this often while the scorer is busy
 STATUS_EVENTS = 3  # recent governor decisions carried in each status message
 
 Publish = Callable[[Record], None]  # a record to the bus (MessageBus.publish)
@@ -62,10 +56,10 @@ class Scheduler:
                  config: SchedulerConfig | None = None, policy: VerdictPolicy | None = None,
                  alerts: AlertManager | None = None, ensemble: Ensemble | None = None) -> None:
         self.detector = detector
-        self.scorer = Scorer(engines, ensemble)
+        policy = policy or VerdictPolicy()
+        self.scorer = Scorer(engines, ensemble, weights=policy.weights)
         self.engines = self.scorer.engines
-        weights = (policy or VerdictPolicy()).weights
-        self.judge = Judge(policy, alerts, lambda scores: self.scorer.fuse(scores, weights))
+        self.judge = Judge(policy, alerts, self.scorer.fusion)
         self.publish = publish
         self.config = config or SchedulerConfig()
         self.governor = LoadGovernor(self.config)
@@ -73,9 +67,9 @@ class Scheduler:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pipeline: Pipeline | None = None
         self._added = 0
-        self._torch_threads: int | None = None
-        self._clock_lock = threading.Lock()  # the overlapped loop's two threads share its clock and in-flight set
+        self._window_start = self._last_status = time.monotonic()  # the governor's period, the status heartbeat
 
     # --- streams -------------------------------------------------------------------------------------------
     def add(self, source: StreamSource) -> LiveStream:
@@ -108,136 +102,47 @@ class Scheduler:
         return self.governor.target_fps(st.source.analysed_fps)
 
     # --- loop ----------------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Whether the scheduler's thread is alive (the health check asks)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
-        if self.config.pipeline == "overlapped":  # the stages run at once: split the cores between their pools
-            self._torch_threads = torch.get_num_threads()
-            plan = plan_threads("overlapped")
-            apply_threads(plan, self.engines)
-            if hasattr(self.detector, "set_threads"):
-                self.detector.set_threads(plan.detector)
+        self._pipeline = pipeline_for(self.config.pipeline, self)
+        self._pipeline.open()
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._window_start = self._last_status = time.monotonic()
+        self._thread = threading.Thread(target=self._pipeline.run, args=(self._stop,), name="scheduler", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._torch_threads is not None:  # give the process its torch pool back
-            torch.set_num_threads(self._torch_threads)
-            self._torch_threads = None
+        if self._pipeline is not None:
+            self._pipeline.close()
         self.judge.close()
 
-    def _run(self) -> None:
-        """Serial pipeline: each pass detects, then scores. Overlapped: see `_run_overlapped`."""
-        if self.config.pipeline == "overlapped":
-            return self._run_overlapped()
-        clock, window_start, last_status = BusyClock(), time.monotonic(), time.monotonic()
-        while not self._stop.is_set():
-            picks = self.due(time.monotonic())
-            if picks:
-                t0 = time.monotonic()
-                try:
-                    self.process(picks)
-                except Exception:  # one bad frame or engine error must not kill the live loop
-                    log.exception("inference pass failed")
-                clock.add("pass", t0, time.monotonic())
-            else:
-                self._stop.wait(IDLE_WAIT_S)
-            window_start, last_status = self._tick(clock, window_start, last_status)
-
-    def _run_overlapped(self) -> None:
-        """Two stages: a worker thread picks due streams and detects their faces while this thread tracks and
-        scores the previous pass; one pass waits in between (a queue of one, so a slow scorer holds the detector
-        back instead of letting frames age in a backlog).
-
-        The worker only runs `due` and `_detect` (MTCNN and re-location), which read each stream's last boxes.
-        Those are written by `_track` on this thread, so a stream picked for a pass is not picked again until
-        that pass is tracked (`in_flight`): each detection sees the boxes of the stream's previous pass, as in the
-        serial loop, and every track record, ring and verdict stays on this thread. Trade-off: the two stages
-        share the cores (see `threads.py`), so each is slower alone than in the serial loop; the gain is
-        detection's time hidden under scoring's. The load (`BusyClock`) is the busier stage's, the detector's
-        including the time the scorer holds it back (see `_detect_stage`)."""
-        clock, window_start, last_status = BusyClock(), time.monotonic(), time.monotonic()
-        handoff: queue.Queue[tuple[list[Pick], list[list[Any]]]] = queue.Queue(maxsize=1)
-        in_flight: set[str] = set()
-        worker = threading.Thread(target=self._detect_stage, args=(handoff, in_flight, clock),
-                                  name="scheduler-detect", daemon=True)
-        worker.start()
-        while not self._stop.is_set():
-            try:
-                picks, detections = handoff.get(timeout=IDLE_WAIT_S)
-            except queue.Empty:
-                window_start, last_status = self._tick(clock, window_start, last_status)
-                continue
-            began = time.monotonic()
-            try:
-                try:
-                    tracked = self._track(picks, detections)
-                finally:
-                    with self._clock_lock:
-                        in_flight.difference_update(st.name for st, _ in picks)
-                self._score(picks, tracked)
-            except Exception:  # one bad frame or engine error must not kill the live loop
-                log.exception("inference pass failed")
-            with self._clock_lock:
-                clock.add("score", began, time.monotonic())
-            window_start, last_status = self._tick(clock, window_start, last_status)
-        worker.join(HANDOFF_WAIT_S * 10)
-
-    def _detect_stage(self, handoff: queue.Queue, in_flight: set[str], clock: BusyClock) -> None:
-        """The overlapped loop's worker: due streams not in flight -> detections -> the hand-off queue.
-
-        Its busy time is the time it detects, plus the time it has due work it may not start because the scorer
-        has not taken the last pass (the queue is full, or a due stream's last pass is not tracked yet): then the
-        pipeline is full even though the detector idles, and counting that as idle would hide the overload."""
-        while not self._stop.is_set():
-            with self._clock_lock:
-                skip = set(in_flight)
-                began = time.monotonic()
-                clock.begin("detect", began)
-            picks = self.due(began, skip)
-            if not picks:
-                held = bool(skip) and any(began >= st.next_due for st in self.streams()
-                                          if st.name in skip and not st.shed)
-                if not held:
-                    with self._clock_lock:
-                        clock.end("detect", began)  # nothing to do: idle
-                self._stop.wait(IDLE_WAIT_S)
-                if held:
-                    with self._clock_lock:
-                        clock.end("detect", time.monotonic())
-                continue
-            try:
-                found = self._detect(picks)
-            except Exception:
-                log.exception("detection failed")
-                with self._clock_lock:
-                    clock.end("detect", time.monotonic())
-                continue
-            with self._clock_lock:
-                in_flight.update(st.name for st, _ in picks)
-            while not self._stop.is_set():
-                try:
-                    handoff.put((picks, found), timeout=HANDOFF_WAIT_S)
-                    break
-                except queue.Full:
-                    continue
-            with self._clock_lock:
-                clock.end("detect", time.monotonic())
-
-    def _tick(self, clock: BusyClock, window_start: float, last_status: float) -> tuple[float, float]:
-        """The governor's period and the status heartbeat; returns their new starts."""
+    def tick(self, clock: BusyClock) -> None:
+        """The governor's period and the status heartbeat, on the scheduler's thread between passes."""
         now = time.monotonic()
-        if now - window_start >= self.config.adapt_period_s:
-            with self._clock_lock:
-                load = clock.take(window_start, now)
-            self.governor.observe(load, self.streams())
-            window_start = now
-        if now - last_status >= self.config.status_period_s:
+        if now - self._window_start >= self.config.adapt_period_s:
+            self.govern(clock.take(self._window_start, now))
+            self._window_start = now
+        if now - self._last_status >= self.config.status_period_s:
             self.publish_status()
-            last_status = now
-        return window_start, last_status
+            self._last_status = now
+
+    def govern(self, load: float) -> Decision | None:
+        """Hand the governor one period's load and apply what it decides: pause or resume a stream (the rates'
+        scale is the governor's own)."""
+        decision = self.governor.observe(load, self.streams())
+        if decision is not None and decision.stream is not None:
+            with self._lock:
+                st = self._streams.get(decision.stream)
+            if st is not None:
+                st.shed = decision.action == "shed"
+        return decision
 
     def due(self, now: float, skip: Collection[str] = ()) -> list[Pick]:
         """The newest frame of every stream due at `now` (monotonic seconds), and those due soon after; streams
@@ -262,9 +167,9 @@ class Scheduler:
     # --- one pass ------------------------------------------------------------------------------------------
     def process(self, picks: Sequence[Pick]) -> None:
         """Detect, track, crop and score one frame per picked stream, then publish one overlay per frame."""
-        self._score(picks, self._track(picks, self._detect(picks)))
+        self.score(picks, self.track(picks, self.detect(picks)))
 
-    def _track(self, picks: Sequence[Pick], detections: Sequence[Sequence[Any]]) -> list[list[tuple[Track, Any, Any]]]:
+    def track(self, picks: Sequence[Pick], detections: Sequence[Sequence[Any]]) -> list[list[tuple[Track, Any, Any]]]:
         """Update each stream's tracker with its faces; crop them; per pick (track, detection, crops per key)."""
         quality_key = self.scorer.quality_key
         keys = list(dict.fromkeys([*self.scorer.crop_keys, EVIDENCE_CROP, quality_key]))
@@ -279,9 +184,10 @@ class Scheduler:
             for j, (tid, det) in enumerate(zip(ids, faces)):
                 track = st.tracks.get(tid)
                 if track is None:
-                    track = st.tracks[tid] = Track(tid, self.scorer.window_rings(tid), self.judge.new_verdict(),
-                                                   CropRing(EVIDENCE_FRAMES, EVIDENCE_CROP[0]))
-                track.box = det.box
+                    evidence = CropRing(EVIDENCE_FRAMES, EVIDENCE_CROP[0])
+                    track = st.tracks[tid] = Track(tid, st.name, self.scorer.window_rings(tid),
+                                                   self.judge.new_verdict(), evidence)
+                track.box, track.seen_at = det.box, frame.time
                 track.evidence.push(crops[EVIDENCE_CROP][j])
                 track.quality = measure(det.box, crops[quality_key][j])
                 track.gate = self.scorer.gate(track.quality)
@@ -290,7 +196,7 @@ class Scheduler:
             faces_of.append(here)
         return faces_of
 
-    def _score(self, picks: Sequence[Pick], faces_of: Sequence[Sequence[tuple[Track, Any, Any]]]) -> None:
+    def score(self, picks: Sequence[Pick], faces_of: Sequence[Sequence[tuple[Track, Any, Any]]]) -> None:
         """Score every tracked face of the pass (one batch per engine), then publish one overlay per frame."""
         flat = [(track.rings, face_crops) for here in faces_of for track, _, face_crops in here]
         flat_tracks = [track for here in faces_of for track, _, _ in here]
@@ -302,7 +208,7 @@ class Scheduler:
             st.latency.add(now - frame.received)
             self.publish(self._overlay(st, frame, [(t, d) for t, d, _ in here], now))
 
-    def _detect(self, picks: Sequence[Pick]) -> list[list[Any]]:
+    def detect(self, picks: Sequence[Pick]) -> list[list[Any]]:
         """Faces per pick: full-frame MTCNN where the detection policy says so, else each track re-located on a
         crop around its last box (all crops of the pass in one batch)."""
         policy = self.config.detection
@@ -337,8 +243,7 @@ class Scheduler:
     def _overlay(self, st: LiveStream, frame: Frame, faces: list[tuple[Track, Any]], now: float) -> Overlay:
         out = []
         for track, det in faces:
-            j = self.judge.judge(st.name, track.id, track.verdict, track.scores, track.evidence, track.gate,
-                                 at=frame.time)
+            j = self.judge.judge(track)
             quality = {**(track.quality.to_message() if track.quality else {}), **st.source.link_quality()}
             out.append(FaceOverlay(track=track.id, box=det.box, prob=det.prob, score=j.score, raw=j.raw,
                                    engines=dict(track.scores), verdict=j.verdict, quality=quality,

@@ -21,9 +21,11 @@ EVIDENCE_FRAMES = 16  # analysed face-frames per track kept for the alert clip
 @dataclass(eq=False)
 class Track:
     """One face track: its engines' rings, its latest score per engine, its rolling verdict and the recent crops
-    kept as alert evidence. Dropping the record frees all of it."""
+    kept as alert evidence. Dropping the record frees all of it. It is what the judge judges
+    (`stream.live.verdicts.judge.Judged`)."""
 
     id: int
+    stream: str  # the name of the stream it is in
     rings: WindowRings
     verdict: TrackVerdict
     evidence: CropRing
@@ -31,6 +33,7 @@ class Track:
     box: np.ndarray | None = None  # its latest box, where re-location looks for it next
     quality: FaceQuality | None = None  # of its latest face-frame
     gate: Gate | None = None  # which engines may judge that face-frame
+    seen_at: float | None = None  # source time (Frame.time) of its latest face-frame
 
 
 @dataclass(eq=False)

@@ -30,7 +30,7 @@ from stream.live.evidence.names import ALERT_ID, CONTENT_TYPES
 from stream.live.server import auth
 from stream.live.server.hub import Client
 from stream.live.server.metrics import CONTENT_TYPE_LATEST, Metrics
-from stream.live.server.service import LiveService, StreamLimit
+from stream.live.server.service import LiveService, RemoteUnavailable, StreamLimit
 from stream.live.sources import SourceError
 
 try:  # WebRTC is optional: without aiortc (or with an aiortc these reads were not checked against) the rest runs
@@ -137,7 +137,7 @@ async def add_stream(request: web.Request) -> web.Response:
         source = await service.api_add(url, name, bool(body.get("loop", False)))
     except auth.SourceRefused as exc:
         raise web.HTTPForbidden(text=str(exc)) from None
-    except StreamLimit as exc:
+    except (StreamLimit, RemoteUnavailable) as exc:
         raise web.HTTPServiceUnavailable(text=str(exc)) from None
     except (SourceError, ValueError) as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
@@ -145,7 +145,11 @@ async def add_stream(request: web.Request) -> web.Response:
 
 
 async def remove_stream(request: web.Request) -> web.Response:
-    if not request.app[SERVICE_KEY].api_remove(request.match_info["name"]):
+    try:
+        removed = request.app[SERVICE_KEY].api_remove(request.match_info["name"])
+    except RemoteUnavailable as exc:
+        raise web.HTTPServiceUnavailable(text=str(exc)) from None
+    if not removed:
         raise web.HTTPNotFound(text="no such stream")
     return web.json_response({"removed": request.match_info["name"]})
 
@@ -160,13 +164,26 @@ async def index(request: web.Request) -> web.StreamResponse:
 async def evidence(request: web.Request) -> web.StreamResponse:
     """An alert's evidence file: /evidence/<alert id>/<name>, name one of evidence.names (snapshot, strip,
     recording, overlay track, manifest). Only those names under ids of the alert-id form are served, so no
-    request can reach outside the evidence folder. FileResponse answers Range requests (video seeking)."""
+    request can reach outside the evidence folder. FileResponse answers Range requests (video seeking). A file
+    written elsewhere (a cluster node) is first copied here by the remote (404 with its reason when it cannot)."""
     alert_id, name = request.match_info["id"], request.match_info["file"]
     if not EVIDENCE_ID.match(alert_id) or name not in EVIDENCE_FILES:
         raise web.HTTPNotFound(text="no such evidence")
-    root = request.app[SERVICE_KEY].evidence.root.resolve()
+    service = request.app[SERVICE_KEY]
+    root = service.evidence.root.resolve()
     path = (root / alert_id / name).resolve()
-    if path.parent.parent != root or not path.is_file():
+    if path.parent.parent != root:
+        raise web.HTTPNotFound(text="no such evidence")
+    if not path.is_file() and service.remote is not None and name in CONTENT_TYPES:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, service.remote.fetch_evidence, alert_id, name,
+                                                             path.parent)
+        except LookupError as exc:
+            raise web.HTTPNotFound(text=f"no such evidence here: {exc}") from None
+        except OSError as exc:  # Redis unreachable, or this disk
+            raise web.HTTPServiceUnavailable(text=f"evidence not reachable now: {type(exc).__name__}") from None
+        service.evidence.submit(service.evidence.enforce_retention)  # the copies count against this gateway's limits
+    if not path.is_file():
         raise web.HTTPNotFound(text="no such evidence (not written yet, or removed by retention)")
     return web.FileResponse(path, headers={"Content-Type": EVIDENCE_FILES[name], "Cache-Control": "private"})
 
@@ -214,7 +231,7 @@ def readiness(service: LiveService) -> dict:
     """Engines loaded, the scheduler running, the bus connected or spooling."""
     sched = service.scheduler
     engines_ok = bool(sched.engines)
-    sched_ok = sched._thread is not None and sched._thread.is_alive()
+    sched_ok = sched.running
     stats = service.redis.stats() if service.redis is not None else {}
     if "redis_up" in stats:  # Redis, or its on-disk spool while Redis is down: either way no alert is lost
         bus = {"ok": True, "kind": "redis", "connected": bool(stats["redis_up"]), "spooled": stats.get("spool", 0)}

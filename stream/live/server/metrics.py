@@ -5,8 +5,8 @@ Most series are read from the counters the pipeline already keeps, at scrape tim
 sources' buffers (received, dropped, taken by the scheduler = analysed), reconnects and state, the bus's
 `stats()` (Redis spool depth), the alert channels' queues and dead letters, the hub's clients and their dropped messages, the WebRTC peers. Only what needs
 observations is recorded as it happens: the frame-to-verdict latency of every overlay and the alerts started and
-ended (subscribers of the service's bus), and each engine's batch time and size (the scorer's `observe` hook, one
-call per `predict`).
+ended (subscribers of the service's bus), and each engine's batch time and size (a subscriber of the scorer's
+`on_batch`, one `EngineBatch` per `predict`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from stream.live.scoring import EngineBatch
 from stream.live.sources import SourceState
 from stream.messages import Alert, Overlay
 
@@ -130,8 +131,8 @@ class Metrics:
         for event in ("start", "end"):
             self.alerts.labels(event)  # present (at 0) before the first alert
         self.unsubscribe = [service.bus.subscribe(Overlay, self.observe_overlay),
-                            service.bus.subscribe(Alert, self.observe_alert)]
-        service.scheduler.scorer.observe = self.observe_batch
+                            service.bus.subscribe(Alert, self.observe_alert),
+                            service.scheduler.scorer.on_batch(self.observe_batch)]
 
     def observe_overlay(self, overlay: Overlay) -> None:
         self.latency.labels(overlay.stream).observe(overlay.latency_ms / 1000.0)
@@ -140,9 +141,9 @@ class Metrics:
         if alert.event in ("start", "end"):
             self.alerts.labels(alert.event).inc()
 
-    def observe_batch(self, engine: str, seconds: float, batch: int) -> None:
-        self.batch_time.labels(engine).observe(seconds)
-        self.batch_size.labels(engine).observe(batch)
+    def observe_batch(self, batch: EngineBatch) -> None:
+        self.batch_time.labels(batch.engine).observe(batch.seconds)
+        self.batch_size.labels(batch.engine).observe(batch.size)
 
     def forget_stream(self, name: str) -> None:
         """Drop a removed stream's latency series (so removed streams do not pile up)."""

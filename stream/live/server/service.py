@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from engines.base import Engine
@@ -50,7 +51,13 @@ class RemoteStreams(Protocol):
     def remove(self, name: str) -> bool: ...
     def names(self) -> set[str]: ...
     def statuses(self) -> dict[str, dict]: ...
+    def fetch_evidence(self, alert_id: str, name: str, folder: Path) -> Any:
+        """Bring an alert's evidence file written elsewhere into `folder`; LookupError saying why it cannot."""
     def close(self) -> None: ...
+
+
+class RemoteUnavailable(Exception):
+    """The remote does not answer now (a cluster's head lost): nothing was changed (the API answers 503)."""
 
 
 class StreamLimit(Exception):

@@ -141,6 +141,22 @@ class StreamSource(StateMachine):
         raise NotImplementedError
 
 
+def open_source(c: SourceConfig, sample_fps: float | None = None,
+                on_packet: Callable[[Packet], None] | None = None) -> AVSource:
+    """An `AVSource` for a configured address with the options its kind needs (also `dfstream baseline`'s
+    live input)."""
+    options: dict[str, str] = {}
+    fmt = None
+    if c.kind == "rtsp":
+        # TCP by default: UDP loses packets (grey smears) on busy networks and through NAT.
+        options = {"rtsp_transport": c.rtsp_transport, "timeout": str(int(c.watchdog_s * 1e6)),
+                   "analyzeduration": str(RTSP_ANALYZE_US)}
+    elif c.kind == "device":
+        fmt = c.device_format
+    return AVSource(c.url, sample_fps=sample_fps, options=options, format=fmt, strict_length=False,
+                    timeout=(OPEN_TIMEOUT_S, c.watchdog_s), on_packet=on_packet)
+
+
 class AVLiveSource(StreamSource):
     """A file, RTSP camera or local device decoded by PyAV on a daemon thread, reconnecting with back-off."""
 
@@ -155,18 +171,7 @@ class AVLiveSource(StreamSource):
         self._thread: threading.Thread | None = None
 
     def _open(self) -> AVSource:
-        c = self.config
-        options: dict[str, str] = {}
-        fmt = None
-        if c.kind == "rtsp":
-            # TCP by default: UDP loses packets (grey smears) on busy networks and through NAT.
-            options = {"rtsp_transport": c.rtsp_transport, "timeout": str(int(c.watchdog_s * 1e6)),
-                       "analyzeduration": str(RTSP_ANALYZE_US)}
-        elif c.kind == "device":
-            fmt = c.device_format
-        return AVSource(c.url, options=options, format=fmt, strict_length=False,
-                        timeout=(OPEN_TIMEOUT_S, c.watchdog_s),
-                        on_packet=self.deliver_packet if self._packet_subscribers else None)
+        return open_source(self.config, on_packet=self.deliver_packet if self._packet_subscribers else None)
 
     def start(self) -> None:
         self._stop.clear()

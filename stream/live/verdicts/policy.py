@@ -1,6 +1,6 @@
-"""Rolling verdicts: per track, fuse the engines' p(fake), smooth it over a window, and decide with hysteresis.
+"""Rolling verdicts: per track, smooth the fused p(fake) over a window and decide with hysteresis.
 
-- Fusion: a weighted mean of the p(fake) of the engines that have scored the track (weights from config).
+- Fusion happens before (`stream.live.scoring.Fusion`, once per face): a verdict sees one p(fake) per update.
 - Smoothing: rolling median (robust to single-frame spikes) or EMA (reacts faster) over the fused scores.
 - Hysteresis: a track becomes "fake" after `k` consecutive smoothed updates >= `t_high`, and returns to "real"
   after `k` consecutive updates <= `t_low`; it starts "uncertain" and otherwise keeps its verdict, so a score
@@ -11,14 +11,12 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
 from stream.config.verdicts import VerdictPolicy
-from stream.live.scoring import fuse
 
 Verdict = Literal["real", "uncertain", "fake"]
 SEVERITY: dict[str, int] = {"real": 0, "uncertain": 1, "fake": 2}
@@ -29,15 +27,14 @@ class TrackVerdict:
     """The rolling state of one face track."""
 
     policy: VerdictPolicy
-    fusion: Callable[[Mapping[str, float]], float | None] | None = None  # default: the policy's weighted mean
     verdict: Verdict = "uncertain"
     smoothed: float | None = None
     history: deque = field(default_factory=deque)
     _run_high: int = 0
     _run_low: int = 0
 
-    def update(self, engines: dict[str, float]) -> Verdict:
-        fused = self.fusion(engines) if self.fusion is not None else fuse(engines, self.policy.weights)
+    def update(self, fused: float | None) -> Verdict:
+        """Take one face-frame's fused p(fake) (None: no engine scored it, nothing changes)."""
         if fused is None:
             return self.verdict
         p = self.policy

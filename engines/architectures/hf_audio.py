@@ -23,6 +23,7 @@ from torch import nn
 
 from engines.base import LabelMapping, WeightsFormatError
 from engines.voice_base import AudioSpec, TorchVoiceEngine, VoiceModelEntry
+from engines.registration import register_voice_models
 from engines.weights import WeightsSource, WeightsUnavailable
 
 CONFIG_FILE = "config.json"
@@ -152,7 +153,7 @@ def hub_entry(name: str, repo: str, revision: str | None, fake: int, description
 
     return VoiceModelEntry(
         name=name,
-        builder="engines.hf_audio:build_hf_audio",
+        builder="engines.architectures.hf_audio:build_hf_audio",
         description=description,
         weights=hub("model.safetensors"),
         companion_files={"config": hub(CONFIG_FILE), "preprocessor": hub(PROCESSOR_FILE)},
@@ -179,7 +180,7 @@ ENTRIES: tuple[VoiceModelEntry, ...] = (
     # project's label convention) unless the checkpoint's id2label names its classes.
     VoiceModelEntry(
         name="hf-audio",
-        builder="engines.hf_audio:build_hf_audio",
+        builder="engines.architectures.hf_audio:build_hf_audio",
         description="any transformers audio-classification checkpoint (wav2vec2, WavLM, HuBERT...), 4 s windows",
         weights=WeightsSource(filename="hf-audio", hint="Pass a transformers audio-classification checkpoint "
                               "folder, or its hub id 'owner/name', with --weights."),
@@ -190,3 +191,4 @@ ENTRIES: tuple[VoiceModelEntry, ...] = (
         backends=("torch",),
     ),
 )
+register_voice_models(*ENTRIES)

@@ -8,17 +8,16 @@ code, so the file loads unchanged with strict=True. Output is a 2-way logit, ind
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from engines.base import TorchEngine, WeightsFormatError
-
-if TYPE_CHECKING:
-    from engines.registry import ModelEntry
+from engines.base import InputSpec, LabelMapping, TorchEngine
+from engines.entry import ModelEntry
+from engines.loading import load_state_dict_file, load_weights
+from engines.registration import register_architecture, register_models
+from engines.weights import WeightsSource
 
 NUM_CLASSES = 2
 STEM_CHANNELS = (32, 64)
@@ -27,9 +26,6 @@ MIDDLE_BLOCKS = 8
 MIDDLE_REPS = 3
 EXIT_CHANNELS = (1024, 1536, 2048)
 EXPECTED_STATE_KEYS = 324  # the published file's key count, BN buffers (num_batches_tracked) included
-WRAPPER_KEYS = ("state_dict", "model_state_dict")  # training-script checkpoints nest the weights under these
-DATAPARALLEL_PREFIX = "module."
-MAX_LISTED_KEYS = 5  # how many offending keys an error message names
 
 
 class SeparableConv2d(nn.Module):
@@ -104,58 +100,27 @@ class Xception140k(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def _listed(items: list[str]) -> str:
-    more = f" (+{len(items) - MAX_LISTED_KEYS} more)" if len(items) > MAX_LISTED_KEYS else ""
-    return ", ".join(items[:MAX_LISTED_KEYS]) + more
-
-
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a `.pth` without unpickling arbitrary objects (weights_only), unwrapping the usual containers.
-
-    Accepts a bare state dict or one nested under `state_dict` / `model_state_dict`, and strips DataParallel's
-    `module.` prefix. Anything torch cannot read as a checkpoint becomes a WeightsFormatError.
-    """
-    path = Path(path)
-    try:
-        obj = torch.load(path, weights_only=True, map_location="cpu")
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, BadZipFile... for non-checkpoints
-        raise WeightsFormatError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
-    if isinstance(obj, Mapping):
-        for key in WRAPPER_KEYS:
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsFormatError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
-    return {k.removeprefix(DATAPARALLEL_PREFIX): v for k, v in obj.items()}
-
-
-def load_weights(module: nn.Module, state: Mapping[str, torch.Tensor], source: str | Path) -> None:
-    """strict=True load, but every key/shape mismatch is reported up front as one WeightsFormatError."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    problems = [
-        f"{label} ({len(keys)}): {_listed(keys)}"
-        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong))
-        if keys
-    ]
-    if problems:
-        raise WeightsFormatError(
-            f"{source}: does not match {type(module).__name__} ({len(expected)} tensors): " + "; ".join(problems)
-        )
-    module.load_state_dict(state, strict=True)
-
-
+@register_architecture("xception_140k")
 def build_xception_140k(weights_path: Path, entry: ModelEntry, device: str | torch.device = "cpu") -> TorchEngine:
     """Registry builder: the module with the file's weights, wrapped with the entry's input spec and labels."""
     model = Xception140k()
     load_weights(model, load_state_dict_file(weights_path), weights_path)
     return TorchEngine(entry.name, model, entry.input, entry.labels, device)
+
+
+register_models(
+    ModelEntry(
+        name="xception-140k",
+        architecture="xception_140k",
+        card="003",
+        description="Xception (Chollet 2017) trained from scratch on 140k Real and Fake Faces (StyleGAN fakes)",
+        # sha256 not published and the hub is unreachable here: unverified until someone records it.
+        weights=WeightsSource(filename="best_xception.pth", hf_repo="RamadhanZome/deepfake-xception", sha256=None),
+        # RGB 299x299 scaled to [-1, 1]; 2-way logits, index 0 = fake, 1 = real.
+        input=InputSpec(size=299, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        labels=LabelMapping(kind="softmax", fake_index=0, logits=True),
+        trained_on="140k Real and Fake Faces (FFHQ real, StyleGAN fake; Kaggle xhlulu)",
+        licence="MIT (card 003)",
+        backends=("torch", "onnx", "int8"),
+    ),
+)

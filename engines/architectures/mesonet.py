@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.base import TorchEngine
-from engines.base import WeightsFormatError
+from engines.base import InputSpec, LabelMapping, TorchEngine, WeightsFormatError
+from engines.entry import ModelEntry
 from engines.keras_h5 import KERAS_BN_EPSILON, load_into, read_layer_names
-
-if TYPE_CHECKING:
-    from engines.registry import ModelEntry
+from engines.quality import QualityFloor
+from engines.registration import register_architecture, register_models
+from engines.weights import WeightsSource
 
 INPUT_SIZE = 256
 IN_CHANNELS = 3
@@ -223,11 +222,59 @@ def _build(arch, weights_path: Path, entry: ModelEntry, device: str | torch.devi
     return TorchEngine(entry.name, net, entry.input, entry.labels, device)
 
 
+@register_architecture("meso4")
 def build_meso4(weights_path: Path, entry: ModelEntry, device: str | torch.device = "cpu",
                 leaky: bool | None = None) -> TorchEngine:
     return _build(meso4, weights_path, entry, device, leaky)
 
 
+@register_architecture("mesoinception4")
 def build_mesoinception4(weights_path: Path, entry: ModelEntry, device: str | torch.device = "cpu",
                          leaky: bool | None = None) -> TorchEngine:
     return _build(mesoinception4, weights_path, entry, device, leaky)
+
+
+# ---------------------------------------------------------------- registry entries: the authors' four files
+
+MESONET_BASE_URL = "https://raw.githubusercontent.com/DariusAf/MesoNet/master/weights/"
+# MesoNet: RGB 256x256 in [0, 1]; the sigmoid is p(real) (df=0, real=1 in its training folders).
+MESO_INPUT = InputSpec(size=INPUT_SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), margin=0.2)
+MESO_LABELS = LabelMapping(kind="sigmoid", positive="real")
+# Quality floors from `benchmarks/robustness.py` on the seven shared FF++ clips at 18 re-encodings (2026-12-01):
+# real faces under 96 px get p(fake) 0.77-0.96 from the Deepfakes-trained files (93-100 % false alarms), which is
+# what a 640x360 webcam gives (faces of ~66 px); above 96 px no further size helps. The Face2Face files' false
+# alarms stay 0-17 % at every size, so they get only a sanity floor. No sharpness floor: sharpness tracks face
+# size here, and a floor on it would also gate a third of the untouched originals.
+MESO_FLOOR_SOURCE = "benchmarks/robustness.py, shared FF++ clips, 2026-12-01"
+MESO_FLOORS = {"meso4-df": 96, "mesoinception-df": 96, "meso4-f2f": 64, "mesoinception-f2f": 64}
+MESO_PAPER = ("Afchar et al., 'MesoNet: a Compact Facial Video Forgery Detection Network', WIFS 2018 "
+              "(github.com/DariusAf/MesoNet)")
+MESO_LICENCE = "Apache-2.0 (DariusAf/MesoNet)"
+
+
+def _meso(name: str, arch: str, filename: str, sha256: str, trained_on: str) -> ModelEntry:
+    return ModelEntry(
+        quality=QualityFloor(min_face_px=MESO_FLOORS[name], source=MESO_FLOOR_SOURCE),
+        name=name,
+        architecture=arch,
+        description=f"MesoNet {arch} (Afchar et al. 2018) trained on {trained_on}",
+        weights=WeightsSource(filename=filename, url=MESONET_BASE_URL + filename, sha256=sha256),
+        input=MESO_INPUT,
+        labels=MESO_LABELS,
+        paper=MESO_PAPER,
+        trained_on=trained_on,
+        licence=MESO_LICENCE,
+        backends=("torch", "onnx", "int8"),
+    )
+
+
+register_models(
+    _meso("meso4-df", "meso4", "Meso4_DF.h5",
+          "036ed30d04ffd9c7506f825b97c86aa64915f5818931da96817b169aad790af5", "the authors' Deepfake videos"),
+    _meso("meso4-f2f", "meso4", "Meso4_F2F.h5",
+          "bcfda015d217b9f8d6557693edbdf9f4e79cfd22672541968dd0e2954462b5d7", "FaceForensics Face2Face"),
+    _meso("mesoinception-df", "mesoinception4", "MesoInception_DF.h5",
+          "234586d40058e76ef8b6f27ca4b63c06e31c2a5a69c0d8ba6f30b1468ab7bafa", "the authors' Deepfake videos"),
+    _meso("mesoinception-f2f", "mesoinception4", "MesoInception_F2F.h5",
+          "d4533ac8a3197dc35c47405d23d99e888c1d0135e267e03540c7451feaccff3f", "FaceForensics Face2Face"),
+)

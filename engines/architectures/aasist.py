@@ -35,6 +35,7 @@ from torch import nn
 
 from engines.base import LabelMapping, WeightsFormatError
 from engines.voice_base import AudioSpec, TorchVoiceEngine, VoiceModelEntry
+from engines.registration import register_voice_models
 from engines.weights import WeightsSource
 
 WINDOW_SAMPLES = 64600  # the authors' nb_samp: about 4.04 s at 16 kHz
@@ -270,7 +271,7 @@ LABELS = LabelMapping(kind="softmax", fake_index=SPOOF_INDEX, logits=True)
 def _entry(name: str, filename: str, sha256: str, what: str, eer: str) -> VoiceModelEntry:
     return VoiceModelEntry(
         name=name,
-        builder="engines.aasist:build_aasist",
+        builder="engines.architectures.aasist:build_aasist",
         description=f"{what}: sinc front end, residual encoder, spectro-temporal graph attention; 2 logits "
                     "[spoof, bona fide]",
         weights=WeightsSource(filename=filename, url=BASE_URL + filename, sha256=sha256),
@@ -289,3 +290,4 @@ ENTRIES: tuple[VoiceModelEntry, ...] = (
     _entry("aasist-l", "AASIST-L.pth", "814331d088032bb4c3fa61cc014789eadeed464209dd094ab3a2dd6ffbdce27a",
            "AASIST-L (85k parameters)", "0.99 %"),
 )
+register_voice_models(*ENTRIES)

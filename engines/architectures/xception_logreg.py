@@ -18,17 +18,18 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from engines.base import TorchEngine, WeightsFormatError
-from engines.keras_xception import FEATURES, KerasXception, load_xception
-
-if TYPE_CHECKING:
-    from engines.registry import ModelEntry
+from engines.base import InputSpec, LabelMapping, TorchEngine, WeightsFormatError
+from engines.entry import ModelEntry
+from engines.keras_xception import (FEATURES, XCEPTION_NOTOP_FILENAME, XCEPTION_NOTOP_MD5, XCEPTION_NOTOP_URL,
+                                    KerasXception, load_xception)
+from engines.registration import register_architecture, register_models
+from engines.weights import WeightsSource
 
 HEAD_FORMAT = "dfstream-logreg-head"
 HEAD_FORMAT_VERSION = 1
@@ -231,6 +232,7 @@ class XceptionLogReg(nn.Module):
         return self.head(self.backbone(x))
 
 
+@register_architecture("xception_logreg")
 def build_xception_logreg(
     weights_path: Path,
     entry: ModelEntry,
@@ -250,3 +252,31 @@ def build_xception_logreg(
     model = XceptionLogReg(head)
     load_xception(model.backbone, backbone)
     return TorchEngine(entry.name, model, entry.input, entry.labels, device)
+
+
+# Keras' xception.preprocess_input: x / 127.5 - 1 = (x/255 - 0.5) / 0.5.
+KERAS_XCEPTION_INPUT = InputSpec(size=299, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+register_models(
+    ModelEntry(
+        name="xception-logreg",
+        architecture="xception_logreg",
+        card="000",
+        description="Keras ImageNet Xception features (frozen) + StandardScaler + LogisticRegression, per frame",
+        # The card publishes no trained head; `dfstream train logreg` fits one and writes this file.
+        weights=WeightsSource(
+            filename="xception_logreg_head.npz",
+            hint="Seed card 000 publishes no trained head: fit one on your labelled face crops with "
+                 "`dfstream train logreg` (engines/architectures/xception_logreg.py save_head writes the file), "
+                 "or pass --weights FILE.",
+        ),
+        extra_weights={BACKBONE_ROLE: WeightsSource(filename=XCEPTION_NOTOP_FILENAME, url=XCEPTION_NOTOP_URL,
+                                                    md5=XCEPTION_NOTOP_MD5)},
+        input=KERAS_XCEPTION_INPUT,
+        # The head outputs the logit of the fake class (its sign is fixed from the file's classes_).
+        labels=LabelMapping(kind="sigmoid", positive="fake", logits=True),
+        trained_on="your own labelled crops (`dfstream train logreg`); card 000 used FaceForensics++",
+        licence="not stated by card 000; Keras Xception ImageNet backbone MIT",
+        backends=("torch", "onnx"),
+    ),
+)

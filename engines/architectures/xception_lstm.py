@@ -16,18 +16,19 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from engines.base import InputSpec, TorchEngine, WeightsFormatError
+from engines.base import InputSpec, LabelMapping, TorchEngine, WeightsFormatError
+from engines.entry import ModelEntry
 from engines.keras_h5 import read_keras3_vars, read_keras_h5, split_nested
 from engines.keras_xception import (FEATURES, KERAS_ZIP_CONFIG, KerasXception, is_keras3, load_keras3_group,
                                     load_layers, open_keras_weights)
 
-if TYPE_CHECKING:
-    from engines.registry import ModelEntry
+from engines.registration import register_architecture, register_models
+from engines.weights import WeightsSource
 
 LSTM_UNITS = 256
 NUM_CLASSES = 2
@@ -165,6 +166,7 @@ def load_xception_lstm(path: str | Path) -> tuple[XceptionLSTM, LstmModelConfig 
     return model, config
 
 
+@register_architecture("xception_lstm")
 def build_xception_lstm(weights_path: Path, entry: ModelEntry, device: str | torch.device = "cpu") -> TorchEngine:
     """Registry builder: the spec's frames and size follow the file's config where it states them."""
     model, config = load_xception_lstm(weights_path)
@@ -176,3 +178,30 @@ def build_xception_lstm(weights_path: Path, entry: ModelEntry, device: str | tor
         raise WeightsFormatError(f"{weights_path}: {model.dense.out_features} classes, no fake index "
                                  f"{entry.labels.fake_index}")
     return TorchEngine(entry.name, model, spec, entry.labels, device)
+
+
+CARD002_TIME_STEPS = 30  # the card's commented default; the builder uses the file's own TIME_STEPS
+
+register_models(
+    ModelEntry(
+        name="xception-lstm",
+        architecture="xception_lstm",
+        card="002",
+        description="TimeDistributed Keras Xception + LSTM(256) over face-frame sequences, trained on "
+                    "FaceForensics++ and Celeb-DF v2",
+        # The card names the file but publishes no address (no URL, no hub repo) and no hash.
+        weights=WeightsSource(
+            filename="COMBINED_best_Phase1.keras",
+            hint="Seed card 002 names COMBINED_best_Phase1.keras but publishes no download address: get the "
+                 "Keras file from the card's authors (a full-model .h5 of the same model also loads), or pass "
+                 "--weights FILE.",
+        ),
+        # Frames and size are overridden by the file's config (its Input shape).
+        input=InputSpec(size=299, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), frames=CARD002_TIME_STEPS),
+        # Dense(2, softmax) over the card's class_names = ['Real', 'Fake']: index 1 is p(fake).
+        labels=LabelMapping(kind="softmax", fake_index=FAKE_INDEX),
+        trained_on="FaceForensics++ and Celeb-DF v2 (card 002)",
+        licence="MIT (card 002)",
+        backends=("torch", "onnx"),
+    ),
+)

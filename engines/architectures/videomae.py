@@ -14,16 +14,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from engines.base import InputSpec, LabelMapping, TorchEngine, WeightsFormatError
-from engines.weights import WeightsUnavailable
-
-if TYPE_CHECKING:
-    from engines.registry import ModelEntry
+from engines.entry import ModelEntry
+from engines.registration import register_architecture, register_models
+from engines.weights import WeightsSource, WeightsUnavailable
 
 CONFIG_FILE = "config.json"
 PROCESSOR_FILE = "preprocessor_config.json"
@@ -116,6 +114,7 @@ def load_videomae(folder: Path) -> nn.Module:
     return model.float().eval()
 
 
+@register_architecture("videomae")
 def build_videomae(weights_path: Path, entry: ModelEntry, device: str | torch.device = "cpu") -> TorchEngine:
     """Engine from a checkpoint folder or hub id; size, clip length and labels come from the checkpoint."""
     folder = resolve_checkpoint(weights_path)
@@ -127,3 +126,26 @@ def build_videomae(weights_path: Path, entry: ModelEntry, device: str | torch.de
     mean, std = _normalisation(folder)
     spec = InputSpec(size=config.image_size, frames=config.num_frames, mean=mean, std=std, margin=entry.input.margin)
     return TorchEngine(entry.name, VideoMAELogits(model), spec, labels, device)
+
+
+register_models(
+    ModelEntry(
+        name="videomae",
+        architecture="videomae",
+        card="001",
+        description="VideoMAE (Tong et al. 2022) from Kinetics-400, fine-tuned real/fake on FF++ 16-frame clips",
+        # The card names no hub repo: the authors' HF checkpoint folder (or a hub id) comes with --weights.
+        weights=WeightsSource(
+            filename="videomae-ffpp", hf_repo=None, sha256=None,
+            hint="Card 001 publishes no download: pass the authors' Hugging Face checkpoint folder "
+                 "(config.json + model.safetensors) or its hub id with --weights.",
+        ),
+        # Defaults only: the engine takes size and clip length from config.json, mean/std from
+        # preprocessor_config.json, and the fake index from config.id2label.
+        input=InputSpec(size=224, frames=16, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        labels=LabelMapping(kind="softmax", fake_index=1, logits=True),
+        trained_on="FaceForensics++ (card 001)",
+        licence="not stated by card 001",
+        backends=("torch", "onnx"),
+    ),
+)

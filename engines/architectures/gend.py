@@ -34,18 +34,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from engines.base import InputSpec, LabelMapping, TorchEngine, WeightsFormatError
-from engines.weights import WeightsUnavailable
-from engines.xception_140k import load_weights
-
-if TYPE_CHECKING:
-    from engines.registry import ModelEntry
+from engines.entry import ModelEntry
+from engines.loading import load_weights
+from engines.registration import register_architecture, register_models
+from engines.weights import WeightsSource, WeightsUnavailable
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -279,6 +277,7 @@ def load_gend(path: Path, allow_download: bool = True) -> tuple[GenDNetwork, Inp
     return network.eval(), spec
 
 
+@register_architecture("gend")
 def build_gend(
     weights_path: Path, entry: ModelEntry, device: str | torch.device = "cpu", extra_paths: dict[str, Path] | None = None
 ) -> TorchEngine:
@@ -287,3 +286,49 @@ def build_gend(
     network, spec = load_gend(weights_path)
     labels = LabelMapping(kind="softmax", fake_index=FAKE_INDEX, logits=True)
     return TorchEngine(entry.name, network, spec, labels, device)
+
+
+# ---------------------------------------------------------------- registry entries: the authors' three checkpoints
+
+GEND_PAPER = ("Yermakov, Cech, Matas, Fritz, 'Deepfake Detection that Generalizes Across Benchmarks', WACV 2026 "
+              "(arXiv 2508.06248, github.com/yermandy/GenD)")
+GEND_LICENCE = "MIT (GenD code and checkpoints); the backbones keep their own licences (DINOv3: Meta's DINOv3 licence)"
+GEND_TRAINED_ON = "FaceForensics++ c23 (paired real/fake frames from the official train split)"
+# (name, hub repo, pinned revision, model.safetensors sha256, backbone). Only the CLIP repo's revision and LFS hash
+# could be learned here (its commit 891ce014 and the LFS oid of model.safetensors, unchanged since the first upload
+# 94137254); the other two stay unpinned and unverified until someone records them from the hub.
+GEND_REPOS = (
+    ("gend-clip-l14", "yermandy/GenD_CLIP_L_14", "891ce014a0308386c4d7d25b3dcf436a22db5504",
+     "d76f0bdfd74a29fe1b1c1b84a80ac92486993e426878e8c7a3944281fbb96833", "openai/clip-vit-large-patch14"),
+    ("gend-pe-l", "yermandy/GenD_PE_L", None, None, "vit_pe_core_large_patch14_336 (timm)"),
+    ("gend-dinov3-l", "yermandy/GenD_DINOv3_L", None, None, "facebook/dinov3-vitl16-pretrain-lvd1689m"),
+)
+GEND_BACKENDS = ("torch", "onnx")
+
+
+def _gend(name: str, repo: str, revision: str | None, sha256: str | None, backbone: str) -> ModelEntry:
+    folder = repo.split("/", 1)[1]
+
+    def hub(file: str, sha: str | None) -> WeightsSource:
+        return WeightsSource(filename=f"{folder}/{file}", remote_name=file, hf_repo=repo, revision=revision,
+                             sha256=sha)
+
+    return ModelEntry(
+        name=name,
+        architecture="gend",
+        card=f"huggingface.co/{repo}",
+        description=f"GenD: {backbone} with only its LayerNorms fine-tuned, L2-normalised feature, linear 2-way head",
+        weights=hub(WEIGHTS_FILE, sha256),
+        companion_files={"config": hub(CONFIG_FILE, None)},
+        # Defaults only: the engine takes size, mean and std from the backbone's processor config.
+        input=InputSpec(size=224, mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711),
+                        margin=GEND_MARGIN),
+        labels=LabelMapping(kind="softmax", fake_index=FAKE_INDEX, logits=True),
+        paper=GEND_PAPER,
+        trained_on=GEND_TRAINED_ON,
+        licence=GEND_LICENCE,
+        backends=GEND_BACKENDS,
+    )
+
+
+register_models(*(_gend(*row) for row in GEND_REPOS))

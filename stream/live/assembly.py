@@ -1,0 +1,140 @@
+"""Engine assembly: registry names -> engines on their backend and precision, with their score calibrations and
+the fitted ensemble. One place for every command (`serve`, `scan`, `eval`, `calibrate`, `explain`, `engines
+build`) and for the cluster's node workers, so a node prepares its engines exactly as `serve` does.
+
+Where int8 calibration crops come from is the caller's business (`EngineOptions.int8_crops`): the command line cuts
+them from the user's media with the offline jobs, which live code never imports. Importing this module loads
+nothing heavy (every parser reads `ENSEMBLE_PREFIX`); torch and the engines load when something is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engines.base import Engine
+    from engines.calibration import Ensemble
+    from stream.config.serve import ServeConfig
+
+ENSEMBLE_PREFIX = "ensemble:"  # --model ensemble:a,b,c names a stacked ensemble of registry models
+ENSEMBLE_THRESHOLD = 0.5  # a fitted ensemble is calibrated: p(fake) >= 0.5 is fake
+
+CropsFor = Callable[[Any], Any]  # an engine's InputSpec -> uint8 face crops (N, size, size, 3) at its size and margin
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Where engines' weights come from and where they run. `int8_crops` gives the face crops int8 calibrates on
+    (required for `precision: int8`); `cache_dir` holds converted engines (default: engines.backends')."""
+
+    weights_dir: Path | None = None
+    device: str = "cpu"
+    offline: bool = False
+    backend: str = "auto"
+    precision: str = "fp32"
+    cache_dir: Path | None = None
+    int8_crops: CropsFor | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Assembly:
+    """The engines of one `--model` list, the ensemble when one was named, and the threshold each is judged at."""
+
+    engines: list[Engine]
+    ensemble: Ensemble | None
+    thresholds: list[float]
+
+
+def prepare_engine(name: str, options: EngineOptions, weights_file: Path | None = None) -> Engine:
+    """Build `name` from its weights (or `weights_file`, unverified) and move it onto the backend at the
+    precision (int8 calibrated on `options.int8_crops` at the engine's own crop size)."""
+    from engines.backends import prepare
+    from engines.registry import build_engine
+
+    engine = build_engine(name, weights_dir=options.weights_dir, weights_file=weights_file, device=options.device,
+                          allow_download=not options.offline)
+    calibration = None
+    if options.precision == "int8" and options.int8_crops is not None:
+        calibration = options.int8_crops(engine.spec)
+    return prepare(engine, options.backend, options.precision, calibration, options.cache_dir)
+
+
+def expand_models(names: Sequence[str]) -> tuple[list[str], str | None]:
+    """Registry names to build, and the ensemble's name when one `ensemble:a,b,...` was asked for."""
+    names = list(names)
+    ensembles = [n for n in names if n.startswith(ENSEMBLE_PREFIX)]
+    if not ensembles:
+        return names, None
+    if len(names) != 1:
+        raise ValueError("an ensemble is a model of its own: give it as the only --model")
+    members = [m.strip() for m in names[0].removeprefix(ENSEMBLE_PREFIX).split(",") if m.strip()]
+    if len(members) < 2 or len(set(members)) != len(members):
+        raise ValueError(f"{names[0]}: an ensemble needs two or more different models, e.g. "
+                         "ensemble:meso4-df,meso4-f2f")
+    return members, ENSEMBLE_PREFIX + ",".join(members)
+
+
+def attach_calibrations(engines: Sequence[Engine], files: Sequence[Path] | None,
+                        ensemble_name: str | None = None) -> Ensemble | None:
+    """Give each engine its calibration map: from `files` (checked against the engine's weights), else the file
+    beside its weights. Returns the fitted ensemble when `ensemble_name` is asked for (its file is required)."""
+    from engines.calibration import Calibration, CalibrationError, Ensemble, attach, beside, check_weights, read_file
+
+    by_name = {e.name: e for e in engines}
+    ensemble = None
+    for path in files or []:
+        item = read_file(path)
+        cals = item.members if isinstance(item, Ensemble) else [item]
+        if isinstance(item, Ensemble):
+            if ensemble_name is None or set(item.member_names) != set(by_name):
+                raise CalibrationError(f"{path}: an ensemble of {item.member_names}; run it with "
+                                       f"--model {ENSEMBLE_PREFIX}{','.join(item.member_names)}")
+            ensemble = item
+        for cal in cals:
+            if cal.model not in by_name:
+                raise CalibrationError(f"{path}: fitted for {cal.model}, which is not among the models "
+                                       f"{sorted(by_name)}")
+            engine = by_name[cal.model]
+            check_weights(cal, path, engine.name, engine.weights_sha256)
+            attach(engine, cal)
+    for engine in engines:
+        if engine.calibration is None and engine.weights_path is not None:
+            found = beside(engine.weights_path)
+            if found.is_file():
+                cal = read_file(found)
+                if not isinstance(cal, Calibration):
+                    raise CalibrationError(f"{found}: expected a single model's calibration")
+                check_weights(cal, found, engine.name, engine.weights_sha256)
+                attach(engine, cal)
+    if ensemble_name is not None and ensemble is None:
+        raise CalibrationError(f"{ensemble_name}: its stacking weights are fitted, never set by hand: fit them with "
+                               f"dfstream calibrate --model {ensemble_name} DATASET --out FILE, then pass "
+                               "--calibration FILE")
+    return ensemble
+
+
+def assemble(models: Sequence[str] | None, options: EngineOptions, calibrations: Sequence[Path] | None = None,
+             weights_file: Path | None = None) -> Assembly:
+    """The `--model` engines (default: the registry's default model), prepared, with their calibrations, the
+    ensemble if one was named, and their registry thresholds (the ensemble's own when there is one)."""
+    from engines.registry import DEFAULT_MODEL, get_entry
+
+    names, ensemble_name = expand_models(models or [DEFAULT_MODEL])
+    if weights_file and len(names) != 1:
+        raise ValueError("--weights needs exactly one --model")
+    engines = [prepare_engine(n, options, weights_file) for n in names]
+    ensemble = attach_calibrations(engines, calibrations, ensemble_name)
+    thresholds = [ENSEMBLE_THRESHOLD] if ensemble is not None else [get_entry(n).threshold for n in names]
+    return Assembly(engines, ensemble, thresholds)
+
+
+def serve_engines(config: ServeConfig, device: str, offline: bool = False,
+                  int8_crops: CropsFor | None = None) -> Assembly:
+    """A serve config's models on its backend and precision, with its calibrations: what `serve` and every node
+    worker of a cluster run."""
+    options = EngineOptions(weights_dir=config.weights_dir, device=device, offline=offline, backend=config.backend,
+                            precision=config.precision, int8_crops=int8_crops)
+    return assemble(list(config.models), options, list(config.calibration))

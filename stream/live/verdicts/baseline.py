@@ -1,0 +1,321 @@
+"""Per-camera baselines ("learn normal"): a camera's own known-real footage turns the global bar into a camera bar
+with a stated false-alarm rate.
+
+Why: scores carry a per-camera offset (lighting, compression, resolution, the person) that a global threshold
+cannot know. What is learned is what the verdict uses: the smoothed, fused track score of `TrackVerdict`
+(policy.py), so the promise is about verdicts, not single frames. Faces below the quality gate never reach `fit`:
+the caller leaves them out, as the judge does.
+
+**What is sampled.** The verdict turns fake when k consecutive smoothed updates reach t_high, so the statistic that
+matters is a run's *held level*: the lowest of k consecutive smoothed scores. Consecutive updates share most of
+their inputs (a median over `window` updates) and are not exchangeable, so each track's series is cut into
+non-overlapping blocks of `block` updates (default the median window: no two blocks share an input); a block's
+highest held level is one effective sample. Fewer than `min_effective` blocks is refused, with the seconds still
+needed.
+
+**The bar (the rule).** In logits of p(fake), with m block levels X and M the highest held level seen:
+1. conformal: with k = ceil((m + 1)(1 - alpha)) <= m, the bar is just above the k-th smallest X. For exchangeable
+   blocks, a new block of real footage turns the verdict fake with probability at most alpha (split conformal
+   prediction). Only this rule may lower the bar below t_high, and never below `floor`.
+2. bounded (k > m: the conformal bound is +inf, e.g. under 99 blocks at alpha 0.01): the Student-t prediction
+   bound of one more block level, mean(X) + t(1 - alpha, m - 1) sd(X) sqrt(1 + 1/m), never below M nor below
+   t_high. It assumes normal block levels in logits: a weaker promise, named `bounded` in the record.
+3. the ceiling: the bar is never above both t_high and M + `ceiling_margin`, so a face held far above everything
+   the camera showed as real always alerts, however short or noisy the footage was.
+So a noisy camera's bar only rises (it alerts less, never more); a quiet camera's bar drops only on a distribution-
+free guarantee and at most to `floor` (default p(fake) 0.5, where a calibrated model calls a face as likely fake
+as real), so a stretch learned while the camera happened to be quiet cannot make it alert on faces the model calls
+probably real. t_low moves by the same logit shift as t_high, so the hysteresis keeps its width.
+
+Files are JSON, keyed like calibration files (engines.calibration) by each engine's weights sha256 and its
+calibration map: a baseline is refused for other weights, because its scores would mean something else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engines.calibration import CalibrationError, check_weights, logit, read_json, sigmoid, write_file
+from stream.config.verdicts import VerdictPolicy
+from stream.live.scoring import fuse
+from stream.live.verdicts.policy import SEVERITY, TrackVerdict, Verdict
+
+BASELINE_FORMAT = "dfstream-baseline"
+FORMAT_VERSION = 1
+Fusion = Callable[[Mapping[str, float]], float | None]
+EngineScores = Mapping[str, float]
+
+
+class BaselineError(CalibrationError):
+    """A baseline that cannot be learned or used: the message says why and what to do."""
+
+
+class EngineKey(BaseModel):
+    """One engine a baseline was learned with: its weights and (if any) its calibration map, by sha256."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str = Field(description="registry name of the engine")
+    weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of its weights file")
+    calibration_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
+                                           description="sha256 of its calibration map's JSON, if one was applied")
+
+
+class Baseline(BaseModel):
+    """A camera's learned bar: what it was learned with, from how much footage, and the rule that set it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    format: Literal["dfstream-baseline"] = BASELINE_FORMAT
+    version: Literal[1] = FORMAT_VERSION
+    model: str = Field(description="the model as named on the command line (engines joined by +, or an ensemble)")
+    engines: list[EngineKey] = Field(min_length=1, description="each engine's weights and calibration")
+    ensemble_sha256: str | None = Field(default=None, description="sha256 of the stacked ensemble, if one fused")
+    policy: VerdictPolicy = Field(description="the verdict policy it was learned under (global bar, smoothing)")
+    fps: float | None = Field(default=None, gt=0, description="analysed frames per second of the footage")
+    source: str = Field(description="where the footage came from, credentials redacted")
+    learned_at: str = Field(description="when it was learned (ISO 8601, UTC)")
+    faces: int = Field(ge=0, description="face-frames judged (smoothed updates)")
+    gated: int = Field(default=0, ge=0, description="face-frames left out below the quality gate")
+    n_eff: int = Field(ge=1, description="effective samples: blocks of `block` smoothed updates")
+    block: int = Field(gt=0, description="smoothed updates per block")
+    alpha: float = Field(gt=0, lt=1, description="the false-alarm rate asked for")
+    rule: Literal["conformal", "bounded"] = Field(description="which bound set the bar before floor and ceiling")
+    conformal: float | None = Field(description="the conformal bound, p(fake); null when it is +inf")
+    bound: float = Field(description="the bound after rule 1 or 2, before floor and ceiling (p(fake))")
+    max_seen: float = Field(description="highest level the footage's smoothed p(fake) held for k updates")
+    clipped: Literal["floor", "ceiling"] | None = Field(
+        default=None, description="which limit moved the bar: the floor (or t_high for the bounded rule) or the ceiling")
+    threshold: float = Field(gt=0, lt=1, description="the camera's t_high: p(fake) at or above which it alerts")
+    t_low: float = Field(gt=0, lt=1, description="the camera's t_low, shifted like t_high")
+    levels: list[float] = Field(description="each block's highest level held for k updates, in order")
+
+    def verdict_policy(self) -> VerdictPolicy:
+        """The learned-under policy with the camera's thresholds: what a `TrackVerdict` of this camera runs."""
+        return self.policy.model_copy(update={"t_high": self.threshold, "t_low": self.t_low})
+
+    def judge(self, track: Iterable[EngineScores], fusion: Fusion | None = None) -> TrackJudgement:
+        """Run one track's engine scores (in time order) through the camera's rolling verdict."""
+        return run_track(track, self.verdict_policy(), fusion)
+
+    def summary(self) -> str:
+        """One line for a console: faces, effective samples, the bar, alpha and how it was set."""
+        how = self.rule + (f", clipped at the {self.clipped}" if self.clipped else "")
+        return (f"{self.faces} faces, {self.n_eff} effective samples (blocks of {self.block}), threshold "
+                f"{self.threshold:.4f} (global {self.policy.t_high:g}), alpha {self.alpha:g}, {how}")
+
+
+@dataclass(frozen=True, slots=True)
+class TrackJudgement:
+    """One track judged over time: its worst verdict, when it first turned fake, its peak smoothed score."""
+
+    verdict: Verdict | None  # None: no update (no judged face)
+    updates: int
+    peak: float | None
+    fake_at: int | None  # the update that turned it fake
+
+
+def _weighted_mean(policy: VerdictPolicy) -> Fusion:
+    """The live judge's fusion when no ensemble is given: the policy's weighted mean (`scoring.fuse`)."""
+    return lambda scores: fuse(scores, policy.weights)
+
+
+def run_track(track: Iterable[EngineScores], policy: VerdictPolicy, fusion: Fusion | None = None
+              ) -> TrackJudgement:
+    """A fresh `TrackVerdict` fed one track's engine scores; the worst verdict it reached."""
+    state, fusion = TrackVerdict(policy), fusion or _weighted_mean(policy)
+    worst: Verdict | None = None
+    updates, peak, fake_at = 0, None, None
+    for scores in track:
+        verdict = state.update(fusion(scores))
+        if state.smoothed is None:
+            continue
+        updates += 1
+        peak = state.smoothed if peak is None else max(peak, state.smoothed)
+        if verdict == "fake" and fake_at is None:
+            fake_at = updates - 1
+        worst = verdict if worst is None or SEVERITY[verdict] > SEVERITY[worst] else worst
+    return TrackJudgement(worst, updates, peak, fake_at)
+
+
+def smoothed_series(track: Iterable[EngineScores], policy: VerdictPolicy, fusion: Fusion | None = None
+                    ) -> list[float]:
+    """The smoothed, fused score after each update of a fresh `TrackVerdict`: what the verdict compares."""
+    state, fusion = TrackVerdict(policy), fusion or _weighted_mean(policy)
+    out = []
+    for scores in track:
+        state.update(fusion(scores))
+        if state.smoothed is not None:
+            out.append(float(state.smoothed))
+    return out
+
+
+def conformal_rank(n: int, alpha: float) -> int:
+    """k = ceil((n + 1)(1 - alpha)), computed so that (n + 1)(1 - alpha) landing on an integer is not pushed
+    up by rounding (n = 99, alpha = 0.01 gives 99, not 100)."""
+    return math.ceil(round((n + 1) * (1.0 - alpha), 9))
+
+
+def conformal_threshold(scores: Sequence[float], alpha: float) -> float:
+    """The split-conformal bound: the k-th smallest of n scores, k = ceil((n + 1)(1 - alpha)); +inf when k > n.
+    For exchangeable scores a new one exceeds it with probability at most alpha."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    n = len(scores)
+    k = conformal_rank(n, alpha)
+    return math.inf if k > n else float(np.sort(np.asarray(scores, dtype=np.float64))[k - 1])
+
+
+def block_size(policy: VerdictPolicy) -> int:
+    """Smoothed updates per effective sample: the median window (blocks share no input), or about the span of
+    an EMA (2 / ema_alpha updates hold 86 % of its weight at 0.3)."""
+    if policy.baseline.block is not None:
+        size = policy.baseline.block
+    else:
+        size = policy.window if policy.smoothing == "median" else math.ceil(2.0 / policy.ema_alpha)
+    return max(size, policy.k)  # a block holds at least one run of k updates
+
+
+def held_levels(series: Sequence[float], k: int) -> np.ndarray:
+    """For each run of k consecutive smoothed updates, the lowest of them: the highest bar the run stays at or
+    above. The verdict turns fake exactly when one of these reaches t_high."""
+    s = np.asarray(series, dtype=np.float64)
+    if len(s) < k:
+        return np.empty(0)
+    return np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
+
+
+def block_levels(series: Iterable[Sequence[float]], block: int, k: int) -> list[float]:
+    """Each complete block's highest held level (runs of k inside the block), per track in order: the lowest bar
+    the block would not have crossed. A track's last, incomplete block is left out."""
+    out = []
+    for s in series:
+        held = held_levels(s, k)
+        out += [float(held[i:i + block - k + 1].max()) for i in range(0, len(s) - block + 1, block)]
+    return out
+
+
+def t_bound(x: Sequence[float], alpha: float) -> float:
+    """Student-t upper prediction bound of one more draw of a normal sample x (at least two values)."""
+    from scipy.stats import t  # fitting only: the live judge never needs scipy
+
+    x = np.asarray(x, dtype=np.float64)
+    m = len(x)
+    return float(x.mean() + t.ppf(1.0 - alpha, m - 1) * x.std(ddof=1) * math.sqrt(1.0 + 1.0 / m))
+
+
+def fit(tracks: Sequence[Sequence[EngineScores]], policy: VerdictPolicy, *, model: str,
+        engines: Sequence[EngineKey], source: str, fps: float | None = None, gated: int = 0,
+        gated_reason: str | None = None, fusion: Fusion | None = None, ensemble_sha256: str | None = None,
+        learned_at: str | None = None) -> Baseline:
+    """Learn a camera's bar from its known-real footage: per track, the judged faces' engine scores in time
+    order (faces below the quality gate left out and counted in `gated`). Raises BaselineError for footage that
+    cannot vouch for the camera: no judged face, a stretch the global bar already calls fake, too few blocks."""
+    bp = policy.baseline
+    tracks = [list(t) for t in tracks if len(t)]
+    faces = sum(len(t) for t in tracks)
+    if not faces:
+        if gated:
+            raise BaselineError(f"a low-quality stretch: all {gated} faces are below the quality gate "
+                                f"({gated_reason or 'too small or blurred'}); learn from footage where faces are "
+                                "larger and sharper")
+        raise BaselineError("no face was found in the footage: a baseline is learned from faces")
+    if not bp.learn_on_fake:
+        for i, t in enumerate(tracks):
+            judged = run_track(t, policy, fusion)
+            if judged.verdict == "fake":
+                raise BaselineError(
+                    f"the model already calls this stretch fake (face {i + 1}, smoothed p(fake) up to "
+                    f"{judged.peak:.3f} >= t_high {policy.t_high:g}); a baseline vouches for real footage only. "
+                    "If the camera is known to be noisy, allow it with verdict.baseline.learn_on_fake "
+                    "(--allow-fake)")
+    series = [smoothed_series(t, policy, fusion) for t in tracks]
+    block = block_size(policy)
+    levels = block_levels(series, block, policy.k)
+    if len(levels) < bp.min_effective:
+        raise BaselineError(_too_few(len(levels), series, block, bp.min_effective, fps))
+    alpha = bp.alpha
+    top = max(float(held_levels(s, policy.k).max(initial=0.0)) for s in series)
+    q = conformal_threshold(levels, alpha)
+    if math.isfinite(q):
+        rule, bound = "conformal", float(np.nextafter(logit(np.array(q)), math.inf))  # alerts only above q
+    else:
+        rule, bound = "bounded", max(t_bound(logit(np.array(levels)), alpha), float(logit(np.array(top))))
+    t_high = float(logit(np.array(policy.t_high)))
+    lo = float(logit(np.array(bp.floor))) if rule == "conformal" else t_high  # only a guarantee may lower it
+    hi = max(t_high, float(logit(np.array(top))) + bp.ceiling_margin)
+    clipped = "floor" if bound < lo else "ceiling" if bound > hi else None
+    bar = float(np.clip(bound, lo, hi))
+    shift = bar - t_high
+    return Baseline(
+        model=model, engines=list(engines), ensemble_sha256=ensemble_sha256, policy=policy, fps=fps,
+        source=source, learned_at=learned_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        faces=faces, gated=gated, n_eff=len(levels), block=block, alpha=alpha, rule=rule,
+        conformal=None if math.isinf(q) else q, bound=float(sigmoid(np.array(bound))), max_seen=top,
+        clipped=clipped, threshold=float(sigmoid(np.array(bar))),
+        t_low=float(sigmoid(logit(np.array(policy.t_low)) + shift)), levels=levels)
+
+
+def _too_few(have: int, series: Sequence[Sequence[float]], block: int, need: int, fps: float | None) -> str:
+    """The refusal for too short a stretch: how much more footage of one face would do."""
+    updates = (need - have) * block - max(len(s) % block for s in series)
+    more = (f"{math.ceil(updates / fps)} s more of one face (at {fps:g} analysed fps)" if fps
+            else f"{updates} more face-frames of one face")
+    return (f"too few effective samples: {have} block(s) of {block} smoothed updates, {need} needed; "
+            f"learn from {more}")
+
+
+# -- the file ---------------------------------------------------------------------------------------------------
+
+def sha256_json(item: BaseModel) -> str:
+    """A record's fingerprint: sha256 of its canonical JSON (what a baseline stores of a calibration map)."""
+    return hashlib.sha256(json.dumps(item.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def read(path: Path) -> Baseline:
+    """A baseline file, validated; BaselineError says what is wrong with it."""
+    try:
+        data = read_json(path, "baseline")
+    except CalibrationError as exc:
+        raise BaselineError(str(exc)) from None
+    if data.get("format") != BASELINE_FORMAT:
+        raise BaselineError(f"{path}: not a baseline file (format {data.get('format')!r}, expected "
+                            f"{BASELINE_FORMAT!r})")
+    try:
+        return Baseline.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "file"
+        raise BaselineError(f"{path}: malformed baseline ({where}: {first['msg']})") from None
+
+
+def write(baseline: Baseline, path: Path) -> Path:
+    """Write atomically: an existing file is replaced only by a complete new one."""
+    return write_file(baseline, path)
+
+
+def check(baseline: Baseline, path: Path, engines: Sequence[EngineKey], ensemble_sha256: str | None = None) -> None:
+    """Refuse a baseline learned with other engines, other weights, another calibration or another ensemble."""
+    have = {e.model: e for e in engines}
+    if sorted(have) != sorted(e.model for e in baseline.engines):
+        raise BaselineError(f"{path}: learned with {baseline.model!r} "
+                            f"({', '.join(e.model for e in baseline.engines)}), not {', '.join(sorted(have))}")
+    for key in baseline.engines:
+        try:
+            check_weights(key, path, key.model, have[key.model].weights_sha256, remedy="learn it again with "
+                          "dfstream baseline")
+        except CalibrationError as exc:
+            raise BaselineError(str(exc)) from None
+        if key.calibration_sha256 != have[key.model].calibration_sha256:
+            raise BaselineError(f"{path}: learned with {'another' if key.calibration_sha256 else 'no'} calibration "
+                                f"map for {key.model}; its scores would mean something else: learn it again")
+    if baseline.ensemble_sha256 != ensemble_sha256:
+        raise BaselineError(f"{path}: learned with another ensemble (or none): learn it again")
