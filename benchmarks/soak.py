@@ -201,8 +201,10 @@ def run(args: argparse.Namespace) -> dict:
     serve = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                              env={**os.environ, SECRET_ENV: SECRET})
     rows: list[dict] = []
+    missed: list[dict] = []  # samples serve did not answer
     outages: list[dict] = []
     page: Counter = Counter()
+    loop = asyncio.new_event_loop()
     try:
         proc = psutil.Process(serve.pid)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -215,8 +217,7 @@ def run(args: argparse.Namespace) -> dict:
                 pass
             assert time.monotonic() < deadline, "serve did not get ready"
             time.sleep(1.0)
-        loop = asyncio.new_event_loop()
-        page_task = loop.create_task(watch_page(base, page))
+        loop.create_task(watch_page(base, page))  # cancelled in `finally`
         start = time.monotonic()
         total = args.minutes * 60.0
         plan = [(REDIS_KILL_AT * total, "kill", "redis", rds), (REDIS_KILL_AT * total + args.outage_s, "start",
@@ -231,17 +232,25 @@ def run(args: argparse.Namespace) -> dict:
                 outages.append({"t_s": round(now, 1), "action": action, "what": name})
                 print(json.dumps(outages[-1]), flush=True)
             if now >= next_sample:
-                rows.append({"t_s": round(now, 1), **sample(proc, base), "page_messages": sum(page.values())})
-                print(json.dumps(rows[-1]), flush=True)
+                try:
+                    rows.append({"t_s": round(now, 1), **sample(proc, base), "page_messages": sum(page.values())})
+                    print(json.dumps(rows[-1]), flush=True)
+                except (OSError, ValueError) as exc:  # serve did not answer in time: a finding, not the end
+                    missed.append({"t_s": round(now, 1), "error": f"{type(exc).__name__}: {exc}"})
+                    print(json.dumps({"missed": missed[-1]}), flush=True)
                 next_sample += SAMPLE_S
             if now >= next_churn:
-                churn(base)
+                try:
+                    churn(base)
+                except OSError as exc:
+                    missed.append({"t_s": round(now, 1), "error": f"churn: {type(exc).__name__}: {exc}"})
                 next_churn += CHURN_S
             loop.run_until_complete(asyncio.sleep(0.5))  # the page's websocket runs meanwhile
-        page_task.cancel()
-        loop.run_until_complete(asyncio.gather(page_task, return_exceptions=True))
-        loop.close()
     finally:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+            loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        loop.close()
         serve.send_signal(signal.SIGTERM)
         try:
             stopped = serve.wait(STOP_TIMEOUT_S) == 0
@@ -257,15 +266,15 @@ def run(args: argparse.Namespace) -> dict:
         camera.stop()
         broker.stop()
         rds.stop()
-    return summary(args, rows, outages, result, stopped, work)
+    return summary(args, rows, outages, result, stopped, work, missed)
 
 
-def summary(args, rows, outages, channels, stopped, work) -> dict:
+def summary(args, rows, outages, channels, stopped, work, missed) -> dict:
     half = [r for r in rows if r["t_s"] >= args.minutes * 30.0]
     out: dict = {"command": "benchmarks/soak.py " + " ".join(sys.argv[1:]), "date": datetime.now(timezone.utc)
                  .strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, load "
                  f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", "minutes": args.minutes, "samples": len(rows),
-                 "samples_second_half": len(half), "outages": outages, "serve_stopped_cleanly": stopped,
+                 "samples_second_half": len(half), "missed": missed, "outages": outages, "serve_stopped_cleanly": stopped,
                  "work_dir": str(work), "series": {}}
     for key in SERIES:
         values = [r[key] for r in half] or [0]

@@ -27,7 +27,7 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 
 from stream.live.evidence.names import ALERT_ID, CONTENT_TYPES
-from stream.live.server import auth
+from stream.live.server import auth, malloc
 from stream.live.server.hub import Client
 from stream.live.server.metrics import CONTENT_TYPE_LATEST, Metrics
 from stream.live.server.service import LiveService, RemoteUnavailable, StreamLimit
@@ -302,6 +302,7 @@ def build_app(service: LiveService, explainer: Explainer | None = None) -> web.A
     app[SERVICE_KEY] = service
     app[auth.GUARD_KEY] = auth.Guard(service.config)
     app.cleanup_ctx.append(service_ctx)
+    app.cleanup_ctx.append(malloc.trim_ctx)  # glibc's free pages back to the system once a minute
     if explainer is not None:
         app[EXPLAINER_KEY] = explainer
     app.cleanup_ctx.append(explain_ctx)
