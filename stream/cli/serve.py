@@ -108,6 +108,9 @@ def alert_explainer(config: Any, args: argparse.Namespace, engines: list[Any], o
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    from stream.live.server.malloc import cap_arenas
+
+    cap_arenas()  # before serve's threads exist: a long run's RSS stays flat (malloc.py says why)
     from aiohttp import web
 
     from stream.live.faces import FaceDetector

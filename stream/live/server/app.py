@@ -30,7 +30,7 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 
 from stream.live.evidence.names import ALERT_ID, CONTENT_TYPES
-from stream.live.server import auth, baselines
+from stream.live.server import auth, baselines, malloc
 from stream.live.server.hub import Client
 from stream.live.server.metrics import CONTENT_TYPE_LATEST, Metrics
 from stream.live.server.service import LiveService, RemoteUnavailable, StreamLimit
@@ -267,6 +267,8 @@ async def readyz(request: web.Request) -> web.Response:
         body["streams"]["states"] = {src.name: src.state.value for src in sources}
         if service.channels:  # queues, deliveries and dead letters of webhooks and MQTT (names: token only)
             body["channels"] = service.channels.stats()
+        if service.redis is not None:  # why Redis is not taking alerts (a refused password names its variable)
+            body["checks"]["bus"]["error"] = service.redis.stats()["last_error"]
     else:
         body["checks"]["engines"].pop("loaded")
         body["checks"]["engines"].pop("auto", None)
@@ -313,6 +315,7 @@ def build_app(service: LiveService, explainer: Explainer | None = None) -> web.A
     app[baselines.BASELINES_KEY] = service.baselines
     app[auth.GUARD_KEY] = auth.Guard(service.config)
     app.cleanup_ctx.append(service_ctx)
+    app.cleanup_ctx.append(malloc.trim_ctx)  # glibc's free pages back to the system once a minute
     if explainer is not None:
         app[EXPLAINER_KEY] = explainer
     app.cleanup_ctx.append(explain_ctx)

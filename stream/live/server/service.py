@@ -249,6 +249,8 @@ def open_redis(config: ServeConfig):
     """The bus's Redis edge with `--redis` (redis-py imported only then), else None."""
     if not config.redis:
         return None
-    from stream.live.bus.redis_bus import RedisBus
+    from stream.live.bus.redis_bus import RedisBus, open_credentials
 
-    return RedisBus(config.redis, data_dir=config.data_dir, namespace=config.redis_namespace)
+    credentials = open_credentials(config.redis_auth)  # an unset variable is refused before the spool opens
+    return RedisBus(config.redis, data_dir=config.data_dir, namespace=config.redis_namespace,
+                    credentials=credentials, tls=config.redis_auth)
