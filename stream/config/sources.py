@@ -73,6 +73,11 @@ class SourceConfig(BaseModel):
     detection: Literal["camera", "screen"] = Field(
         default="camera", description="how faces are searched for: camera (the detector's own settings) or screen "
         "(a captured screen or call grid: small faces in a large picture, stream/config/faces.py SCREEN)")
+    priority: int = Field(
+        default=0, ge=-100, le=100, description="under load, a stream with a higher priority keeps its analysed rate "
+        "longer and is paused later (stream/live/scheduler/governor.py); a stream someone is watching (a browser's "
+        "webcam or shared screen, a camera with relay viewers) comes before any priority. Changeable at run time: "
+        "POST /api/streams/NAME/priority")
     baseline: Path | None = Field(
         default=None, description="a camera baseline file (dfstream baseline): judge this stream with the bar learned "
         "from its own real footage instead of the global one; refused at start if learned with other models, "

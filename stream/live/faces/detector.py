@@ -55,7 +55,7 @@ class FaceDetector:
             select_largest=False,
             device=torch.device(self.config.device),
         )
-        if self.config.backend == "onnx":
+        if self.config.runs_on == "onnx":
             from stream.live.faces.mtcnn_onnx import use_onnx
 
             use_onnx(self._mtcnn, self.config.threads)

@@ -2,13 +2,19 @@
 
 It returns what it decided as a `Decision` record; the scheduler applies it (pauses or resumes a stream). The
 governor changes nothing but its own state (the smoothed load, the rates' scale, its recent decisions).
-Under load (busy more than `high_load` of the time, smoothed over periods) it lowers every stream's analysed
-rate by the same factor, down to `min_fps`; only then does it shed whole streams, the most recently added first.
-It restores them (and then the rates) once the load predicted after a step up stays below `recover_load`.
-The busy fraction is `BusyClock`'s busiest stage, so overlapped stages are not counted twice.
-Lowering rates together is fair (every camera keeps its share); shedding the newest first keeps the cameras an
-operator set up first. The governor reads no clock and runs no thread, so every decision can be tested step by
-step.
+Under load (more than `high_load`, smoothed over periods) it lowers analysed rates by `step_down` a period, the
+least important streams' first (`rank`: a stream someone watches, a browser's webcam or shared screen or a camera
+with relay viewers, outranks one nobody watches; then the higher `priority`), and a more important stream's only
+once every less important one is at `min_fps`. Only when every stream is at the floor does it pause whole streams,
+the least important first (the newest among equals). It restores them the other way round, the most important
+first, once the load predicted after a step up stays below `recover_load`.
+Trade-off: the person at the browser keeps a live analysis while unwatched cameras slow down; a low-priority
+camera can sit at the floor for as long as the machine is full. No stream is paused while any can still be
+slowed, so every camera keeps being looked at as long as possible.
+The load is what `SchedulerConfig.load` names: the process's CPU time per core over the period (`CpuClock`:
+decoders, conversions, the relay and every stage, so the machine is called full only when its cores are), or
+`BusyClock`'s busiest stage. The governor reads no clock and runs no thread, so every decision can be tested step
+by step.
 """
 
 from __future__ import annotations
@@ -33,7 +39,13 @@ class Governed(Protocol):
     def name(self) -> str: ...
 
     @property
-    def order(self) -> int: ...  # when it was added: later streams are shed first
+    def order(self) -> int: ...  # when it was added: among equals, later streams are shed first
+
+    @property
+    def priority(self) -> int: ...  # higher keeps its rate longer (SourceConfig.priority)
+
+    @property
+    def watched(self) -> bool: ...  # someone is looking at it (a browser's webcam, relay viewers)
 
     @property
     def shed(self) -> bool: ...
@@ -51,18 +63,20 @@ class Decision:
     and `resume` name the `stream` the scheduler must pause or resume."""
 
     action: Action
-    load: float  # the smoothed busy fraction it was decided on
-    scale: float  # the rates' scale after it
+    load: float  # the smoothed load it was decided on
+    scale: float  # the scale of the rates it changed, after it (for shed/resume: the governor's lowest)
     stream: str | None = None
     floor: float | None = None  # the min_fps floor a stream was shed at
+    streams: tuple[str, ...] = ()  # lower/raise: the streams whose rates changed (every one of one rank)
 
     @property
     def text(self) -> str:
         """In words, for the log and the status messages."""
+        which = f" of {', '.join(self.streams)}" if self.streams else ""
         if self.action == "lower":
-            return f"load {self.load:.0%}: analysed rates lowered to {self.scale:.0%} of target"
+            return f"load {self.load:.0%}: analysed rates{which} lowered to {self.scale:.0%} of target"
         if self.action == "raise":
-            return f"load {self.load:.0%}: analysed rates raised to {self.scale:.0%} of target"
+            return f"load {self.load:.0%}: analysed rates{which} raised to {self.scale:.0%} of target"
         if self.action == "shed":
             return f"load {self.load:.0%} at the {self.floor} fps floor: stream {self.stream} paused"
         return f"load {self.load:.0%}: stream {self.stream} resumed"
@@ -132,6 +146,28 @@ class BusyClock:
         return out
 
 
+class CpuClock:
+    """The process's load: CPU seconds of all its threads (`time.process_time`: decoders, colour conversions, the
+    relay's encoders, every stage) per core per wall second, over each period.
+
+    Why: a stage's wall time counts the time it waits for a core or for the GIL as busy, and each overlapped stage
+    has only part of the machine, so the busiest stage at 100 % can leave a third of a core idle; CPU time says
+    whether the cores are really full. Trade-off: it cannot see other processes, so on a machine shared with other
+    work the rates fall short of their targets without the governor lowering them (latency stays bounded: each
+    pass takes the newest frame). Cores are this process's affinity. Times in, a fraction out."""
+
+    def __init__(self, cores: int) -> None:
+        self.cores = max(1, cores)
+        self._mark: tuple[float, float] | None = None  # (wall, cpu) at the last take
+
+    def take(self, wall: float, cpu: float) -> float:
+        """The load since the last take (0.0 at the first), and start the next period at (`wall`, `cpu`)."""
+        mark, self._mark = self._mark, (wall, cpu)
+        if mark is None or wall <= mark[0]:
+            return 0.0
+        return max(0.0, cpu - mark[1]) / (wall - mark[0]) / self.cores
+
+
 def _covered(spans: Sequence[tuple[float, float]], start: float, end: float) -> float:
     """Seconds of [start, end] inside the union of `spans`."""
     busy, reach = 0.0, start
@@ -143,43 +179,93 @@ def _covered(spans: Sequence[tuple[float, float]], start: float, end: float) -> 
     return busy
 
 
+def rank(stream: Governed) -> tuple[bool, int]:
+    """How long a stream keeps its rate under load: a watched stream first, then by `priority` (higher first)."""
+    return bool(stream.watched), int(stream.priority)
+
+
 class LoadGovernor:
     def __init__(self, config: SchedulerConfig | None = None) -> None:
         self.config = config or SchedulerConfig()
-        self.scale = 1.0
+        self.scales: dict[str, float] = {}  # per stream: the share of its target rate it is given now (1.0: all)
+        self.reasons: dict[str, str] = {}  # per stream slowed or paused: why, in words
         self.utilisation = 0.0
         self.events: list[str] = []
 
-    def target_fps(self, analysed_fps: float) -> float:
-        """A stream's analysed rate now: its own target scaled down under load, never below the floor."""
-        return max(self.config.min_fps, analysed_fps * self.scale)
+    @property
+    def scale(self) -> float:
+        """The lowest stream's scale (1.0 when no stream is slowed)."""
+        return min(self.scales.values(), default=1.0)
+
+    def scale_of(self, name: str) -> float:
+        return self.scales.get(name, 1.0)
+
+    def target_fps(self, analysed_fps: float, name: str | None = None) -> float:
+        """A stream's analysed rate now: its own target scaled down under load, never below the floor (`name`
+        None: at the lowest stream's scale)."""
+        scale = self.scale if name is None else self.scale_of(name)
+        return max(self.config.min_fps, analysed_fps * scale)
+
+    def forget(self, name: str) -> None:
+        """A removed stream's scale and reason go with it."""
+        self.scales.pop(name, None)
+        self.reasons.pop(name, None)
 
     def observe(self, utilisation: float, streams: Sequence[Governed]) -> Decision | None:
-        """Take one period's busy fraction; decide to lower or raise the rates (applied to `scale` here) or to
+        """Take one period's load; decide to lower or raise some streams' rates (applied to `scales` here) or to
         shed or resume one stream (for the caller to apply). Returns the decision (also kept, in words, in
         `events`), or None. The streams are only read."""
         c = self.config
         self.utilisation = utilisation = c.load_smoothing * utilisation + (1 - c.load_smoothing) * self.utilisation
         active = [s for s in streams if not s.shed]
         shed = [s for s in streams if s.shed]
-        floor = all(s.analysed_fps * self.scale <= c.min_fps for s in active)
+        above = [s for s in active if s.analysed_fps * self.scale_of(s.name) > c.min_fps]
         if utilisation > c.high_load:
-            if not floor:
-                self.scale *= c.step_down
-                return self._decided(Decision("lower", utilisation, self.scale))
+            if above:
+                least = min(rank(s) for s in above)
+                names = tuple(s.name for s in above if rank(s) == least)
+                for n in names:
+                    self.scales[n] = self.scale_of(n) * c.step_down
+                for n in names:
+                    self.reasons[n] = self._slowed_reason(utilisation, n, least, streams)
+                return self._decided(Decision("lower", utilisation, self.scale_of(names[0]), streams=names))
             if len(active) > 1:
-                victim = max(active, key=lambda s: s.order)
+                victim = min(active, key=lambda s: (rank(s), -s.order))
+                self.reasons[victim.name] = (f"paused at load {utilisation:.0%}: every stream at the {c.min_fps} "
+                                             f"fps floor and this one the least important ({_rank_words(rank(victim))})")
                 return self._decided(Decision("shed", utilisation, self.scale, victim.name, c.min_fps))
         elif utilisation * c.step_up < c.recover_load:
-            if shed:
-                back = min(shed, key=lambda s: s.order)
-                return self._decided(Decision("resume", utilisation, self.scale, back.name))
-            if self.scale < 1.0:
-                self.scale = min(1.0, self.scale * c.step_up)
-                return self._decided(Decision("raise", utilisation, self.scale))
+            slowed = [s for s in active if self.scale_of(s.name) < 1.0]
+            if not shed and not slowed:
+                return None
+            best = max(rank(s) for s in (*shed, *slowed))
+            back = [s for s in shed if rank(s) == best]
+            if back:
+                stream = min(back, key=lambda s: s.order)
+                self.reasons[stream.name] = self._slowed_reason(utilisation, stream.name, best, streams)
+                return self._decided(Decision("resume", utilisation, self.scale, stream.name))
+            names = tuple(s.name for s in slowed if rank(s) == best)
+            for n in names:
+                self.scales[n] = min(1.0, self.scale_of(n) * c.step_up)
+                if self.scales[n] >= 1.0:
+                    del self.scales[n]
+                    self.reasons.pop(n, None)
+                else:
+                    self.reasons[n] = self._slowed_reason(utilisation, n, best, streams)
+            return self._decided(Decision("raise", utilisation, self.scale_of(names[0]), streams=names))
         return None
+
+    def _slowed_reason(self, load: float, name: str, its_rank: tuple[bool, int], streams: Sequence[Governed]) -> str:
+        above = sum(1 for s in streams if rank(s) > its_rank)
+        kept = f"; {above} more important stream(s) keep their rate" if above else ""
+        return (f"slowed to {self.scale_of(name):.0%} of its target at load {load:.0%} "
+                f"({_rank_words(its_rank)}){kept}")
 
     def _decided(self, decision: Decision) -> Decision:
         log.info("scheduler: %s", decision.text)
         self.events = (self.events + [decision.text])[-EVENTS_KEPT:]
         return decision
+
+
+def _rank_words(r: tuple[bool, int]) -> str:
+    return f"{'watched' if r[0] else 'not watched'}, priority {r[1]}"

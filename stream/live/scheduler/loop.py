@@ -29,8 +29,9 @@ from stream.live.faces import FaceDetector, crop_faces
 from stream.live.faces.quality import measure
 from stream.live.faces.tracker import iou_matrix
 from stream.live.rings import CropRing
-from stream.live.scheduler.governor import BusyClock, Decision, LoadGovernor
+from stream.live.scheduler.governor import BusyClock, CpuClock, Decision, LoadGovernor
 from stream.live.scheduler.pipelines import Pipeline, pipeline_for
+from stream.live.scheduler.threads import cores_here
 from stream.live.scheduler.track import EVIDENCE_CROP, EVIDENCE_FRAMES, LiveStream, Track
 from stream.live.scoring import Scorer
 from stream.live.sources import Frame
@@ -74,6 +75,8 @@ class Scheduler:
         self._pipeline: Pipeline | None = None
         self._added = 0
         self._window_start = self._last_status = time.monotonic()  # the governor's period, the status heartbeat
+        self._cpu = CpuClock(cores_here())
+        self.cpu_load = self.stage_load = 0.0  # the last period's, both measures
 
     # --- streams -------------------------------------------------------------------------------------------
     def add(self, source: StreamSource) -> LiveStream:
@@ -89,6 +92,7 @@ class Scheduler:
             st = self._streams.pop(name, None)
         if st is not None:
             self.judge.stream_removed(name)
+            self.governor.forget(name)
         return st.source if st else None
 
     def stream(self, name: str) -> LiveStream:
@@ -103,7 +107,7 @@ class Scheduler:
         return [s.source for s in self.streams()]
 
     def target_fps(self, st: LiveStream) -> float:
-        return self.governor.target_fps(st.source.analysed_fps)
+        return self.governor.target_fps(st.source.analysed_fps, st.name)
 
     # --- loop ----------------------------------------------------------------------------------------------
     @property
@@ -112,10 +116,11 @@ class Scheduler:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
-        self._pipeline = pipeline_for(self.config.pipeline, self)
+        self._pipeline = pipeline_for(self.config.pipeline, self, self.config.threads)
         self._pipeline.open()
         self._stop.clear()
         self._window_start = self._last_status = time.monotonic()
+        self._cpu.take(self._window_start, time.process_time())
         self._thread = threading.Thread(target=self._pipeline.run, args=(self._stop,), name="scheduler", daemon=True)
         self._thread.start()
 
@@ -128,10 +133,14 @@ class Scheduler:
         self.judge.close()
 
     def tick(self, clock: BusyClock) -> None:
-        """The governor's period and the status heartbeat, on the scheduler's thread between passes."""
+        """The governor's period and the status heartbeat, on the scheduler's thread between passes. The load is
+        the process's CPU per core (`config.load: cpu`) or the busiest stage's busy share (`stage`); both are
+        reported."""
         now = time.monotonic()
         if now - self._window_start >= self.config.adapt_period_s:
-            self.govern(clock.take(self._window_start, now))
+            self.stage_load = clock.take(self._window_start, now)
+            self.cpu_load = self._cpu.take(now, time.process_time())
+            self.govern(self.cpu_load if self.config.load == "cpu" else self.stage_load)
             self._window_start = now
         if now - self._last_status >= self.config.status_period_s:
             self.publish_status()
@@ -278,7 +287,10 @@ class Scheduler:
             analysed_fps=round(st.analysed.rate(), 2), target_fps=round(self.target_fps(st), 2),
             latency_ms={"p50": st.latency.percentile_ms(50), "p95": st.latency.percentile_ms(95)},
             shed=st.shed, tracks=len(st.tracks), gated_faces=st.gated_faces,
-            scheduler={"scale": round(g.scale, 3), "load": round(g.utilisation, 3),
-                       "events": g.events[-STATUS_EVENTS:]})
+            scheduler={"scale": round(g.scale_of(st.name), 3), "load": round(g.utilisation, 3),
+                       "cpu": round(self.cpu_load, 3), "stage": round(self.stage_load, 3),
+                       "measure": self.config.load, "events": g.events[-STATUS_EVENTS:]},
+            reason=g.reasons.get(st.name) if st.shed or g.scale_of(st.name) < 1.0 else None,
+            priority=st.priority, watched=st.watched)
         baseline = self.bars.status(st.name, self.target_fps(st)) if self.bars is not None else None
         return Status(st.name, source=st.source.source_status(), scheduler=sched, baseline=baseline)

@@ -61,6 +61,14 @@ class LiveStream:
     def analysed_fps(self) -> float:
         return self.source.analysed_fps
 
+    @property
+    def priority(self) -> int:
+        return self.source.priority
+
+    @property
+    def watched(self) -> bool:
+        return self.source.watched
+
     def drop(self, track_ids) -> list[Track]:
         """Forget expired tracks; returns their records (for ending their alerts)."""
         return [t for t in (self.tracks.pop(i, None) for i in track_ids) if t is not None]

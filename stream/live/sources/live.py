@@ -69,6 +69,30 @@ class StreamSource(StateMachine):
         self._subscribers: list[Callable[[Frame], None]] = []
         self._packet_subscribers: list[Callable[[Packet], None]] = []
         self._ring_status: Callable[[], dict[str, Any]] | None = None  # a recording ring fed by this source
+        self.priority = 0  # under load a higher one keeps its rate longer (SourceConfig.priority, the API)
+        self._watchers = 0  # relay viewers now (watch())
+        self._watch_lock = threading.Lock()
+
+    @property
+    def watched(self) -> bool:
+        """Whether someone is looking at this stream now (its relay has viewers): under load it keeps its rate
+        longest (scheduler/governor.py)."""
+        return self._watchers > 0
+
+    def watch(self) -> Callable[[], None]:
+        """Count one more viewer (the relay, while the stream has viewers); returns the function that ends it
+        (calling it twice is harmless)."""
+        with self._watch_lock:
+            self._watchers += 1
+        done = threading.Event()
+
+        def unwatch() -> None:
+            with self._watch_lock:
+                if not done.is_set():
+                    done.set()
+                    self._watchers -= 1
+
+        return unwatch
 
     def deliver(self, frame: Frame) -> None:
         self.frame_rate.tick(frame.received)
@@ -165,6 +189,7 @@ class AVLiveSource(StreamSource):
 
     def __init__(self, config: SourceConfig, rng: random.Random | None = None) -> None:
         super().__init__(config.name, config.url, LatestFrameBuffer(1, config.policy), config.analysed_fps)
+        self.priority = config.priority
         self.config = config
         self.detection = PROFILES[config.detection]
         self._rng = rng or random.Random()

@@ -81,6 +81,11 @@ class WebRTCSource(StreamSource):
         self._tasks: list[asyncio.Task] = []
         self.bitrate_kbps: float | None = None  # the receiver's measured bitrate; None until first measured
 
+    @property
+    def watched(self) -> bool:
+        """Always: the person sending a webcam or a shared screen is looking at its tile (governor.py)."""
+        return True
+
     def link_quality(self) -> dict[str, Any]:
         """The received frame size ([w, h], None before the first frame) and bitrate (kbit/s, None until
         measured)."""

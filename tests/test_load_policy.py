@@ -1,0 +1,221 @@
+"""Who waits under load (issue 25): watched streams and higher priorities keep their rate longest, the status says
+why a stream is slowed or paused, and the load is the process's CPU time, not a stage's wall time."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from dataclasses import dataclass, replace
+
+import pytest
+
+from stream.config.scheduler import DetectionPolicy, SchedulerConfig
+from stream.config.serve import ServeConfig
+from stream.config.sources import SourceConfig
+from stream.live.scheduler.governor import CpuClock, LoadGovernor, rank
+from stream.live.scheduler.loop import Scheduler
+from stream.live.sources.buffer import LatestFrameBuffer
+from stream.live.sources.live import AVLiveSource, StreamSource
+
+from live_server import LiveServer
+from serve_fakes import Idle, NoFaces, Ticker, add_source
+
+MIN_FPS = 1.0
+
+
+@dataclass(frozen=True)
+class _Stream:
+    name: str
+    order: int
+    analysed_fps: float = 5.0
+    shed: bool = False
+    priority: int = 0
+    watched: bool = False
+
+
+def _loaded(governor: LoadGovernor, streams: list[_Stream], periods: int, load: float = 0.99) -> list[_Stream]:
+    """`periods` of `load`, applying sheds and resumes as the scheduler does."""
+    for _ in range(periods):
+        d = governor.observe(load, streams)
+        if d is not None and d.stream is not None:
+            streams = [replace(s, shed=d.action == "shed") if s.name == d.stream else s for s in streams]
+    return streams
+
+
+def _paused(governor: LoadGovernor) -> list[str]:
+    return [e.split("stream ")[1].split(" paused")[0] for e in governor.events if " paused" in e]
+
+
+def test_a_watched_webcam_keeps_its_rate_while_the_files_slow_down_and_pause_first():
+    governor = LoadGovernor(SchedulerConfig(min_fps=MIN_FPS, load_smoothing=1.0))
+    # the webcam was connected last: before issue 25 it was the first one paused
+    streams = [_Stream("file1", 1), _Stream("file2", 2), _Stream("webcam", 3, watched=True)]
+    streams = _loaded(governor, streams, 8)  # 5 fps * 0.8 ** 8 < 1 fps: the files reach the floor
+    assert governor.scale_of("webcam") == 1.0
+    assert governor.target_fps(5.0, "file1") == governor.target_fps(5.0, "file2") == MIN_FPS
+    assert "not watched, priority 0" in governor.reasons["file1"] and "1 more important" in governor.reasons["file1"]
+    assert "webcam" not in governor.reasons
+    streams = _loaded(governor, streams, 1)  # only now is the webcam slowed
+    assert governor.scale_of("webcam") == pytest.approx(0.8)
+    streams = _loaded(governor, streams, 30)
+    assert _paused(governor) == ["file2", "file1"]  # the newer file first; the webcam, last left, never goes
+    assert not next(s for s in streams if s.name == "webcam").shed
+    assert "paused" in governor.reasons["file2"] and "least important" in governor.reasons["file2"]
+    # recovery runs the other way: the webcam's rate first, then the files, the oldest first
+    for _ in range(60):
+        streams = _loaded(governor, streams, 1, load=0.1)
+        if governor.scale_of("webcam") < 1.0:
+            assert all(s.shed or governor.scale_of(s.name) < 1.0 for s in streams if s.name != "webcam")
+    assert not any(s.shed for s in streams) and governor.scale == 1.0 and not governor.reasons
+
+
+def test_priority_orders_the_unwatched_streams_and_the_newest_goes_first_among_equals():
+    governor = LoadGovernor(SchedulerConfig(min_fps=MIN_FPS, load_smoothing=1.0))
+    streams = [_Stream("lobby", 1, priority=-5), _Stream("vault", 2, priority=10), _Stream("door", 3),
+               _Stream("hall", 4)]
+    assert sorted(streams, key=rank)[0].name == "lobby" and max(streams, key=rank).name == "vault"
+    first = governor.observe(0.99, streams)
+    assert first.action == "lower" and first.streams == ("lobby",)
+    streams = _loaded(governor, streams, 8)  # lobby at the floor after 8 steps, then door and hall together
+    assert governor.scale_of("door") == governor.scale_of("hall") < 1.0 == governor.scale_of("vault")
+    streams = _loaded(governor, streams, 60)
+    assert _paused(governor) == ["lobby", "hall", "door"]  # the lowest, then the newer of door/hall; vault stays
+    assert not next(s for s in streams if s.name == "vault").shed
+
+
+def test_the_cpu_clock_is_cpu_seconds_per_core_over_the_period():
+    clock = CpuClock(cores=2)
+    assert clock.take(10.0, 3.0) == 0.0  # the first take only starts a period
+    assert clock.take(11.0, 4.5) == pytest.approx(0.75)  # 1.5 CPU seconds in 1 s on 2 cores
+    assert clock.take(12.0, 4.5) == 0.0
+    real = CpuClock(cores=1)
+    real.take(time.monotonic(), time.process_time())
+    time.sleep(0.3)
+    asleep = real.take(time.monotonic(), time.process_time())
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:
+        hashlib.sha256(b"x" * 4096).digest()  # this thread busy the whole period (as much as a shared machine lets)
+    busy = real.take(time.monotonic(), time.process_time())
+    assert asleep < 0.05 and asleep + 0.1 < busy <= 1.05, (asleep, busy)
+
+
+class _SleepyDetector(NoFaces):
+    """A detector that takes 80 ms a frame without using a core (a stage that waits, not works)."""
+
+    def detect(self, images, profiles=None):
+        time.sleep(0.08)
+        return super().detect(images, profiles)
+
+
+def _run(load: str, seconds: float = 3.0) -> Scheduler:
+    config = SchedulerConfig(load=load, load_smoothing=1.0, adapt_period_s=0.5,
+                             detection=DetectionPolicy(detect_every=1))
+    statuses = []
+    sched = Scheduler(_SleepyDetector(), [], statuses.append, config)
+    source = Ticker("cam", fps=60.0, analysed_fps=20.0)  # 20 detections of 80 ms a second do not fit
+    sched.add(source)
+    source.start()
+    sched.start()
+    try:
+        time.sleep(seconds)
+    finally:
+        sched.stop()
+        source.stop()
+    return sched
+
+
+def test_a_full_stage_on_idle_cores_is_not_called_load_but_the_old_measure_still_is():
+    cpu = _run("cpu")
+    assert cpu.stage_load > 0.9  # the detector stage is full...
+    assert cpu.cpu_load < 0.5 and cpu.governor.scale == 1.0, cpu.governor.events  # ...but the cores are idle
+    stage = _run("stage")
+    assert stage.governor.scale < 1.0  # the measure before issue 25, still selectable
+
+
+def test_the_status_says_why_a_stream_is_slowed_or_paused():
+    statuses = []
+    sched = Scheduler(NoFaces(), [], statuses.append, SchedulerConfig(min_fps=MIN_FPS, load_smoothing=1.0))
+    cam = sched.add(_Quiet("cam"))
+    cam.source.priority = 3
+    sched.add(_Quiet("webcam", watched=True))
+    sched.publish_status()
+    at_rest = {s.stream: s.scheduler for s in statuses}
+    assert at_rest["cam"].reason is None and at_rest["cam"].priority == 3 and not at_rest["cam"].watched
+    assert at_rest["webcam"].watched
+    sched.govern(0.99)
+    statuses.clear()
+    sched.publish_status()
+    got = {s.stream: s.scheduler.to_message() for s in statuses}
+    assert got["cam"]["reason"].startswith("slowed to 80% of its target at load 99%")
+    assert got["cam"]["scheduler"]["scale"] == 0.8 and got["cam"]["scheduler"]["measure"] == "cpu"
+    assert got["webcam"]["reason"] is None and got["webcam"]["scheduler"]["scale"] == 1.0
+    for _ in range(40):
+        sched.govern(0.99)
+    statuses.clear()
+    sched.publish_status()
+    got = {s.stream: s.scheduler for s in statuses}
+    assert got["cam"].shed and got["cam"].reason.startswith("paused at load 99%")
+    assert not got["webcam"].shed
+
+
+class _Quiet(StreamSource):
+    """A stream at 5 analysed fps that sends nothing; `watched` like a browser's webcam."""
+
+    def __init__(self, name: str, watched: bool = False) -> None:
+        super().__init__(name, "test:", LatestFrameBuffer(), 5.0)
+        self._always_watched = watched
+
+    @property
+    def watched(self) -> bool:
+        return self._always_watched or super().watched
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def test_relay_viewers_make_a_stream_watched_while_they_last():
+    from stream.live.server.relay_media import StreamRelay
+
+    source = Idle("cam")
+    loop = asyncio.new_event_loop()
+    try:
+        relay = StreamRelay(source, loop)
+        assert source.watched
+        second = source.watch()
+        relay.close()
+        assert source.watched  # someone else still watches
+        second()
+        second()  # twice is harmless
+        assert not source.watched
+    finally:
+        loop.close()
+
+
+def test_a_configured_priority_reaches_the_source():
+    assert AVLiveSource(SourceConfig(name="cam", url="/dev/null", priority=7)).priority == 7
+    with pytest.raises(ValueError, match="less than or equal to 100"):
+        SourceConfig(name="cam", url="/dev/null", priority=101)
+
+
+def test_the_api_sets_a_priority_and_refuses_bad_ones_changing_nothing(tmp_path):
+    with LiveServer(ServeConfig(port=0, data_dir=tmp_path), [], detector=NoFaces()) as server:
+        add_source(server, Idle("cam"))
+        source = server.service.scheduler.sources()[0]
+        status, body = server.api("POST", "/api/streams/cam/priority", {"priority": 5})
+        assert status == 200 and json.loads(body) == {"name": "cam", "priority": 5} and source.priority == 5
+        for bad, words in (({"priority": "high"}, "integer"), ({"priority": True}, "integer"),
+                           ({"priority": 2.0}, "integer"), ({"priority": 101}, "between -100 and 100"),
+                           ({}, '{"priority": N}')):
+            status, body = server.api("POST", "/api/streams/cam/priority", bad)
+            assert status == 400 and words in body, (bad, body)
+            assert source.priority == 5  # nothing changed
+        status, _ = server.api("POST", "/api/streams/nope/priority", {"priority": 1})
+        assert status == 404 and source.priority == 5
+        names = server.service.names()
+        status, body = server.api("POST", "/api/streams", {"url": str(tmp_path / "x.mp4"), "priority": -101})
+        assert status == 400 and "between -100 and 100" in body and server.service.names() == names
