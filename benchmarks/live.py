@@ -4,11 +4,11 @@ Per stream it prints displayed fps (frames decoded and paced per second), analys
 detection and the engines), frames dropped at the latest-frame buffer, and frame->score latency p50/p95 (from the
 moment a frame was decoded to the moment its overlay was published). For the process: cores busy (CPU seconds per
 second), analysed face-frames per core-second (comparable across machines), the governor's lowest scale and its
-load (CPU and busiest stage), RSS. The last lines are a Markdown row for docs/performance.md and the issue-25
+load (process CPU, machine CPU, busiest stage), RSS. The last lines are a Markdown row for docs/performance.md and the issue-25
 check (every stream displayed >= 29 fps and analysed >= 4.5 fps, p95 <= 300 ms).
 
 With no flag it runs what `serve` runs with no flag (issue 25's defaults: MTCNN on ORT, overlapped stages, the
-shared thread plan, frames converted on take, the CPU load measure). `--compare` runs the setup before issue 25
+shared thread plan, frames converted on take, the "cores" load measure). `--compare` runs the setup before issue 25
 (`OLD`: serial, MTCNN on torch, every frame converted to RGB on its decoder thread, the PIL downscale, the busiest
 stage as load) and the defaults on the same inputs in one process, alternating `--rounds` times, so both see the
 same machine load, and prints both side by side.
@@ -193,12 +193,12 @@ def main() -> None:
                           f"{b['mean_p']:.3f} / {n['mean_p']:.3f}")
         console.print(table)
     console.print("| setup | analysed fps a stream (min / mean) | displayed fps (min) | p95 ms (max) | cores busy | "
-                  "face-frames per core-s | governor scale / load (cpu, stage) |")
+                  "face-frames per core-s | governor scale / load (process, machine, stage) |")
     console.print("|---|---|---|---|---|---|---|")
     for name, r in summaries.items():
         console.print(f"| {name} | {r['analysed_min']:.1f} / {r['analysed_mean']:.1f} | {r['displayed_min']:.1f} | "
                       f"{r['p95_max']:.0f} | {r['cores']:.2f} | {r['per_core_s']:.1f} | {r['scale']:.2f} / "
-                      f"{r['cpu_load']:.2f}, {r['stage_load']:.2f} |")
+                      f"{r['cpu_load']:.2f}, {r['machine_load']:.2f}, {r['stage_load']:.2f} |")
     for name, r in summaries.items():
         ok = (r["displayed_min"] >= DISPLAYED_MIN and r["analysed_min"] >= ANALYSED_MIN and r["p95_max"] <= P95_MAX_MS)
         console.print(f"issue 25 bar ({name}): displayed >= {DISPLAYED_MIN} fps, analysed >= {ANALYSED_MIN} fps, "
@@ -209,7 +209,7 @@ def summarise(runs: list[dict]) -> dict:
     """The figures of one setup, averaged over its runs."""
     streams = {name: {k: float(np.nanmean([r["streams"][name][k] for r in runs])) for k in runs[0]["streams"][name]}
                for name in runs[0]["streams"]}
-    avg = {k: float(np.nanmean([r[k] for r in runs])) for k in ("cores", "per_core_s", "scale", "cpu_load", "stage_load")}
+    avg = {k: float(np.nanmean([r[k] for r in runs])) for k in ("cores", "per_core_s", "scale", "cpu_load", "machine_load", "stage_load")}
     return {"streams": streams, **avg,
             "analysed_min": min(s["analysed"] for s in streams.values()),
             "analysed_mean": float(np.mean([s["analysed"] for s in streams.values()])),
@@ -298,10 +298,12 @@ def run_once(args, engine, videos, detector_config, setup: Setup, console) -> di
     gov = next(iter(last.values()), {}).get("scheduler", {})
     scales = [st.get("scheduler", {}).get("scale", 1.0) for st in last.values()]
     out.update(cores=cores, per_core_s=faces[0] / max(cores * elapsed, 1e-9), scale=min(scales, default=1.0),
-               cpu_load=gov.get("cpu", np.nan), stage_load=gov.get("stage", np.nan))
+               cpu_load=gov.get("cpu", np.nan), machine_load=gov.get("machine", np.nan),
+               stage_load=gov.get("stage", np.nan))
     console.print(f"cores busy {cores:.2f} of {psutil.cpu_count()} | analysed face-frames {faces[0]} = "
                   f"{out['per_core_s']:.1f} per core-second | RSS {rss / 2**20:.0f} MiB | governor lowest scale "
-                  f"{out['scale']:.2f}, smoothed load {gov.get('load')} (cpu {gov.get('cpu')}, stage {gov.get('stage')}, "
+                  f"{out['scale']:.2f}, smoothed load {gov.get('load')} (process {gov.get('cpu')}, machine "
+                  f"{gov.get('machine')}, stage {gov.get('stage')}, "
                   f"measure {gov.get('measure')}) | 1-min load average {psutil.getloadavg()[0]:.1f}")
     console.print(f"events: {gov.get('events')}")
     return out

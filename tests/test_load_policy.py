@@ -14,7 +14,7 @@ import pytest
 from stream.config.scheduler import DetectionPolicy, SchedulerConfig
 from stream.config.serve import ServeConfig
 from stream.config.sources import SourceConfig
-from stream.live.scheduler.governor import CpuClock, LoadGovernor, rank
+from stream.live.scheduler.governor import CpuClock, LoadGovernor, load_of, rank
 from stream.live.scheduler.loop import Scheduler
 from stream.live.sources.buffer import LatestFrameBuffer
 from stream.live.sources.live import AVLiveSource, StreamSource
@@ -126,8 +126,21 @@ def _run(load: str, seconds: float = 3.0) -> Scheduler:
     return sched
 
 
-def test_a_full_stage_on_idle_cores_is_not_called_load_but_the_old_measure_still_is():
-    cpu = _run("cpu")
+def test_the_default_load_is_a_full_pipeline_on_full_cores():
+    # the stage full, a third of a core idle (the case of issue 25): not full
+    assert load_of("cores", stage=1.0, process=0.83, machine=0.83) == pytest.approx(0.83)
+    # cores full with another process's work too, the pipeline full: full, so who waits is decided
+    assert load_of("cores", stage=0.98, process=0.4, machine=1.0) == pytest.approx(0.98)
+    # cores full but the pipeline keeps up: not full
+    assert load_of("cores", stage=0.5, process=0.9, machine=1.0) == pytest.approx(0.5)
+    assert load_of("process", 1.0, 0.3, 1.0) == 0.3 and load_of("stage", 1.0, 0.3, 0.3) == 1.0
+    with pytest.raises(ValueError, match="unknown load measure"):
+        load_of("wall", 1.0, 1.0, 1.0)  # type: ignore[arg-type]
+    assert SchedulerConfig().load == "cores"
+
+
+def test_a_full_stage_on_idle_cores_is_not_process_load_but_the_old_measure_still_is():
+    cpu = _run("process")
     assert cpu.stage_load > 0.9  # the detector stage is full...
     assert cpu.cpu_load < 0.5 and cpu.governor.scale == 1.0, cpu.governor.events  # ...but the cores are idle
     stage = _run("stage")
@@ -149,7 +162,7 @@ def test_the_status_says_why_a_stream_is_slowed_or_paused():
     sched.publish_status()
     got = {s.stream: s.scheduler.to_message() for s in statuses}
     assert got["cam"]["reason"].startswith("slowed to 80% of its target at load 99%")
-    assert got["cam"]["scheduler"]["scale"] == 0.8 and got["cam"]["scheduler"]["measure"] == "cpu"
+    assert got["cam"]["scheduler"]["scale"] == 0.8 and got["cam"]["scheduler"]["measure"] == "cores"
     assert got["webcam"]["reason"] is None and got["webcam"]["scheduler"]["scale"] == 1.0
     for _ in range(40):
         sched.govern(0.99)

@@ -59,8 +59,9 @@ class SchedulerConfig(BaseModel):
         description="how the overlapped stages' thread pools use the cores (stream/live/scheduler/threads.py): "
                     "shared (default): each stage may use every core, so an idle stage's core serves the other; "
                     "split: the cores divided between them (the plan before issue 25)")
-    load: Literal["cpu", "stage"] = Field(
-        default="cpu",
-        description="what the governor calls load (stream/live/scheduler/governor.py): cpu (default): the process's "
-                    "CPU time over the period, per core, so it sheds only when the cores are really full; stage: "
-                    "the busiest stage's busy share (the measure before issue 25)")
+    load: Literal["cores", "process", "stage"] = Field(
+        default="cores",
+        description="what the governor calls load (stream/live/scheduler/governor.py). cores (default): the busiest "
+                    "stage's busy share, but no more than the share of the machine's CPU time in use (all "
+                    "processes): the pipeline is full and so are the cores; process: this process's CPU time per "
+                    "core; stage: the busiest stage's busy share alone (the measure before issue 25)")

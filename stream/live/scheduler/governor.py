@@ -11,9 +11,10 @@ first, once the load predicted after a step up stays below `recover_load`.
 Trade-off: the person at the browser keeps a live analysis while unwatched cameras slow down; a low-priority
 camera can sit at the floor for as long as the machine is full. No stream is paused while any can still be
 slowed, so every camera keeps being looked at as long as possible.
-The load is what `SchedulerConfig.load` names: the process's CPU time per core over the period (`CpuClock`:
-decoders, conversions, the relay and every stage, so the machine is called full only when its cores are), or
-`BusyClock`'s busiest stage. The governor reads no clock and runs no thread, so every decision can be tested step
+The load is what `SchedulerConfig.load` names (`load_of`): by default the busiest stage's busy share (`BusyClock`)
+capped by the share of the machine's CPU time in use (`CpuClock` over psutil's system times), so the machine is
+called full only when the pipeline is full and its cores are too; or the process's own CPU time per core; or the
+busiest stage alone. The governor reads no clock and runs no thread, so every decision can be tested step
 by step.
 """
 
@@ -147,14 +148,10 @@ class BusyClock:
 
 
 class CpuClock:
-    """The process's load: CPU seconds of all its threads (`time.process_time`: decoders, colour conversions, the
-    relay's encoders, every stage) per core per wall second, over each period.
-
-    Why: a stage's wall time counts the time it waits for a core or for the GIL as busy, and each overlapped stage
-    has only part of the machine, so the busiest stage at 100 % can leave a third of a core idle; CPU time says
-    whether the cores are really full. Trade-off: it cannot see other processes, so on a machine shared with other
-    work the rates fall short of their targets without the governor lowering them (latency stays bounded: each
-    pass takes the newest frame). Cores are this process's affinity. Times in, a fraction out."""
+    """CPU seconds per core per wall second over each period: the process's (`time.process_time`: decoders, colour
+    conversions, the relay's encoders, every stage; `cores` its affinity) or the machine's (busy and total CPU
+    seconds of all processes from psutil, `cores` 1: the total already counts every core). Times in, a fraction
+    out."""
 
     def __init__(self, cores: int) -> None:
         self.cores = max(1, cores)
@@ -166,6 +163,30 @@ class CpuClock:
         if mark is None or wall <= mark[0]:
             return 0.0
         return max(0.0, cpu - mark[1]) / (wall - mark[0]) / self.cores
+
+
+Measure = Literal["cores", "process", "stage"]
+
+
+def load_of(measure: Measure, stage: float, process: float, machine: float) -> float:
+    """One period's load by the named measure (`SchedulerConfig.load`).
+
+    - `cores` (default): `min(stage, machine)`. A stage's wall time counts waiting for a core or the GIL as busy,
+      and each overlapped stage has only part of the machine, so its busiest stage at 100 % can leave a third of
+      a core idle: capped by the machine's CPU, that is not load. A full machine (both cores busy, with this
+      process's work or another's) with a full pipeline is: then the least important streams slow down, so a
+      watched webcam keeps its rate even on a shared machine. Trade-off: another process's work can make this
+      one shed, which is what keeps its latency bounded there.
+    - `process`: this process's CPU per core alone. Blind to other processes: on a shared machine every stream
+      falls short of its target together, and nothing decides who waits.
+    - `stage`: the busiest stage alone, the measure before issue 25: it sheds with cores idle."""
+    if measure == "cores":
+        return min(stage, machine)
+    if measure == "process":
+        return process
+    if measure == "stage":
+        return stage
+    raise ValueError(f"unknown load measure {measure!r}; choose cores, process or stage")
 
 
 def _covered(spans: Sequence[tuple[float, float]], start: float, end: float) -> float:

@@ -29,7 +29,7 @@ from stream.live.faces import FaceDetector, crop_faces
 from stream.live.faces.quality import measure
 from stream.live.faces.tracker import iou_matrix
 from stream.live.rings import CropRing
-from stream.live.scheduler.governor import BusyClock, CpuClock, Decision, LoadGovernor
+from stream.live.scheduler.governor import BusyClock, CpuClock, Decision, LoadGovernor, load_of
 from stream.live.scheduler.pipelines import Pipeline, pipeline_for
 from stream.live.scheduler.threads import cores_here
 from stream.live.scheduler.track import EVIDENCE_CROP, EVIDENCE_FRAMES, LiveStream, Track
@@ -51,6 +51,16 @@ STATUS_EVENTS = 3  # recent governor decisions carried in each status message
 
 Publish = Callable[[Record], None]  # a record to the bus (MessageBus.publish)
 Pick = tuple[LiveStream, Frame]
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(total, busy) CPU seconds of the whole machine so far, every core and process (psutil's system times)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    idle = t.idle + getattr(t, "iowait", 0.0)
+    total = sum(t)
+    return total, total - idle
 
 
 class Scheduler:
@@ -75,8 +85,8 @@ class Scheduler:
         self._pipeline: Pipeline | None = None
         self._added = 0
         self._window_start = self._last_status = time.monotonic()  # the governor's period, the status heartbeat
-        self._cpu = CpuClock(cores_here())
-        self.cpu_load = self.stage_load = 0.0  # the last period's, both measures
+        self._cpu, self._machine = CpuClock(cores_here()), CpuClock(1)  # this process's CPU, all processes'
+        self.cpu_load = self.stage_load = self.machine_load = 0.0  # the last period's, every measure
 
     # --- streams -------------------------------------------------------------------------------------------
     def add(self, source: StreamSource) -> LiveStream:
@@ -121,6 +131,7 @@ class Scheduler:
         self._stop.clear()
         self._window_start = self._last_status = time.monotonic()
         self._cpu.take(self._window_start, time.process_time())
+        self._machine.take(*machine_cpu())
         self._thread = threading.Thread(target=self._pipeline.run, args=(self._stop,), name="scheduler", daemon=True)
         self._thread.start()
 
@@ -134,13 +145,13 @@ class Scheduler:
 
     def tick(self, clock: BusyClock) -> None:
         """The governor's period and the status heartbeat, on the scheduler's thread between passes. The load is
-        the process's CPU per core (`config.load: cpu`) or the busiest stage's busy share (`stage`); both are
-        reported."""
+        the measure `config.load` names (`governor.load_of`); every measure is reported."""
         now = time.monotonic()
         if now - self._window_start >= self.config.adapt_period_s:
             self.stage_load = clock.take(self._window_start, now)
             self.cpu_load = self._cpu.take(now, time.process_time())
-            self.govern(self.cpu_load if self.config.load == "cpu" else self.stage_load)
+            self.machine_load = self._machine.take(*machine_cpu())
+            self.govern(load_of(self.config.load, self.stage_load, self.cpu_load, self.machine_load))
             self._window_start = now
         if now - self._last_status >= self.config.status_period_s:
             self.publish_status()
@@ -288,7 +299,8 @@ class Scheduler:
             latency_ms={"p50": st.latency.percentile_ms(50), "p95": st.latency.percentile_ms(95)},
             shed=st.shed, tracks=len(st.tracks), gated_faces=st.gated_faces,
             scheduler={"scale": round(g.scale_of(st.name), 3), "load": round(g.utilisation, 3),
-                       "cpu": round(self.cpu_load, 3), "stage": round(self.stage_load, 3),
+                       "cpu": round(self.cpu_load, 3), "machine": round(self.machine_load, 3),
+                       "stage": round(self.stage_load, 3),
                        "measure": self.config.load, "events": g.events[-STATUS_EVENTS:]},
             reason=g.reasons.get(st.name) if st.shed or g.scale_of(st.name) < 1.0 else None,
             priority=st.priority, watched=st.watched)
