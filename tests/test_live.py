@@ -141,7 +141,7 @@ class _Governed:
     order: int
     shed: bool = False
     priority: int = 0
-    watched: bool = False
+    attention: int = 0
 
 
 def test_load_lowers_rates_fairly_before_shedding_and_recovers():

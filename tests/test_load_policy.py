@@ -17,7 +17,7 @@ from stream.config.sources import SourceConfig
 from stream.live.scheduler.governor import CpuClock, LoadGovernor, load_of, rank
 from stream.live.scheduler.loop import Scheduler
 from stream.live.sources.buffer import LatestFrameBuffer
-from stream.live.sources.live import AVLiveSource, StreamSource
+from stream.live.sources.live import Attention, AVLiveSource, StreamSource
 
 from live_server import LiveServer
 from serve_fakes import Idle, NoFaces, Ticker, add_source
@@ -32,7 +32,7 @@ class _Stream:
     analysed_fps: float = 5.0
     shed: bool = False
     priority: int = 0
-    watched: bool = False
+    attention: int = 0
 
 
 def _loaded(governor: LoadGovernor, streams: list[_Stream], periods: int, load: float = 0.99) -> list[_Stream]:
@@ -51,12 +51,13 @@ def _paused(governor: LoadGovernor) -> list[str]:
 def test_a_watched_webcam_keeps_its_rate_while_the_files_slow_down_and_pause_first():
     governor = LoadGovernor(SchedulerConfig(min_fps=MIN_FPS, load_smoothing=1.0))
     # the webcam was connected last: before issue 25 it was the first one paused
-    streams = [_Stream("file1", 1), _Stream("file2", 2), _Stream("webcam", 3, watched=True)]
+    streams = [_Stream("file1", 1), _Stream("file2", 2), _Stream("webcam", 3, attention=Attention.SENDER)]
     streams = _loaded(governor, streams, 8)  # 5 fps * 0.8 ** 8 < 1 fps: the files reach the floor
     assert governor.scale_of("webcam") == 1.0
     assert governor.target_fps(5.0, "file1") == governor.target_fps(5.0, "file2") == MIN_FPS
     assert "not watched, priority 0" in governor.reasons["file1"] and "1 more important" in governor.reasons["file1"]
     assert "webcam" not in governor.reasons
+    assert "webcam" not in str(governor.events)
     streams = _loaded(governor, streams, 1)  # only now is the webcam slowed
     assert governor.scale_of("webcam") == pytest.approx(0.8)
     streams = _loaded(governor, streams, 30)
@@ -69,6 +70,12 @@ def test_a_watched_webcam_keeps_its_rate_while_the_files_slow_down_and_pause_fir
         if governor.scale_of("webcam") < 1.0:
             assert all(s.shed or governor.scale_of(s.name) < 1.0 for s in streams if s.name != "webcam")
     assert not any(s.shed for s in streams) and governor.scale == 1.0 and not governor.reasons
+
+
+def test_a_webcam_outranks_relayed_cameras_and_they_outrank_priority():
+    relayed = _Stream("cam", 1, attention=Attention.VIEWERS, priority=-50)
+    assert rank(_Stream("webcam", 2, attention=Attention.SENDER, priority=-100)) > rank(relayed)
+    assert rank(relayed) > rank(_Stream("vip", 3, priority=100))
 
 
 def test_priority_orders_the_unwatched_streams_and_the_newest_goes_first_among_equals():
@@ -178,11 +185,11 @@ class _Quiet(StreamSource):
 
     def __init__(self, name: str, watched: bool = False) -> None:
         super().__init__(name, "test:", LatestFrameBuffer(), 5.0)
-        self._always_watched = watched
+        self._sender = watched
 
     @property
-    def watched(self) -> bool:
-        return self._always_watched or super().watched
+    def attention(self) -> int:
+        return Attention.SENDER if self._sender else super().attention
 
     def start(self) -> None:
         pass
@@ -198,13 +205,13 @@ def test_relay_viewers_make_a_stream_watched_while_they_last():
     loop = asyncio.new_event_loop()
     try:
         relay = StreamRelay(source, loop)
-        assert source.watched
+        assert source.watched and source.attention == Attention.VIEWERS
         second = source.watch()
         relay.close()
         assert source.watched  # someone else still watches
         second()
         second()  # twice is harmless
-        assert not source.watched
+        assert not source.watched and source.attention == Attention.NONE
     finally:
         loop.close()
 

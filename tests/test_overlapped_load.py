@@ -27,7 +27,7 @@ class _Stream:
     order: int = 1
     shed: bool = False
     priority: int = 0
-    watched: bool = False
+    attention: int = 0
     analysed_fps: float = 5.0
 
 

@@ -3,8 +3,8 @@
 It returns what it decided as a `Decision` record; the scheduler applies it (pauses or resumes a stream). The
 governor changes nothing but its own state (the smoothed load, the rates' scale, its recent decisions).
 Under load (more than `high_load`, smoothed over periods) it lowers analysed rates by `step_down` a period, the
-least important streams' first (`rank`: a stream someone watches, a browser's webcam or shared screen or a camera
-with relay viewers, outranks one nobody watches; then the higher `priority`), and a more important stream's only
+least important streams' first (`rank`: a browser's own webcam or shared screen, then a camera with relay viewers,
+then one nobody watches; then the higher `priority`), and a more important stream's only
 once every less important one is at `min_fps`. Only when every stream is at the floor does it pause whole streams,
 the least important first (the newest among equals). It restores them the other way round, the most important
 first, once the load predicted after a step up stays below `recover_load`.
@@ -46,7 +46,7 @@ class Governed(Protocol):
     def priority(self) -> int: ...  # higher keeps its rate longer (SourceConfig.priority)
 
     @property
-    def watched(self) -> bool: ...  # someone is looking at it (a browser's webcam, relay viewers)
+    def attention(self) -> int: ...  # how closely it is followed: 2 a browser's webcam or screen, 1 relay viewers
 
     @property
     def shed(self) -> bool: ...
@@ -200,9 +200,10 @@ def _covered(spans: Sequence[tuple[float, float]], start: float, end: float) -> 
     return busy
 
 
-def rank(stream: Governed) -> tuple[bool, int]:
-    """How long a stream keeps its rate under load: a watched stream first, then by `priority` (higher first)."""
-    return bool(stream.watched), int(stream.priority)
+def rank(stream: Governed) -> tuple[int, int]:
+    """How long a stream keeps its rate under load: by attention first (a browser's own webcam or screen, then a
+    stream with relay viewers, then one nobody watches: `sources.live.Attention`), then by `priority`."""
+    return int(stream.attention), int(stream.priority)
 
 
 class LoadGovernor:
@@ -276,7 +277,7 @@ class LoadGovernor:
             return self._decided(Decision("raise", utilisation, self.scale_of(names[0]), streams=names))
         return None
 
-    def _slowed_reason(self, load: float, name: str, its_rank: tuple[bool, int], streams: Sequence[Governed]) -> str:
+    def _slowed_reason(self, load: float, name: str, its_rank: tuple[int, int], streams: Sequence[Governed]) -> str:
         above = sum(1 for s in streams if rank(s) > its_rank)
         kept = f"; {above} more important stream(s) keep their rate" if above else ""
         return (f"slowed to {self.scale_of(name):.0%} of its target at load {load:.0%} "
@@ -288,5 +289,8 @@ class LoadGovernor:
         return decision
 
 
-def _rank_words(r: tuple[bool, int]) -> str:
-    return f"{'watched' if r[0] else 'not watched'}, priority {r[1]}"
+ATTENTION_WORDS = {0: "not watched", 1: "watched through the relay", 2: "a browser's own webcam or screen"}
+
+
+def _rank_words(r: tuple[int, int]) -> str:
+    return f"{ATTENTION_WORDS.get(r[0], f'attention {r[0]}')}, priority {r[1]}"

@@ -303,6 +303,6 @@ class Scheduler:
                        "stage": round(self.stage_load, 3),
                        "measure": self.config.load, "events": g.events[-STATUS_EVENTS:]},
             reason=g.reasons.get(st.name) if st.shed or g.scale_of(st.name) < 1.0 else None,
-            priority=st.priority, watched=st.watched)
+            priority=st.priority, watched=st.attention > 0)
         baseline = self.bars.status(st.name, self.target_fps(st)) if self.bars is not None else None
         return Status(st.name, source=st.source.source_status(), scheduler=sched, baseline=baseline)

@@ -66,8 +66,8 @@ class LiveStream:
         return self.source.priority
 
     @property
-    def watched(self) -> bool:
-        return self.source.watched
+    def attention(self) -> int:
+        return self.source.attention
 
     def drop(self, track_ids) -> list[Track]:
         """Forget expired tracks; returns their records (for ending their alerts)."""

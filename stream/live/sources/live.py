@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from enum import IntEnum
 from typing import Any
 
 from stream.config.faces import CAMERA, PROFILES, DetectionProfile
@@ -47,6 +48,19 @@ def validate_url(url: str) -> None:
         raise SourceError(f"{url}: no such file")
 
 
+class Attention(IntEnum):
+    """A named policy: how closely a stream is followed, the first thing the governor ranks streams by.
+
+    SENDER: a browser's webcam or shared screen, whose sender looks at its tile (often a call in progress);
+    VIEWERS: a camera or file with relay viewers on the page; NONE: nobody is looking. Trade-off: the page relays
+    every tile it shows, so on a busy page the cameras all rank alike and only `priority` orders them, while the
+    person who connected a webcam always comes first."""
+
+    NONE = 0
+    VIEWERS = 1
+    SENDER = 2
+
+
 class StreamSource(StateMachine):
     """What the scheduler and the status publisher see of any source: a name, a buffer, a state and counters."""
 
@@ -74,10 +88,14 @@ class StreamSource(StateMachine):
         self._watch_lock = threading.Lock()
 
     @property
+    def attention(self) -> int:
+        """How closely someone follows this stream now (`Attention`): under load the more closely followed keep
+        their rate longest (scheduler/governor.py)."""
+        return Attention.VIEWERS if self._watchers > 0 else Attention.NONE
+
+    @property
     def watched(self) -> bool:
-        """Whether someone is looking at this stream now (its relay has viewers): under load it keeps its rate
-        longest (scheduler/governor.py)."""
-        return self._watchers > 0
+        return self.attention > Attention.NONE
 
     def watch(self) -> Callable[[], None]:
         """Count one more viewer (the relay, while the stream has viewers); returns the function that ends it

@@ -34,7 +34,7 @@ from stream.config.faces import CAMERA, DetectionProfile
 from stream.live.sources.base import Frame, SourceState
 from stream.live.sources.buffer import BufferPolicy, LatestFrameBuffer
 from stream.live.sources.picture import Picture
-from stream.live.sources.live import SourceConfig, StreamSource
+from stream.live.sources.live import Attention, SourceConfig, StreamSource
 from stream.messages import SourceStatus
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,9 @@ class WebRTCSource(StreamSource):
         self.bitrate_kbps: float | None = None  # the receiver's measured bitrate; None until first measured
 
     @property
-    def watched(self) -> bool:
-        """Always: the person sending a webcam or a shared screen is looking at its tile (governor.py)."""
-        return True
+    def attention(self) -> int:
+        """Always the sender's: the person sending a webcam or a shared screen is looking at its tile."""
+        return Attention.SENDER
 
     def link_quality(self) -> dict[str, Any]:
         """The received frame size ([w, h], None before the first frame) and bitrate (kbit/s, None until
