@@ -466,6 +466,8 @@ def _absent(name: str, why: str) -> types.ModuleType:
     module = types.ModuleType(name)
 
     def fail(attr: str):
+        if attr.startswith("__"):  # introspection (inspect.getmodule, torch.onnx.export's) asks every module
+            raise AttributeError(attr)
         raise ImportError(f"{why} ({name}.{attr} was used)")
 
     module.__getattr__ = fail  # type: ignore[attr-defined]

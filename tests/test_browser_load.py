@@ -89,7 +89,11 @@ def test_the_webcam_keeps_its_rate_beside_two_1080p_files(tmp_path):
             got["status"] = {s: (msgs.of("status", s) or [{}])[-1] for s in (name, *(x.name for x in sources))}
             got["statuses"] = [m for m in msgs.of("status") if "target_fps" in m]
             got["name"] = name
-            got["tile"] = await tile_of(page, sources[0].name).locator(".stats").text_content()
+            # what the page shows of a slowed or paused file: the server's reason, on its tile
+            got["tiles"] = {s.name: await page.evaluate(f"""(name => {{
+                const tile = document.querySelector(`article.tile[data-stream="${{name}}"]`);
+                return [tile.textContent, window.__dfstream.streams[name].stats.reason];
+            }})({json.dumps(s.name)})""") for s in sources}  # one snapshot: the reason changes with the load
 
     try:
         with LiveServer(ServeConfig(port=0, sources=sources), [meso]) as server:
@@ -117,5 +121,8 @@ def test_the_webcam_keeps_its_rate_beside_two_1080p_files(tmp_path):
             if m["target_fps"] < 5.0:
                 files = [latest.get(s.name) for s in sources]
                 assert all(f and (f["shed"] or f["target_fps"] <= 1.0) for f in files), (m, files)
+    for tile, reason in got["tiles"].values():
+        if reason:  # slowed ("slowed: ...") or paused ("Paused by the scheduler: ..."), in the server's words
+            assert reason in " ".join(tile.split()), (tile, reason)
     # and its rate (issue 25's bar: on a quiet 2-core machine)
     assert len(counts) == MEASURED_S and min(counts) >= MIN_FACE_FRAMES_A_SECOND, summary
