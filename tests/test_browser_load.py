@@ -112,7 +112,7 @@ def test_the_webcam_keeps_its_rate_beside_two_1080p_files(tmp_path):
     webcam = got["name"]
     assert got["status"][webcam].get("watched") is True  # the browser's own webcam, as the server sees it
     # the policy, whatever the machine's load: the webcam is never paused, and it is slowed only once both files
-    # are at the floor or paused
+    # are at the floor or paused (since the stricter order, only once both are paused)
     latest: dict[str, dict] = {}
     for m in got["statuses"]:
         latest[m["stream"]] = m

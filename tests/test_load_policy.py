@@ -35,17 +35,27 @@ class _Stream:
     attention: int = 0
 
 
+DECIDED: list = []  # every decision of the current test (the governor keeps only its last few in words)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log():
+    DECIDED.clear()
+
+
 def _loaded(governor: LoadGovernor, streams: list[_Stream], periods: int, load: float = 0.99) -> list[_Stream]:
     """`periods` of `load`, applying sheds and resumes as the scheduler does."""
     for _ in range(periods):
         d = governor.observe(load, streams)
+        DECIDED.append(d)
         if d is not None and d.stream is not None:
             streams = [replace(s, shed=d.action == "shed") if s.name == d.stream else s for s in streams]
     return streams
 
 
 def _paused(governor: LoadGovernor) -> list[str]:
-    return [e.split("stream ")[1].split(" paused")[0] for e in governor.events if " paused" in e]
+    """The streams paused so far in this test, in order."""
+    return [d.stream for d in DECIDED if d is not None and d.action == "shed"]
 
 
 def test_a_watched_webcam_keeps_its_rate_while_the_files_slow_down_and_pause_first():
@@ -58,12 +68,14 @@ def test_a_watched_webcam_keeps_its_rate_while_the_files_slow_down_and_pause_fir
     assert "not watched, priority 0" in governor.reasons["file1"] and "1 more important" in governor.reasons["file1"]
     assert "webcam" not in governor.reasons
     assert "webcam" not in str(governor.events)
-    streams = _loaded(governor, streams, 1)  # only now is the webcam slowed
+    streams = _loaded(governor, streams, 2)  # then the files are paused, the newer first...
+    assert _paused(governor) == ["file2", "file1"] and governor.scale_of("webcam") == 1.0
+    assert "paused" in governor.reasons["file2"] and "least important" in governor.reasons["file2"]
+    streams = _loaded(governor, streams, 1)  # ...and only now is the webcam slowed
     assert governor.scale_of("webcam") == pytest.approx(0.8)
     streams = _loaded(governor, streams, 30)
-    assert _paused(governor) == ["file2", "file1"]  # the newer file first; the webcam, last left, never goes
-    assert not next(s for s in streams if s.name == "webcam").shed
-    assert "paused" in governor.reasons["file2"] and "least important" in governor.reasons["file2"]
+    assert not next(s for s in streams if s.name == "webcam").shed  # the last stream is never paused
+    assert governor.target_fps(5.0, "webcam") == MIN_FPS
     # recovery runs the other way: the webcam's rate first, then the files, the oldest first
     for _ in range(60):
         streams = _loaded(governor, streams, 1, load=0.1)
@@ -85,10 +97,12 @@ def test_priority_orders_the_unwatched_streams_and_the_newest_goes_first_among_e
     assert sorted(streams, key=rank)[0].name == "lobby" and max(streams, key=rank).name == "vault"
     first = governor.observe(0.99, streams)
     assert first.action == "lower" and first.streams == ("lobby",)
-    streams = _loaded(governor, streams, 8)  # lobby at the floor after 8 steps, then door and hall together
+    streams = _loaded(governor, streams, 9)  # lobby at the floor after 8 steps and paused, then door and hall
+    assert _paused(governor) == ["lobby"]
     assert governor.scale_of("door") == governor.scale_of("hall") < 1.0 == governor.scale_of("vault")
     streams = _loaded(governor, streams, 60)
     assert _paused(governor) == ["lobby", "hall", "door"]  # the lowest, then the newer of door/hall; vault stays
+    assert governor.target_fps(5.0, "vault") == MIN_FPS
     assert not next(s for s in streams if s.name == "vault").shed
 
 

@@ -4,13 +4,12 @@ It returns what it decided as a `Decision` record; the scheduler applies it (pau
 governor changes nothing but its own state (the smoothed load, the rates' scale, its recent decisions).
 Under load (more than `high_load`, smoothed over periods) it lowers analysed rates by `step_down` a period, the
 least important streams' first (`rank`: a browser's own webcam or shared screen, then a camera with relay viewers,
-then one nobody watches; then the higher `priority`), and a more important stream's only
-once every less important one is at `min_fps`. Only when every stream is at the floor does it pause whole streams,
-the least important first (the newest among equals). It restores them the other way round, the most important
-first, once the load predicted after a step up stays below `recover_load`.
-Trade-off: the person at the browser keeps a live analysis while unwatched cameras slow down; a low-priority
-camera can sit at the floor for as long as the machine is full. No stream is paused while any can still be
-slowed, so every camera keeps being looked at as long as possible.
+then one nobody watches; then the higher `priority`), down to `min_fps`, then pauses them (the newest first among
+equals), and only then touches a more important stream's rate. The last stream is never paused. It restores them
+the other way round, the most important first, once the load predicted after a step up stays below
+`recover_load`.
+Trade-off: the person at the browser keeps their rate while less important cameras slow down and then stop being
+analysed (their video still plays); a low-priority camera can stay paused for as long as the machine is full.
 The load is what `SchedulerConfig.load` names (`load_of`): by default the busiest stage's busy share (`BusyClock`)
 capped by the share of the machine's CPU time in use (`CpuClock` over psutil's system times), so the machine is
 called full only when the pipeline is full and its cores are too; or the process's own CPU time per core; or the
@@ -243,8 +242,9 @@ class LoadGovernor:
         shed = [s for s in streams if s.shed]
         above = [s for s in active if s.analysed_fps * self.scale_of(s.name) > c.min_fps]
         if utilisation > c.high_load:
-            if above:
-                least = min(rank(s) for s in above)
+            least = min((rank(s) for s in above), default=None)
+            below = [s for s in active if least is None or rank(s) < least]  # all at the floor already
+            if least is not None and not below:
                 names = tuple(s.name for s in above if rank(s) == least)
                 for n in names:
                     self.scales[n] = self.scale_of(n) * c.step_down
@@ -252,9 +252,10 @@ class LoadGovernor:
                     self.reasons[n] = self._slowed_reason(utilisation, n, least, streams)
                 return self._decided(Decision("lower", utilisation, self.scale_of(names[0]), streams=names))
             if len(active) > 1:
-                victim = min(active, key=lambda s: (rank(s), -s.order))
-                self.reasons[victim.name] = (f"paused at load {utilisation:.0%}: every stream at the {c.min_fps} "
-                                             f"fps floor and this one the least important ({_rank_words(rank(victim))})")
+                victim = min(below or active, key=lambda s: (rank(s), -s.order))
+                self.reasons[victim.name] = (f"paused at load {utilisation:.0%}: at the {c.min_fps} fps floor and "
+                                             f"the least important ({_rank_words(rank(victim))}); more important "
+                                             f"streams keep their rate")
                 return self._decided(Decision("shed", utilisation, self.scale, victim.name, c.min_fps))
         elif utilisation * c.step_up < c.recover_load:
             slowed = [s for s in active if self.scale_of(s.name) < 1.0]
