@@ -253,3 +253,25 @@ def test_the_api_sets_a_priority_and_refuses_bad_ones_changing_nothing(tmp_path)
         names = server.service.names()
         status, body = server.api("POST", "/api/streams", {"url": str(tmp_path / "x.mp4"), "priority": -101})
         assert status == 400 and "between -100 and 100" in body and server.service.names() == names
+
+
+def test_a_stream_riding_along_with_others_passes_keeps_its_own_rate():
+    """Coalescing lets a stream join a pass up to half a period early; it must stay on its own grid, or a slowed
+    camera would ride every pass of a webcam at up to twice its target and take those passes' time."""
+    import numpy as np
+
+    from stream.live.sources import Frame
+
+    sched = Scheduler(NoFaces(), [], lambda m: None, SchedulerConfig())
+    fast, slow = sched.add(_Quiet("webcam", watched=True)), sched.add(_Quiet("cam"))
+    slow.source.analysed_fps = 1.4  # due every 0.71 s: within half a period of every 2nd or 3rd webcam pass
+    picks = {"webcam": 0, "cam": 0}
+    image = np.zeros((4, 4, 3), np.uint8)
+    for k in range(500):  # 100 s of passes at the webcam's 5 a second
+        now = k / 5.0 + 1e-6  # a pass starts a hair after its due time, as on a real clock
+        for st in (fast, slow):
+            st.source.buffer.put(Frame(image, k, now, k, now))
+        for st, _ in sched.due(now):
+            picks[st.name] += 1
+    assert picks["webcam"] == pytest.approx(500, abs=2)
+    assert picks["cam"] == pytest.approx(140, abs=3), picks  # its 1.4 a second, not every pass it could join

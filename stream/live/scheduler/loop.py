@@ -183,9 +183,11 @@ class Scheduler:
             if frame is not None:
                 picks.append((st, frame))
                 # A pass that starts a little late keeps the stream on its grid, or the analysed rate would fall
-                # short of the target by the lateness; an early (coalesced) pick or one a period late restarts it.
+                # short of the target by the lateness; an early (coalesced) pick keeps it too, or riding along
+                # with other streams' passes would lift its rate up to twice its target (a slowed stream would
+                # then take passes from the streams it was slowed for). One a period late restarts it.
                 late = now - st.next_due
-                st.next_due = (st.next_due if 0 <= late < period else now) + period
+                st.next_due = (st.next_due if late < period else now) + period
         return picks
 
     # --- one pass ------------------------------------------------------------------------------------------
