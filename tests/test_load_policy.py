@@ -275,3 +275,26 @@ def test_a_stream_riding_along_with_others_passes_keeps_its_own_rate():
             picks[st.name] += 1
     assert picks["webcam"] == pytest.approx(500, abs=2)
     assert picks["cam"] == pytest.approx(140, abs=3), picks  # its 1.4 a second, not every pass it could join
+
+
+@dataclass(frozen=True)
+class _Measured(_Stream):
+    achieved_fps: float = 5.0
+
+
+def test_a_watched_stream_short_of_its_rate_makes_the_others_slow_down_below_full_load():
+    governor = LoadGovernor(SchedulerConfig(min_fps=MIN_FPS, load_smoothing=1.0))
+    webcam = _Measured("webcam", 3, attention=Attention.SENDER, achieved_fps=3.5)  # 70 % of its 5 fps
+    files = [_Measured("file1", 1, achieved_fps=2.0), _Measured("file2", 2, achieved_fps=2.0)]
+    first = governor.observe(0.7, [webcam, *files])  # the machine is not "full"...
+    assert first.action == "lower" and first.streams == ("file1", "file2")  # ...but the webcam is short
+    assert governor.scale_of("webcam") == 1.0
+    for _ in range(20):
+        governor.observe(0.1, [webcam, *files])  # while it stays short, the files get nothing back
+    assert governor.target_fps(5.0, "file1") == MIN_FPS and not governor.observe(0.1, [webcam, *files])
+    met = replace(webcam, achieved_fps=4.9)
+    assert governor.observe(0.1, [met, *files]).action == "raise"  # once it has its rate, they recover
+    # a stream still connecting (no rate yet) is not short; nor is one ranked alike
+    fresh = LoadGovernor(SchedulerConfig(load_smoothing=1.0))
+    assert fresh.observe(0.5, [replace(webcam, achieved_fps=0.0), *files]) is None
+    assert fresh.observe(0.5, [replace(files[0], achieved_fps=0.5), files[1]]) is None

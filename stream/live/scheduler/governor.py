@@ -30,6 +30,12 @@ from stream.config.scheduler import SchedulerConfig
 log = logging.getLogger(__name__)
 
 EVENTS_KEPT = 10  # recent decisions kept for status messages
+# A stream analysed at less than this share of its target rate is short of it: then the less important streams are
+# slowed (to the floor, not paused) even below `high_load`, and none of them gets its rate back meanwhile. Why:
+# the load is a whole-machine average, and a watched stream can fall short while it says "not full" (passes shared
+# with streams riding along, CPU taken by other processes). Trade-off: a measured rate is noisy over a second, so a
+# stream must be clearly short (15 %) before others pay for it.
+SHORTFALL = 0.85
 
 
 class Governed(Protocol):
@@ -51,7 +57,10 @@ class Governed(Protocol):
     def shed(self) -> bool: ...
 
     @property
-    def analysed_fps(self) -> float: ...
+    def analysed_fps(self) -> float: ...  # its own target (SourceConfig.analysed_fps)
+
+    # Optional, read with getattr: `achieved_fps`, its measured analysed rate now; a stream that has one can be
+    # short of its target (`SHORTFALL`).
 
 
 Action = Literal["lower", "raise", "shed", "resume"]
@@ -241,6 +250,17 @@ class LoadGovernor:
         active = [s for s in streams if not s.shed]
         shed = [s for s in streams if s.shed]
         above = [s for s in active if s.analysed_fps * self.scale_of(s.name) > c.min_fps]
+        short = self._short_of_target(active)
+        if short is not None and utilisation <= c.high_load:
+            # a more important stream falls short of its rate: the less important ones above the floor make room
+            lower = [s for s in above if rank(s) < short]
+            if lower:
+                least = min(rank(s) for s in lower)
+                names = tuple(s.name for s in lower if rank(s) == least)
+                for n in names:
+                    self.scales[n] = self.scale_of(n) * c.step_down
+                    self.reasons[n] = self._slowed_reason(utilisation, n, least, streams)
+                return self._decided(Decision("lower", utilisation, self.scale_of(names[0]), streams=names))
         if utilisation > c.high_load:
             least = min((rank(s) for s in above), default=None)
             below = [s for s in active if least is None or rank(s) < least]  # all at the floor already
@@ -258,7 +278,9 @@ class LoadGovernor:
                                              f"streams keep their rate")
                 return self._decided(Decision("shed", utilisation, self.scale, victim.name, c.min_fps))
         elif utilisation * c.step_up < c.recover_load:
-            slowed = [s for s in active if self.scale_of(s.name) < 1.0]
+            # nothing ranked below a stream that falls short of its rate gets its rate back
+            slowed = [s for s in active if self.scale_of(s.name) < 1.0 and (short is None or rank(s) >= short)]
+            shed = [s for s in shed if short is None or rank(s) >= short]
             if not shed and not slowed:
                 return None
             best = max(rank(s) for s in (*shed, *slowed))
@@ -277,6 +299,13 @@ class LoadGovernor:
                     self.reasons[n] = self._slowed_reason(utilisation, n, best, streams)
             return self._decided(Decision("raise", utilisation, self.scale_of(names[0]), streams=names))
         return None
+
+    def _short_of_target(self, active: Sequence[Governed]) -> tuple[int, int] | None:
+        """The highest rank with a stream analysed at less than `SHORTFALL` of its target now (None: none), among
+        streams with a measured rate (a stream still connecting has none)."""
+        short = [rank(s) for s in active if getattr(s, "achieved_fps", None)
+                 and s.achieved_fps < SHORTFALL * self.target_fps(s.analysed_fps, s.name)]
+        return max(short, default=None)
 
     def _slowed_reason(self, load: float, name: str, its_rank: tuple[int, int], streams: Sequence[Governed]) -> str:
         above = sum(1 for s in streams if rank(s) > its_rank)

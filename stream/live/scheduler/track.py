@@ -66,6 +66,11 @@ class LiveStream:
         return self.source.priority
 
     @property
+    def achieved_fps(self) -> float:
+        """Its measured analysed rate now."""
+        return self.analysed.rate()
+
+    @property
     def attention(self) -> int:
         return self.source.attention
 
