@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engines.base import Engine
+    from engines.voice_base import VoiceEngine
     from engines.calibration import Ensemble
     from stream.config.serve import ServeConfig
 
@@ -138,3 +139,27 @@ def serve_engines(config: ServeConfig, device: str, offline: bool = False,
     options = EngineOptions(weights_dir=config.weights_dir, device=device, offline=offline, backend=config.backend,
                             precision=config.precision, int8_crops=int8_crops)
     return assemble(list(config.models), options, list(config.calibration))
+
+
+def serve_voice_engines(config: ServeConfig, device: str, offline: bool = False) -> list[VoiceEngine]:
+    """A serve config's voice models (`voice.models`), with their calibrations (`voice.calibration`, else a file
+    beside their weights): the live voice path's engines. Empty when no voice model is named."""
+    from engines.voices import build_voice_engine, is_voice_model
+
+    names = list(config.voice.models)
+    wrong = [n for n in names if not is_voice_model(n)]
+    if wrong:
+        from engines.voices import UnknownModel
+
+        raise UnknownModel(wrong[0]) if not _is_face_model(wrong[0]) else \
+            ValueError(f"{wrong[0]!r} is a face model: give it in models (--model), not voice.models (--voice-model)")
+    engines = [build_voice_engine(n, weights_dir=config.weights_dir, device=device, allow_download=not offline)
+               for n in names]
+    attach_calibrations(engines, list(config.voice.calibration))  # type: ignore[arg-type]
+    return engines
+
+
+def _is_face_model(name: str) -> bool:
+    from engines.registry import MODELS
+
+    return name in MODELS
