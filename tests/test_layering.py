@@ -161,20 +161,6 @@ def test_serve_does_not_load_ray():
 
 # Modules outside the command line that still import it, each with the reason; the list may only shrink (a module
 # fixed must leave it, which the test below checks too).
-CLI_IMPORT_EXCEPTIONS = {
-    "stream.cluster.node_actor": "engine assembly still lives in stream.cli.common (issue 23: the engine assembly "
-                                 "module moves it out)",
-}
-COMMAND_LINE = ("stream.cli", "stream.__main__")  # `python -m stream` is the command line too
-
-
-def test_no_module_outside_the_command_line_imports_it():
-    found = {m for m, deps in GRAPH.items()
-             if not _within(m, COMMAND_LINE) and any(_within(d, ("stream.cli",)) for d in deps)}
-    assert found - CLI_IMPORT_EXCEPTIONS.keys() == set(), "new upward imports of stream.cli"
-    assert CLI_IMPORT_EXCEPTIONS.keys() - found == set(), "fixed: remove these from CLI_IMPORT_EXCEPTIONS"
-
-
 # Assignments that install a callable into another object's attribute, by (file, assignment target), each with
 # the reason. Hooks are subscriptions (`x.subscribe(fn) -> unsubscribe`) or constructor arguments; the list may
 # only shrink.
@@ -184,10 +170,6 @@ CALLABLE_SLOT_EXCEPTIONS = {
     ("stream/live/faces/tv_compat.py", "modules['torchvision.transforms.functional'].to_tensor"): "likewise",
     ("stream/live/server/aiortc_compat.py", "aioice.ice.get_host_addresses"): "the loopback ICE fallback: "
         "aiortc_compat is the one place that patches aiortc/aioice",
-    ("stream/live/server/metrics.py", "service.scheduler.scorer.observe"): "issue 23: the scorer's metrics hook "
-        "becomes a subscription (the scheduler's side)",
-    ("stream/live/server/relay.py", "track.on_origin"): "issue 23: the relay's track hooks (the relay's split)",
-    ("stream/live/server/relay.py", "relay.on_epoch"): "likewise",
 }
 
 

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engines.calibration import CalibrationError, check_weights, logit, read_json, sigmoid, write_file
 from stream.config.verdicts import VerdictPolicy
+from stream.live.scoring import fuse
 from stream.live.verdicts.policy import SEVERITY, TrackVerdict, Verdict
 
 BASELINE_FORMAT = "dfstream-baseline"
@@ -122,14 +123,19 @@ class TrackJudgement:
     fake_at: int | None  # the update that turned it fake
 
 
+def _weighted_mean(policy: VerdictPolicy) -> Fusion:
+    """The live judge's fusion when no ensemble is given: the policy's weighted mean (`scoring.fuse`)."""
+    return lambda scores: fuse(scores, policy.weights)
+
+
 def run_track(track: Iterable[EngineScores], policy: VerdictPolicy, fusion: Fusion | None = None
               ) -> TrackJudgement:
     """A fresh `TrackVerdict` fed one track's engine scores; the worst verdict it reached."""
-    state = TrackVerdict(policy, fusion)
+    state, fusion = TrackVerdict(policy), fusion or _weighted_mean(policy)
     worst: Verdict | None = None
     updates, peak, fake_at = 0, None, None
     for scores in track:
-        verdict = state.update(dict(scores))
+        verdict = state.update(fusion(scores))
         if state.smoothed is None:
             continue
         updates += 1
@@ -143,10 +149,10 @@ def run_track(track: Iterable[EngineScores], policy: VerdictPolicy, fusion: Fusi
 def smoothed_series(track: Iterable[EngineScores], policy: VerdictPolicy, fusion: Fusion | None = None
                     ) -> list[float]:
     """The smoothed, fused score after each update of a fresh `TrackVerdict`: what the verdict compares."""
-    state = TrackVerdict(policy, fusion)
+    state, fusion = TrackVerdict(policy), fusion or _weighted_mean(policy)
     out = []
     for scores in track:
-        state.update(dict(scores))
+        state.update(fusion(scores))
         if state.smoothed is not None:
             out.append(float(state.smoothed))
     return out
