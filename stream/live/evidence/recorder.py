@@ -30,12 +30,14 @@ from typing import Any
 
 from stream.config.evidence import EvidencePolicy
 from stream.live.evidence import overlay_track
+from stream.live.evidence.audio_tap import AudioTap
 from stream.live.evidence.encoder import FrameEncoder
 from stream.live.evidence.manifest import MANIFEST, write_manifest
 from stream.live.evidence.mp4 import RemuxWriter
-from stream.live.evidence.names import BURNED, RECORDING
+from stream.live.evidence.names import BURNED, RECORDING, VOICE_SOUND, VOICE_WINDOWS
 from stream.live.evidence.ring import PacketRing
 from stream.live.evidence.store import SNAPSHOT, STRIP, EvidenceStore
+from stream.live.evidence.voice_windows import write_voice_windows
 from stream.live.sources import Frame, Packet
 from stream.live.sources.live import StreamSource
 from stream.messages import Alert, AlertClosing, Custody, Overlay
@@ -55,7 +57,7 @@ Publish = Callable[[Any], None]  # a record to the bus (MessageBus.publish)
 
 
 class StreamTap:
-    """One stream's recording ring, fed from its source's taps."""
+    """One stream's recording ring, fed from its source's taps, and its sound's (audio_tap.py)."""
 
     def __init__(self, source: StreamSource, policy: EvidencePolicy) -> None:
         self.name = source.name
@@ -69,6 +71,7 @@ class StreamTap:
         self._unsubscribe = [source.subscribe_packets(self._on_packet), source.subscribe(self._on_frame),
                              source.report_ring(self.status)]
         self._wants_packets = source.has_packets
+        self.audio = AudioTap(source, self.keep_s, policy.ring_max_bytes)
 
     def _on_packet(self, packet: Packet) -> None:
         self._packets += 1
@@ -96,13 +99,15 @@ class StreamTap:
     def status(self) -> dict[str, Any]:
         mode = "encode" if self.encoder is not None else "remux" if self._packets else None
         extra = {"encoder_dropped": self.encoder.dropped} if self.encoder is not None else {}
-        return {**self.ring.status(), "mode": mode, **extra}
+        audio = self.audio.status()
+        return {**self.ring.status(), "mode": mode, **extra, **({"audio": audio} if audio else {})}
 
     def close(self) -> None:
         for fn in self._unsubscribe:
             fn()
         if self.encoder is not None:
             self.encoder.close()
+        self.audio.close()
 
 
 class Recording:
@@ -125,14 +130,15 @@ class Recording:
         self.ended = False
         self.cut: str | None = None  # why the recording stopped early, if it did
         self.unfollow: Callable[[], None] = lambda: None
+        self.unfollow_audio: Callable[[], None] = lambda: None
         # Packets and overlays that reach the evidence thread before `begin`: the ring hands new packets on from
         # the moment the recording follows it, which is before `begin` (with the held ones) is queued.
         self._early: list[Packet | Overlay] | None = []
 
-    def begin(self, held: list[Packet], overlays: list[Overlay]) -> None:
+    def begin(self, held: list[Packet], overlays: list[Overlay], held_audio: list[Packet] = ()) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         early, self._early = self._early or [], None
-        for packet in held:
+        for packet in [*held, *held_audio]:  # the video first: its first keyframe opens the file and its clock
             self.write(packet)
         for overlay in overlays:
             self.add_overlay(overlay)
@@ -145,10 +151,14 @@ class Recording:
             return
         if self.done:
             return
+        if packet.is_audio:
+            if self.writer is not None and packet.time < self.stop_at:
+                self.writer.write_audio(packet)
+            return
         if self.writer is None:
             if not packet.keyframe or packet.pts is None:
                 return  # a recording starts decodable, at a known time
-            self.writer = RemuxWriter(self.folder / RECORDING, packet.codec, packet)
+            self.writer = RemuxWriter(self.folder / RECORDING, packet.codec, packet, audio=self.tap.audio.codec)
             self.stop_at = min(self.stop_at, packet.time + self.policy.max_clip_s)
         if packet.time >= self.stop_at:
             self.complete("max_clip_s" if not self.ended else None)
@@ -174,7 +184,8 @@ class Recording:
             return
         self.done, self.cut = True, cut
         self.unfollow()
-        names = [SNAPSHOT, STRIP]
+        self.unfollow_audio()
+        names = [SNAPSHOT, STRIP, VOICE_WINDOWS, VOICE_SOUND]  # those written (a face's or a voice's) are hashed
         header: dict[str, Any] = {"alert": self.id, "stream": self.tap.name, "track": self.track}
         if self.writer is not None:
             self.writer.close()
@@ -182,7 +193,8 @@ class Recording:
             header.update(clip_start_source_time=origin, first_fake=round(self.first_fake - origin, 4),
                           duration=round(self.writer.last_time - origin, 4), width=self.writer.codec.width,
                           height=self.writer.codec.height,
-                          fps=float(self.writer.codec.rate) if self.writer.codec.rate else None)
+                          fps=float(self.writer.codec.rate) if self.writer.codec.rate else None,
+                          audio=self.writer.audio.summary() if self.writer.audio is not None else None)
             overlay_track.write(self.folder / overlay_track.OVERLAY, header, self.frames)
             names += [RECORDING, overlay_track.OVERLAY]
             if self.policy.burn_in:
@@ -255,6 +267,8 @@ class Recorder:
         if alert.faces is not None:
             snapshot, strip = alert.faces
             self.store.save(alert.id, snapshot, strip)
+        if alert.sound is not None:  # a voice alert: the windows it was raised on
+            self.store.submit(write_voice_windows, self.store.folder(alert.id), alert.sound)
         if not recording:
             return
         answer = functools.partial(self._answer, alert.id)
@@ -295,7 +309,9 @@ class Recorder:
         since = first_fake - self.policy.pre_capture_s
         held, rec.unfollow = tap.ring.follow(since, lambda p: self.store.submit(rec.write, p),
                                              lambda: self.store.submit(rec.complete, "source changed"))
-        self.store.submit(rec.begin, held, tap.overlays_since(since))
+        held_audio, rec.unfollow_audio = tap.audio.ring.follow(  # from the clip's first picture; a new codec: silent
+            held[0].time if held else since, lambda p: self.store.submit(rec.write, p), lambda: None)
+        self.store.submit(rec.begin, held, tap.overlays_since(since), held_audio)
         return {"recording": str(folder / RECORDING), "overlay": str(folder / overlay_track.OVERLAY),
                 "manifest": str(folder / MANIFEST)}
 
