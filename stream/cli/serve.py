@@ -144,7 +144,9 @@ def run(args: argparse.Namespace) -> int:
 
         pipeline = Pipeline.from_serve(config, offline=args.offline, device=args.device, factory=args.node_pipeline)
     on_device = device(args)
-    from stream.live.assembly import serve_engines
+    from stream.live.assembly import check_voice_models, serve_engines
+
+    check_voice_models(config.voice.models)  # a wrong name is refused before any engine loads
 
     built = serve_engines(config, on_device, args.offline, int8_crops(args.calibrate))
     engines, ensemble = built.engines, built.ensemble

@@ -141,25 +141,25 @@ def serve_engines(config: ServeConfig, device: str, offline: bool = False,
     return assemble(list(config.models), options, list(config.calibration))
 
 
+def check_voice_models(names: Sequence[str]) -> None:
+    """Refuse a name in `voice.models` that is not a voice model, before anything is built."""
+    from engines.registry import MODELS
+    from engines.voices import UnknownModel, is_voice_model
+
+    for name in names:
+        if name in MODELS:
+            raise ValueError(f"{name!r} is a face model: give it in models (--model), not voice.models (--voice-model)")
+        if not is_voice_model(name):
+            raise UnknownModel(name)
+
+
 def serve_voice_engines(config: ServeConfig, device: str, offline: bool = False) -> list[VoiceEngine]:
     """A serve config's voice models (`voice.models`), with their calibrations (`voice.calibration`, else a file
     beside their weights): the live voice path's engines. Empty when no voice model is named."""
-    from engines.voices import build_voice_engine, is_voice_model
+    from engines.voices import build_voice_engine
 
-    names = list(config.voice.models)
-    wrong = [n for n in names if not is_voice_model(n)]
-    if wrong:
-        from engines.voices import UnknownModel
-
-        raise UnknownModel(wrong[0]) if not _is_face_model(wrong[0]) else \
-            ValueError(f"{wrong[0]!r} is a face model: give it in models (--model), not voice.models (--voice-model)")
+    check_voice_models(config.voice.models)
     engines = [build_voice_engine(n, weights_dir=config.weights_dir, device=device, allow_download=not offline)
-               for n in names]
+               for n in config.voice.models]
     attach_calibrations(engines, list(config.voice.calibration))  # type: ignore[arg-type]
     return engines
-
-
-def _is_face_model(name: str) -> bool:
-    from engines.registry import MODELS
-
-    return name in MODELS
