@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from engines.voice_base import AudioSpec, VoiceEngine
+from engines.voice_base import VoiceEngine
 from stream.config.serve import ConfigError, ServeConfig, load_config
 from stream.config.voices import VoiceConfig
 from stream.live.sources import AudioChunk
@@ -29,24 +29,11 @@ from stream.live.voices.ring import SILENT_DB, AudioRing
 from stream.messages import (VOICE_TRACK, Alert, Overlay, SchedulerStatus, SourceStatus, Status, StreamVerdicts,
                              VoiceOverlay)
 
-from serve_fakes import Idle
+from serve_fakes import ConstantVoice as Constant, Idle
 from sound_media import speech_run
 from voice_media import RATE, melody
 
 WINDOW = RATE  # the stand-in engine's window: 1 s, so the tests need little sound
-
-
-class Constant(VoiceEngine):
-    """A voice engine that says `p` of every window it is given, and keeps what it was given."""
-
-    def __init__(self, p: float, samples: int = WINDOW, name: str = "constant") -> None:
-        self.name, self.spec, self.p = name, AudioSpec(samples=samples), p
-        self.batches: list[np.ndarray] = []
-
-    def predict(self, waveforms: np.ndarray) -> np.ndarray:
-        self.check_batch(waveforms)
-        self.batches.append(waveforms.copy())
-        return np.full(len(waveforms), self.p, np.float32)
 
 
 def chunks(samples: np.ndarray, t0: float, rate: int = RATE, size: int = 320):
@@ -207,7 +194,8 @@ def test_a_fake_voice_raises_a_voice_alert_with_its_windows_and_ends_it(speech, 
     alerts = [r for r in published if isinstance(r, Alert)]
     assert [a.event for a in alerts] == ["start"]
     start = alerts[0]
-    assert start.modality == "voice" and start.track == VOICE_TRACK and start.engines == {"constant": pytest.approx(0.99)}
+    assert start.modality == "voice" and start.track == VOICE_TRACK
+    assert start.engines == {"constant-voice": pytest.approx(0.99)}
     assert start.to_message()["modality"] == "voice" and "sound" not in start.to_message()
     assert start.evidence["snapshot"] is None and start.evidence["voice_windows"].endswith("voice_windows.json")
     heard = start.sound.windows  # in process: the windows it was raised on, their sound and scores
