@@ -8,6 +8,10 @@ no Redis) on the same clips with the same pipeline, so the two latencies are mea
   loss whose connections drop at once), or with `--loss freeze` SIGSTOP (a machine gone silent, which only the
   head's health checks notice); for each moved camera, the seconds from the kill to its first overlay on the gateway's websocket from
   its new node. A fresh worker joins after each round so every round has somewhere to go. p50 and max.
+* head loss (`--loss head`; the head keeps its state in the run's Redis, `cluster head --redis`): R rounds of
+  SIGKILL to the head's whole process tree, then the same head command; the longest gap of any camera's overlays
+  around the loss, the seconds from the restart to the head command up, to `cluster status` answering with every
+  camera placed, whether every camera kept its node, and what was lost (the director's event list, alert keys).
 * latency: for every overlay a websocket client receives, frame arrival -> websocket (the pipeline's own
   `latency_ms` plus publish -> receipt); p50 and p95 for the gateway (node -> Redis -> gateway) and for local
   serve, over the same window.
@@ -19,6 +23,7 @@ engine: it isolates the cluster's own costs on a 2-core machine); `--real` runs 
 
     .venv/bin/python benchmarks/cluster.py                      # N=4 cameras over K=2 nodes, 3 rounds
     .venv/bin/python benchmarks/cluster.py --cameras 6 --nodes 3 --rounds 5 --real
+    .venv/bin/python benchmarks/cluster.py --loss head --rounds 3
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import psutil  # noqa: E402
 
 from ray_cluster import Cluster, free_port  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
-from test_cluster import Watcher, wait_for, where  # noqa: E402
+from test_cluster import Watcher, max_gap, wait_for, where  # noqa: E402
 
 CLIPS = sorted((ROOT.parent / "shared" / "data" / "ffpp-c23").glob("*/*.mp4"))
 WEIGHTS = ROOT.parent / "shared" / "weights" / "mesonet"
@@ -89,14 +94,55 @@ def local_serve(clips: list[Path], real: bool, data: Path):
     return LiveServer(config, engines, detector)
 
 
+def status_placed(cluster: Cluster, cams: list[str]) -> dict | None:
+    try:
+        found = cluster.status()
+    except Exception:  # noqa: BLE001 - the head is still coming back
+        return None
+    return found if all(found["cameras"].get(c, {}).get("node_name") for c in cams) else None
+
+
+def head_rounds(cluster: Cluster, head, ws: Watcher, rs: RedisServer, cams: list[str], rounds: int) -> dict:
+    """SIGKILL of the head's process tree, then the same head command, `rounds` times: what it costs."""
+    import redis
+
+    client = redis.Redis.from_url(rs.url)
+    results = []
+    for r in range(rounds):
+        before = where(cluster)
+        events_before = len(cluster.status()["events"])
+        head.kill_tree()
+        killed = time.time()
+        time.sleep(2)
+        restarted = time.time()
+        head = cluster.head(redis=rs.url, name=f"head-r{r + 1}", timeout=300)
+        up = time.time() - restarted
+        found = wait_for(lambda: status_placed(cluster, cams), 240, "cluster status with every camera placed")
+        answered = time.time() - restarted
+        time.sleep(5)
+        gap = max(max_gap(ws.overlays(c), killed - 5, time.time()) for c in cams)
+        keys = [f[b"key"] for _, f in client.xrange("dfstream:alerts")]
+        results.append({"head_up_s": round(up, 1), "status_all_placed_s": round(answered, 1),
+                        "longest_overlay_gap_s": round(gap, 2),
+                        "kept_nodes": {c: n["node_name"] for c, n in found["cameras"].items()} == before,
+                        "events_lost": events_before - len(found["events"]) if events_before else 0,
+                        "duplicate_alert_keys": len(keys) - len(set(keys))})
+        print(f"head round {r + 1}: {results[-1]}", flush=True)
+    return {"rounds": results,
+            "status_all_placed_s": {"p50": statistics.median(x["status_all_placed_s"] for x in results),
+                                    "max": max(x["status_all_placed_s"] for x in results)},
+            "longest_overlay_gap_s": max(x["longest_overlay_gap_s"] for x in results)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cameras", type=int, default=4, help="N cameras (looped shared clips)")
     ap.add_argument("--nodes", type=int, default=2, help="K worker nodes, N slots each")
     ap.add_argument("--rounds", type=int, default=3, help="SIGKILL rounds")
-    ap.add_argument("--loss", choices=("kill", "freeze"), default="kill",
+    ap.add_argument("--loss", choices=("kill", "freeze", "head"), default="kill",
                     help="kill: SIGKILL the node's process tree (its connections drop at once); freeze: SIGSTOP it "
-                         "(a machine gone silent: only the head's health checks notice), SIGKILL after the round")
+                         "(a machine gone silent: only the head's health checks notice), SIGKILL after the round; "
+                         "head: SIGKILL the head's process tree, then start the same head command again")
     ap.add_argument("--real", action="store_true", help="MTCNN + meso4-f2f instead of the tests' cheap pipeline")
     args = ap.parse_args()
     clips = [CLIPS[i % len(CLIPS)] for i in range(args.cameras)]
@@ -110,7 +156,7 @@ def main() -> int:
     out: dict = {"cameras": args.cameras, "nodes": args.nodes, "pipeline": "real (MTCNN + meso4-f2f)" if args.real
                  else "tests/cluster_fakes.py", "date": time.strftime("%Y-%m-%d")}
     with RedisServer() as rs, Cluster(work) as cluster, local_serve(clips, args.real, work / "local") as local:
-        cluster.head()
+        head = cluster.head(redis=rs.url if args.loss == "head" else None)
         workers = [cluster.worker(args.cameras) for _ in range(args.nodes)]
         names = {cluster.node_name(w): w for w in workers}
         port = free_port()
@@ -132,6 +178,13 @@ def main() -> int:
                               "node_worker": round((n["rss_bytes"] or 0) / 2**20),
                               "ray_group": round(group_rss(names[n["name"]].groups[-1]) / 2**20)}
                              for n in status["nodes"] if n["name"] in names]
+        if args.loss == "head":
+            out["loss"] = "head"
+            out["head_loss"] = head_rounds(cluster, head, ws, rs, cams, args.rounds)
+            ws.close()
+            ws_local.close()
+            print(json.dumps(out, indent=2))
+            return 0
         failovers: list[float] = []
         for r in range(args.rounds):
             placed = where(cluster)

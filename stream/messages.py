@@ -198,6 +198,10 @@ class Status:
     removed: bool = False  # the stream was removed on purpose (sent only when true)
     ts: float = field(default_factory=time.time)  # wall-clock time of the message (Unix seconds)
     verdicts: StreamVerdicts | None = None  # face and voice verdicts side by side (sent for a stream with sound)
+    # The camera's baseline (sent only when it has one, is learning one, or a learning was refused): `bar` (when
+    # learned, from what, n_eff, threshold, alpha, rule; null: the global bar), `learning` (seconds, done, faces;
+    # null when not learning), `error` (the last learning refusal), `slowed` (analysed below the learned rate)
+    baseline: dict[str, Any] | None = None
 
     def to_message(self) -> Message:
         msg: Message = {"v": VERSION, "type": STATUS, "stream": self.stream, "ts": self.ts}
@@ -211,6 +215,8 @@ class Status:
             msg["verdicts"] = self.verdicts.to_message()
         if self.removed:
             msg["removed"] = True
+        if self.baseline is not None:
+            msg["baseline"] = self.baseline
         return msg
 
 

@@ -140,10 +140,14 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def head(self, cameras: int = 0) -> Proc:
-        proc = self._start("head", ["cluster", "head", "--port", str(self.port), "--num-cpus", "1",
-                                    "--object-store-mb", "100", "--cameras", str(cameras)])
-        self.address = proc.wait_for(r"address (\S+:\d+)").group(1)
+    def head(self, cameras: int = 0, redis: str | None = None, name: str = "head",
+             timeout: float = START_TIMEOUT_S) -> Proc:
+        """`dfstream cluster head` (with `redis`: its state kept there, so the same call after a `kill_tree`
+        resumes the cluster; give the restart another `name` for its log, and the `timeout` of its retries)."""
+        proc = self._start(name, ["cluster", "head", "--port", str(self.port), "--num-cpus", "1",
+                                  "--object-store-mb", "100", "--cameras", str(cameras),
+                                  *(["--redis", redis] if redis else [])])
+        self.address = proc.wait_for(r"address (\S+:\d+)", timeout).group(1)
         return proc
 
     def worker(self, cameras: int) -> Proc:

@@ -87,3 +87,52 @@ def test_worker_without_cameras_is_refused(tmp_path):
     assert out.returncode == 2 and "--cameras 1 or more" in out.stderr
     negative = _cli("cluster", "head", "--cameras", "-1", cwd=tmp_path)
     assert negative.returncode == 2 and "negative" in negative.stderr
+
+
+def test_the_camera_table_comes_back_from_its_snapshot():
+    from stream.cluster.placement import CameraTable
+
+    table = CameraTable(2.0)
+    for name in ("b", "a", "c"):
+        table.add({"name": name, "url": f"/clips/{name}.mp4"})
+    table.assign({"b": "n1", "a": "n2"})
+    table.take_node("n2")  # a ran before, now waits for a node
+    snapshot = json.loads(json.dumps(table.snapshot()))  # what Redis holds
+    back = CameraTable(2.0)
+    back.restore(snapshot)
+    assert list(back.cameras) == ["b", "a", "c"] and back.assigned == {"b": "n1"}
+    # a camera that ran before still does not wait for loading nodes; one never placed does
+    assert back.waiting(nodes_loading=True) == ["a"] and back.waiting(nodes_loading=False) == ["a", "c"]
+    assert back.add({"name": "b", "url": "/clips/b.mp4"}) is False
+    with pytest.raises(ValueError, match="another address"):
+        back.add({"name": "b", "url": "/elsewhere.mp4"})
+
+
+def test_the_state_store_speaks_ray_and_keeps_secrets_out_of_what_it_prints():
+    from stream.cluster.state import StateStore
+
+    store = StateStore("redis://ops:s3cr%40t@10.0.0.5:6390/2", "site-a")
+    assert store.ray_env() == {"RAY_REDIS_ADDRESS": "redis://10.0.0.5:6390", "RAY_external_storage_namespace": "site-a"}
+    assert store.ray_args() == ["--redis-username", "ops", "--redis-password", "s3cr@t"]
+    assert "s3cr" not in store.redacted and store.redacted == "redis://10.0.0.5:6390/2"
+    assert store.key == "site-a:director"
+    assert StateStore("rediss://h:1").ray_env()["RAY_REDIS_ADDRESS"] == "rediss://h:1"
+    for url, name in (("http://h:1", "x"), ("redis://", "x"), ("redis://h:1", "a:b"), ("redis://h:1", "")):
+        with pytest.raises(ValueError):
+            StateStore(url, name)
+
+
+def test_head_arguments_with_redis_carry_the_credentials_and_every_node_waits_for_a_lost_head():
+    from stream.cluster.node_process import ray_env
+    from stream.cluster.settings import HEAD_LOSS
+
+    args = start_args(head=True, port=6390, redis_args=["--redis-password", "p"])
+    assert args[args.index("--redis-password") + 1] == "p"
+    assert ray_env()["RAY_gcs_rpc_server_reconnect_timeout_s"] == str(HEAD_LOSS.reconnect_s)
+    assert HEAD_LOSS.reconnect_s > 60  # Ray's default would drop the workers before a rebooted head is back
+
+
+def test_head_with_a_bad_redis_address_is_refused_before_ray_starts(tmp_path):
+    out = _cli("cluster", "head", "--redis", "http://127.0.0.1:1", "--port", "1", cwd=tmp_path)
+    assert out.returncode == 2 and "redis://HOST:PORT" in out.stderr
+    assert not list(tmp_path.iterdir())  # no Ray temp dir, nothing written

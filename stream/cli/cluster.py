@@ -18,6 +18,7 @@ MIB = 2**20
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     from stream.cluster.settings import DEFAULT_PORT
+    from stream.cluster.state import DEFAULT_CLUSTER_NAME
 
     p = subparsers.add_parser("cluster", help="run cameras over many machines: head, worker, status")
     sub = p.add_subparsers(dest="cluster_command", required=True)
@@ -32,6 +33,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     head = sub.add_parser("head", help="start the cluster's head (foreground until SIGTERM)")
     head.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"Ray's GCS port (default {DEFAULT_PORT})")
     head.add_argument("--cameras", type=_count, default=0, help="cameras the head may hold itself (default 0)")
+    head.add_argument("--redis", default=None, metavar="URL",
+                      help="redis://HOST:PORT[/DB] (or rediss://) that keeps the cluster's state, so a lost head "
+                      "is resumed by starting this same command again: Ray's GCS tables and the director's table "
+                      "(default: in memory, and losing the head loses the cluster)")
+    head.add_argument("--cluster-name", default=DEFAULT_CLUSTER_NAME, metavar="NAME",
+                      help=f"with --redis: the prefix of this cluster's keys there (default {DEFAULT_CLUSTER_NAME}); "
+                      "one name per cluster sharing a Redis")
+    head.add_argument("--forget-state", action="store_true",
+                      help="with --redis: start a new cluster under this name, deleting the state kept there first "
+                      "(Ray's tables and the director's: its cameras and pipeline). Needed to change the pipeline")
     node_options(head)
     head.set_defaults(run=run_head)
 
@@ -62,8 +73,15 @@ def _store(args: argparse.Namespace) -> int | None:
 
 def run_head(args: argparse.Namespace) -> int:
     from stream.cluster import head
+    from stream.cluster.state import StateStore
 
-    return head.run(args.port, args.host, args.cameras, args.num_cpus, _store(args))
+    store = StateStore(args.redis, args.cluster_name) if args.redis else None  # ValueError: refused before Ray
+    if args.forget_state:
+        if store is None:
+            raise ValueError("--forget-state needs --redis: without it nothing is kept")
+        store.forget()
+        print(f"dfstream cluster head: the state of {store.name!r} in {store.redacted} is forgotten", flush=True)
+    return head.run(args.port, args.host, args.cameras, args.num_cpus, _store(args), store)
 
 
 def run_worker(args: argparse.Namespace) -> int:

@@ -10,31 +10,34 @@ Two reader threads feed the websocket hub: one on the overlay and status channel
 one on the alert stream (the Redis bus's `AlertStreamReader`), which starts with the last `ALERT_BACKLOG` entries
 so open alerts reach a page again after a restart. Both read the pipeline's `redis_namespace`, the one the nodes
 publish under. Messages this gateway published itself (its webcams) are skipped: the hub already had them.
+
+A lost head does not stop the readers (Redis is not the head's). The director is reached through a
+`DirectorLink` (director_link.py), which never blocks the page on a head that is not there: while the director
+does not answer, a change through the API is refused (`RemoteUnavailable`, 503) and the camera list is the last
+one known; once the head is back, the link finds the restarted director.
+
+An alert's evidence stays on the node that wrote it; the node uploads it into Redis (redis_evidence.py), and
+`fetch_evidence` brings it into this gateway's own evidence folder, where `/evidence` serves it as a local file.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-import ray
-
-from stream.cluster.director import ensure_director
+from stream.cluster.director_link import DirectorLink
 from stream.cluster.pipeline import Pipeline
-from stream.cluster.settings import NAMESPACE
+from stream.config.evidence import EvidencePolicy
 from stream.live.bus.redis_alerts import AlertStreamReader
 from stream.live.bus.redis_bus import UNREACHABLE, channel_patterns, connect
+from stream.live.bus.redis_evidence import RedisEvidence
 
 log = logging.getLogger(__name__)
 
 ALERT_BACKLOG = 500  # alert-stream entries replayed into the hub at start (open alerts survive a restart)
-CALL_TIMEOUT_S = 30.0  # a director call slower than this fails the request (the cluster is unwell)
-STATUS_CACHE_S = 0.5  # the director's camera list is asked for at most this often
 READ_BLOCK_MS = 1000
 RETRY_S = 1.0  # after a Redis error, readers try again this much later
 
@@ -51,26 +54,21 @@ class ClusterCameras:
         self.address = address
         self.pipeline = pipeline
         self.namespace = pipeline.serve["redis_namespace"]
-        self.director: Any = None
+        self.director = DirectorLink(address)
         self._deliver: Callable[[dict], None] | None = None
         self._own: str | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._cache: tuple[float, dict[str, dict]] = (0.0, {})
+        self.evidence = RedisEvidence(pipeline.serve["redis"], self.namespace,
+                                      EvidencePolicy.model_validate(pipeline.serve["evidence"]).shared)
 
     # -- LiveService's side ---------------------------------------------------------------------------------
 
     def start(self, deliver: Callable[[dict], None], own_source: str | None) -> None:
         """Join the cluster (as a Ray driver on this machine's node), hand the director the pipeline, and start
         reading Redis into `deliver`."""
-        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-        ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
-        if threading.current_thread() is threading.main_thread():  # serve's own shutdown keeps SIGTERM
-            for sig, handler in handlers.items():
-                if handler is not None:
-                    signal.signal(sig, handler)
-        self.director = ensure_director()
-        ray.get(self.director.configure.remote(self.pipeline.model_dump(mode="json")), timeout=CALL_TIMEOUT_S)
+        self.director.open()
+        self.director.ask("configure", self.pipeline.model_dump(mode="json"))
         self._deliver, self._own = deliver, own_source
         for target, name in ((self._read_channels, "cluster-channels"), (self._read_alerts, "cluster-alerts")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -79,22 +77,20 @@ class ClusterCameras:
         log.info("serve --ray: joined the cluster at %s", self.address)
 
     def add(self, config: Any) -> RemoteCamera:
-        ray.get(self.director.add.remote(config.model_dump(mode="json")), timeout=CALL_TIMEOUT_S)
-        self._cache = (0.0, {})
+        self.director.ask("add", config.model_dump(mode="json"))
         return RemoteCamera(config.name, config.url)
 
     def remove(self, name: str) -> bool:
-        removed = ray.get(self.director.remove.remote(name), timeout=CALL_TIMEOUT_S)
-        self._cache = (0.0, {})
-        return bool(removed)
+        return bool(self.director.ask("remove", name))
 
     def statuses(self) -> dict[str, dict]:
-        """name -> {"state", "node", "last_overlay_age_s", ...} for every camera of the cluster."""
-        at, cameras = self._cache
-        if time.monotonic() - at > STATUS_CACHE_S:
-            cameras = ray.get(self.director.status.remote(), timeout=CALL_TIMEOUT_S)["cameras"]
-            self._cache = (time.monotonic(), cameras)
-        return cameras
+        """name -> {"state", "node", "last_overlay_age_s", ...} for every camera of the cluster, as the director
+        last said (the last list known while it does not answer)."""
+        return self.director.cameras()
+
+    def fetch_evidence(self, alert_id: str, name: str, folder: Any) -> None:
+        """Bring an alert's file from Redis into `folder` (LookupError with the reason when it cannot)."""
+        self.evidence.fetch(alert_id, name, folder)
 
     def names(self) -> set[str]:
         return set(self.statuses())
@@ -103,8 +99,8 @@ class ClusterCameras:
         self._stop.set()
         for thread in self._threads:
             thread.join(READ_BLOCK_MS / 1000 + 3)
-        if ray.is_initialized():
-            ray.shutdown()
+        self.director.close()
+        self.evidence.close()
 
     # -- the readers ----------------------------------------------------------------------------------------
 

@@ -3,8 +3,11 @@
 A node with `dfstream_camera` capacity gets one node worker (node_actor.py) as soon as it joins; it is ready once
 the worker has loaded its pipeline. A node is lost when Ray says it is dead (the head's health checks), when its
 worker's actor died, or when it misses `REPORT_MISSES` reports in a row (a hung worker on a live node): then its
-worker is killed, so it never publishes again. What a loss means for the node's cameras and alerts is the
-director's to decide (director.py); this module only says which nodes are gone.
+worker is killed, so it never publishes again. Node workers are detached and named after their node, so they
+outlive a lost head: the director started after it (with the state of state.py) adopts each one as its node is
+surveyed again, and a node it remembers that did not come back is gone (`survey`'s second answer). What a loss
+means for the node's cameras and alerts is the director's to decide (director.py); this module only says which
+nodes are gone.
 
 Runs on the director's event loop.
 """
@@ -45,6 +48,19 @@ class Membership:
     def __init__(self) -> None:
         self.nodes: dict[str, Node] = {}
         self.drained: set[str] = set()  # node names told to leave (or whose pipeline failed): never used again
+        # nodes a saved table named (state.py), not adopted yet: node id -> (name, bus source)
+        self.remembered: dict[str, tuple[str, str | None]] = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        """What survives the head: each ready node's name and bus source (the reaper needs the source of a node
+        lost while the head was away), and the drained names."""
+        nodes = {nid: {"name": name, "source": source} for nid, (name, source) in self.remembered.items()}
+        nodes.update({n.id: {"name": n.name, "source": n.source} for n in self.nodes.values() if n.ready})
+        return {"nodes": nodes, "drained": sorted(self.drained)}
+
+    def restore(self, doc: dict[str, Any]) -> None:
+        self.remembered = {nid: (v["name"], v.get("source")) for nid, v in doc.get("nodes", {}).items()}
+        self.drained = set(doc.get("drained", []))
 
     def by_name(self, name: str) -> Node | None:
         return next((n for n in self.nodes.values() if n.name == name), None)
@@ -57,18 +73,20 @@ class Membership:
         """Whether a node that joined less than `grace_s` ago is still loading its pipeline."""
         return any(not n.ready and time.time() - n.since < grace_s for n in self.nodes.values())
 
-    def survey(self, pipeline: dict[str, Any] | None) -> list[Node]:
-        """Ray's view of the nodes: a worker spawned on each new node with capacity (once there is a pipeline);
-        returns the nodes Ray says are dead, already forgotten here."""
+    def survey(self, pipeline: dict[str, Any] | None) -> tuple[list[Node], list[tuple[str, str, str | None]]]:
+        """Ray's view of the nodes: a worker spawned (or a running one adopted) on each new node with capacity,
+        once there is a pipeline. Returns the nodes Ray says are dead, already forgotten here, and the remembered
+        nodes that are not alive any more, as (id, name, bus source)."""
         alive = {n["NodeID"]: n for n in ray.nodes() if n.get("Alive")}
         dead = [self.lose(nid, "node dead") for nid in list(self.nodes) if nid not in alive]
+        gone = [(nid, *self.remembered.pop(nid)) for nid in list(self.remembered) if nid not in alive]
         if pipeline is not None:
             for nid, info in alive.items():
                 capacity = int(info.get("Resources", {}).get(RESOURCE, 0))
                 name = info.get("NodeName") or nid
                 if capacity >= 1 and nid not in self.nodes and name not in self.drained:
                     self._spawn(pipeline, nid, name, info.get("NodeManagerAddress", "?"), capacity)
-        return dead
+        return dead, gone
 
     async def poll(self, node: Node) -> bool:
         """Fetch the node worker's report (its cameras and memory); False when the node is lost by it (already
@@ -113,4 +131,5 @@ class Membership:
                 self.drained.add(node.name)
             return
         node.ready, node.source, node.pid = True, info.get("source"), info.get("pid")
-        log.info("director: node %s ready", node.name)
+        adopted = self.remembered.pop(node.id, None) is not None
+        log.info("director: node %s %s", node.name, "adopted, with the cameras it runs" if adopted else "ready")

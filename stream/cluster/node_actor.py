@@ -7,7 +7,8 @@ through its `RedisBus` exactly as `serve --redis` does; it has no websocket clie
 The director is the only caller. `start`/`stop` are idempotent, so a repeated call after a lost reply changes
 nothing. `stop` goes through `LiveService.remove` (open alerts end, recordings complete, the recorder detaches);
 `removed=False` (a camera moving) does not announce the camera as removed, `removed=True` (taken away through
-the API) does. The last-overlay clock of `report` is a subscriber of the service's bus.
+the API) does. The last-overlay clock of `report` and the evidence uploader (the gateway serves what it
+uploads) are subscribers of the service's bus.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import ray
 
 from stream.cluster.pipeline import Pipeline
-from stream.cluster.settings import RESOURCE
+from stream.cluster.settings import NAMESPACE, RESOURCE
 from stream.messages import Overlay
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ class NodeWorker:
         self._last_overlay: dict[str, float] = {}
         self._lock = threading.Lock()
         self.service.bus.subscribe(Overlay, self._seen)
+        self.uploader = _uploader(self.service)
+        self.service.bus.subscribe(self.uploader.kinds, self.uploader.publish, wire=True)
+        self.uploader.start()
         self.service.start()
         self.started = time.time()
         log.info("node worker on %s ready: %s", node_id[:12], ", ".join(e.name for e in engines))
@@ -99,6 +103,7 @@ class NodeWorker:
         import asyncio
 
         asyncio.run(self.service.stop())
+        self.uploader.close()  # after the service: its last alerts' evidence is uploaded (or spooled) too
         return True
 
     def report(self) -> dict[str, Any]:
@@ -110,6 +115,15 @@ class NodeWorker:
         return {"cameras": cameras, "rss_bytes": _rss_bytes(), "time": time.time()}
 
 
+def _uploader(service: Any) -> Any:
+    """The node's evidence uploader (stream/live/bus/evidence_upload.py): the gateway serves what it uploads."""
+    from stream.live.bus.evidence_upload import EvidenceUploader
+
+    config = service.config
+    return EvidenceUploader(config.redis, config.redis_namespace, service.evidence.root, config.evidence.shared,
+                            config.data_dir, service.source_id)
+
+
 def _rss_bytes() -> int | None:
     try:
         with open(f"/proc/{os.getpid()}/statm") as f:
@@ -118,12 +132,19 @@ def _rss_bytes() -> int | None:
         return None
 
 
+def worker_name(node_id: str) -> str:
+    return f"node-{node_id}"
+
+
 def spawn(pipeline: dict[str, Any], node_id: str, capacity: int) -> Any:
     """The node worker of `node_id`, pinned there (never moved: a lost node's cameras are re-placed by the
-    director instead), holding the node's whole camera capacity so Ray itself never puts two on one node."""
+    director instead), holding the node's whole camera capacity so Ray itself never puts two on one node.
+    Detached and named after its node, so it outlives the director (a lost head): the one already running
+    there is returned instead of a second."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     actor = ray.remote(NodeWorker).options(
+        name=worker_name(node_id), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
         num_cpus=0, resources={RESOURCE: capacity}, max_restarts=0, max_concurrency=4,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
     return actor.remote(pipeline, node_id)

@@ -88,6 +88,19 @@ class CameraTable:
             self._ever_placed.add(camera)
             self._unplaced_sent.pop(camera, None)
 
+    def snapshot(self) -> dict[str, Any]:
+        """What survives the head (state.py): the cameras in order of arrival, their owners, those that ran."""
+        return {"cameras": list(self.cameras.values()), "assigned": dict(self.assigned),
+                "ever_placed": sorted(self._ever_placed)}
+
+    def restore(self, doc: dict[str, Any]) -> None:
+        """Take back a `snapshot`: the same cameras on the same nodes (whether those nodes live is the
+        director's to find out)."""
+        self.cameras = {c["name"]: c for c in doc.get("cameras", [])}
+        self.assigned = {c: n for c, n in doc.get("assigned", {}).items() if c in self.cameras}
+        self._ever_placed = set(doc.get("ever_placed", [])) & set(self.cameras)
+        self._unplaced_sent.clear()
+
     def unplaced_due(self, now: float) -> list[str]:
         """Unplaced cameras whose status should be published again (late pages see it); marks them sent."""
         due = [c for c in self.cameras

@@ -17,6 +17,7 @@
 //   originOf(key)    when (performance.now() ms) the frame with that key arrived or was captured, or null
 //   detach()         stop and let go of everything; hangUp() the same, for a page being closed
 
+import { BaselineControl } from "./baseline.js";
 import { colourOf, contentRect, drawOverlay, drawStrip, faceColour, faceLabel, LOW_QUALITY, percent } from "./draw.js";
 import { CLOCK, OverlayBuffer, percentile, timeKey } from "./sync.js";
 
@@ -140,7 +141,9 @@ export class Tile {
     this.meterEl.append(this.levelEl);
     this.voiceVerdictEl = el("span", "voice-verdict");
     this.voiceEl.append(el("span", "voice-label", "voice"), this.meterEl, this.voiceVerdictEl);
-    root.append(head, body, this.voiceEl, stripRow, this.statsEl);
+    this.baseline = new BaselineControl(this.name); // "Learn normal": the camera's own bar (baseline.js)
+    this.state.baseline = this.baseline.state;
+    root.append(head, body, this.voiceEl, stripRow, this.statsEl, this.baseline.el);
     this.el = root;
     this.setMessage("Connecting…", "connecting");
   }
@@ -257,6 +260,7 @@ export class Tile {
     this.state.verdicts = msg.verdicts || null;
     if (msg.verdicts) parts.unshift(verdictsText(msg.verdicts));
     this.statsEl.textContent = parts.join(" · ");
+    this.baseline.onStatus(msg.baseline);
     this.refreshMessage();
     this._drawStrip();
   }

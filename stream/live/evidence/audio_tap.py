@@ -5,22 +5,31 @@ Where the packets come from: a file's or camera's own audio packets, remuxed unc
 codec (AAC, MP3, Opus...); otherwise (a browser's sound, which aiortc decodes; a camera's G.711) the decoded sound,
 encoded to AAC (audio_encoder.py), from the first chunk on. Every audio packet is a random-access point, so the
 ring (`PacketRing`) holds them one by one and a recording may start at any of them.
+
+Clock: packets go into the ring on the stream's continuous clock (the video's `Timeline`, timeline.py), shifted by
+the offset of the video segment that holds their time, so a recording across a file's loop or a reconnect keeps
+its sound in step with its pictures. A new connection whose sound has the same codec, rate and channels keeps the
+held codec record (as the video's does), so the ring and an open recording go on through it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from stream.live.evidence.audio_encoder import AudioEncoder
 from stream.live.evidence.ring import PacketRing
+from stream.live.evidence.timeline import Timeline
 from stream.live.sources import AudioChunk, AudioCodecInfo, Packet
 from stream.live.sources.live import StreamSource
 
 
 class AudioTap:
-    def __init__(self, source: StreamSource, keep_s: float, max_bytes: int) -> None:
+    def __init__(self, source: StreamSource, keep_s: float, max_bytes: int, timeline: Timeline) -> None:
+        """`timeline`: the stream's video clock, which the sound is put on."""
         self.name = source.name
         self.ring = PacketRing(keep_s, max_bytes)
+        self._timeline = timeline
         self.encoder: AudioEncoder | None = None
         self._source = source
         self._packets = 0
@@ -37,14 +46,26 @@ class AudioTap:
     def _on_packet(self, packet: Packet) -> None:
         self._packets += 1
         if isinstance(packet.codec, AudioCodecInfo) and packet.codec.template is not None:
-            self.ring.push(packet)
+            self._push(packet)
         elif self.encoder is None and len(self._unsubscribe) == 1:  # MP4 cannot hold it: encode what it decodes to
             self._unsubscribe.append(self._source.subscribe_audio(self._on_chunk))
 
     def _on_chunk(self, chunk: AudioChunk) -> None:
         if self.encoder is None:
-            self.encoder = AudioEncoder(self.name, self.ring.push)
+            self.encoder = AudioEncoder(self.name, self._push)
         self.encoder.submit(chunk)
+
+    def _push(self, packet: Packet) -> None:
+        """Into the ring, on the continuous clock, under the held codec record where this one is the same."""
+        held = self.ring.codec
+        codec = held if held is not None and held is not packet.codec and held == packet.codec else packet.codec
+        shift = self._timeline.continuous(packet.time) - packet.time
+        ticks = round(shift / packet.codec.time_base) if shift else 0
+        if ticks or codec is not packet.codec:
+            packet = dataclasses.replace(packet, codec=codec,
+                                         pts=None if packet.pts is None else packet.pts + ticks,
+                                         dts=None if packet.dts is None else packet.dts + ticks)
+        self.ring.push(packet)
 
     def status(self) -> dict[str, Any] | None:
         """What the stream's ring status says of its sound; None while it has none."""

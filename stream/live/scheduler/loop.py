@@ -36,6 +36,7 @@ from stream.live.scoring import Scorer
 from stream.live.sources import Frame
 from stream.live.sources.live import StreamSource
 from stream.live.verdicts.alerts import AlertManager
+from stream.live.verdicts.cameras import CameraBars
 from stream.live.verdicts.judge import Judge
 from stream.live.verdicts.policy import worst
 from stream.live.verdicts.streams import Voices, side_by_side, stream_verdict
@@ -56,8 +57,9 @@ class Scheduler:
     def __init__(self, detector: FaceDetector, engines: Sequence[Engine], publish: Publish,
                  config: SchedulerConfig | None = None, policy: VerdictPolicy | None = None,
                  alerts: AlertManager | None = None, ensemble: Ensemble | None = None,
-                 voices: Voices | None = None, rule: str = "either") -> None:
-        """`voices`: the voice path, whose `voice` object each overlay carries and whose verdict joins the faces'
+                 bars: CameraBars | None = None, voices: Voices | None = None, rule: str = "either") -> None:
+        """`bars`: each camera's bar (its baseline) and live learning; None judges every stream at `policy`.
+        `voices`: the voice path, whose `voice` object each overlay carries and whose verdict joins the faces'
         by `rule` (stream/config/voices.py)."""
         self.detector = detector
         self.voices = voices
@@ -65,7 +67,8 @@ class Scheduler:
         policy = policy or VerdictPolicy()
         self.scorer = Scorer(engines, ensemble, weights=policy.weights)
         self.engines = self.scorer.engines
-        self.judge = Judge(policy, alerts, self.scorer.fusion)
+        self.bars = bars
+        self.judge = Judge(policy, alerts, self.scorer.fusion, bars)
         self.publish = publish
         self.config = config or SchedulerConfig()
         self.governor = LoadGovernor(self.config)
@@ -287,4 +290,6 @@ class Scheduler:
         if self.voices is not None and self.voices.overlay(st.name) is not None:  # a stream with sound
             verdicts = side_by_side(worst([t.verdict.verdict for t in st.tracks.values()]),
                                     self.voices.verdict(st.name), self.rule)
-        return Status(st.name, source=st.source.source_status(), scheduler=sched, verdicts=verdicts)
+        baseline = self.bars.status(st.name, self.target_fps(st)) if self.bars is not None else None
+        return Status(st.name, source=st.source.source_status(), scheduler=sched, verdicts=verdicts,
+                      baseline=baseline)

@@ -5,6 +5,9 @@ its own `cleanup_ctx` (the service, then the WebRTC webcams and the relay), torn
 request first passes `auth.py`: its Host must be one of this server's names, its token must match when the
 server is bound beyond loopback, and a state-changing request must be JSON from an allowed Origin.
 
+Camera baselines: `GET/POST/DELETE /api/streams/<name>/baseline` (baselines.py). `GET /api/model`: the engines,
+and what `--model auto` decided.
+
 Operations: `GET /metrics` (Prometheus text, metrics.py; the token beyond loopback like every route),
 `GET /healthz` (alive; open to probes) and `GET /readyz` (engines loaded and the bus up or spooling; open to
 probes, but stream names only with the token), `POST /api/alerts/<id>/explanation` (an alert's cited
@@ -27,10 +30,10 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 
 from stream.live.evidence.names import ALERT_ID, CONTENT_TYPES
-from stream.live.server import auth
+from stream.live.server import auth, baselines, malloc
 from stream.live.server.hub import Client
 from stream.live.server.metrics import CONTENT_TYPE_LATEST, Metrics
-from stream.live.server.service import LiveService, StreamLimit
+from stream.live.server.service import LiveService, RemoteUnavailable, StreamLimit
 from stream.live.sources import SourceError
 
 try:  # WebRTC is optional: without aiortc (or with an aiortc these reads were not checked against) the rest runs
@@ -137,7 +140,7 @@ async def add_stream(request: web.Request) -> web.Response:
         source = await service.api_add(url, name, bool(body.get("loop", False)))
     except auth.SourceRefused as exc:
         raise web.HTTPForbidden(text=str(exc)) from None
-    except StreamLimit as exc:
+    except (StreamLimit, RemoteUnavailable) as exc:
         raise web.HTTPServiceUnavailable(text=str(exc)) from None
     except (SourceError, ValueError) as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
@@ -145,9 +148,20 @@ async def add_stream(request: web.Request) -> web.Response:
 
 
 async def remove_stream(request: web.Request) -> web.Response:
-    if not request.app[SERVICE_KEY].api_remove(request.match_info["name"]):
+    try:
+        removed = request.app[SERVICE_KEY].api_remove(request.match_info["name"])
+    except RemoteUnavailable as exc:
+        raise web.HTTPServiceUnavailable(text=str(exc)) from None
+    if not removed:
         raise web.HTTPNotFound(text="no such stream")
     return web.json_response({"removed": request.match_info["name"]})
+
+
+async def model_info(request: web.Request) -> web.Response:
+    """GET /api/model: the engines that judge, and what `--model auto` decided (its warning when it fell back)."""
+    service = request.app[SERVICE_KEY]
+    return web.json_response({"engines": [e.name for e in service.scheduler.engines],
+                              "auto": service.auto.to_json() if service.auto is not None else None})
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -160,13 +174,26 @@ async def index(request: web.Request) -> web.StreamResponse:
 async def evidence(request: web.Request) -> web.StreamResponse:
     """An alert's evidence file: /evidence/<alert id>/<name>, name one of evidence.names (snapshot, strip,
     recording, overlay track, manifest). Only those names under ids of the alert-id form are served, so no
-    request can reach outside the evidence folder. FileResponse answers Range requests (video seeking)."""
+    request can reach outside the evidence folder. FileResponse answers Range requests (video seeking). A file
+    written elsewhere (a cluster node) is first copied here by the remote (404 with its reason when it cannot)."""
     alert_id, name = request.match_info["id"], request.match_info["file"]
     if not EVIDENCE_ID.match(alert_id) or name not in EVIDENCE_FILES:
         raise web.HTTPNotFound(text="no such evidence")
-    root = request.app[SERVICE_KEY].evidence.root.resolve()
+    service = request.app[SERVICE_KEY]
+    root = service.evidence.root.resolve()
     path = (root / alert_id / name).resolve()
-    if path.parent.parent != root or not path.is_file():
+    if path.parent.parent != root:
+        raise web.HTTPNotFound(text="no such evidence")
+    if not path.is_file() and service.remote is not None and name in CONTENT_TYPES:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, service.remote.fetch_evidence, alert_id, name,
+                                                             path.parent)
+        except LookupError as exc:
+            raise web.HTTPNotFound(text=f"no such evidence here: {exc}") from None
+        except OSError as exc:  # Redis unreachable, or this disk
+            raise web.HTTPServiceUnavailable(text=f"evidence not reachable now: {type(exc).__name__}") from None
+        service.evidence.submit(service.evidence.enforce_retention)  # the copies count against this gateway's limits
+    if not path.is_file():
         raise web.HTTPNotFound(text="no such evidence (not written yet, or removed by retention)")
     return web.FileResponse(path, headers={"Content-Type": EVIDENCE_FILES[name], "Cache-Control": "private"})
 
@@ -220,7 +247,8 @@ def readiness(service: LiveService) -> dict:
         bus = {"ok": True, "kind": "redis", "connected": bool(stats["redis_up"]), "spooled": stats.get("spool", 0)}
     else:
         bus = {"ok": True, "kind": "local"}
-    checks = {"engines": {"ok": engines_ok, "loaded": [e.name for e in sched.engines]},
+    checks = {"engines": {"ok": engines_ok, "loaded": [e.name for e in sched.engines],
+                          **({"auto": service.auto.to_json()} if service.auto is not None else {})},
               "scheduler": {"ok": sched_ok}, "bus": bus}
     return {"ready": all(c["ok"] for c in checks.values()), "checks": checks}
 
@@ -239,8 +267,11 @@ async def readyz(request: web.Request) -> web.Response:
         body["streams"]["states"] = {src.name: src.state.value for src in sources}
         if service.channels:  # queues, deliveries and dead letters of webhooks and MQTT (names: token only)
             body["channels"] = service.channels.stats()
+        if service.redis is not None:  # why Redis is not taking alerts (a refused password names its variable)
+            body["checks"]["bus"]["error"] = service.redis.stats()["last_error"]
     else:
         body["checks"]["engines"].pop("loaded")
+        body["checks"]["engines"].pop("auto", None)
     return web.json_response(body, status=200 if body["ready"] else 503)
 
 
@@ -281,8 +312,10 @@ def build_app(service: LiveService, explainer: Explainer | None = None) -> web.A
     app = web.Application(middlewares=[auth.middleware],
                           client_max_size=service.config.max_message_bytes * UPLOAD_LIMIT_FACTOR)
     app[SERVICE_KEY] = service
+    app[baselines.BASELINES_KEY] = service.baselines
     app[auth.GUARD_KEY] = auth.Guard(service.config)
     app.cleanup_ctx.append(service_ctx)
+    app.cleanup_ctx.append(malloc.trim_ctx)  # glibc's free pages back to the system once a minute
     if explainer is not None:
         app[EXPLAINER_KEY] = explainer
     app.cleanup_ctx.append(explain_ctx)
@@ -311,6 +344,10 @@ def build_app(service: LiveService, explainer: Explainer | None = None) -> web.A
         web.get("/api/streams", list_streams),
         web.post("/api/streams", add_stream),
         web.delete("/api/streams/{name}", remove_stream),
+        web.get("/api/streams/{name}/baseline", baselines.get_baseline),
+        web.post("/api/streams/{name}/baseline", baselines.post_baseline),
+        web.delete("/api/streams/{name}/baseline", baselines.delete_baseline),
+        web.get("/api/model", model_info),
         web.get("/evidence/{id}/{file}", evidence),
         web.post("/api/alerts/{id}/explanation", explain_alert),
         web.get("/metrics", metrics),
