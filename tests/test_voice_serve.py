@@ -4,7 +4,8 @@
    AASIST-L (the authors' published weights) and its status shows face and voice verdicts side by side; the second
    is judged on its faces (real MTCNN and MesoNet), with no `voice` object and no error.
 2. A voice alert's recording keeps the sound: the recording's AAC track lasts as long as its video, and the
-   evidence holds the windows the alert was raised on (JSON and WAV) under the manifest.
+   evidence holds the windows the alert was raised on (JSON and WAV) under the manifest. Across a short file's
+   loops too: the sound rides the stream's continuous clock, so it stays as long as the pictures.
 3. An RTSP camera with a microphone (GStreamer's RTSP server sending AAC beside H.264): its overlays carry `voice`
    objects, and its recording ring holds its sound, remuxed.
 """
@@ -96,34 +97,53 @@ def test_a_file_with_speech_carries_voice_objects_and_a_file_without_sound_is_ju
         assert status == 200 and json.loads(body)["silent"]["state"] == "streaming"
 
 
-def test_a_voice_alerts_recording_keeps_the_sound_and_its_windows(tmp_path):
-    talk = video_with_sound(REAL_VIDEO, speech_run(10.0), tmp_path / "talk.mp4", seconds=10.0)
+def voice_alert_recording(tmp_path: Path, talk: Path, loop: bool, run_s: float):
+    """A constant voice alert on `talk`, run `run_s` past its start, the stream removed; returns (folder, end)."""
     config = ServeConfig(port=0, data_dir=tmp_path / "data",
                          evidence=EvidencePolicy(pre_capture_s=2.0, post_capture_s=1.0, max_clip_s=30.0),
                          voice=VoiceConfig(models=["constant-voice"], hop_s=0.5))
-    voice = ConstantVoice(0.99)
-    with LiveServer(config, [], NoFaces(), voice_engines=[voice]) as server:
+    with LiveServer(config, [], NoFaces(), voice_engines=[ConstantVoice(0.99)]) as server:
         records = Records(server)
-        server.service.add_config(SourceConfig(name="talk", url=str(talk)))
+        server.service.add_config(SourceConfig(name="talk", url=str(talk), loop=loop))
         start = wait_for(lambda: next((a for a in records.alerts() if a.event == "start"), None), 60,
                          "the voice alert's start")
         assert start.modality == "voice" and start.track == -1 and start.evidence["snapshot"] is None
-        time.sleep(3.0)  # let the recording run past the pre-roll
+        time.sleep(run_s)  # let the recording run past the pre-roll
         assert server.service.remove("talk")  # the stream goes: the alert ends and its recording completes
         end = wait_for(lambda: next((a for a in records.alerts() if a.event == "end" and a.custody), None), 60,
                        "the voice alert's end with its custody")
-    folder = Path(end.evidence["recording"]).parent
-    files = end.custody["files"]
-    assert {"recording.mp4", "voice_windows.json", "voice_windows.wav", "overlay.json"} <= files.keys()
-    sound, seconds = audio_track(folder / "recording.mp4"), video_seconds(folder / "recording.mp4")
+    return Path(end.evidence["recording"]).parent, end
+
+
+def assert_sound_spans_the_pictures(recording: Path) -> dict:
+    sound, seconds = audio_track(recording), video_seconds(recording)
     assert sound is not None and sound["codec"] == "aac" and sound["rate"] == RATE and sound["peak"] > 0.05
     assert seconds > 2.0 and sound["seconds"] == pytest.approx(seconds, abs=0.3), (sound, seconds)
+    return sound
+
+
+@pytest.mark.slow
+def test_a_voice_alerts_recording_keeps_the_sound_and_its_windows(tmp_path):
+    talk = video_with_sound(REAL_VIDEO, speech_run(10.0), tmp_path / "talk.mp4", seconds=10.0)
+    folder, end = voice_alert_recording(tmp_path, talk, loop=False, run_s=3.0)
+    files = end.custody["files"]
+    assert {"recording.mp4", "voice_windows.json", "voice_windows.wav", "overlay.json"} <= files.keys()
+    assert_sound_spans_the_pictures(folder / "recording.mp4")
     assert end.custody["recording"]["audio"]["codec"] == "aac"
     windows = json.loads((folder / "voice_windows.json").read_text())
     assert windows["rate"] == RATE and windows["windows"] and all(w["p_fake"] == pytest.approx(0.99)
                                                                    for w in windows["windows"] if w["p_fake"])
     with wave.open(str(folder / "voice_windows.wav")) as wav:
         assert wav.getframerate() == RATE and wav.getnframes() == RATE * len(windows["windows"])
+
+
+@pytest.mark.slow
+def test_a_voice_alerts_recording_across_a_files_loops_keeps_its_sound_in_step(tmp_path):
+    talk = video_with_sound(REAL_VIDEO, speech_run(3.0), tmp_path / "talk.mp4", seconds=3.0)
+    folder, end = voice_alert_recording(tmp_path, talk, loop=True, run_s=7.0)
+    breaks = end.custody["recording"]["discontinuities"]
+    assert breaks and all(b["reason"] == "new connection" for b in breaks), breaks  # it did span the loops
+    assert_sound_spans_the_pictures(folder / "recording.mp4")
 
 
 @pytest.mark.slow
