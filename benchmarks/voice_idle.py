@@ -5,7 +5,9 @@ throughput drops by no more than 5 %).
 
 Runs alternate (without, with, without, with, ...) on the same inputs in one process, so a machine whose load
 drifts affects both sides alike; each run's analysed frames per second (all streams) and process CPU are printed,
-then the mean of each side and their ratio.
+with each pair's ratio, then the mean of each side and their ratio. On a loaded machine the fps of one run moves
+by more than 5 % from the next, so the voice thread's own CPU time (per thread, from the kernel) is printed too:
+what the idle path takes from the cores the faces use, whatever the noise.
 
     .venv/bin/python benchmarks/voice_idle.py --streams 2 --pairs 3 --seconds 30
 """
@@ -64,12 +66,13 @@ def run(videos, engine, voice_engines, seconds: float, warmup: float, fps: float
         voices.start()
     proc = psutil.Process()
     time.sleep(warmup)
-    cpu0, t0 = proc.cpu_times(), time.monotonic()
+    voice_thread = voices._thread.native_id if voices is not None and voices._thread is not None else None
+    cpu0, t0, v0 = proc.cpu_times(), time.monotonic(), thread_cpu(proc, voice_thread)
     measuring[0] = True
     time.sleep(seconds)
     measuring[0] = False
     elapsed = time.monotonic() - t0
-    cpu1 = proc.cpu_times()
+    cpu1, v1 = proc.cpu_times(), thread_cpu(proc, voice_thread)
     if voices is not None:
         voices.stop()
     sched.stop()
@@ -77,7 +80,15 @@ def run(videos, engine, voice_engines, seconds: float, warmup: float, fps: float
         s.stop()
     return {"analysed_fps": sum(counts.values()) / elapsed,
             "cpu": (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed,
-            "voice_passes": voices.passes if voices is not None else None, "load": psutil.getloadavg()[0]}
+            "voice_passes": voices.passes if voices is not None else None, "load": psutil.getloadavg()[0],
+            "voice_cpu": (v1 - v0) / elapsed if voice_thread is not None else None}
+
+
+def thread_cpu(proc, native_id: int | None) -> float:
+    """CPU seconds (user + system) the thread `native_id` of `proc` has used so far; 0 without one."""
+    if native_id is None:
+        return 0.0
+    return next((t.user_time + t.system_time for t in proc.threads() if t.id == native_id), 0.0)
 
 
 def main() -> None:
@@ -103,13 +114,18 @@ def main() -> None:
         for side in ("without", "with"):
             got = run(videos, engine, [voice] if side == "with" else [], args.seconds, args.warmup, args.fps)
             sides[side].append(got)
+            voice_cpu = f", voice thread {got['voice_cpu'] * 1000:.2f} ms CPU/s" if got["voice_cpu"] is not None else ""
             print(f"pair {i + 1} {side:>7} voice path: {got['analysed_fps']:.2f} analysed fps, CPU {got['cpu']:.2f} "
-                  f"cores, voice passes {got['voice_passes']}, load average {got['load']:.1f}", flush=True)
+                  f"cores, voice passes {got['voice_passes']}{voice_cpu}, load average {got['load']:.1f}", flush=True)
+        ratio = sides["with"][-1]["analysed_fps"] / sides["without"][-1]["analysed_fps"]
+        print(f"pair {i + 1} ratio with/without: {ratio:.3f}", flush=True)
     mean = {k: float(np.mean([r["analysed_fps"] for r in v])) for k, v in sides.items()}
+    idle = float(np.mean([r["voice_cpu"] for r in sides["with"]]))
     cpu = {k: float(np.mean([r["cpu"] for r in v])) for k, v in sides.items()}
     print(f"{args.streams} face-only streams, {args.model}, {args.pairs} runs each of {args.seconds:g} s: analysed fps "
           f"without {mean['without']:.2f}, with the idle voice path {mean['with']:.2f} "
-          f"(ratio {mean['with'] / mean['without']:.3f}); CPU {cpu['without']:.2f} -> {cpu['with']:.2f} cores")
+          f"(ratio {mean['with'] / mean['without']:.3f}); CPU {cpu['without']:.2f} -> {cpu['with']:.2f} cores; "
+          f"the idle voice thread used {idle * 1000:.2f} ms of CPU per second ({idle * 100:.3f} % of one core)")
 
 
 if __name__ == "__main__":
