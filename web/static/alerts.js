@@ -158,7 +158,7 @@ export class AlertFeed {
     label.className = "modality";
     label.dataset.modality = voice ? "voice" : "face";
     label.textContent = voice ? "voice" : "face";
-    title.append(label, ` ${msg.stream}${voice ? "" : ` · track #${msg.track}`}`);
+    title.textContent = `${msg.stream}${voice ? "" : ` · track #${msg.track}`}`; // the label goes before it
     const when = new Date(msg.started_at * 1000).toLocaleTimeString();
     const what = document.createElement("div");
     what.textContent = msg.event === "end"
@@ -167,7 +167,7 @@ export class AlertFeed {
     const engines = document.createElement("div");
     engines.className = "engines";
     engines.textContent = Object.entries(msg.engines || {}).map(([k, v]) => `${k} ${percent(v)}`).join(" · ");
-    body.append(title, what, engines);
+    body.append(label, title, what, engines);
     for (const [url, words] of [[a.clip, "evidence clip"], [a.sound, "windows heard"]]) {
       if (!url) continue;
       const link = document.createElement("a");
