@@ -5,7 +5,9 @@ Chromium's fake capture devices stand in for the hardware: the fake camera, and 
 the shared speech (`--use-file-for-fake-audio-capture`). "Use my webcam" asks for the camera and the microphone;
 the page sends both, the server judges the voice, every overlay of the stream carries a `voice` object, and the
 tile shows it under the video: a level meter and the voice's verdict; the stats show the face and voice verdicts
-side by side. Where the microphone is refused, the webcam goes without sound, as before.
+side by side. Where the microphone is refused, the webcam goes without sound, as before. A voice alert (a voice
+engine that calls every window fake stands in for a detector that is sure) is listed in the feed with its own
+label, under the stream's name and no track.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from stream.config.voices import VoiceConfig
 from browser import chromium_unavailable, open_browser, screenshot
 from live_server import LiveServer
 from parts import needs
-from serve_fakes import NoFaces
+from serve_fakes import ConstantVoice, NoFaces
 from sound_media import speech_run
 from test_browser import PAGE_TIMEOUT_S, ServerMessages, ms, start_webcam, tile_of, until, until_live, wait_js
 from voice_media import AASIST_WEIGHTS, RATE, write_wav
@@ -40,8 +42,8 @@ def aasist_l():
     return build_voice_engine("aasist-l", weights_dir=AASIST_WEIGHTS, allow_download=False)
 
 
-def voice_config() -> ServeConfig:
-    return ServeConfig(port=0, voice=VoiceConfig(models=["aasist-l"]))
+def voice_config(model: str = "aasist-l", hop_s: float = 2.0) -> ServeConfig:
+    return ServeConfig(port=0, voice=VoiceConfig(models=[model], hop_s=hop_s))
 
 
 def source_of(server: LiveServer, name: str):
@@ -115,4 +117,27 @@ def test_a_refused_microphone_leaves_the_webcam_without_sound(aasist_l, tmp_path
             await expect(tile_of(page, name).locator(".voice")).to_be_hidden()
 
     with LiveServer(voice_config(), [], NoFaces(), voice_engines=[aasist_l]) as server:
+        asyncio.run(scenario(server))
+
+
+def test_a_voice_alert_is_listed_with_its_own_label(tmp_path):
+    mic = write_wav(tmp_path / "mic.wav", speech_run(10.0), RATE)
+    flags = ["--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={mic}"]
+
+    async def scenario(server: LiveServer) -> None:
+        async with open_browser(flags) as browser:
+            page = await browser.new_page(permissions=["camera", "microphone"])
+            await page.goto(server.base + "/")
+            await until_live(page)
+            name = await start_webcam(page)
+            item = page.locator("li.alert[data-modality='voice']").first
+            await expect(item).to_be_visible(timeout=ms(VOICE_TIMEOUT_S))
+            await expect(item.locator(".modality")).to_have_text("voice")
+            await expect(item.locator("strong")).to_have_text(name)  # the stream; a voice has no face track
+            assert await page.locator("li.alert[data-modality='face']").count() == 0
+            await tile_of(page, name).locator("button.remove").click()
+            assert await until(lambda: name not in server.service.names(), PAGE_TIMEOUT_S)
+
+    with LiveServer(voice_config("constant-voice", hop_s=0.5), [], NoFaces(),
+                    voice_engines=[ConstantVoice(0.99)]) as server:
         asyncio.run(scenario(server))
