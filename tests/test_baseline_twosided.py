@@ -161,7 +161,7 @@ def test_an_old_file_without_the_fields_loads_as_above(tmp_path):
 
 
 @pytest.mark.parametrize("edit, says", [
-    (lambda d: d["policy"]["baseline"].update(direction="below"), "direction"),
+    (lambda d: d["policy"]["baseline"].update(direction="below"), "direction: Input should be 'above' or 'both'"),
     (lambda d: d["policy"]["baseline"].update(direction=2), "direction"),
     (lambda d: d.update(under=None), "lower bar"),
     (lambda d: d["under"].update(threshold=0.9), "must be below t_low"),
@@ -187,3 +187,20 @@ def test_a_malformed_direction_in_the_config_is_refused():
         VerdictPolicy(t_under_release=0.1)  # a release without a lower bar
     assert VerdictPolicy().baseline.direction == "above"
     assert run_track(_track(np.full(12, 0.0001)), VerdictPolicy()).verdict != "fake"  # the global bar: no floor
+
+
+def test_the_command_line_opts_in_and_refuses_another_direction(tmp_path, capsys):
+    import argparse
+
+    from stream.cli import main
+    from stream.cli.baseline import policy_for
+
+    args = argparse.Namespace(alpha=None, allow_fake=False, direction="both")
+    assert policy_for(args).baseline.direction == "both"
+    assert policy_for(argparse.Namespace(alpha=None, allow_fake=False, direction=None)).baseline.direction == "above"
+    out = tmp_path / "cam.json"
+    out.write_text("kept")
+    with pytest.raises(SystemExit) as exc:  # argparse refuses before any model loads
+        main(["baseline", "clip.mp4", "--out", str(out), "--direction", "below"])
+    assert exc.value.code == 2 and "invalid choice: 'below'" in capsys.readouterr().err
+    assert out.read_text() == "kept"
