@@ -13,6 +13,9 @@ How the video loops like a live camera: a producer pipeline decodes the file at 
 `intervideosink` and rewinds with segment seeks (running time keeps growing, so pacing never jumps). The
 shared RTSP media reads `intervideosrc`, re-encodes with x264 at zero latency and a one-second GOP, so a
 client that joins at any moment gets a keyframe within a second and then frames at real time.
+
+With `audio` (a WAV file), the camera has a microphone too: a second producer loops the WAV the same way into an
+`interaudiosink`, and the media sends it as AAC (MPEG4-GENERIC RTP, as IP cameras do) beside the video.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ REQUIRED_ELEMENTS = (
     "filesrc", "qtdemux", "h264parse", "avdec_h264", "videoconvert",
     "intervideosink", "intervideosrc", "x264enc", "rtph264pay",
 )  # fmt: skip
+AUDIO_ELEMENTS = ("wavparse", "audioconvert", "audioresample", "interaudiosink", "interaudiosrc", "avenc_aac",
+                  "rtpmp4gpay")
+AUDIO_RATE = 16000  # the microphone's rate (a camera's AAC at 16 kHz mono)
 # Debian packages that provide the above (scripts/setup.sh test installs them).
 DEBIAN_PACKAGES = (
     "python3-gi", "gir1.2-gst-rtsp-server-1.0", "gstreamer1.0-plugins-base", "gstreamer1.0-plugins-good",
@@ -81,8 +87,10 @@ class RtspServer:
     dies (it watches its stdin pipe), so a crashed test run leaves no server behind.
     """
 
-    def __init__(self, video: str | Path, port: int | None = None, path: str = DEFAULT_PATH):
+    def __init__(self, video: str | Path, port: int | None = None, path: str = DEFAULT_PATH,
+                 audio: str | Path | None = None):
         self.video = Path(video)
+        self.audio = Path(audio) if audio is not None else None
         self.port = port or free_port()
         self.path = path.strip("/")
         self.url = f"rtsp://{HOST}:{self.port}/{self.path}"
@@ -101,7 +109,8 @@ class RtspServer:
         self._log.seek(0)
         self._log.truncate()
         self._proc = subprocess.Popen(
-            [SYSTEM_PYTHON, "-I", __file__, str(self.video), str(self.port), self.path],
+            [SYSTEM_PYTHON, "-I", __file__, str(self.video), str(self.port), self.path,
+             *([str(self.audio)] if self.audio is not None else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
         )  # fmt: skip
         deadline = t0 + START_TIMEOUT_S
@@ -169,18 +178,19 @@ def _gst():
     from gi.repository import GLib, Gst, GstRtspServer
 
     Gst.init(None)
-    missing = [e for e in REQUIRED_ELEMENTS if Gst.ElementFactory.find(e) is None]
+    missing = [e for e in REQUIRED_ELEMENTS + AUDIO_ELEMENTS if Gst.ElementFactory.find(e) is None]
     if missing:
         raise SystemExit(f"missing GStreamer elements: {', '.join(missing)}")
     return GLib, Gst, GstRtspServer
 
 
-def _producer(Gst, GLib, video: str, loop):
-    """Decode `video` at real time into the intervideo channel, rewinding forever; returns (pipeline, caps)."""
-    pipe = Gst.parse_launch(
+def _producer(Gst, GLib, video: str, loop, launch: str | None = None):
+    """Decode `video` at real time into the intervideo channel (or run `launch`, whose `src` reads `video` and whose
+    `sink` is an inter sink), rewinding forever; returns (pipeline, caps)."""
+    pipe = Gst.parse_launch(launch or (
         f"filesrc name=src ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=I420 "
         f"! intervideosink name=sink channel={CHANNEL} sync=true"
-    )
+    ))
     pipe.get_by_name("src").set_property("location", video)
     segment = Gst.SeekFlags.SEGMENT
 
@@ -207,9 +217,17 @@ def main(argv: list[str]) -> int:
     GLib, Gst, GstRtspServer = _gst()
     if argv == ["--check"]:
         return 0
-    video, port, path = argv
+    video, port, path, *audio = argv
     loop = GLib.MainLoop()
     producer, caps = _producer(Gst, GLib, video, loop)
+    sound = ""
+    if audio:  # a microphone: the WAV looped into the interaudio channel, sent as AAC beside the video
+        mic, _ = _producer(Gst, GLib, audio[0], loop, (
+            f"filesrc name=src ! wavparse ! audioconvert ! audioresample "
+            f"! audio/x-raw,format=S16LE,rate={AUDIO_RATE},channels=1 "
+            f"! interaudiosink name=sink channel={CHANNEL}-audio sync=true"))
+        sound = (f" interaudiosrc channel={CHANNEL}-audio ! audio/x-raw,rate={AUDIO_RATE},channels=1 ! audioconvert "
+                 f"! avenc_aac ! rtpmp4gpay name=pay1 pt=97")
     width, height = caps.get_value("width"), caps.get_value("height")
     _, num, den = caps.get_fraction("framerate")
     fps = max(1, round(num / den))
@@ -218,7 +236,7 @@ def main(argv: list[str]) -> int:
     factory.set_launch(
         f"( intervideosrc channel={CHANNEL} ! video/x-raw,width={width},height={height},framerate={num}/{den} "
         f"! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast sliced-threads=false bitrate={BITRATE_KBPS} "
-        f"key-int-max={fps * GOP_S} ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+        f"key-int-max={fps * GOP_S} ! rtph264pay name=pay0 pt=96 config-interval=-1{sound} )"
     )
     factory.set_shared(True)  # one encoder for all clients: two test sources can watch the same camera
     server = GstRtspServer.RTSPServer()
@@ -228,10 +246,14 @@ def main(argv: list[str]) -> int:
     if server.attach(None) == 0:
         raise SystemExit(f"cannot listen on {HOST}:{port}")
     producer.set_state(Gst.State.PLAYING)
+    if audio:
+        mic.set_state(Gst.State.PLAYING)
     GLib.io_add_watch(sys.stdin.fileno(), GLib.PRIORITY_DEFAULT, GLib.IO_IN | GLib.IO_HUP, lambda *_: loop.quit())
     print(READY_LINE, flush=True)
     loop.run()
     producer.set_state(Gst.State.NULL)
+    if audio:
+        mic.set_state(Gst.State.NULL)
     return 0
 
 

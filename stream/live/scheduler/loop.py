@@ -40,6 +40,7 @@ from stream.live.verdicts.alerts import AlertManager
 from stream.live.verdicts.cameras import CameraBars
 from stream.live.verdicts.judge import Judge
 from stream.live.verdicts.policy import worst
+from stream.live.verdicts.streams import Voices, side_by_side, stream_verdict
 from stream.messages import FaceOverlay, Overlay, Record, SchedulerStatus, Status
 
 
@@ -67,9 +68,13 @@ class Scheduler:
     def __init__(self, detector: FaceDetector, engines: Sequence[Engine], publish: Publish,
                  config: SchedulerConfig | None = None, policy: VerdictPolicy | None = None,
                  alerts: AlertManager | None = None, ensemble: Ensemble | None = None,
-                 bars: CameraBars | None = None) -> None:
-        """`bars`: each camera's bar (its baseline) and live learning; None judges every stream at `policy`."""
+                 bars: CameraBars | None = None, voices: Voices | None = None, rule: str = "either") -> None:
+        """`bars`: each camera's bar (its baseline) and live learning; None judges every stream at `policy`.
+        `voices`: the voice path, whose `voice` object each overlay carries and whose verdict joins the faces'
+        by `rule` (stream/config/voices.py)."""
         self.detector = detector
+        self.voices = voices
+        self.rule = rule
         policy = policy or VerdictPolicy()
         self.scorer = Scorer(engines, ensemble, weights=policy.weights)
         self.engines = self.scorer.engines
@@ -275,9 +280,11 @@ class Scheduler:
             out.append(FaceOverlay(track=track.id, box=det.box, prob=det.prob, score=j.score, raw=j.raw,
                                    engines=dict(track.scores), verdict=j.verdict, quality=quality,
                                    reason=j.reason))
+        face = worst([t.verdict.verdict for t in st.tracks.values()])
+        voice = self.voices.overlay(st.name) if self.voices is not None else None
+        verdict = stream_verdict(face, self.voices.verdict(st.name), self.rule) if voice is not None else face
         return Overlay(stream=st.name, pts=frame.pts, time=frame.time, frame_size=frame.size,
-                       latency_ms=(now - frame.received) * 1000.0, faces=tuple(out),
-                       verdict=worst([t.verdict.verdict for t in st.tracks.values()]))
+                       latency_ms=(now - frame.received) * 1000.0, faces=tuple(out), verdict=verdict, voice=voice)
 
     def publish_status(self) -> None:
         """Every stream's status (the periodic heartbeat of rates and load)."""
@@ -306,5 +313,10 @@ class Scheduler:
                        "measure": self.config.load, "events": g.events[-STATUS_EVENTS:]},
             reason=g.reasons.get(st.name) if st.shed or g.scale_of(st.name) < 1.0 else None,
             priority=st.priority, watched=st.attention > 0)
+        verdicts = None
+        if self.voices is not None and self.voices.overlay(st.name) is not None:  # a stream with sound
+            verdicts = side_by_side(worst([t.verdict.verdict for t in st.tracks.values()]),
+                                    self.voices.verdict(st.name), self.rule)
         baseline = self.bars.status(st.name, self.target_fps(st)) if self.bars is not None else None
-        return Status(st.name, source=st.source.source_status(), scheduler=sched, baseline=baseline)
+        return Status(st.name, source=st.source.source_status(), scheduler=sched, verdicts=verdicts,
+                      baseline=baseline)

@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from stream.live.sources.base import CodecInfo, Frame, Packet, SourceError, SourceState
+from stream.live.sources.base import AudioChunk, AudioCodecInfo, CodecInfo, Frame, Packet, SourceError, SourceState
 
 if TYPE_CHECKING:
     from stream.live.sources.av_source import AVSource
@@ -17,4 +17,4 @@ def __getattr__(name: str):
         return AVSource
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["AVSource", "CodecInfo", "Frame", "Packet", "SourceError", "SourceState"]
+__all__ = ["AVSource", "AudioChunk", "AudioCodecInfo", "CodecInfo", "Frame", "Packet", "SourceError", "SourceState"]

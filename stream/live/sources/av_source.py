@@ -21,6 +21,7 @@ from pathlib import Path
 import av
 
 from stream.live.sources import annexb
+from stream.live.sources.audio import AudioBranch, AudioSink
 from stream.live.sources.base import CodecInfo, Frame, Packet, SourceError, SourceState, StateMachine
 from stream.live.sources.picture import Picture
 from stream.config.sources import is_network
@@ -61,7 +62,8 @@ class AVSource(StateMachine):
     `strict_length` reports a file whose frames end well before its declared duration as truncated.
     `timeout` (seconds, or (open, read)) makes a stalled network read raise instead of hanging forever.
     `on_packet` receives every compressed video packet (H.264/HEVC only, in Annex B) before its frames are
-    decoded, on the decoding thread: the recording ring's tap.
+    decoded, on the decoding thread: the recording ring's tap. `audio` (a live source) gets the first audio track's
+    packets and decoded sound from the same demuxing loop (audio.py); without it the sound is not read.
     `rgb_on_decode` converts every emitted frame to RGB on the decoding thread (the old path, for comparisons);
     by default frames carry the decoded picture and are converted where they are read.
     """
@@ -76,6 +78,7 @@ class AVSource(StateMachine):
         strict_length: bool = True,
         timeout: float | tuple[float, float] | None = None,
         on_packet: Callable[[Packet], None] | None = None,
+        audio: AudioSink | None = None,
         rgb_on_decode: bool = False,
     ) -> None:
         self.url = str(url)
@@ -93,6 +96,7 @@ class AVSource(StateMachine):
         self.rate: float | None = None
         self.on_packet = on_packet
         self.rgb_on_decode = rgb_on_decode
+        self.audio = audio
         self.codec_info: CodecInfo | None = None
         self._container: av.container.InputContainer | None = None
 
@@ -183,7 +187,11 @@ class AVSource(StateMachine):
         extradata = bytes(stream.codec_context.extradata or b"")
         in_band = extradata if annexb.is_annexb(extradata) else b""  # avcC/hvcC: the filter inserts them itself
         assert self._container is not None
-        for packet in self._container.demux(stream):
+        audio = AudioBranch.open(self._container, self.audio)
+        for packet in self._container.demux(*((stream, audio.stream) if audio is not None else (stream,))):
+            if audio is not None and packet.stream.index == audio.index:
+                audio.take(packet)
+                continue
             frames = packet.decode()
             if bsf is not None and info is not None and packet.size:
                 for out in bsf.filter(packet):

@@ -17,7 +17,7 @@ from stream.config.faces import CAMERA, PROFILES, DetectionProfile
 from stream.config.sources import DEVICE_PREFIXES, RTSP_SCHEMES, SourceConfig, is_network
 from stream.live.sources.buffer import LatestFrameBuffer
 from stream.live.stats import RateMeter
-from stream.live.sources import AVSource, Frame, Packet, SourceError, SourceState
+from stream.live.sources import AVSource, AudioChunk, Frame, Packet, SourceError, SourceState
 from stream.live.sources.base import StateMachine
 from stream.live.sources.urls import redact
 from stream.messages import SourceStatus
@@ -82,6 +82,9 @@ class StreamSource(StateMachine):
         self.frame_size: tuple[int, int] | None = None
         self._subscribers: list[Callable[[Frame], None]] = []
         self._packet_subscribers: list[Callable[[Packet], None]] = []
+        self._audio_subscribers: list[Callable[[AudioChunk], None]] = []
+        self._audio_packet_subscribers: list[Callable[[Packet], None]] = []
+        self.audio_chunks = 0  # decoded sound chunks handed to audio taps so far
         self._ring_status: Callable[[], dict[str, Any]] | None = None  # a recording ring fed by this source
         self.priority = 0  # under load a higher one keeps its rate longer (SourceConfig.priority, the API)
         self._watchers = 0  # relay viewers now (watch())
@@ -148,6 +151,49 @@ class StreamSource(StateMachine):
 
         return unsubscribe
 
+    def subscribe_audio(self, fn: Callable[[AudioChunk], None]) -> Callable[[], None]:
+        """Call `fn(chunk)` for every run of decoded sound, on the thread that has it (a PyAV source's decoder
+        thread; the event loop for WebRTC), so `fn` must be quick. A PyAV source decodes its sound only while
+        someone listens; subscribe before `start` (the audio track is opened with the container). Returns the
+        unsubscriber."""
+        self._audio_subscribers = [*self._audio_subscribers, fn]
+
+        def unsubscribe() -> None:
+            self._audio_subscribers = [f for f in self._audio_subscribers if f is not fn]
+
+        return unsubscribe
+
+    def subscribe_audio_packets(self, fn: Callable[[Packet], None]) -> Callable[[], None]:
+        """Call `fn(packet)` for every compressed audio packet (`Packet.is_audio`), on the decoding thread; sources
+        without packets of their own (WebRTC) have none. Returns the unsubscriber."""
+        self._audio_packet_subscribers = [*self._audio_packet_subscribers, fn]
+
+        def unsubscribe() -> None:
+            self._audio_packet_subscribers = [f for f in self._audio_packet_subscribers if f is not fn]
+
+        return unsubscribe
+
+    def wants_audio(self) -> bool:
+        return bool(self._audio_subscribers)
+
+    def wants_audio_packets(self) -> bool:
+        return bool(self._audio_packet_subscribers)
+
+    def deliver_audio(self, chunk: AudioChunk) -> None:
+        self.audio_chunks += 1
+        for fn in self._audio_subscribers:
+            try:
+                fn(chunk)
+            except Exception:  # a listener's bug must never stop the source
+                log.exception("%s: audio subscriber failed", self.name)
+
+    def deliver_audio_packet(self, packet: Packet) -> None:
+        for fn in self._audio_packet_subscribers:
+            try:
+                fn(packet)
+            except Exception:
+                log.exception("%s: audio packet subscriber failed", self.name)
+
     def report_ring(self, status: Callable[[], dict[str, Any]]) -> Callable[[], None]:
         """Report `status()` (a recording ring fed by this source: evidence/recorder.py) in this source's status,
         until the returned function is called."""
@@ -184,9 +230,9 @@ class StreamSource(StateMachine):
 
 
 def open_source(c: SourceConfig, sample_fps: float | None = None,
-                on_packet: Callable[[Packet], None] | None = None) -> AVSource:
+                on_packet: Callable[[Packet], None] | None = None, audio: StreamSource | None = None) -> AVSource:
     """An `AVSource` for a configured address with the options its kind needs (also `dfstream baseline`'s
-    live input)."""
+    live input); `audio` gets its sound (sources/audio.py)."""
     options: dict[str, str] = {}
     fmt = None
     if c.kind == "rtsp":
@@ -196,7 +242,7 @@ def open_source(c: SourceConfig, sample_fps: float | None = None,
     elif c.kind == "device":
         fmt = c.device_format
     return AVSource(c.url, sample_fps=sample_fps, options=options, format=fmt, strict_length=False,
-                    timeout=(OPEN_TIMEOUT_S, c.watchdog_s), on_packet=on_packet,
+                    timeout=(OPEN_TIMEOUT_S, c.watchdog_s), on_packet=on_packet, audio=audio,
                     rgb_on_decode=c.convert == "on-decode")
 
 
@@ -215,7 +261,9 @@ class AVLiveSource(StreamSource):
         self._thread: threading.Thread | None = None
 
     def _open(self) -> AVSource:
-        return open_source(self.config, on_packet=self.deliver_packet if self._packet_subscribers else None)
+        listened = self._audio_subscribers or self._audio_packet_subscribers
+        return open_source(self.config, on_packet=self.deliver_packet if self._packet_subscribers else None,
+                           audio=self if listened else None)
 
     def start(self) -> None:
         self._stop.clear()
