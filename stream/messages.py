@@ -167,6 +167,9 @@ class SchedulerStatus:
     tracks: int  # faces tracked now
     scheduler: dict[str, Any]  # the governor: scale of every rate, smoothed load, its latest events in words
     gated_faces: int = 0  # face-frames judged low-quality since the stream started
+    reason: str | None = None  # why the stream is slowed or paused now, in words (None: at its full rate)
+    priority: int = 0  # the stream's priority under load (SourceConfig.priority)
+    watched: bool = False  # someone is watching it (a browser's webcam or screen, relay viewers): kept longest
 
     def to_message(self) -> Message:
         return {f.name: getattr(self, f.name) for f in fields(self)}

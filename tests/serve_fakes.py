@@ -101,7 +101,7 @@ class Ticker(StreamSource):
         i = 0
         while not self._stop.wait(1.0 / self.fps):
             image = rng.integers(0, 255, (*FRAME, 3), dtype=np.uint8)
-            self.deliver(Frame(image=image, pts=i, time=i / self.fps, index=i, received=time.monotonic()))
+            self.deliver(Frame.of(image=image, pts=i, time=i / self.fps, index=i, received=time.monotonic()))
             i += 1
 
     def stop(self) -> None:

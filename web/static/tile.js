@@ -182,7 +182,9 @@ export class Tile {
     if (st === "failed") return this.setMessage(`This stream failed${err ? `: ${err}` : "."}`, "failed");
     if (st === "ended") return this.setMessage("The video ended.", "ended");
     if (st === "stopped") return this.setMessage("This stream was stopped.", "stopped");
-    if (this.status && this.status.shed) return this.setMessage("Paused by the scheduler: the server is overloaded.", "shed");
+    if (this.status && this.status.shed) {
+      return this.setMessage(`Paused by the scheduler: ${this.status.reason || "the server is overloaded."}`, "shed");
+    }
     if (this.state.video.frames === 0) {
       if (st === "connecting" || st === "idle" || !st) return this.setMessage(this.view.words.connecting, "connecting");
       return this.setMessage(this.view.words.waiting, "waiting");
@@ -240,7 +242,8 @@ export class Tile {
     this.state.stats = {
       fps: msg.fps, analysed_fps: msg.analysed_fps, target_fps: msg.target_fps, dropped: msg.dropped,
       received: msg.received, latency_ms: msg.latency_ms, tracks: msg.tracks, reconnects: msg.reconnects,
-      gated_faces: msg.gated_faces, link: msg.link || null,
+      gated_faces: msg.gated_faces, link: msg.link || null, reason: msg.reason || null,
+      priority: msg.priority, watched: msg.watched,
     };
     this.el.dataset.state = msg.state;
     this.badgeEl.textContent = msg.state;
@@ -257,6 +260,10 @@ export class Tile {
     if (msg.tracks !== undefined) parts.push(`${msg.tracks} track${msg.tracks === 1 ? "" : "s"}`);
     if (msg.gated_faces !== undefined) parts.push(`${msg.gated_faces} low-quality face-frame${msg.gated_faces === 1 ? "" : "s"}`);
     if (msg.reconnects) parts.push(`${msg.reconnects} reconnect${msg.reconnects === 1 ? "" : "s"}`);
+    // Slowed (not paused) under load: say so and why, on the tile (the governor's reason, scheduler/governor.py).
+    const slowed = !msg.shed && msg.reason ? msg.reason : "";
+    if (slowed) parts.push(`slowed: ${slowed}`);
+    this.el.dataset.slowed = slowed ? "true" : "";
     this.state.verdicts = msg.verdicts || null;
     if (msg.verdicts) parts.unshift(verdictsText(msg.verdicts));
     this.statsEl.textContent = parts.join(" · ");

@@ -159,7 +159,17 @@ class LiveService:
         source.start()
         log.info("stream %s started (%s)", source.name, source.url)
 
-    async def api_add(self, url: str, name: str | None = None, loop: bool = False) -> StreamSource:
+    def set_priority(self, name: str, priority: int) -> bool:
+        """A running stream's priority under load (the API); False when there is no such stream here."""
+        source = next((s for s in self.scheduler.sources() if s.name == name), None)
+        if source is None:
+            return False
+        source.priority = priority
+        self.scheduler.publish_source_status(source)
+        return True
+
+    async def api_add(self, url: str, name: str | None = None, loop: bool = False,
+                      priority: int = 0) -> StreamSource:
         """Add a stream sent through the API: the source policy first (auth.check_api_source), then the stream
         limit, then the address itself; remembered for the next start. Raises SourceRefused, StreamLimit,
         SourceError or ValueError, and then nothing was added."""
@@ -167,7 +177,8 @@ class LiveService:
             validate_url(url)  # a malformed address is said to be malformed (400) before any lookup
         await check_api_source(url, self.config.source_policy)  # before any look at a local path's existence
         self.refuse_if_full()
-        config = SourceConfig(name=name or source_name_for(url, self.names()), url=url, loop=loop)
+        config = SourceConfig(name=name or source_name_for(url, self.names()), url=url, loop=loop,
+                              priority=priority)
         source = self.add_config(config)
         if self.store is not None:
             try:

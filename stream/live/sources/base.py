@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from stream.live.sources.picture import Picture
+
 log = logging.getLogger(__name__)
 
 
@@ -97,23 +99,39 @@ class SourceError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One decoded RGB frame.
+    """One decoded frame.
 
-    `time` is the presentation time in seconds from the stream's start (pts * time_base, or index / rate when
-    the container gives no pts); `index` counts decoded frames, so gaps in it show what sampling skipped.
-    `received` is the monotonic clock when it was decoded, for latency figures.
+    `picture` holds it as decoded, converted to RGB only when something reads it (`picture.py`); an RGB array
+    given instead is wrapped. `image` is the full RGB frame (converted on first read: hot paths ask `picture`
+    for only what they need). `time` is the presentation time in seconds from the stream's start (pts *
+    time_base, or index / rate when the container gives no pts); `index` counts decoded frames, so gaps in it show
+    what sampling skipped. `received` is the monotonic clock when it was decoded, for latency figures.
     """
 
-    image: np.ndarray
+    picture: Picture
     pts: int | None
     time: float
     index: int
     received: float
 
+    def __post_init__(self) -> None:
+        if isinstance(self.picture, np.ndarray):
+            object.__setattr__(self, "picture", Picture(rgb=self.picture))
+
+    @classmethod
+    def of(cls, image: np.ndarray, pts: int | None, time: float, index: int, received: float) -> "Frame":
+        """A frame of an RGB array."""
+        return cls(Picture(rgb=image), pts, time, index, received)
+
+    @property
+    def image(self) -> np.ndarray:
+        """The full RGB frame (height, width, 3)."""
+        return self.picture.rgb()
+
     @property
     def size(self) -> tuple[int, int]:
         """(width, height)"""
-        return self.image.shape[1], self.image.shape[0]
+        return self.picture.size
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from enum import IntEnum
 from typing import Any
 
 from stream.config.faces import CAMERA, PROFILES, DetectionProfile
@@ -47,6 +48,19 @@ def validate_url(url: str) -> None:
         raise SourceError(f"{url}: no such file")
 
 
+class Attention(IntEnum):
+    """A named policy: how closely a stream is followed, the first thing the governor ranks streams by.
+
+    SENDER: a browser's webcam or shared screen, whose sender looks at its tile (often a call in progress);
+    VIEWERS: a camera or file with relay viewers on the page; NONE: nobody is looking. Trade-off: the page relays
+    every tile it shows, so on a busy page the cameras all rank alike and only `priority` orders them, while the
+    person who connected a webcam always comes first."""
+
+    NONE = 0
+    VIEWERS = 1
+    SENDER = 2
+
+
 class StreamSource(StateMachine):
     """What the scheduler and the status publisher see of any source: a name, a buffer, a state and counters."""
 
@@ -72,6 +86,34 @@ class StreamSource(StateMachine):
         self._audio_packet_subscribers: list[Callable[[Packet], None]] = []
         self.audio_chunks = 0  # decoded sound chunks handed to audio taps so far
         self._ring_status: Callable[[], dict[str, Any]] | None = None  # a recording ring fed by this source
+        self.priority = 0  # under load a higher one keeps its rate longer (SourceConfig.priority, the API)
+        self._watchers = 0  # relay viewers now (watch())
+        self._watch_lock = threading.Lock()
+
+    @property
+    def attention(self) -> int:
+        """How closely someone follows this stream now (`Attention`): under load the more closely followed keep
+        their rate longest (scheduler/governor.py)."""
+        return Attention.VIEWERS if self._watchers > 0 else Attention.NONE
+
+    @property
+    def watched(self) -> bool:
+        return self.attention > Attention.NONE
+
+    def watch(self) -> Callable[[], None]:
+        """Count one more viewer (the relay, while the stream has viewers); returns the function that ends it
+        (calling it twice is harmless)."""
+        with self._watch_lock:
+            self._watchers += 1
+        done = threading.Event()
+
+        def unwatch() -> None:
+            with self._watch_lock:
+                if not done.is_set():
+                    done.set()
+                    self._watchers -= 1
+
+        return unwatch
 
     def deliver(self, frame: Frame) -> None:
         self.frame_rate.tick(frame.received)
@@ -200,7 +242,8 @@ def open_source(c: SourceConfig, sample_fps: float | None = None,
     elif c.kind == "device":
         fmt = c.device_format
     return AVSource(c.url, sample_fps=sample_fps, options=options, format=fmt, strict_length=False,
-                    timeout=(OPEN_TIMEOUT_S, c.watchdog_s), on_packet=on_packet, audio=audio)
+                    timeout=(OPEN_TIMEOUT_S, c.watchdog_s), on_packet=on_packet, audio=audio,
+                    rgb_on_decode=c.convert == "on-decode")
 
 
 class AVLiveSource(StreamSource):
@@ -210,6 +253,7 @@ class AVLiveSource(StreamSource):
 
     def __init__(self, config: SourceConfig, rng: random.Random | None = None) -> None:
         super().__init__(config.name, config.url, LatestFrameBuffer(1, config.policy), config.analysed_fps)
+        self.priority = config.priority
         self.config = config
         self.detection = PROFILES[config.detection]
         self._rng = rng or random.Random()
@@ -292,7 +336,7 @@ class AVLiveSource(StreamSource):
                     wait = pace_origin[0] + (frame.time - pace_origin[1]) - time.monotonic()
                     if wait > 0 and self._stop.wait(wait):
                         return got
-                    frame = Frame(frame.image, frame.pts, frame.time, frame.index, time.monotonic())
+                    frame = Frame(frame.picture, frame.pts, frame.time, frame.index, time.monotonic())
                 self.deliver(frame)
         finally:
             src.close()

@@ -2,8 +2,9 @@
 browser sends one.
 
 aiortc decodes on its own thread and queues every decoded frame without bound. The source keeps that queue empty
-by taking frames as they arrive and holding only the newest; only that one is converted to RGB (on a worker
-thread, so WebRTC I/O on the event loop never waits), and the frames it replaced are counted as dropped.
+by taking frames as they arrive and holding only the newest, and the frames it replaced are counted as dropped.
+Nothing is converted here: the frame goes on as decoded (`picture.py`), and only the frames the scheduler takes
+become RGB, on its threads, so WebRTC I/O on the event loop never waits for a conversion.
 
 What the link delivers is part of every face's quality and of the stream's status (`link_quality()`): the size
 of the newest received frame, and the bitrate the peer's receiver measured (set by the signalling side,
@@ -35,7 +36,8 @@ from av import AudioFrame, VideoFrame
 from stream.config.faces import CAMERA, DetectionProfile
 from stream.live.sources.base import AudioChunk, Frame, SourceState
 from stream.live.sources.buffer import BufferPolicy, LatestFrameBuffer
-from stream.live.sources.live import SourceConfig, StreamSource
+from stream.live.sources.picture import Picture
+from stream.live.sources.live import Attention, SourceConfig, StreamSource
 from stream.messages import SourceStatus
 
 log = logging.getLogger(__name__)
@@ -79,8 +81,8 @@ class WebRTCSource(StreamSource):
     """The video track of one peer. connecting -> streaming (first frame) -> stopped, or failed with `error`.
 
     Two tasks on the event loop: `_pump` empties aiortc's unbounded queue as frames arrive and keeps only the
-    newest; `_convert` turns the newest into RGB on a worker thread and delivers it. A frame replaced before it
-    was converted is counted as dropped, so a slow machine sheds frames instead of growing a backlog. With an
+    newest; `_convert` delivers the newest, as decoded. A frame replaced before it was delivered is counted as
+    dropped, so a slow machine sheds frames instead of growing a backlog. With an
     audio track a third, `_pump_audio`, hands each decoded audio frame to the audio taps (none: dropped), timed on
     the video's clock.
     """
@@ -104,6 +106,11 @@ class WebRTCSource(StreamSource):
         self._count = 0
         self._tasks: list[asyncio.Task] = []
         self.bitrate_kbps: float | None = None  # the receiver's measured bitrate; None until first measured
+
+    @property
+    def attention(self) -> int:
+        """Always the sender's: the person sending a webcam or a shared screen is looking at its tile."""
+        return Attention.SENDER
 
     def link_quality(self) -> dict[str, Any]:
         """The received frame size ([w, h], None before the first frame) and bitrate (kbit/s, None until
@@ -182,12 +189,11 @@ class WebRTCSource(StreamSource):
                 self._arrived.clear()
                 continue
             (frame, index, arrived), self._newest = self._newest, None
-            image = await asyncio.to_thread(frame.to_ndarray, format="rgb24")
             if self.state not in (SourceState.CONNECTING, SourceState.STREAMING):
                 return
             self._set_state(SourceState.STREAMING)
             self._audio_clock.picture(float(frame.time or 0.0), arrived)
-            self.deliver(Frame(image, frame.pts, float(frame.time or 0.0), index, arrived))
+            self.deliver(Frame(Picture(video=frame), frame.pts, float(frame.time or 0.0), index, arrived))
         if self.state in (SourceState.CONNECTING, SourceState.STREAMING):  # a hang-up, not a failure
             log.info("%s: the browser ended its video track", self.name)
             self._on_stop(self.peer_id)
