@@ -101,13 +101,23 @@ def test_unknown_model_and_missing_weights_are_usage_errors(tmp_path):
     face = sorted((SHARED / "data" / "faces" / "celeba-hq").glob("*"))[0]
     proc = run_scan(str(face), "--model", "nope")
     assert proc.returncode == 2 and "unknown model 'nope'" in proc.stderr and "meso4-df" in proc.stderr
+    # the default (`auto`) offline with no weights at all: says where it looked and how to get the small model
     proc = subprocess.run(
         [sys.executable, "-m", "stream", "scan", str(face), "--weights-dir", str(tmp_path), "--offline"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
+    assert "found no usable weights" in proc.stderr and f"models pull {DEFAULT_MODEL}" in proc.stderr
+    assert str(tmp_path) in proc.stderr
+    # a named model whose file is missing: its file name and its public address
+    proc = subprocess.run(
+        [sys.executable, "-m", "stream", "scan", str(face), "--model", DEFAULT_MODEL, "--weights-dir", str(tmp_path),
+         "--offline"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
     assert get_entry(DEFAULT_MODEL).weights.filename in proc.stderr and "raw.githubusercontent.com/DariusAf/MesoNet" in proc.stderr
     assert str(tmp_path) in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing half-downloaded or written
 
 
 def test_scan_with_a_clip_engine_uses_consecutive_face_frames(tmp_path):
