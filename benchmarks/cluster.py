@@ -18,7 +18,7 @@ no Redis) on the same clips with the same pipeline, so the two latencies are mea
 * memory: the resident memory of each worker node's whole Ray process group (raylet, agents, the node worker)
   and of the node worker alone.
 
-The nodes run the tests' cheap pipeline by default (tests/cluster_fakes.py: one face per frame, an always-fake
+The nodes run the tests' cheap pipeline by default (tests/support/cluster_fakes.py: one face per frame, an always-fake
 engine: it isolates the cluster's own costs on a 2-core machine); `--real` runs MTCNN + meso4-f2f on both sides.
 
     .venv/bin/python benchmarks/cluster.py                      # N=4 cameras over K=2 nodes, 3 rounds
@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import psutil  # noqa: E402
 
-from ray_cluster import Cluster, free_port  # noqa: E402
-from redis_server import RedisServer  # noqa: E402
+from support.ray_cluster import Cluster, free_port  # noqa: E402
+from support.redis_server import RedisServer  # noqa: E402
 from test_cluster import Watcher, max_gap, wait_for, where  # noqa: E402
 
 CLIPS = sorted((ROOT.parent / "shared" / "data" / "ffpp-c23").glob("*/*.mp4"))
@@ -79,7 +79,7 @@ def group_rss(pgid: int) -> int:
 def local_serve(clips: list[Path], real: bool, data: Path):
     from stream.config.serve import ServeConfig
     from stream.live.sources.live import SourceConfig
-    from live_server import LiveServer
+    from support.live_server import LiveServer
 
     sources = [SourceConfig(name=f"cam{i}", url=str(c), loop=True, analysed_fps=ANALYSED_FPS)
                for i, c in enumerate(clips)]
@@ -88,7 +88,7 @@ def local_serve(clips: list[Path], real: bool, data: Path):
         from engines.registry import build_engine
 
         return LiveServer(config, [build_engine("meso4-f2f", weights_dir=WEIGHTS, allow_download=False)])
-    from cluster_fakes import pipeline
+    from support.cluster_fakes import pipeline
 
     engines, detector, _ = pipeline(config, "cpu")
     return LiveServer(config, engines, detector)
@@ -152,9 +152,9 @@ def main() -> int:
     config.write_text("sources:\n" + "".join(f"  - {{name: {c}, url: '{p}', loop: true, analysed_fps: {ANALYSED_FPS}}}\n"
                                              for c, p in zip(cams, clips))
                       + f"models: [meso4-f2f]\nweights_dir: {WEIGHTS}\n")
-    fakes = [] if args.real else ["--node-pipeline", "cluster_fakes:pipeline"]
+    fakes = [] if args.real else ["--node-pipeline", "support.cluster_fakes:pipeline"]
     out: dict = {"cameras": args.cameras, "nodes": args.nodes, "pipeline": "real (MTCNN + meso4-f2f)" if args.real
-                 else "tests/cluster_fakes.py", "date": time.strftime("%Y-%m-%d")}
+                 else "tests/support/cluster_fakes.py", "date": time.strftime("%Y-%m-%d")}
     with RedisServer() as rs, Cluster(work) as cluster, local_serve(clips, args.real, work / "local") as local:
         head = cluster.head(redis=rs.url if args.loss == "head" else None)
         workers = [cluster.worker(args.cameras) for _ in range(args.nodes)]

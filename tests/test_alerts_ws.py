@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from parts import import_or_require
+from support.parts import import_or_require
 
 from engines.quality import QualityFloor
 from engines.registry import DEFAULT_MODEL, build_engine
@@ -15,9 +15,9 @@ from stream.live.sources.live import SourceConfig
 from stream.live.verdicts.alerts import AlertPolicy
 from stream.live.verdicts.policy import VerdictPolicy
 
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer, free_port
-from tcp_proxy import TcpProxy
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer, free_port
+from support.tcp_proxy import TcpProxy
 from test_bus import Cli
 from test_webhooks import log_alerts, wait_for
 

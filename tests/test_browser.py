@@ -1,5 +1,5 @@
-"""The page in a real browser: Debian's Chromium, headless, driven by Playwright (tests/browser.py), against the
-real serve app (MTCNN + MesoNet) in tests/live_server.LiveServer.
+"""The page in a real browser: Debian's Chromium, headless, driven by Playwright (tests/support/browser.py), against the
+real serve app (MTCNN + MesoNet) in tests/support/live_server.LiveServer.
 
 1. Webcam: Chromium's fake camera plays a shared FF++ video (converted to .y4m); "Use my webcam" sends it to the
    server over WebRTC, and the local preview shows boxes with scores, matched to the frames by timestamp.
@@ -39,11 +39,11 @@ from stream.live.faces import FaceDetector
 from stream.live.server.relay import RELAY_KEY
 from stream.live.sources.live import SourceConfig
 
-from browser import chromium_unavailable, open_browser, screenshot
-from conftest import FFPP, MESONET_WEIGHTS
-from parts import needs, require
-from live_server import LiveServer, collect
-from rtsp_server import RtspServer, unavailable_reason
+from support.browser import chromium_unavailable, open_browser, screenshot
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.parts import needs, require
+from support.live_server import LiveServer, collect
+from support.rtsp_server import RtspServer, unavailable_reason
 
 if chromium_unavailable() is None:
     from playwright.async_api import TimeoutError as PlaywrightTimeoutError

@@ -1,7 +1,7 @@
-"""Share screen, in real Chromium (Debian's, headless, Playwright: tests/browser.py) against the real serve app.
+"""Share screen, in real Chromium (Debian's, headless, Playwright: tests/support/browser.py) against the real serve app.
 
 A second tab plays a 2x2 video call of four CelebA-HQ people, swaying a little, with a tone as its sound
-(tests/call_grid.CallPage). Chromium's own tab picker is told to choose it by its title
+(tests/support/call_grid.CallPage). Chromium's own tab picker is told to choose it by its title
 (`--auto-select-tab-capture-source-by-title`, with `--auto-accept-this-tab-capture`), so "Share screen" runs the
 real getDisplayMedia, and the page sends the tab over WebRTC like a webcam (kind "screen").
 
@@ -30,12 +30,12 @@ from stream.config.scheduler import SchedulerConfig
 from stream.config.serve import ServeConfig
 from stream.live.server.webcam import PEERS_KEY, STREAM_NAME
 
-from browser import chromium_unavailable, open_browser, screenshot
-from call_grid import CallPage
-from conftest import MESONET_WEIGHTS
-from live_server import LiveServer
-from parts import needs
-from serve_fakes import Idle, NoFaces, add_source
+from support.browser import chromium_unavailable, open_browser, screenshot
+from support.call_grid import CallPage
+from support.shared import MESONET_WEIGHTS
+from support.live_server import LiveServer
+from support.parts import needs
+from support.serve_fakes import Idle, NoFaces, add_source
 from test_browser import PAGE_TIMEOUT_S, VERDICTS, ServerMessages, ms, tile_of, until, until_live, wait_js
 
 if chromium_unavailable() is None:

@@ -4,7 +4,7 @@ loopback, a real Redis, and the shared clips decoded on the nodes.
 One bring-up carries the failover scenarios in order (each cluster start costs ~20 s of a 2-core machine):
 spread 2 + 2 -> SIGKILL of a worker's whole process tree -> unplaced when full -> a third worker joins ->
 gateway restart -> graceful SIGTERM. Its nodes run the serve fakes' one-face detector and always-fake engine
-(tests/cluster_fakes.py), so every track opens an alert at once and a lost node always leaves open alerts. A
+(tests/support/cluster_fakes.py), so every track opens an alert at once and a lost node always leaves open alerts. A
 second, smaller bring-up runs the real pipeline (MTCNN + MesoNet) end to end.
 
 Time bounds in waits are the issue's targets with slack for a loaded 2-core machine; the measured figures are
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from polling import wait_for
-from conftest import FFPP, MESONET_WEIGHTS
-from parts import needs
-from ray_cluster import Cluster, free_port, ray_unavailable
-from redis_server import RedisServer, unavailable_reason
-from serve_fakes import send
+from support.polling import wait_for
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.parts import needs
+from support.ray_cluster import Cluster, free_port, ray_unavailable
+from support.redis_server import RedisServer, unavailable_reason
+from support.serve_fakes import send
 
 pytestmark = [pytest.mark.slow, needs("redis-server", unavailable_reason()), needs("ray", ray_unavailable()),
               needs("the shared FF++ media", None if FFPP.is_dir() else f"not found at {FFPP}")]
@@ -122,7 +122,7 @@ def test_failover_unplaced_gateway_restart_and_graceful_leave(tmp_path):
     assert len(CLIPS) >= 4
     config = write_config(tmp_path / "serve.yaml", CLIPS[:4], models="[meso4-f2f]",
                           source_policy=f"{{allowed_paths: ['{FFPP}']}}")
-    fakes = ["--node-pipeline", "cluster_fakes:pipeline"]
+    fakes = ["--node-pipeline", "support.cluster_fakes:pipeline"]
     with RedisServer() as rs, Cluster(tmp_path) as cluster:
         client = redis.Redis.from_url(rs.url)
         cluster.head()

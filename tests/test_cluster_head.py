@@ -8,7 +8,7 @@ worker killed after the restart still fails over (its cameras on the survivor, i
 alert key is repeated; and every alert's manifest, written on a worker, is served by the gateway at
 `/evidence/ID/manifest.json` with the sha256 its custody names (the recording too, with Range requests).
 
-The nodes run the tests' cheap pipeline (tests/cluster_fakes.py: one face, always fake), and recordings are cut
+The nodes run the tests' cheap pipeline (tests/support/cluster_fakes.py: one face, always fake), and recordings are cut
 at `max_clip_s` 6 s, so every camera's alert gets a manifest while it is still open.
 """
 
@@ -21,12 +21,12 @@ import urllib.request
 
 import pytest
 
-from conftest import FFPP
-from parts import needs
-from polling import wait_for
-from ray_cluster import Cluster, free_port, ray_unavailable
-from redis_server import RedisServer, unavailable_reason
-from serve_fakes import send
+from support.shared import FFPP
+from support.parts import needs
+from support.polling import wait_for
+from support.ray_cluster import Cluster, free_port, ray_unavailable
+from support.redis_server import RedisServer, unavailable_reason
+from support.serve_fakes import send
 from test_cluster import CLIPS, Watcher, alert_entries, gateway_args, open_alerts, where, write_config
 
 pytestmark = [pytest.mark.slow, needs("redis-server", unavailable_reason()), needs("ray", ray_unavailable()),
@@ -75,7 +75,7 @@ def test_head_loss_resumes_the_cluster_and_evidence_follows_the_alert(tmp_path):
         w1, w2 = cluster.worker(4), cluster.worker(4)
         workers = {cluster.node_name(w1): w1, cluster.node_name(w2): w2}
         port = free_port()
-        cluster.gateway(gateway_args(rs.url, config, port, tmp_path / "gw", "--node-pipeline", "cluster_fakes:pipeline"))
+        cluster.gateway(gateway_args(rs.url, config, port, tmp_path / "gw", "--node-pipeline", "support.cluster_fakes:pipeline"))
         ws = Watcher(port)
         cams = [f"cam{i}" for i in range(4)]
         try:

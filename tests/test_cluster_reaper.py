@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from parts import import_or_require, needs
-from polling import wait_for
-from redis_server import RedisServer, unavailable_reason
+from support.parts import import_or_require, needs
+from support.polling import wait_for
+from support.redis_server import RedisServer, unavailable_reason
 from stream.cluster.pipeline import Pipeline
 from stream.config.serve import ServeConfig
 from stream.live.bus.redis_bus import alerts_stream, channel_patterns

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from parts import import_or_require, needs
-from redis_server import RedisServer, free_port, unavailable_reason
+from support.parts import import_or_require, needs
+from support.redis_server import RedisServer, free_port, unavailable_reason
 from stream.cluster.state import DirectorState, StateStore
 
 pytestmark = needs("redis-server", unavailable_reason())

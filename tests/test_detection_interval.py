@@ -16,7 +16,7 @@ from stream.live.sources import Frame
 from stream.live.sources.buffer import LatestFrameBuffer
 from stream.live.sources.live import StreamSource
 
-from conftest import SHARED
+from support.shared import SHARED
 
 FACE = SHARED / "data" / "faces" / "celeba-hq"
 FRAME = (720, 1280)

@@ -6,7 +6,7 @@ import torch
 from engines.base import FROZEN_SHAPES
 from engines.registry import build_engine
 
-from conftest import MESONET_WEIGHTS
+from support.shared import MESONET_WEIGHTS
 
 
 def test_frozen_graphs_match_eager_at_every_batch_size(ffpp_face_crops):

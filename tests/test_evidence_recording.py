@@ -23,8 +23,8 @@ from stream.live.evidence.manifest import sha256_of
 from stream.live.sources.live import SourceConfig
 from stream.messages import WIRE
 
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer
 
 VIDEO = FFPP / "fake" / "Deepfakes_519_515.mp4"
 PRE_S = 5.0

@@ -13,7 +13,7 @@ from stream.live.evidence.encoder import FrameEncoder
 from stream.live.evidence.ring import PacketRing
 from stream.live.sources import AVSource, Frame
 
-from conftest import FFPP
+from support.shared import FFPP
 
 FPS = 25
 

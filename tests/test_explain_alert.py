@@ -23,8 +23,8 @@ from stream.jobs.explain.alerts import AlertExplainer, AlertNotFound
 from stream.jobs.explain.retrieve import Retriever
 from stream.live.evidence.store import EvidenceStore, write_jpeg, write_mp4
 
-from conftest import MESONET_WEIGHTS, SHARED
-from live_server import LiveServer
+from support.shared import MESONET_WEIGHTS, SHARED
+from support.live_server import LiveServer
 
 ALERT_ID = "0123456789abcdef0123456789abcdef"
 OTHER_ID = "fedcba9876543210fedcba9876543210"

@@ -23,8 +23,8 @@ from stream.config.serve import ServeConfig
 from stream.config.sources import SourceConfig, SourcePolicy
 from stream.live.server.persist import STREAMS_FILE
 
-from live_server import LiveServer
-from serve_fakes import Idle, NoFaces, add_source, request_state, send, webrtc_offers
+from support.live_server import LiveServer
+from support.serve_fakes import Idle, NoFaces, add_source, request_state, send, webrtc_offers
 
 IDLE = "idle"
 UNREACHABLE_CAMERA = "rtsp://127.0.0.1:9/x"  # accepted by the policy; reconnects quietly, costs nothing
@@ -404,7 +404,7 @@ def test_readyz_without_engines_is_not_ready(strict):
 @pytest.fixture(scope="module")
 def tokened(tmp_path_factory):
     """Bound to 127.0.0.2, which is not a loopback *name*: the token is needed, as beyond loopback."""
-    from serve_fakes import AlwaysFake
+    from support.serve_fakes import AlwaysFake
 
     config = ServeConfig(host="127.0.0.2", port=0, token="s3cret", data_dir=tmp_path_factory.mktemp("tok"))
     with LiveServer(config, [AlwaysFake()], detector=NoFaces()) as live:

@@ -20,8 +20,8 @@ from engines.base import Engine, InputSpec
 from stream.config.scheduler import SchedulerConfig
 from stream.config.serve import ServeConfig
 
-from live_server import LiveServer
-from serve_fakes import OneFace, Ticker, add_source, send
+from support.live_server import LiveServer
+from support.serve_fakes import OneFace, Ticker, add_source, send
 
 FACE_S = 0.45  # seconds per face: three streams at the 1 fps floor need 1.35 s of work a second
 STREAMS = ("a", "b", "c")

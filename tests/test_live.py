@@ -21,8 +21,8 @@ from stream.live.scheduler.loop import Scheduler
 from stream.live.sources.live import AVLiveSource, SourceConfig, StreamSource, validate_url
 from stream.live.sources import Frame, SourceError, SourceState
 
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer, collect
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer, collect
 
 
 def frame(i: int) -> Frame:

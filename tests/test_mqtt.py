@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from polling import log_alerts, wait_for
-from parts import import_or_require, needs
+from support.polling import log_alerts, wait_for
+from support.parts import import_or_require, needs
 
 from engines.quality import QualityFloor
 from engines.registry import DEFAULT_MODEL, build_engine
@@ -26,9 +26,9 @@ from stream.live.sources.live import SourceConfig
 from stream.live.verdicts.alerts import AlertPolicy
 from stream.live.verdicts.policy import VerdictPolicy
 
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer, free_port
-from mqtt_broker import MqttBroker, Subscriber, unavailable_reason
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer, free_port
+from support.mqtt_broker import MqttBroker, Subscriber, unavailable_reason
 
 pytestmark = [pytest.mark.slow, needs("mosquitto", unavailable_reason())]
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from stream.config.faces import DetectorConfig
 from stream.live.faces import FaceDetector
 from stream.live.faces.mtcnn_onnx import OrtNet
 
-from conftest import FFPP_VIDEOS, SHARED
+from support.shared import FFPP_VIDEOS, SHARED
 
 FRAMES_PER_VIDEO = 2
 FRAME_STEP = 40  # decoded frames between the two taken from each video

@@ -15,7 +15,7 @@ from stream.live.scheduler.governor import BusyClock, LoadGovernor
 from stream.live.scheduler.loop import Scheduler
 from stream.live.scheduler.threads import ThreadPlan, apply_threads, plan_threads
 
-from serve_fakes import AlwaysFake, OneFace, Ticker
+from support.serve_fakes import AlwaysFake, OneFace, Ticker
 
 DETECT_S = SCORE_S = 0.04  # one pass: 40 ms of detection, then 40 ms of scoring
 PERIODS = 6
@@ -158,7 +158,7 @@ def test_engine_sessions_are_resized_by_the_plan(tmp_path):
     from engines.onnx_backend import onnx_engine_for
     from engines.registry import build_engine
 
-    from conftest import MESONET_WEIGHTS
+    from support.shared import MESONET_WEIGHTS
 
     engine = onnx_engine_for(build_engine("meso4-df", weights_dir=MESONET_WEIGHTS, allow_download=False), tmp_path)
     crops = np.random.default_rng(0).integers(0, 255, (3, 256, 256, 3), dtype=np.uint8)

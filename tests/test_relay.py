@@ -17,8 +17,8 @@ from stream.config.serve import ServeConfig
 from stream.live.server.relay import CLOCK, RELAY_KEY, SYNC_CHANNEL
 from stream.live.sources.live import SourceConfig
 
-from conftest import FFPP
-from live_server import LiveServer
+from support.shared import FFPP
+from support.live_server import LiveServer
 
 VIDEO = FFPP / "real" / "004.mp4"
 TIMEOUT_S = 20.0

@@ -14,11 +14,11 @@ from engines.registry import DEFAULT_MODEL, build_engine
 from stream.config.serve import ServeConfig
 from stream.live.sources.live import SourceConfig
 
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer
-from rtsp_server import RtspServer, unavailable_reason
-from parts import needs
-from serve_fakes import NoFaces
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer
+from support.rtsp_server import RtspServer, unavailable_reason
+from support.parts import needs
+from support.serve_fakes import NoFaces
 
 pytestmark = [pytest.mark.slow, needs("GStreamer's RTSP server", unavailable_reason())]
 # Boxes must flow again this soon after the camera returns: one capped back-off (Backoff().max_s plus jitter)

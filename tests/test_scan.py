@@ -11,7 +11,7 @@ import pytest
 from engines.registry import DEFAULT_MODEL, get_entry
 from PIL import Image
 
-from conftest import FFPP, FFPP_VIDEOS, MESONET_WEIGHTS, SHARED
+from support.shared import FFPP, FFPP_VIDEOS, MESONET_WEIGHTS, SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
 SCAN_FPS = "1"  # a few frames per second of video keep the suite fast while every video still gets faces

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from polling import log_alerts, wait_for
-from parts import needs
+from support.polling import log_alerts, wait_for
+from support.parts import needs
 import redis
 
 from engines.quality import QualityFloor
@@ -17,9 +17,9 @@ from stream.config.serve import ServeConfig
 from stream.live.sources.live import SourceConfig
 from stream.live.verdicts.policy import VerdictPolicy
 
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer
-from redis_server import RedisServer, unavailable_reason
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer
+from support.redis_server import RedisServer, unavailable_reason
 from test_bus import Cli
 
 pytestmark = [pytest.mark.slow,

@@ -14,7 +14,7 @@ from stream.live.sources import SourceState
 from stream.live.sources.base import TRANSITIONS, InvalidTransition, StateMachine
 from stream.live.sources.live import AVLiveSource
 
-from conftest import FFPP
+from support.shared import FFPP
 
 S = SourceState
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MESONET_WEIGHTS, SHARED
-from parts import needs
+from support.shared import MESONET_WEIGHTS, SHARED
+from support.parts import needs
 from stream.cli import EXIT_OK, EXIT_USAGE, main
 from stream.jobs.train.tracking import CODECARBON_MISSING, EMISSIONS_CSV, MAX_PARAM_CHARS, flatten
 

@@ -23,10 +23,10 @@ from stream.live.verdicts.alerts import AlertPolicy
 from stream.live.verdicts.policy import VerdictPolicy
 from stream.messages import Alert
 
-from polling import log_alerts, wait_for
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer
-from webhook_receiver import Receiver
+from support.polling import log_alerts, wait_for
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer
+from support.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

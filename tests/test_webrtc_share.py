@@ -18,8 +18,8 @@ from stream.config.serve import ServeConfig
 from stream.live.server.webcam import PEERS_KEY
 from stream.live.sources import SourceState
 
-from live_server import LiveServer
-from serve_fakes import NoFaces
+from support.live_server import LiveServer
+from support.serve_fakes import NoFaces
 
 STATE_TIMEOUT_S = 15.0
 AUDIO_FRAMES = 25  # half a second of 20 ms frames

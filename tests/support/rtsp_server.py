@@ -145,7 +145,7 @@ class RtspServer:
 if __name__ != "__main__":  # imported by the tests; the system python running main() needs no pytest
     import pytest
 
-    from parts import require
+    from support.parts import require
 
     @pytest.fixture
     def rtsp_server(ffpp):
