@@ -338,6 +338,7 @@ def live_at_scale(engine, streams: int, frames, device: str, seconds: float, war
     from stream.config.scheduler import SchedulerConfig
     from stream.live.faces import FaceDetector
     from stream.live.scheduler.loop import Scheduler
+    from stream.messages import Overlay
     from stream.live.sources.buffer import LatestFrameBuffer
     from stream.live.sources.live import StreamSource
 
@@ -355,10 +356,10 @@ def live_at_scale(engine, streams: int, frames, device: str, seconds: float, war
     faces = [0]
     measuring = [False]
 
-    def publish(msg: dict) -> None:
-        if msg["type"] == "overlay" and measuring[0]:
-            latencies.append(msg["latency_ms"])
-            faces[0] += len(msg["faces"])
+    def publish(msg: object) -> None:
+        if isinstance(msg, Overlay) and measuring[0]:
+            latencies.append(msg.latency_ms)
+            faces[0] += len(msg.faces)
 
     detector = FaceDetector(DetectorConfig(device=device), smallest_floor_px([engine]))
     sched = Scheduler(detector, [engine], publish, SchedulerConfig(pipeline=pipeline))

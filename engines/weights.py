@@ -3,6 +3,9 @@
 Weights never ship with the project: each registry entry names the file, its public address and its sha256.
 They are looked up in the weights folder (`--weights-dir`, else `$DFSTREAM_WEIGHTS`, else the user cache),
 downloaded there when missing and the network allows, and always checked against the published hash.
+`$DFSTREAM_WEIGHTS_URL` points every direct download at a mirror (`<mirror>/<file name>`): an organisation's own
+copy of the files, an offline site's file server. The published sha256 is checked all the same, so a mirror can
+only serve the very files the registry names.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 WEIGHTS_ENV = "DFSTREAM_WEIGHTS"
+WEIGHTS_URL_ENV = "DFSTREAM_WEIGHTS_URL"  # a mirror: direct downloads come from <mirror>/<file name>
 DOWNLOAD_TIMEOUT_S = 60.0
+HF_ENDPOINT_ENV = "HF_ENDPOINT"  # huggingface_hub's own setting for where the hub is
+HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 HASH_CHUNK_BYTES = 1 << 20
 
 
@@ -64,9 +70,17 @@ class WeightsSource(BaseModel):
         return "unverified (revision pinned)" if self.revision else "unverified"
 
     @property
+    def download_url(self) -> str | None:
+        """Where a direct download comes from: the published address, or the file on `$DFSTREAM_WEIGHTS_URL`."""
+        mirror = os.environ.get(WEIGHTS_URL_ENV, "").strip()
+        if self.url and mirror:
+            return f"{mirror.rstrip('/')}/{self.filename}"
+        return self.url
+
+    @property
     def address(self) -> str:
         if self.url:
-            return self.url
+            return self.download_url or self.url
         if self.hf_repo:
             at = f" at revision {self.revision}" if self.revision else ""
             return f"huggingface hub repo {self.hf_repo}{at}, file {self.hub_filename}"
@@ -193,7 +207,7 @@ def fetch(
         raise WeightsUnavailable(f"weights {source.filename} not found in {folder}. {how}")
     try:
         if source.url:
-            _download_url(source.url, path, progress)
+            _download_url(source.download_url or source.url, path, progress)
         else:
             _download_hf(source, path, progress)
     except (urllib.error.URLError, OSError, ImportError, ValueError) as exc:
@@ -204,3 +218,45 @@ def fetch(
         path.unlink(missing_ok=True)  # a resumed file that is wrong must be fetched whole next time
         raise
     return path
+
+
+def probe_url(source: WeightsSource) -> str | None:
+    """The address a download of `source` would ask first: the direct (or mirrored) URL, or the hub's resolve URL."""
+    if source.url:
+        return source.download_url
+    if source.hf_repo:
+        endpoint = os.environ.get(HF_ENDPOINT_ENV, "").strip() or HF_DEFAULT_ENDPOINT
+        return f"{endpoint.rstrip('/')}/{source.hf_repo}/resolve/{source.revision or 'main'}/{source.hub_filename}"
+    return None
+
+
+def unreachable(source: WeightsSource, timeout: float) -> str | None:
+    """Why `source` cannot be downloaded now (None: its host answered), found out within `timeout` seconds.
+
+    One HEAD request, run on a daemon thread joined for `timeout`: the socket timeout alone bounds neither the name
+    lookup (getaddrinfo has none) nor a host that takes the connection and never answers, and a caller that must
+    start promptly (`--model auto`) cannot wait the download's own timeout for either. Any HTTP answer but 404
+    counts as reachable (hosts that refuse HEAD still serve GET); the download itself then runs with its usual
+    timeout and progress bar."""
+    import threading
+
+    url = probe_url(source)
+    if url is None:
+        return "it has no public address"
+    outcome: list[str | None] = []
+
+    def ask() -> None:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+                outcome.append(None)
+        except urllib.error.HTTPError as exc:
+            outcome.append(f"{url} answered {exc.code} {exc.reason}" if exc.code == 404 else None)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            outcome.append(f"{url} is unreachable ({getattr(exc, 'reason', exc)})")
+
+    thread = threading.Thread(target=ask, name="weights-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return f"{url} did not answer within {timeout:g} s"
+    return outcome[0]

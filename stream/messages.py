@@ -143,6 +143,10 @@ class Status:
     state: str | None = None  # only when there is no source status (a removed stream)
     removed: bool = False  # the stream was removed on purpose (sent only when true)
     ts: float = field(default_factory=time.time)  # wall-clock time of the message (Unix seconds)
+    # The camera's baseline (sent only when it has one, is learning one, or a learning was refused): `bar` (when
+    # learned, from what, n_eff, threshold, alpha, rule; null: the global bar), `learning` (seconds, done, faces;
+    # null when not learning), `error` (the last learning refusal), `slowed` (analysed below the learned rate)
+    baseline: dict[str, Any] | None = None
 
     def to_message(self) -> Message:
         msg: Message = {"v": VERSION, "type": STATUS, "stream": self.stream, "ts": self.ts}
@@ -154,6 +158,8 @@ class Status:
             msg.update(self.scheduler.to_message())
         if self.removed:
             msg["removed"] = True
+        if self.baseline is not None:
+            msg["baseline"] = self.baseline
         return msg
 
 

@@ -244,8 +244,8 @@ def test_publish_returns_while_redis_hangs(server: RedisServer, tmp_path: Path, 
     every publish() made meanwhile returns while that call is still pending, so none waited on the network.
     Proven by order (the publisher's counters had not moved when the last publish returned), not by timing."""
     real_connect = redis_bus.connect
-    monkeypatch.setattr(redis_bus, "connect", lambda url, client_name=None: real_connect(
-        url, client_name=client_name, socket_timeout=HUNG_IO_TIMEOUT_S))
+    monkeypatch.setattr(redis_bus, "connect", lambda url, client_name=None, **kw: real_connect(
+        url, client_name=client_name, socket_timeout=HUNG_IO_TIMEOUT_S, **kw))
     bus = open_redis_bus(server.url, tmp_path)
     client = redis.Redis.from_url(server.url)
     pid = server.proc.pid

@@ -186,6 +186,7 @@ ENTRIES: tuple[VoiceModelEntry, ...] = (
                               "folder, or its hub id 'owner/name', with --weights."),
         audio=AUDIO,
         labels=LabelMapping(kind="softmax", fake_index=1, logits=True),
+        card="the checkpoint's own model card (huggingface.co/OWNER/NAME or its folder's README)",
         trained_on="whatever the checkpoint was trained on",
         licence="the checkpoint's own",
         backends=("torch",),

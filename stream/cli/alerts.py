@@ -7,6 +7,7 @@
   printed, so the next run resumes where this one left off.
 * `--ws ws://HOST:PORT/ws`: a remote serve's websocket, no Redis needed (alerts_follow.py).
 * `test-webhook NAME --config FILE`: one signed test event to a configured webhook (alerts_webhook.py).
+* `replay-dead-letters NAME --config FILE`: a webhook's dead letters sent again, once (alerts_dead_letters.py).
 * without `--redis`: reads `DATA_DIR/alerts.jsonl`, the log `serve` appends every alert to (`--follow` tails it).
 * `verify ID` / `export ID --out FILE.zip`: an alert's evidence (alerts_evidence.py).
 
@@ -28,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from stream.cli import alerts_follow, alerts_webhook
+from stream.cli import alerts_dead_letters, alerts_follow, alerts_webhook
 from stream.cli.alerts_evidence import add_actions
 from stream.cli.common import EXIT_OK, EXIT_USAGE  # EXIT_USAGE also when Redis is unreachable
 from stream.live.bus.base import ALERTS_LOG_NAME, default_data_dir
@@ -59,6 +60,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.set_defaults(run=run)
     actions = p.add_subparsers(dest="action", metavar="ACTION", help="instead of printing alerts (optional)")
     alerts_webhook.add_subcommand(actions)
+    alerts_dead_letters.add_subcommand(actions)  # `alerts replay-dead-letters NAME --config FILE`
     add_actions(actions)  # `alerts verify ID`, `alerts export ID --out FILE.zip`
     return p
 

@@ -3,7 +3,8 @@
     dfstream baseline MEDIA... --out FILE [--model NAME] [--alpha A] [--seconds N]
 
 MEDIA are video files or one live address (rtsp://, /dev/video0); `--seconds` takes the first N seconds of each
-(a live source needs it). The file is refused by `scan`, `eval` (and later `serve`) for other weights. Nothing is
+(a live source needs it). The file is refused by `scan`, `eval` and `serve` (a source's `baseline:`) for other
+weights. Nothing is
 written when the footage cannot vouch for the camera (too short, low-quality, already called fake).
 """
 
@@ -74,8 +75,7 @@ def read_for_judging(args: argparse.Namespace, modality: str = "face") -> Any:
 
 def check_for_judging(baseline: Any, path: Path, engines: list[Any], ensemble: Any) -> None:
     """Refuse a baseline learned with other engines, weights, calibration or ensemble than these."""
-    from stream.jobs.baseline import engine_keys
-    from stream.live.verdicts.baseline import check, sha256_json
+    from stream.live.verdicts.baseline import check, engine_keys, sha256_json
 
     check(baseline, path, engine_keys(engines), sha256_json(ensemble) if ensemble is not None else None)
 
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{missing[0]}: no such file")
     engines, _, ensemble = load_models(args)
     scanner = Scanner(engines, [policy.t_high], ScanOptions(fps=args.fps), face_detector(args), ensemble=ensemble)
-    model = "+".join(args.models or [e.name for e in engines])
+    model = "+".join(args.models if args.models and args.models != ["auto"] else [e.name for e in engines])
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[frames]} frames"),
                   TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(f"learning from {len(args.media)} input(s)", frames=0)

@@ -23,7 +23,9 @@ PIPED_TABLE_WIDTH = 200
 
 
 BACKEND_HELP = "auto: TensorRT, then CUDA torch, then ONNX Runtime on the CPU"
-MODEL_HELP = "model to run (repeatable; several are fused by mean p_fake). Default: meso4-f2f"
+MODEL_HELP = ("model to run (repeatable; several are fused by mean p_fake). Default: auto, the strongest this machine "
+              "runs (GenD on a CUDA GPU, effb4-dfdc on a CPU, else the best MesoNet file present, with a warning; "
+              "`dfstream models list` shows the pick)")
 WEIGHTS_DIR_HELP = "folder holding weight files (default: $DFSTREAM_WEIGHTS or ~/.cache/dfstream/weights)"
 DEVICE_HELP = "torch device (default: cuda when available, else cpu)"
 
@@ -116,7 +118,7 @@ def engine_options(args: argparse.Namespace) -> Any:
 
     return EngineOptions(weights_dir=args.weights_dir, device=device(args), offline=args.offline,
                          backend=args.backend, precision=args.precision, cache_dir=getattr(args, "cache_dir", None),
-                         int8_crops=int8_crops(getattr(args, "calibrate", None)))
+                         int8_crops=int8_crops(getattr(args, "calibrate", None)), progress=True)
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,14 @@ def load_models(args: argparse.Namespace) -> tuple[list[Any], list[float], Any]:
     from stream.live.assembly import assemble
 
     built = assemble(args.models, engine_options(args), getattr(args, "calibration", None), args.weights)
+    warn_auto(built.auto)
     return built.engines, built.thresholds, built.ensemble
+
+
+def warn_auto(choice: Any) -> None:
+    """Say on the console (stderr: stdout may be JSON) when `--model auto` fell back to a weaker model."""
+    if choice is not None and choice.warning:
+        print(f"dfstream: WARNING: {choice.warning}", file=sys.stderr, flush=True)
 
 
 def face_detector(args: argparse.Namespace) -> Any:

@@ -6,15 +6,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from stream.cli.common import EXIT_OK, add_weights_dir, print_table
+from stream.cli.common import EXIT_OK, add_device, add_weights_dir, device, print_table
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("models", help="list the known models or download their weights")
     actions = p.add_subparsers(dest="action", required=True)
     listing = actions.add_parser(
-        "list", help="name, card or paper, trained-on data, licence, input, hash status, weights here, backends")
+        "list", help="name, card or paper, trained-on data, licence, input, hash status, weights here, backends, "
+                     "and which model --model auto picks here")
     add_weights_dir(listing)
+    add_device(listing, help="the device auto decides for (default: cuda when available, else cpu)")
     listing.add_argument("--json", action="store_true", help="print the rows as JSON")
     listing.set_defaults(run=run_list)
     pull = actions.add_parser("pull", help="download and verify a model's weights")
@@ -33,24 +35,32 @@ def run_list(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
+    from engines.auto import AUTO, plan
     from engines.registry import MODELS, VOICE_MODELS, model_card, model_files
     from engines.weights import default_weights_dir
 
     folder = args.weights_dir or default_weights_dir()
+    choice = plan(device(args), folder)
     rows = []
     for name in [*MODELS, *VOICE_MODELS]:
         row = model_card(name)
         row["here"] = _presence(folder, model_files(name))
+        if name == choice.picked:
+            row[AUTO] = choice.why
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
-    table = Table(title=f"dfstream models (weights in {folder})", show_lines=True)
+    table = Table(title=f"dfstream models (weights in {folder})", show_lines=True,
+                  caption=f"--model {AUTO} ({choice.device}) picks {choice.picked}: {choice.why}")
     columns = ("name", "card / paper", "trained on", "licence", "input", "hash", "here", "backends")
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*(row[col] for col in columns))
+        cells = [row[col] for col in columns]
+        if AUTO in row:
+            cells[0] = f"{cells[0]}\n[bold](auto picks this)[/]"
+        table.add_row(*cells)
     print_table(table)
     return EXIT_OK
 

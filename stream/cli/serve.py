@@ -1,7 +1,7 @@
 """`dfstream serve`: the live detector. Sources in, overlays, status and alerts out on a websocket (and Redis).
 
 Command-line values override the YAML config's; options left unset keep the config's value, so their
-parser defaults are None here (the config's own defaults apply: auto backend, fp32, meso4-df).
+parser defaults are None here (the config's own defaults apply: auto backend, fp32, `--model auto`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.cli.common import BACKEND_HELP, EXIT_OK, add_backend, add_calibrate, add_device, add_model, add_offline, \
-    add_calibration, add_precision, add_weights_dir, device, int8_crops
+    add_calibration, add_precision, add_weights_dir, device, int8_crops, warn_auto
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -27,7 +27,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_precision(p, default=None, help="fp32 (default), fp16 (CUDA: torch or TensorRT) or int8 (ONNX Runtime or "
                                         "TensorRT, calibrated on --calibrate)")
     add_calibrate(p)
-    add_model(p, help="model to run (repeatable). Default: the config's, else meso4-f2f")
+    add_model(p, help="model to run (repeatable). Default: the config's, else auto (the strongest this machine "
+                      "runs; `dfstream models list` shows the pick)")
     add_weights_dir(p)
     add_calibration(p)
     add_offline(p)
@@ -107,6 +108,9 @@ def alert_explainer(config: Any, args: argparse.Namespace, engines: list[Any], o
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    from stream.live.server.malloc import cap_arenas
+
+    cap_arenas()  # before serve's threads exist: a long run's RSS stays flat (malloc.py says why)
     from aiohttp import web
 
     from stream.live.faces import FaceDetector
@@ -126,8 +130,9 @@ def run(args: argparse.Namespace) -> int:
     on_device = device(args)
     from stream.live.assembly import serve_engines
 
-    built = serve_engines(config, on_device, args.offline, int8_crops(args.calibrate))
+    built = serve_engines(config, on_device, args.offline, int8_crops(args.calibrate), progress=True)
     engines, ensemble = built.engines, built.ensemble
+    warn_auto(built.auto)
     from engines.quality import smallest_floor_px
 
     detector = FaceDetector(config.detector.model_copy(update={"device": on_device}), smallest_floor_px(engines))
@@ -136,12 +141,14 @@ def run(args: argparse.Namespace) -> int:
         from stream.cluster.gateway import ClusterCameras
 
         remote = ClusterCameras(args.ray, pipeline)
-    app = build_app(LiveService(config, engines, detector, ensemble, remote=remote),
+    app = build_app(LiveService(config, engines, detector, ensemble, remote=remote, auto=built.auto),
                     alert_explainer(config, args, engines, on_device))
     shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     query = f"?token={config.token}" if config.needs_token else ""
     print(f"dfstream serve: {len(config.sources)} source(s): "
           f"{', '.join(redact(s.url) for s in config.sources) or 'none yet'}", flush=True)
+    print(f"dfstream serve: model {'+'.join(e.name for e in engines)}"
+          f"{f' (auto: {built.auto.why})' if built.auto else ''}", flush=True)
     print(f"dfstream serve: open http://{shown}:{config.port}/{query}  (websocket /ws)", flush=True)
     if args.ray:
         print(f"dfstream serve: cameras run on the cluster at {args.ray}", flush=True)

@@ -7,6 +7,7 @@ Secrets never live in the file: each record names the environment variable that 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -81,7 +82,42 @@ def unique_webhooks(hooks: list[WebhookConfig]) -> list[WebhookConfig]:
     return hooks
 
 
-class MqttConfig(BaseModel):
+class TlsFiles(BaseModel):
+    """The files of a TLS link to a broker (Redis, MQTT). With none, the system's CAs check the server's
+    certificate (right for a certificate a public CA signed); a private CA's certificate goes in `ca_file`. A
+    client certificate is only for servers that ask for one (Redis's default `tls-auth-clients yes`). The key file
+    is a path, never its content: keep it readable by serve's user only."""
+
+    ca_file: Path | None = Field(default=None, description="PEM file of the CA(s) that signed the server's "
+                                 "certificate (default: the system's CAs); needs a TLS URL (rediss://, mqtts://)")
+    cert_file: Path | None = Field(default=None, description="PEM client certificate, for a server that asks for "
+                                   "one (needs key_file)")
+    key_file: Path | None = Field(default=None, description="PEM private key of cert_file")
+
+    @model_validator(mode="after")
+    def _pair(self) -> "TlsFiles":
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (a client certificate and its key)")
+        return self
+
+    @property
+    def tls_files(self) -> bool:
+        return any(f is not None for f in (self.ca_file, self.cert_file, self.key_file))
+
+
+class RedisAuth(TlsFiles):
+    """How serve signs in to Redis (`requirepass`, or an ACL user) and checks its TLS certificate. The password
+    never lives in the file or the URL: it is read from `password_env` when serve starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    username_env: str | None = Field(default=None, pattern=ENV_NAME, description="environment variable holding "
+                                     "the ACL user name (none: the default user, as with requirepass)")
+    password_env: str | None = Field(default=None, pattern=ENV_NAME, description="environment variable holding "
+                                     "the password (requirepass, or the ACL user's)")
+
+
+class MqttConfig(TlsFiles):
     """An MQTT broker, Frigate's way: `<prefix>/events` (alert messages, QoS 1), `<prefix>/<stream>/verdict` and
     `<prefix>/<stream>/status` (retained), `<prefix>/available` (`online`, and `offline` as the last will)."""
 
@@ -111,6 +147,8 @@ class MqttConfig(BaseModel):
     def _password_needs_user(self) -> "MqttConfig":
         if self.password_env and not self.username_env:
             raise ValueError("mqtt: password_env needs username_env")
+        if self.tls_files and not self.tls:
+            raise ValueError("mqtt: ca_file, cert_file and key_file need an mqtts:// url")
         return self
 
     @property

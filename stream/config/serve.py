@@ -10,10 +10,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from engines.choices import BACKENDS, PRECISIONS
-from stream.config.channels import MqttConfig
+from stream.config.channels import MqttConfig, RedisAuth
 from stream.config.faces import DetectorConfig
 from stream.config.paths import default_data_dir
 from stream.config.scheduler import SchedulerConfig
@@ -38,9 +39,10 @@ class ServeConfig(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535, description="HTTP port of the page, API and websocket")
     token: str | None = Field(default=None, description="required by clients when bound beyond loopback")
     sources: list[SourceConfig] = Field(default=[], description="cameras, files and devices started with serve")
-    # the default is engines.registry.DEFAULT_MODEL (not imported: config stays torch-free)
-    models: list[str] = Field(default=["meso4-f2f"], description="engines to run, fused per face "
-                              "(`dfstream models list`)")
+    # the default is engines.auto.AUTO (not imported: config stays torch-free)
+    models: list[str] = Field(default=["auto"], description="engines to run, fused per face (`dfstream models "
+                              "list`), or auto: the strongest this machine runs (GenD on a CUDA GPU, effb4-dfdc on a "
+                              "CPU, else the best MesoNet file present, with a warning)")
     weights_dir: Path | None = Field(default=None, description="folder of weight files (default: "
                                      "$DFSTREAM_WEIGHTS, else ~/.cache/dfstream/weights)")
     calibration: list[Path] = Field(default=[], description="calibration maps (dfstream calibrate) or a fitted "
@@ -64,7 +66,10 @@ class ServeConfig(BaseModel):
                                      "their retention")
     data_dir: Path = Field(default_factory=lambda: default_data_dir(),
                            description="alert log, spool and evidence ($DFSTREAM_DATA or ~/.local/share/dfstream)")
-    redis: str | None = Field(default=None, description="redis://… to publish overlays, status and alerts to")
+    redis: str | None = Field(default=None, description="redis://… (rediss://… for TLS) to publish overlays, "
+                              "status and alerts to; its password goes in redis_auth, not here")
+    redis_auth: RedisAuth = Field(default_factory=RedisAuth, description="the Redis password (from the "
+                                  "environment) and TLS files")
     redis_namespace: str = Field(default=DEFAULT_REDIS_NAMESPACE, min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$",
                                  description="prefix of every Redis key and channel (`<ns>:alerts`, "
                                  "`<ns>:overlay:<stream>`): give each deployment sharing one Redis its own; a "
@@ -114,6 +119,12 @@ class ServeConfig(BaseModel):
             if parts is None or not parts.hostname or any(c in host for c in "@/\\?# "):
                 raise ValueError(f"allowed_hosts: {host!r} is not a host name or name:port (no scheme, no path)")
         return hosts
+
+    @model_validator(mode="after")
+    def _redis_tls(self) -> "ServeConfig":
+        if self.redis_auth.tls_files and not (self.redis or "").startswith("rediss://"):
+            raise ValueError("redis_auth: ca_file, cert_file and key_file need a rediss:// address in redis")
+        return self
 
     @property
     def needs_token(self) -> bool:

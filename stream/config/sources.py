@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from enum import Enum
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -68,6 +69,11 @@ class SourceConfig(BaseModel):
     detection: Literal["camera", "screen"] = Field(
         default="camera", description="how faces are searched for: camera (the detector's own settings) or screen "
         "(a captured screen or call grid: small faces in a large picture, stream/config/faces.py SCREEN)")
+    baseline: Path | None = Field(
+        default=None, description="a camera baseline file (dfstream baseline): judge this stream with the bar learned "
+        "from its own real footage instead of the global one; refused at start if learned with other models, "
+        "weights or calibration, or at another analysed_fps. A baseline learned live (POST "
+        "/api/streams/NAME/baseline) takes its place")
 
     @property
     def kind(self) -> str:

@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engines.calibration import calibration_of
 from stream.config.sources import SourceConfig
 from stream.config.verdicts import VerdictPolicy
 from stream.jobs.datasets import FAKE, REAL
 from stream.jobs.scan import FaceBatch, ScanResult, Scanner
+from stream.live.scoring import Fusion
 from stream.live.sources import AVSource, Frame, SourceError
 from stream.live.sources.live import open_source
 from stream.live.sources.urls import redact
-from stream.live.verdicts.baseline import Baseline, EngineKey, TrackJudgement, fit, run_track, sha256_json
+from stream.live.verdicts.baseline import Baseline, TrackJudgement, engine_keys, fit, run_track, sha256_json
 
 LIVE_NAME = "baseline"  # the name the live input's SourceConfig carries (it is never shown)
 
@@ -38,16 +38,6 @@ class Footage:
     reason: str | None = None  # the latest reason a face was gated
 
 
-def engine_keys(engines: Sequence[object]) -> list[EngineKey]:
-    """What a baseline is keyed by: each engine's weights and calibration map."""
-    out = []
-    for e in engines:
-        cal = calibration_of(e)
-        out.append(EngineKey(model=e.name, weights_sha256=e.weights_sha256,  # type: ignore[attr-defined]
-                             calibration_sha256=sha256_json(cal) if cal is not None else None))
-    return out
-
-
 def ensemble_key(scanner: Scanner) -> str | None:
     """What a baseline is keyed by besides the engines: the stacked ensemble that fuses them, if any."""
     return sha256_json(scanner.scorer.ensemble) if scanner.scorer.ensemble is not None else None
@@ -55,7 +45,7 @@ def ensemble_key(scanner: Scanner) -> str | None:
 
 def fusion_of(scanner: Scanner, policy: VerdictPolicy) -> Callable[[Mapping[str, float]], float | None]:
     """The fusion the live judge would use: the ensemble's stacking, else the policy's weighted mean."""
-    return lambda scores: scanner.scorer.fuse(scores, policy.weights)
+    return Fusion(dict(policy.weights), scanner.scorer.ensemble)
 
 
 def collect(scanner: Scanner, name: str | Path, batches: Iterable[FaceBatch],

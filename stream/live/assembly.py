@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from engines.auto import AutoChoice
     from engines.base import Engine
     from engines.calibration import Ensemble
     from stream.config.serve import ServeConfig
@@ -37,15 +38,18 @@ class EngineOptions:
     precision: str = "fp32"
     cache_dir: Path | None = None
     int8_crops: CropsFor | None = None
+    progress: bool = False  # show a download's progress bar (a command on a terminal; never a node worker)
 
 
 @dataclass(frozen=True, slots=True)
 class Assembly:
-    """The engines of one `--model` list, the ensemble when one was named, and the threshold each is judged at."""
+    """The engines of one `--model` list, the ensemble when one was named, the threshold each is judged at, and
+    what `--model auto` decided (None when models were named)."""
 
     engines: list[Engine]
     ensemble: Ensemble | None
     thresholds: list[float]
+    auto: AutoChoice | None = None
 
 
 def prepare_engine(name: str, options: EngineOptions, weights_file: Path | None = None) -> Engine:
@@ -118,23 +122,32 @@ def attach_calibrations(engines: Sequence[Engine], files: Sequence[Path] | None,
 
 def assemble(models: Sequence[str] | None, options: EngineOptions, calibrations: Sequence[Path] | None = None,
              weights_file: Path | None = None) -> Assembly:
-    """The `--model` engines (default: the registry's default model), prepared, with their calibrations, the
-    ensemble if one was named, and their registry thresholds (the ensemble's own when there is one)."""
-    from engines.registry import DEFAULT_MODEL, get_entry
+    """The `--model` engines (default: `auto`, engines.auto), prepared, with their calibrations, the ensemble if
+    one was named, and their registry thresholds (the ensemble's own when there is one)."""
+    from engines.auto import AUTO, resolve
+    from engines.registry import get_entry
 
-    names, ensemble_name = expand_models(models or [DEFAULT_MODEL])
+    names, ensemble_name = expand_models(models or [AUTO])
+    choice = None
+    if AUTO in names:
+        if len(names) != 1:
+            raise ValueError("--model auto picks one model by itself: give it alone, or name the models")
+        if weights_file:
+            raise ValueError("--weights loads a file for a named model: give --model NAME, not auto")
+        choice = resolve(options.device, options.weights_dir, options.offline, options.progress)
+        names = [choice.picked]
     if weights_file and len(names) != 1:
         raise ValueError("--weights needs exactly one --model")
     engines = [prepare_engine(n, options, weights_file) for n in names]
     ensemble = attach_calibrations(engines, calibrations, ensemble_name)
     thresholds = [ENSEMBLE_THRESHOLD] if ensemble is not None else [get_entry(n).threshold for n in names]
-    return Assembly(engines, ensemble, thresholds)
+    return Assembly(engines, ensemble, thresholds, choice)
 
 
 def serve_engines(config: ServeConfig, device: str, offline: bool = False,
-                  int8_crops: CropsFor | None = None) -> Assembly:
+                  int8_crops: CropsFor | None = None, progress: bool = False) -> Assembly:
     """A serve config's models on its backend and precision, with its calibrations: what `serve` and every node
-    worker of a cluster run."""
+    worker of a cluster run (`auto` resolved on each, for its own device)."""
     options = EngineOptions(weights_dir=config.weights_dir, device=device, offline=offline, backend=config.backend,
-                            precision=config.precision, int8_crops=int8_crops)
+                            precision=config.precision, int8_crops=int8_crops, progress=progress)
     return assemble(list(config.models), options, list(config.calibration))

@@ -1,6 +1,8 @@
 """A real Mosquitto broker (Debian's `mosquitto`) on a free loopback port, for the MQTT channel tests.
 
-`kill()` is SIGKILL, like a crashed broker; `restart()` brings it back on the same port. With `persistent=True`
+`kill()` is SIGKILL, like a crashed broker; `restart()` brings it back on the same port. With `tls` (a
+tls_certs.Pki) it listens with TLS only, and with `users` ({name: password}) it refuses anonymous clients and
+checks a password file made by Debian's `mosquitto_passwd`. With `persistent=True`
 the broker saves its state (sessions, subscriptions, queued QoS 1 messages) after every change, so a subscriber
 with a persistent session keeps receiving across a kill, which lets a test see everything published while it
 was reconnecting.
@@ -8,6 +10,7 @@ was reconnecting.
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import signal
 import socket
@@ -46,19 +49,40 @@ def listening(port: int) -> bool:
 
 
 class MqttBroker:
-    def __init__(self, persistent: bool = False, port: int | None = None) -> None:
+    def __init__(self, persistent: bool = False, port: int | None = None, tls=None,
+                 users: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.persistent = persistent
+        self.tls = tls
+        self.users = users
         self.workdir = Path(tempfile.mkdtemp(prefix="dfstream-mosquitto-"))
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://{HOST}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{HOST}:{self.port}"
+
+    def log(self) -> str:
+        path = self.workdir / "log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _password_file(self) -> Path:
+        path = self.workdir / "passwd"
+        path.write_text("")
+        for user, password in (self.users or {}).items():
+            subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b", str(path), user,
+                            password], check=True, capture_output=True, timeout=30)
+        return path
 
     def start(self) -> MqttBroker:
         conf = self.workdir / "mosquitto.conf"
-        lines = [f"listener {self.port} {HOST}", "allow_anonymous true", f"log_dest file {self.workdir / 'log'}"]
+        # `user`: run as root, mosquitto would drop to its own user, which cannot read this 0700 folder
+        lines = [f"user {getpass.getuser()}", f"listener {self.port} {HOST}",
+                 f"allow_anonymous {'false' if self.users else 'true'}", f"log_dest file {self.workdir / 'log'}"]
+        if self.users:
+            lines.append(f"password_file {self._password_file()}")
+        if self.tls:
+            lines += [f"cafile {self.tls.ca}", f"certfile {self.tls.server_cert}", f"keyfile {self.tls.server_key}"]
         if self.persistent:
             lines += ["persistence true", f"persistence_location {self.workdir}/", "autosave_interval 1",
                       "autosave_on_changes true"]
@@ -103,7 +127,7 @@ class Subscriber:
     """A paho client collecting (topic, payload, retained) in order, on its own network thread."""
 
     def __init__(self, port: int, topics: str | list[str], client_id: str | None = None,
-                 persistent: bool = False) -> None:
+                 persistent: bool = False, tls=None, user: tuple[str, str] | None = None) -> None:
         import threading
 
         import paho.mqtt.client as mqtt
@@ -118,6 +142,10 @@ class Subscriber:
         self.client.on_subscribe = lambda c, u, mid, codes, p: self.subscribed.set()
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.1, 0.2)  # back at once after a broker restart
+        if tls is not None:
+            self.client.tls_set(ca_certs=str(tls.ca))
+        if user is not None:
+            self.client.username_pw_set(*user)
         self.client.connect("127.0.0.1", port, keepalive=10)
         self.client.loop_start()
 

@@ -27,12 +27,14 @@ class Receiver:
         self._thread.start()
         self._runner: web.AppRunner | None = None
         self._gate: asyncio.Event | None = None  # while set up and not released, every POST waits (a slow receiver)
+        self.arrived = 0  # POSTs that reached the handler, held ones included
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
     async def _hook(self, request: web.Request) -> web.Response:
+        self.arrived += 1
         if self._gate is not None:
             await self._gate.wait()
         body = await request.read()

@@ -36,6 +36,7 @@ const state = {
   alerts: alerts.alerts,
   get player() { return player.state; }, // the evidence player: status, seekedTo, overlayInk, error
   notice: null,
+  model: null, // GET /api/model: the engines and what --model auto decided (its warning when it fell back)
   webcam: null, // {stream, peer, pending} while this page sends its camera
   share: null, // {stream, peer, pending, surface} while this page shares a screen, window or tab
   inspect: (name) => (tiles.has(name) ? tiles.get(name).inspect() : null),
@@ -261,6 +262,20 @@ window.addEventListener("pagehide", () => {
   for (const tile of tiles.values()) tile.hangUp();
 });
 
+// ------------------------------------------------------------------ the model
+/** Say, for as long as the page is open, when `--model auto` runs a weaker model than this machine could. */
+async function showModel() {
+  try {
+    state.model = await api("/api/model");
+  } catch (err) {
+    return;
+  }
+  const warning = state.model.auto && state.model.auto.warning;
+  const box = $("#model-warning");
+  box.textContent = warning ? `Weaker detector: ${warning}` : "";
+  box.hidden = !warning;
+}
+
 // ------------------------------------------------------------------ start
 async function boot() {
   let streams;
@@ -276,6 +291,7 @@ async function boot() {
   state.auth = "ok";
   document.body.dataset.auth = "ok";
   notice(null);
+  showModel();
   reconcile(streams);
   socket.connect();
   state.ready = true;

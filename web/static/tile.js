@@ -16,6 +16,7 @@
 //   originOf(key)    when (performance.now() ms) the frame with that key arrived or was captured, or null
 //   detach()         stop and let go of everything; hangUp() the same, for a page being closed
 
+import { BaselineControl } from "./baseline.js";
 import { colourOf, contentRect, drawOverlay, drawStrip, faceColour, faceLabel, LOW_QUALITY, percent } from "./draw.js";
 import { CLOCK, OverlayBuffer, percentile, timeKey } from "./sync.js";
 
@@ -120,7 +121,9 @@ export class Tile {
     this.peopleEl.hidden = true;
     const body = el("div", "tile-body");
     body.append(this.stage, this.peopleEl);
-    root.append(head, body, stripRow, this.statsEl);
+    this.baseline = new BaselineControl(this.name); // "Learn normal": the camera's own bar (baseline.js)
+    this.state.baseline = this.baseline.state;
+    root.append(head, body, stripRow, this.statsEl, this.baseline.el);
     this.el = root;
     this.setMessage("Connecting…", "connecting");
   }
@@ -235,6 +238,7 @@ export class Tile {
     if (msg.gated_faces !== undefined) parts.push(`${msg.gated_faces} low-quality face-frame${msg.gated_faces === 1 ? "" : "s"}`);
     if (msg.reconnects) parts.push(`${msg.reconnects} reconnect${msg.reconnects === 1 ? "" : "s"}`);
     this.statsEl.textContent = parts.join(" · ");
+    this.baseline.onStatus(msg.baseline);
     this.refreshMessage();
     this._drawStrip();
   }

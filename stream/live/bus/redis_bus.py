@@ -34,8 +34,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from stream.config.channels import RedisAuth, TlsFiles
 from stream.config.paths import default_data_dir
 from stream.config.sources import Backoff
+from stream.live.bus.credentials import Credentials, check_tls_files, read_credentials
 from stream.live.bus.sender import QUEUE_MAX, SenderPolicy, SpooledChannel, SpooledSender
 from stream.live.bus.spool import SPOOL_NAME
 from stream.messages import OVERLAY, STATUS, WIRE, Message, dumps
@@ -60,6 +62,8 @@ end
 return false
 """
 
+# Errors that mean the password (or user) is wrong or missing, or sent to a Redis that has none
+REFUSED = (redis.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError)
 # Errors that mean "Redis is unreachable right now" (BusyLoadingError, a restarting server, is one of these).
 UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
 
@@ -86,10 +90,32 @@ def instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def connect(url: str, client_name: str | None = None, socket_timeout: float = IO_TIMEOUT_S) -> redis.Redis:
-    """A client that fails fast and never retries on its own: the caller decides what a failure means."""
+def connect(url: str, client_name: str | None = None, socket_timeout: float = IO_TIMEOUT_S,
+            credentials: Credentials | None = None, tls: TlsFiles | None = None) -> redis.Redis:
+    """A client that fails fast and never retries on its own: the caller decides what a failure means.
+    `credentials` (from the environment) override any in the URL; `tls` files apply to a rediss:// URL."""
+    options: dict[str, Any] = {}
+    if credentials is not None and credentials.username is not None:
+        options["username"] = credentials.username
+    if credentials is not None and credentials.password is not None:
+        options["password"] = credentials.password
+    if tls is not None and url.startswith("rediss://"):
+        options.update(ssl_ca_certs=_path(tls.ca_file), ssl_certfile=_path(tls.cert_file),
+                       ssl_keyfile=_path(tls.key_file), ssl_cert_reqs="required")
     return redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=socket_timeout,
-                                retry=Retry(NoBackoff(), 0), client_name=client_name)
+                                retry=Retry(NoBackoff(), 0), client_name=client_name, **options)
+
+
+def open_credentials(auth: RedisAuth, env: dict[str, str] | None = None) -> Credentials:
+    """The password (and user) from their variables, and the TLS files checked: a ChannelError names what is
+    missing before any spool or connection is opened."""
+    credentials = read_credentials("redis", auth.username_env, auth.password_env, env)
+    check_tls_files("redis", auth)
+    return credentials
+
+
+def _path(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 class RedisBus(SpooledChannel):
@@ -101,7 +127,8 @@ class RedisBus(SpooledChannel):
 
     def __init__(self, url: str, *, data_dir: Path | None = None, spool_path: Path | None = None,
                  namespace: str = DEFAULT_NAMESPACE, maxlen: int = ALERTS_MAXLEN, key_ttl_s: int = KEY_TTL_S,
-                 queue_max: int = QUEUE_MAX, source: str | None = None, backoff: Backoff = RETRY_BACKOFF) -> None:
+                 queue_max: int = QUEUE_MAX, source: str | None = None, backoff: Backoff = RETRY_BACKOFF,
+                 credentials: Credentials | None = None, tls: TlsFiles | None = None) -> None:
         self.url = url
         self.name = namespace
         self.namespace = namespace
@@ -109,7 +136,8 @@ class RedisBus(SpooledChannel):
         self.maxlen = maxlen
         self.key_ttl_s = key_ttl_s
         self.source = source or instance_id()
-        self.client = connect(url, client_name=f"dfstream-serve:{self.source}")
+        self._credentials = credentials or Credentials()
+        self.client = connect(url, client_name=f"dfstream-serve:{self.source}", credentials=credentials, tls=tls)
         self._xadd = self.client.register_script(CLAIM_AND_XADD)
         self._up = True  # until a failure says otherwise; cleared by a failure, set by a success
         self.counters = {"alerts_sent": 0, "alerts_duplicate": 0, "lossy_sent": 0, "lossy_dropped": 0}
@@ -133,10 +161,15 @@ class RedisBus(SpooledChannel):
         return self._up
 
     def _down(self, exc: Exception) -> str:
-        if self._up:
-            log.warning("redis bus: Redis unreachable (%s); alerts are spooled to %s", exc, self.spool.path)
+        """Redis cannot take messages now: say why once (a refused password names the variables to check)."""
+        if isinstance(exc, REFUSED):
+            error = f"Redis refused the credentials ({type(exc).__name__}: {exc}; {self._credentials.hint()})"
+        else:
+            error = f"{type(exc).__name__}: {exc}"
+        if self._up or error != self.sender.last_error:
+            log.warning("redis bus: Redis unreachable (%s); alerts are spooled to %s", error, self.spool.path)
         self._up = False
-        return f"{type(exc).__name__}: {exc}"
+        return error
 
     def probe(self) -> str | None:
         try:

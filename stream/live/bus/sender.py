@@ -13,8 +13,9 @@ a lossy one and how it checks that its far end is back). The sender does the res
 - a failure backs off (`Backoff`: capped and jittered, so many senders failing together do not retry in step;
   its level is the failures in a row, reset only by a success, so a far end that is down is not hammered again
   each time a head is dead-lettered);
-- with `max_attempts`, a head that failed that often is moved to the dead-letter file (fsynced JSONL beside the
-  spool) so one message the far end will never take stops holding back those behind it. Without it (Redis, MQTT:
+- with `max_attempts`, a head that failed that often is moved to the dead-letter file (dead_letters.py: fsynced
+  JSONL beside the spool, which `dfstream alerts replay-dead-letters` sends again) so one message the far end
+  will never take stops holding back those behind it. Without it (Redis, MQTT:
   their failures are outages, not refusals) a head waits as long as it takes;
 - a link that says it is down (`link.up`) with nothing spooled is probed (`link.probe`) on the same back-off, so
   lossy messages flow again once it is back; `wake()` retries at once (MQTT calls it on reconnecting);
@@ -27,9 +28,7 @@ This module is the only one under `stream/live/bus` that keeps a `threading.Cond
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.config.sources import Backoff
+from stream.live.bus.dead_letters import DeadLetters
 from stream.live.bus.spool import Spool
 from stream.messages import Message, is_alert
 
@@ -109,15 +109,9 @@ class SpooledSender:
         self._attempts = 0  # failures of the current head
         self._next_try = 0.0
         self.last_error: str | None = None
-        self.counters = {"delivered": 0, "failed_attempts": 0, "dead_letters": self._count_dead(),
-                         "backlogged": 0, "lossy_dropped": 0}  # lossy_dropped: past queue_max
-
-    def _count_dead(self) -> int:
-        try:
-            with open(self.dead_path or "", "rb") as f:
-                return sum(1 for _ in f)
-        except (FileNotFoundError, IsADirectoryError):
-            return 0
+        self.dead = DeadLetters(dead_path) if dead_path is not None else None
+        self.counters = {"delivered": 0, "failed_attempts": 0, "backlogged": 0,
+                         "lossy_dropped": 0}  # lossy_dropped: past queue_max
 
     # -- any thread ------------------------------------------------------------------------------------------
 
@@ -172,8 +166,10 @@ class SpooledSender:
         spooled = len(self.spool)  # outside _cond: publish() never waits behind a spool fsync
         with self._cond:
             durable_waiting = len(self._queue) - self._lossy_queued
-            return {**self.counters, "spool": spooled, "queued": len(self._queue), "durable_waiting": durable_waiting,
-                    "last_error": self.last_error}
+            counters = dict(self.counters)
+        return {**counters, "dead_letters": self.dead.count() if self.dead is not None else 0,  # replays remove
+                "spool": spooled, "queued": len(self._queue), "durable_waiting": durable_waiting,
+                "last_error": self.last_error}
 
     # -- the worker ------------------------------------------------------------------------------------------
 
@@ -272,15 +268,11 @@ class SpooledSender:
     def _dead_letter(self, msg: Message, error: str) -> None:
         record = {"dead_at": time.time(), "attempts": self._attempts, "error": error, self.link.kind: self.link.name,
                   "msg": msg}
-        if self.dead_path is None:
+        if self.dead is None:
             log.error("%s %s: %s dropped after %d failed attempts (%s)", self.link.kind, self.link.name,
                       msg.get("key"), self._attempts, error)
             return
-        with open(self.dead_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.counters["dead_letters"] += 1
+        self.dead.append(record)
         log.error("%s %s: %s moved to %s after %d failed attempts (%s)", self.link.kind, self.link.name,
                   msg.get("key"), self.dead_path, self._attempts, error)
 

@@ -13,11 +13,14 @@ from stream.messages import Overlay
 FACE_KEYS = ("track", "box", "score", "raw", "engines", "verdict", "reason")
 
 
-def entry(overlay: Overlay, origin: float) -> dict[str, Any]:
+def entry(overlay: Overlay, origin: float, at: float | None = None) -> dict[str, Any]:
     """One overlay as a track entry: its time on the clip's clock and its faces' boxes and scores (as the page
-    gets them live: the faces' wire form)."""
+    gets them live: the faces' wire form). `at` is the overlay's time on the recording's continuous clock (the
+    stream's timeline: it differs from the source's own time after a loop or a reconnect); `source_time` stays
+    the source's."""
     faces = [face.to_message() for face in overlay.faces]
-    return {"t": round(overlay.time - origin, 4), "source_time": overlay.time, "verdict": overlay.verdict,
+    at = overlay.time if at is None else at
+    return {"t": round(at - origin, 4), "source_time": overlay.time, "verdict": overlay.verdict,
             "faces": [{k: f.get(k) for k in FACE_KEYS} for f in faces]}
 
 

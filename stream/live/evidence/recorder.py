@@ -10,6 +10,10 @@ remuxing (never re-encoding) into a faststart MP4. The overlay track, the option
 are written when it completes, all on the evidence thread, and the recorder answers on the bus with the custody
 (`Custody`), which the alert lifecycle sends in the alert's `end` (or an `update`, if the alert is still open).
 
+Times: every packet, overlay and alert time is put on the stream's continuous clock (`timeline.py`), so an alert
+that spans a file's loop, a reconnect or a camera's timestamp jump is one recording; its breaks go in the
+manifest (`discontinuities`).
+
 Threads: packets arrive on each source's decoder thread, bus records on their publishers' threads; all are handed
 to the evidence thread (the store's worker.py), which owns every open container, so no lock is held while
 writing. A closed alert whose stream sends no more packets (a stalled camera) is completed by a task the evidence
@@ -36,6 +40,7 @@ from stream.live.evidence.mp4 import RemuxWriter
 from stream.live.evidence.names import BURNED, RECORDING
 from stream.live.evidence.ring import PacketRing
 from stream.live.evidence.store import SNAPSHOT, STRIP, EvidenceStore
+from stream.live.evidence.timeline import Timeline
 from stream.live.sources import Frame, Packet
 from stream.live.sources.live import StreamSource
 from stream.messages import Alert, AlertClosing, Custody, Overlay
@@ -55,14 +60,16 @@ Publish = Callable[[Any], None]  # a record to the bus (MessageBus.publish)
 
 
 class StreamTap:
-    """One stream's recording ring, fed from its source's taps."""
+    """One stream's recording ring, fed from its source's taps, on the stream's continuous clock (timeline.py):
+    packets are rebased as they arrive, and overlays are kept with their time on that clock."""
 
     def __init__(self, source: StreamSource, policy: EvidencePolicy) -> None:
         self.name = source.name
         self.url = source.url
         self.keep_s = policy.pre_capture_s + RING_SLACK_S
         self.ring = PacketRing(self.keep_s, policy.ring_max_bytes)
-        self.overlays: deque[Overlay] = deque()
+        self.timeline = Timeline()
+        self.overlays: deque[tuple[float, Overlay]] = deque()  # (continuous time, overlay)
         self.encoder: FrameEncoder | None = None
         self._packets = self._frames = 0
         self._lock = threading.Lock()
@@ -73,7 +80,7 @@ class StreamTap:
     def _on_packet(self, packet: Packet) -> None:
         self._packets += 1
         if self.encoder is None:
-            self.ring.push(packet)
+            self.ring.push(self.timeline.rebase(packet, time.monotonic()))
 
     def _on_frame(self, frame: Frame) -> None:
         self._frames += 1
@@ -83,15 +90,18 @@ class StreamTap:
         if self.encoder is not None:
             self.encoder.submit(frame)
 
-    def add_overlay(self, overlay: Overlay) -> None:
+    def add_overlay(self, overlay: Overlay) -> float:
+        """Keep `overlay` for the pre-roll of recordings to come; returns its time on the continuous clock."""
+        at = self.timeline.continuous(overlay.time)
         with self._lock:
-            self.overlays.append(overlay)
-            while self.overlays and self.overlays[0].time < overlay.time - self.keep_s:
+            self.overlays.append((at, overlay))
+            while self.overlays and self.overlays[0][0] < at - self.keep_s:
                 self.overlays.popleft()
+        return at
 
-    def overlays_since(self, t: float) -> list[Overlay]:
+    def overlays_since(self, t: float) -> list[tuple[float, Overlay]]:
         with self._lock:
-            return [o for o in self.overlays if o.time >= t]
+            return [(at, o) for at, o in self.overlays if at >= t]
 
     def status(self) -> dict[str, Any]:
         mode = "encode" if self.encoder is not None else "remux" if self._packets else None
@@ -127,17 +137,17 @@ class Recording:
         self.unfollow: Callable[[], None] = lambda: None
         # Packets and overlays that reach the evidence thread before `begin`: the ring hands new packets on from
         # the moment the recording follows it, which is before `begin` (with the held ones) is queued.
-        self._early: list[Packet | Overlay] | None = []
+        self._early: list[Packet | tuple[float, Overlay]] | None = []
 
-    def begin(self, held: list[Packet], overlays: list[Overlay]) -> None:
+    def begin(self, held: list[Packet], overlays: list[tuple[float, Overlay]]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         early, self._early = self._early or [], None
         for packet in held:
             self.write(packet)
-        for overlay in overlays:
-            self.add_overlay(overlay)
+        for at, overlay in overlays:
+            self.add_overlay(overlay, at)
         for item in early:
-            self.add_overlay(item) if isinstance(item, Overlay) else self.write(item)
+            self.write(item) if isinstance(item, Packet) else self.add_overlay(item[1], item[0])
 
     def write(self, packet: Packet) -> None:
         if self._early is not None:
@@ -155,15 +165,16 @@ class Recording:
             return
         self.writer.write(packet)
 
-    def add_overlay(self, overlay: Overlay) -> None:
+    def add_overlay(self, overlay: Overlay, at: float) -> None:
+        """`at`: the overlay's time on the stream's continuous clock (StreamTap.add_overlay)."""
         if self._early is not None:
-            self._early.append(overlay)
+            self._early.append((at, overlay))
             return
-        if not self.done and self.writer is not None and self.writer.start_time <= overlay.time < self.stop_at:
-            self.frames.append(overlay_track.entry(overlay, self.writer.start_time))
+        if not self.done and self.writer is not None and self.writer.start_time <= at < self.stop_at:
+            self.frames.append(overlay_track.entry(overlay, self.writer.start_time, at))
 
     def end(self, last_seen: float | None) -> None:
-        """The alert ended with its last analysed frame at `last_seen` (source time): record the post-roll."""
+        """The alert ended with its last analysed frame at `last_seen` (continuous time): record the post-roll."""
         self.ended = True
         if last_seen is not None:
             self.stop_at = min(self.stop_at, last_seen + self.policy.post_capture_s)
@@ -179,10 +190,13 @@ class Recording:
         if self.writer is not None:
             self.writer.close()
             origin = self.writer.start_time
+            breaks = self.tap.timeline.breaks(origin, self.writer.last_time)
             header.update(clip_start_source_time=origin, first_fake=round(self.first_fake - origin, 4),
                           duration=round(self.writer.last_time - origin, 4), width=self.writer.codec.width,
                           height=self.writer.codec.height,
-                          fps=float(self.writer.codec.rate) if self.writer.codec.rate else None)
+                          fps=float(self.writer.codec.rate) if self.writer.codec.rate else None,
+                          discontinuities=[{"t": round(b.at - origin, 4), "reason": b.reason,
+                                            "wall_gap_s": b.wall_gap_s} for b in breaks])
             overlay_track.write(self.folder / overlay_track.OVERLAY, header, self.frames)
             names += [RECORDING, overlay_track.OVERLAY]
             if self.policy.burn_in:
@@ -238,11 +252,11 @@ class Recorder:
         tap = self._taps.get(overlay.stream)
         if tap is None:
             return
-        tap.add_overlay(overlay)
+        at = tap.add_overlay(overlay)
         with self._lock:
             recs = [r for r in self._open.values() if r.tap is tap]
         for rec in recs:
-            self.store.submit(rec.add_overlay, overlay)
+            self.store.submit(rec.add_overlay, overlay, at)
 
     def on_alert(self, alert: Alert) -> None:
         """A `start`: write its face crops, and begin its recording if the lifecycle named one. A stream with no
@@ -278,6 +292,7 @@ class Recorder:
         if tap is None:
             return None
         folder = self.store.folder(alert_id)
+        first_fake = tap.timeline.continuous(first_fake)  # the frame's source time, on the recording's clock
 
         def completed(custody: dict[str, Any]) -> None:
             with self._lock:
@@ -307,7 +322,7 @@ class Recorder:
             gone = rec is not None and rec.tap.name not in self._taps
         if rec is None:
             return
-        self.store.submit(rec.end, last_seen)
+        self.store.submit(rec.end, None if last_seen is None else rec.tap.timeline.continuous(last_seen))
         if gone:  # the stream is already gone
             self.store.submit(rec.complete)
             return

@@ -36,6 +36,7 @@ from stream.live.scoring import Scorer
 from stream.live.sources import Frame
 from stream.live.sources.live import StreamSource
 from stream.live.verdicts.alerts import AlertManager
+from stream.live.verdicts.cameras import CameraBars
 from stream.live.verdicts.judge import Judge
 from stream.live.verdicts.policy import worst
 from stream.messages import FaceOverlay, Overlay, Record, SchedulerStatus, Status
@@ -54,12 +55,15 @@ Pick = tuple[LiveStream, Frame]
 class Scheduler:
     def __init__(self, detector: FaceDetector, engines: Sequence[Engine], publish: Publish,
                  config: SchedulerConfig | None = None, policy: VerdictPolicy | None = None,
-                 alerts: AlertManager | None = None, ensemble: Ensemble | None = None) -> None:
+                 alerts: AlertManager | None = None, ensemble: Ensemble | None = None,
+                 bars: CameraBars | None = None) -> None:
+        """`bars`: each camera's bar (its baseline) and live learning; None judges every stream at `policy`."""
         self.detector = detector
         policy = policy or VerdictPolicy()
         self.scorer = Scorer(engines, ensemble, weights=policy.weights)
         self.engines = self.scorer.engines
-        self.judge = Judge(policy, alerts, self.scorer.fusion)
+        self.bars = bars
+        self.judge = Judge(policy, alerts, self.scorer.fusion, bars)
         self.publish = publish
         self.config = config or SchedulerConfig()
         self.governor = LoadGovernor(self.config)
@@ -275,4 +279,5 @@ class Scheduler:
             shed=st.shed, tracks=len(st.tracks), gated_faces=st.gated_faces,
             scheduler={"scale": round(g.scale, 3), "load": round(g.utilisation, 3),
                        "events": g.events[-STATUS_EVENTS:]})
-        return Status(st.name, source=st.source.source_status(), scheduler=sched)
+        baseline = self.bars.status(st.name, self.target_fps(st)) if self.bars is not None else None
+        return Status(st.name, source=st.source.source_status(), scheduler=sched, baseline=baseline)

@@ -5,6 +5,9 @@ its own `cleanup_ctx` (the service, then the WebRTC webcams and the relay), torn
 request first passes `auth.py`: its Host must be one of this server's names, its token must match when the
 server is bound beyond loopback, and a state-changing request must be JSON from an allowed Origin.
 
+Camera baselines: `GET/POST/DELETE /api/streams/<name>/baseline` (baselines.py). `GET /api/model`: the engines,
+and what `--model auto` decided.
+
 Operations: `GET /metrics` (Prometheus text, metrics.py; the token beyond loopback like every route),
 `GET /healthz` (alive; open to probes) and `GET /readyz` (engines loaded and the bus up or spooling; open to
 probes, but stream names only with the token), `POST /api/alerts/<id>/explanation` (an alert's cited
@@ -27,7 +30,7 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 
 from stream.live.evidence.names import ALERT_ID, CONTENT_TYPES
-from stream.live.server import auth
+from stream.live.server import auth, baselines, malloc
 from stream.live.server.hub import Client
 from stream.live.server.metrics import CONTENT_TYPE_LATEST, Metrics
 from stream.live.server.service import LiveService, RemoteUnavailable, StreamLimit
@@ -154,6 +157,13 @@ async def remove_stream(request: web.Request) -> web.Response:
     return web.json_response({"removed": request.match_info["name"]})
 
 
+async def model_info(request: web.Request) -> web.Response:
+    """GET /api/model: the engines that judge, and what `--model auto` decided (its warning when it fell back)."""
+    service = request.app[SERVICE_KEY]
+    return web.json_response({"engines": [e.name for e in service.scheduler.engines],
+                              "auto": service.auto.to_json() if service.auto is not None else None})
+
+
 async def index(request: web.Request) -> web.StreamResponse:
     page = WEB_ROOT / "index.html"
     if page.is_file():
@@ -237,7 +247,8 @@ def readiness(service: LiveService) -> dict:
         bus = {"ok": True, "kind": "redis", "connected": bool(stats["redis_up"]), "spooled": stats.get("spool", 0)}
     else:
         bus = {"ok": True, "kind": "local"}
-    checks = {"engines": {"ok": engines_ok, "loaded": [e.name for e in sched.engines]},
+    checks = {"engines": {"ok": engines_ok, "loaded": [e.name for e in sched.engines],
+                          **({"auto": service.auto.to_json()} if service.auto is not None else {})},
               "scheduler": {"ok": sched_ok}, "bus": bus}
     return {"ready": all(c["ok"] for c in checks.values()), "checks": checks}
 
@@ -256,8 +267,11 @@ async def readyz(request: web.Request) -> web.Response:
         body["streams"]["states"] = {src.name: src.state.value for src in sources}
         if service.channels:  # queues, deliveries and dead letters of webhooks and MQTT (names: token only)
             body["channels"] = service.channels.stats()
+        if service.redis is not None:  # why Redis is not taking alerts (a refused password names its variable)
+            body["checks"]["bus"]["error"] = service.redis.stats()["last_error"]
     else:
         body["checks"]["engines"].pop("loaded")
+        body["checks"]["engines"].pop("auto", None)
     return web.json_response(body, status=200 if body["ready"] else 503)
 
 
@@ -298,8 +312,10 @@ def build_app(service: LiveService, explainer: Explainer | None = None) -> web.A
     app = web.Application(middlewares=[auth.middleware],
                           client_max_size=service.config.max_message_bytes * UPLOAD_LIMIT_FACTOR)
     app[SERVICE_KEY] = service
+    app[baselines.BASELINES_KEY] = service.baselines
     app[auth.GUARD_KEY] = auth.Guard(service.config)
     app.cleanup_ctx.append(service_ctx)
+    app.cleanup_ctx.append(malloc.trim_ctx)  # glibc's free pages back to the system once a minute
     if explainer is not None:
         app[EXPLAINER_KEY] = explainer
     app.cleanup_ctx.append(explain_ctx)
@@ -328,6 +344,10 @@ def build_app(service: LiveService, explainer: Explainer | None = None) -> web.A
         web.get("/api/streams", list_streams),
         web.post("/api/streams", add_stream),
         web.delete("/api/streams/{name}", remove_stream),
+        web.get("/api/streams/{name}/baseline", baselines.get_baseline),
+        web.post("/api/streams/{name}/baseline", baselines.post_baseline),
+        web.delete("/api/streams/{name}/baseline", baselines.delete_baseline),
+        web.get("/api/model", model_info),
         web.get("/evidence/{id}/{file}", evidence),
         web.post("/api/alerts/{id}/explanation", explain_alert),
         web.get("/metrics", metrics),

@@ -3,6 +3,8 @@ and stops them together.
 
 Streams added or removed through the API (`api_add`, `api_remove`) are checked against the source policy and
 the stream limit, and remembered in `data_dir/streams.json` (persist.py) so they come back after a restart.
+Each camera's bar (its baseline: a config file, or learned live and kept in `data_dir/baselines/`) is
+`baselines` (baselines.py); a source's `baseline:` that does not fit the engines is refused here, at start.
 
 With a `remote` (`serve --ray`: stream.cluster.gateway), every camera from the config or the API runs there
 instead of on the local scheduler, and their messages come back through `remote` into the hub; browser webcams
@@ -31,9 +33,10 @@ from stream.live.evidence.recorder import Recorder
 from stream.live.evidence.store import EvidenceStore
 from stream.live.faces import FaceDetector
 from stream.live.server.auth import check_api_source
+from stream.live.server.baselines import CameraBaselines, bars_for, check_sources
 from stream.live.server.hub import Hub
 from stream.live.server.persist import STREAMS_FILE, StreamStore
-from stream.live.server.wiring import wire
+from stream.live.server.wiring import wire, wire_baselines
 from stream.live.scheduler.loop import Scheduler
 from stream.live.sources import SourceError, SourceState
 from stream.messages import Status
@@ -66,9 +69,14 @@ class StreamLimit(Exception):
 
 class LiveService:
     def __init__(self, config: ServeConfig, engines: Sequence[Engine], detector: FaceDetector | None = None,
-                 ensemble: Ensemble | None = None, remote: RemoteStreams | None = None) -> None:
+                 ensemble: Ensemble | None = None, remote: RemoteStreams | None = None, auto: Any = None) -> None:
+        """`auto`: what `--model auto` decided (engines.auto.AutoChoice; None when the models were named), shown in
+        readiness and on the page."""
         self.config = config
         self.remote = remote
+        self.auto = auto
+        bars = bars_for(config, list(engines), ensemble)
+        check_sources(config, bars)  # a `baseline:` that does not fit is refused before anything opens
         self.hub = Hub()
         self.bus = MessageBus()
         # webhooks and MQTT first: a secret that is not set is refused before any spool or connection is opened
@@ -84,9 +92,11 @@ class LiveService:
         self.alerts = AlertManager(self.bus.publish, config.alerts, self.evidence.layout)
         detector = detector or FaceDetector(config.detector, smallest_floor_px(engines))
         self.scheduler = Scheduler(detector, engines, self.bus.publish,
-                                   config.scheduler, config.verdict, self.alerts, ensemble)
-        self._unsubscribe = wire(self.bus, alerts=self.alerts, recorder=self.recorder, alert_log=self.alert_log,
-                                 hub=self.hub, redis=self.redis, channels=self.channels)
+                                   config.scheduler, config.verdict, self.alerts, ensemble, bars)
+        self.baselines = CameraBaselines(config, bars, self.scheduler)
+        self._unsubscribe = [*wire(self.bus, alerts=self.alerts, recorder=self.recorder, alert_log=self.alert_log,
+                                   hub=self.hub, redis=self.redis, channels=self.channels),
+                             *wire_baselines(self.scheduler.judge, bars)]
         self._removal_listeners: list[Callable[[StreamSource], None]] = []
         self.store = StreamStore(config.data_dir / STREAMS_FILE) if config.persist_streams else None
 
@@ -111,7 +121,10 @@ class LiveService:
 
     def statuses(self) -> dict[str, dict]:
         """Every stream's status: the local ones', then the remote ones' (as their owner reports them)."""
-        local = {s.name: s.status() for s in self.scheduler.sources()}
+        local = {}
+        for source in self.scheduler.sources():
+            baseline = self.baselines.bars.status(source.name)
+            local[source.name] = {**source.status(), **({"baseline": baseline} if baseline else {})}
         return {**(self.remote.statuses() if self.remote else {}), **local}
 
     def add_config(self, config: SourceConfig) -> StreamSource:
@@ -127,6 +140,9 @@ class LiveService:
 
     def add_source(self, source: StreamSource) -> None:
         self.scheduler.add(source)
+        config = getattr(source, "config", None)  # a camera or file has one; a browser's webcam has none
+        self.baselines.attach(source.name, source.analysed_fps,
+                              config.baseline if isinstance(config, SourceConfig) else None)
         self.recorder.attach(source)  # before start: its taps see the first packets
         # status is pushed on every state change, not only at the scheduler's next heartbeat
         source.on_state(lambda src, old, new: self.scheduler.publish_source_status(src))
@@ -155,6 +171,7 @@ class LiveService:
         """Remove a stream through the API, and remember it (a config-file source stays removed)."""
         if not self.remove(name):
             return False
+        self.baselines.forget(name)
         if self.store is not None:
             try:
                 self.store.record_remove(name, {s.name for s in self.config.sources})
@@ -171,6 +188,7 @@ class LiveService:
             return self.remote.remove(name) if self.remote is not None else False
         source.stop()
         self.recorder.detach(name)
+        self.baselines.stream_removed(name)
         if announce:
             self.bus.publish(Status(name, state=SourceState.STOPPED.value, removed=True))
         for fn in list(self._removal_listeners):
@@ -210,6 +228,7 @@ class LiveService:
                 log.error("stream %s from %s not restored: %s", sc.name, self.store.path, exc)
 
     async def stop(self) -> None:
+        await self.baselines.close()  # learning sessions end unfitted
         self.scheduler.stop()  # ends open alerts, which still go out through the bus below
         for source in self.scheduler.sources():
             source.stop()
@@ -230,6 +249,8 @@ def open_redis(config: ServeConfig):
     """The bus's Redis edge with `--redis` (redis-py imported only then), else None."""
     if not config.redis:
         return None
-    from stream.live.bus.redis_bus import RedisBus
+    from stream.live.bus.redis_bus import RedisBus, open_credentials
 
-    return RedisBus(config.redis, data_dir=config.data_dir, namespace=config.redis_namespace)
+    credentials = open_credentials(config.redis_auth)  # an unset variable is refused before the spool opens
+    return RedisBus(config.redis, data_dir=config.data_dir, namespace=config.redis_namespace,
+                    credentials=credentials, tls=config.redis_auth)

@@ -11,7 +11,8 @@ reaches them (the bus calls subscribers in the order they subscribed).
                                                     └─► webhooks, MQTT                   ┘
 
 Metrics (server/metrics.py) and the cluster's node worker subscribe on their own, to `service.bus`, when they are
-built: they are optional parts, not the service's.
+built: they are optional parts, not the service's. Off the bus, a camera learning its baseline listens to the
+judge's judged faces (`wire_baselines`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from stream.live.bus.channels import Channels
 from stream.live.evidence.recorder import Recorder
 from stream.live.server.hub import Hub
 from stream.live.verdicts.alerts import AlertManager
+from stream.live.verdicts.cameras import CameraBars
+from stream.live.verdicts.judge import Judge
 from stream.messages import WIRE, Alert, AlertClosing, Custody, Overlay
 
 
@@ -49,3 +52,9 @@ def wire_edges(bus: MessageBus, alert_log: AlertLog, hub: Hub, redis: Any | None
     if redis is not None:
         subscriptions.append(bus.subscribe(redis.kinds, redis.publish, wire=True))
     return subscriptions + [bus.subscribe(channel.kinds, channel.publish, wire=True) for channel in channels.all]
+
+
+def wire_baselines(judge: Judge, bars: CameraBars) -> list[Unsubscribe]:
+    """Live learning of camera baselines: every judged face reaches the bars, which keep those of a learning
+    stream (stream/live/verdicts/cameras.py)."""
+    return [judge.on_judged(bars.on_judged)]

@@ -45,9 +45,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engines.calibration import CalibrationError, check_weights, logit, read_json, sigmoid, write_file
+from engines.calibration import CalibrationError, calibration_of, check_weights, logit, read_json, sigmoid, write_file
 from stream.config.verdicts import VerdictPolicy
-from stream.live.scoring import fuse
+from stream.live.scoring import Fusion as ScoreFusion
 from stream.live.verdicts.policy import SEVERITY, TrackVerdict, Verdict
 
 BASELINE_FORMAT = "dfstream-baseline"
@@ -123,19 +123,15 @@ class TrackJudgement:
     fake_at: int | None  # the update that turned it fake
 
 
-def _weighted_mean(policy: VerdictPolicy) -> Fusion:
-    """The live judge's fusion when no ensemble is given: the policy's weighted mean (`scoring.fuse`)."""
-    return lambda scores: fuse(scores, policy.weights)
-
-
 def run_track(track: Iterable[EngineScores], policy: VerdictPolicy, fusion: Fusion | None = None
               ) -> TrackJudgement:
-    """A fresh `TrackVerdict` fed one track's engine scores; the worst verdict it reached."""
-    state, fusion = TrackVerdict(policy), fusion or _weighted_mean(policy)
+    """A fresh `TrackVerdict` fed one track's engine scores, fused as the judge fuses them; the worst verdict it
+    reached."""
+    state, fused = TrackVerdict(policy), _fusion(policy, fusion)
     worst: Verdict | None = None
     updates, peak, fake_at = 0, None, None
     for scores in track:
-        verdict = state.update(fusion(scores))
+        verdict = state.update(fused(scores))
         if state.smoothed is None:
             continue
         updates += 1
@@ -149,13 +145,18 @@ def run_track(track: Iterable[EngineScores], policy: VerdictPolicy, fusion: Fusi
 def smoothed_series(track: Iterable[EngineScores], policy: VerdictPolicy, fusion: Fusion | None = None
                     ) -> list[float]:
     """The smoothed, fused score after each update of a fresh `TrackVerdict`: what the verdict compares."""
-    state, fusion = TrackVerdict(policy), fusion or _weighted_mean(policy)
+    state, fused = TrackVerdict(policy), _fusion(policy, fusion)
     out = []
     for scores in track:
-        state.update(fusion(scores))
+        state.update(fused(scores))
         if state.smoothed is not None:
             out.append(float(state.smoothed))
     return out
+
+
+def _fusion(policy: VerdictPolicy, fusion: Fusion | None) -> Fusion:
+    """The given fusion (the scorer's: an ensemble's stacking), else the policy's weighted mean, as the judge has."""
+    return fusion if fusion is not None else ScoreFusion(policy.weights)
 
 
 def conformal_rank(n: int, alpha: float) -> int:
@@ -300,6 +301,16 @@ def read(path: Path) -> Baseline:
 def write(baseline: Baseline, path: Path) -> Path:
     """Write atomically: an existing file is replaced only by a complete new one."""
     return write_file(baseline, path)
+
+
+def engine_keys(engines: Sequence[object]) -> list[EngineKey]:
+    """What a baseline is keyed by: each engine's weights and calibration map."""
+    out = []
+    for e in engines:
+        cal = calibration_of(e)
+        out.append(EngineKey(model=e.name, weights_sha256=e.weights_sha256,  # type: ignore[attr-defined]
+                             calibration_sha256=sha256_json(cal) if cal is not None else None))
+    return out
 
 
 def check(baseline: Baseline, path: Path, engines: Sequence[EngineKey], ensemble_sha256: str | None = None) -> None:

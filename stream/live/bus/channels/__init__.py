@@ -84,7 +84,7 @@ def open_channels(webhooks: list[WebhookConfig], mqtt: MqttConfig | None, data_d
         if mqtt is not None:
             from stream.live.bus.channels.mqtt import MqttChannel
 
-            broker = MqttChannel(mqtt, data_dir, *credentials)
+            broker = MqttChannel(mqtt, data_dir, credentials)
     except BaseException:  # a spool held by another serve: release what was opened
         Channels(hooks).close()
         raise

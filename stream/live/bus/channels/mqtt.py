@@ -28,6 +28,7 @@ import hashlib
 import logging
 import os
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ import paho.mqtt.client as mqtt
 
 from stream.config.channels import MqttConfig
 from stream.config.sources import Backoff
-from stream.live.bus.channels.base import ChannelError
+from stream.live.bus.credentials import Credentials, check_tls_files
+from stream.live.bus.credentials import read_credentials as read_credentials_from_env
 from stream.live.bus.sender import SenderPolicy, SpooledChannel, SpooledSender
 from stream.messages import OVERLAY, STATUS, WIRE, Message, dumps, is_alert
 
@@ -53,21 +55,17 @@ PUBACK_WAIT_S = 2.0  # one wait for an event's PUBACK; then the sender backs off
 MQTT_RETRY = Backoff(initial_s=0.5, factor=2.0, max_s=5.0, jitter=0.2)
 CLOSE_TIMEOUT_S = 3.0  # at shutdown, how long `offline` may take to be acknowledged
 ONLINE, OFFLINE = "online", "offline"
+# CONNACK codes that mean the user name or password is wrong (MQTT 3.1.1: 4, 5; MQTT 5: 0x86, 0x87)
+REFUSED_CREDENTIALS = frozenset({4, 5, 0x86, 0x87})
 NO_FACES = "none"  # the verdict topic's value while a stream has no tracked face
 
 
-def read_credentials(config: MqttConfig, env: dict[str, str] | None = None) -> tuple[str | None, str | None]:
-    env = os.environ if env is None else env
-    user = password = None
-    if config.username_env:
-        user = env.get(config.username_env)
-        if not user:
-            raise ChannelError(f"mqtt: environment variable {config.username_env} (username_env) is not set")
-    if config.password_env:
-        password = env.get(config.password_env)
-        if password is None:
-            raise ChannelError(f"mqtt: environment variable {config.password_env} (password_env) is not set")
-    return user, password
+def read_credentials(config: MqttConfig, env: dict[str, str] | None = None) -> Credentials:
+    """The broker's user and password from their variables, and its TLS files checked: a ChannelError names what
+    is missing before anything is opened."""
+    credentials = read_credentials_from_env("mqtt", config.username_env, config.password_env, env)
+    check_tls_files("mqtt", config)
+    return credentials
 
 
 def default_client_id(data_dir: Path) -> str:
@@ -82,8 +80,7 @@ class MqttChannel(SpooledChannel):
     kind = "mqtt"
     kinds = WIRE  # alerts as events, overlays and status as the retained verdict and state
 
-    def __init__(self, config: MqttConfig, data_dir: Path, username: str | None = None,
-                 password: str | None = None) -> None:
+    def __init__(self, config: MqttConfig, data_dir: Path, credentials: Credentials | None = None) -> None:
         self.config = config
         prefix = config.topic_prefix.rstrip("/")
         self.events_topic = f"{prefix}/events"
@@ -93,14 +90,17 @@ class MqttChannel(SpooledChannel):
                                     SenderPolicy(backoff=MQTT_RETRY, close_timeout_s=PUBACK_WAIT_S + CLOSE_TIMEOUT_S))
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=config.client_id or default_client_id(Path(data_dir)))
-        if username:
-            self.client.username_pw_set(username, password)
+        self._credentials = credentials or Credentials()
+        if self._credentials.username:
+            self.client.username_pw_set(self._credentials.username, self._credentials.password)
         if config.tls:
-            self.client.tls_set()
+            self.client.tls_set(ca_certs=_path(config.ca_file), certfile=_path(config.cert_file),
+                                keyfile=_path(config.key_file), keyfile_password="")
         self.client.will_set(self.available_topic, OFFLINE, qos=1, retain=True)
         self.client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
         self._lock = threading.Lock()  # the flags and the latest states: paho's thread and the sender's
         self._connected = False
         self._stopping = False
@@ -115,10 +115,19 @@ class MqttChannel(SpooledChannel):
 
     # -- paho's thread -----------------------------------------------------------------------------------------
 
+    def _error(self, error: str) -> None:
+        """Keep the latest error; log it once, not at every reconnect attempt."""
+        if error != self.last_error:
+            log.warning("mqtt %s:%d: %s; events are spooled to %s", self.config.host, self.config.port, error,
+                        self.spool.path)
+        self.last_error = error
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self.last_error = f"broker refused the connection: {reason_code}"
-            log.warning("mqtt %s: %s", self.config.host, self.last_error)
+            refused = f"the broker refused the connection: {reason_code}"
+            if reason_code.value in REFUSED_CREDENTIALS:
+                refused += f" ({self._credentials.hint()})"
+            self._error(refused)
             return
         client.publish(self.available_topic, ONLINE, qos=1, retain=True)
         with self._lock:
@@ -133,12 +142,18 @@ class MqttChannel(SpooledChannel):
                  len(self.spool))
         self.sender.wake()
 
+    def _on_connect_fail(self, client, userdata) -> None:
+        """paho calls this inside its `except OSError` (TLS included): the exception says why, in words."""
+        exc = sys.exc_info()[1]
+        self._error(f"cannot connect: {type(exc).__name__}: {exc}" if exc is not None else "cannot connect")
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._lock:
             if self._connected and not self._stopping:
                 log.warning("mqtt %s: connection lost (%s); events are spooled to %s", self.config.host,
                             reason_code, self.spool.path)
-            self._connected = False
+            was_connected, self._connected = self._connected, False
+        if was_connected:  # a refused CONNACK keeps its own, clearer error
             self.last_error = f"disconnected: {reason_code}"
 
     # -- what the sender asks (its thread) -----------------------------------------------------------------------
@@ -175,7 +190,7 @@ class MqttChannel(SpooledChannel):
         key = str(msg.get("key"))
         if self._pending is None or self._pending[0] != key:
             if not self._connected:
-                return "not connected"
+                return f"not connected ({self.last_error})" if self.last_error else "not connected"
             info = self.client.publish(self.events_topic, dumps(msg), qos=1)
             if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
                 return "paho's outgoing queue is full"
@@ -217,3 +232,7 @@ class MqttChannel(SpooledChannel):
         s = self.sender.stats()
         return {**self.counters, "connected": self._connected, "spool": s["spool"] + s["durable_waiting"],
                 "last_error": self.last_error}
+
+
+def _path(path: Path | None) -> str | None:
+    return None if path is None else str(path)
