@@ -31,8 +31,8 @@ from engines.weights import WEIGHTS_URL_ENV, WeightsSource, partial_path, sha256
 from stream.cli.common import warn_auto
 from stream.live.assembly import EngineOptions, assemble
 
-from conftest import MESONET_WEIGHTS
-from parts import needs
+from support.shared import MESONET_WEIGHTS
+from support.parts import needs
 
 REPO = Path(__file__).resolve().parents[1]
 STAND_IN = "EfficientNetB4_DFDC_stand-in.pth"

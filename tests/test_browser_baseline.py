@@ -31,10 +31,10 @@ from pathlib import Path
 
 import pytest
 
-from browser import chromium_unavailable, open_browser, screenshot
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import free_port
-from parts import needs
+from support.browser import chromium_unavailable, open_browser, screenshot
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import free_port
+from support.parts import needs
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = FFPP / "real" / "519.mp4"
