@@ -42,6 +42,7 @@ def entries(client, namespace: str) -> list[dict]:
     return [json.loads(fields[b"msg"]) for _, fields in client.xrange(alerts_stream(namespace))]
 
 
+@pytest.mark.ray  # imports stream.cluster.director, a Ray actor module
 def test_a_lost_node_alerts_end_as_worker_lost_in_a_non_default_namespace(server, tmp_path: Path):
     import redis
 

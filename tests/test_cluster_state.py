@@ -39,6 +39,7 @@ def test_the_table_is_written_when_it_changes_and_read_back(server):
     assert json.loads(client.get("site-b:director")) == {"format": "something-else/9"}  # left as it was
 
 
+@pytest.mark.ray  # imports stream.cluster.director, a Ray actor module
 def test_a_director_restores_cameras_and_nodes_and_refuses_changes_until_it_can(server):
     import_or_require("ray")  # stream.cluster.director is a Ray actor module
     from stream.cluster.director import Director, StateUnavailable
