@@ -155,7 +155,7 @@ def test_silent_camera_is_restarted_by_the_watchdog_while_file_keeps_flowing():
             assert wait_until(lambda: cam.state.value == "streaming" and len(rec.overlays("cam")) >= 5, 60), (
                 f"the RTSP camera never streamed: {cam.state.value}, {cam.error}")
             assert wait_until(lambda: len(rec.overlays("file")) >= 5, 30), "the file never streamed"
-            pid = camera._proc.pid  # the GStreamer server's own process (RtspServer runs it as a child)
+            pid = camera.pid  # the GStreamer server's own process (RtspServer runs it as a child)
             os.kill(pid, signal.SIGSTOP)
             silent = time.monotonic()
             try:
