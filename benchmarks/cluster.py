@@ -46,7 +46,8 @@ import psutil  # noqa: E402
 
 from support.ray_cluster import Cluster, free_port  # noqa: E402
 from support.redis_server import RedisServer  # noqa: E402
-from test_cluster import Watcher, max_gap, wait_for, where  # noqa: E402
+from support.ws_recorder import WsRecorder  # noqa: E402
+from test_cluster import max_gap, wait_for, watch, where  # noqa: E402
 
 CLIPS = sorted((ROOT.parent / "shared" / "data" / "ffpp-c23").glob("*/*.mp4"))
 WEIGHTS = ROOT.parent / "shared" / "weights" / "mesonet"
@@ -59,10 +60,9 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
 
 
-def latencies(ws: Watcher, since: float) -> list[float]:
-    with ws._lock:
-        return [(t - m["ts"]) * 1000 + m.get("latency_ms", 0.0) for t, m in ws.messages
-                if m.get("type") == "overlay" and t >= since]
+def latencies(ws: WsRecorder, since: float) -> list[float]:
+    return [(t - m["ts"]) * 1000 + m.get("latency_ms", 0.0) for t, m in ws.records
+            if m.get("type") == "overlay" and t >= since]
 
 
 def group_rss(pgid: int) -> int:
@@ -102,7 +102,7 @@ def status_placed(cluster: Cluster, cams: list[str]) -> dict | None:
     return found if all(found["cameras"].get(c, {}).get("node_name") for c in cams) else None
 
 
-def head_rounds(cluster: Cluster, head, ws: Watcher, rs: RedisServer, cams: list[str], rounds: int) -> dict:
+def head_rounds(cluster: Cluster, head, ws: WsRecorder, rs: RedisServer, cams: list[str], rounds: int) -> dict:
     """SIGKILL of the head's process tree, then the same head command, `rounds` times: what it costs."""
     import redis
 
@@ -120,7 +120,7 @@ def head_rounds(cluster: Cluster, head, ws: Watcher, rs: RedisServer, cams: list
         found = wait_for(lambda: status_placed(cluster, cams), 240, "cluster status with every camera placed")
         answered = time.time() - restarted
         time.sleep(5)
-        gap = max(max_gap(ws.overlays(c), killed - 5, time.time()) for c in cams)
+        gap = max(max_gap(ws.times("overlay", c), killed - 5, time.time()) for c in cams)
         keys = [f[b"key"] for _, f in client.xrange("dfstream:alerts")]
         results.append({"head_up_s": round(up, 1), "status_all_placed_s": round(answered, 1),
                         "longest_overlay_gap_s": round(gap, 2),
@@ -162,9 +162,9 @@ def main() -> int:
         port = free_port()
         cluster.gateway(["--redis", rs.url, "--config", str(config), "--port", str(port), "--offline",
                          "--data-dir", str(work / "gw"), *fakes])
-        ws, ws_local = Watcher(port), Watcher(local.config.port)
-        wait_for(lambda: all(ws.overlays(c) for c in cams), 180, "overlays of every camera")
-        wait_for(lambda: all(ws_local.overlays(c) for c in cams), 180, "local serve's overlays")
+        ws, ws_local = watch(port), watch(local.config.port)
+        wait_for(lambda: all(ws.times("overlay", c) for c in cams), 180, "overlays of every camera")
+        wait_for(lambda: all(ws_local.times("overlay", c) for c in cams), 180, "local serve's overlays")
         time.sleep(3)
         since = time.time()
         time.sleep(LATENCY_WINDOW_S)
@@ -199,7 +199,7 @@ def main() -> int:
                 lost.kill_tree()
             killed = time.time()
             for c in moved:
-                failovers.append(wait_for(lambda c=c: (ws.overlays(c, killed + 0.5) or [None])[0], 60,
+                failovers.append(wait_for(lambda c=c: (ws.times("overlay", c, killed + 0.5) or [None])[0], 60,
                                           f"{c} back") - killed)
             if args.loss == "freeze":
                 lost.kill_tree()
