@@ -21,8 +21,7 @@ from stream.messages import WIRE
 from support.shared import FFPP, MESONET_WEIGHTS
 from support.live_server import LiveServer
 from support.parts import require
-from support.rtsp_gst import GOP_S
-from support.rtsp_server import RtspServer, unavailable_reason
+from support.rtsp_server import GOP_S, RtspServer, unavailable_reason
 from test_evidence_recording import (ALERT_TIMEOUT_S, END_TIMEOUT_S, PRE_S, avcc_nals, is_alert, slice_hashes,
                                      wait_for)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from support import rtsp_gst
+from support.rtsp_gst import GOP_S  # noqa: F401  (the keyframe interval clients wait at most; tests import it here)
 from support.parts import require
 from support.subprocess_server import HOST, SubprocessServer, free_port  # noqa: F401  (tests import free_port here)
 
