@@ -8,18 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support import fast_tier
-from support.fast_tier import _fast_tier_guard  # noqa: F401  (an autouse fixture: pytest finds it here)
 from support.parts import needs, require
 from support.shared import CROP_FPS, CROPS_PER_VIDEO, FFPP, FFPP_VIDEOS
 
-
-def pytest_addoption(parser):
-    fast_tier.add_option(parser)
-
-
-def pytest_configure(config):
-    fast_tier.register_markers(config)
+pytest_plugins = ("support.fast_tier",)  # --fast, the markers that leave it out, and its guards
 
 
 def pytest_collection_modifyitems(config, items):
@@ -27,8 +19,6 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "ffpp" in item.fixturenames:
                 item.add_marker(needs("the shared FF++ media", f"not found at {FFPP}"))
-    fast_tier.mark_from_parts(items)
-    fast_tier.select(config, items)  # --fast: the fast tier (tests/support/fast_tier.py)
 
 
 def pytest_runtest_setup(item):

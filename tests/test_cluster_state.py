@@ -66,6 +66,7 @@ def test_a_director_restores_cameras_and_nodes_and_refuses_changes_until_it_can(
     assert second.members.drained == {"dfstream-gone"} and second.restored == 1
 
 
+@pytest.mark.ray  # StateStore.forget cleans the GCS namespace through Ray
 def test_forgetting_the_state_deletes_this_clusters_keys_only(server):
     import redis
 

@@ -1,4 +1,4 @@
-"""The fast tier: `scripts/test.sh --fast` (`pytest --fast`) runs the tests that need no browser, Ray, TensorFlow or
+"""A pytest plugin (tests/conftest.py loads it), the fast tier: `scripts/test.sh --fast` (`pytest --fast`) runs the tests that need no browser, Ray, TensorFlow or
 long media, so a change gets an answer in minutes; CI (`.ci/run`) still runs everything.
 
 A test leaves the fast tier by a marker: `slow` (whole videos, reference models, long waits), `browser`, `ray`,
@@ -45,14 +45,20 @@ _HEAVY_TEXT = re.compile(
 )
 
 
-def add_option(parser) -> None:
+def pytest_addoption(parser) -> None:
     parser.addoption("--fast", action="store_true", default=False,
                      help="the fast tier: deselect tests marked " + ", ".join(SLOW_MARKERS) + " (tests/support/fast_tier.py)")
 
 
-def register_markers(config) -> None:
+def pytest_configure(config) -> None:
     for name, text in MARKER_HELP.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    mark_from_parts(items)
+    select(config, items)
 
 
 def mark_from_parts(items) -> None:
