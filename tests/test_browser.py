@@ -449,7 +449,7 @@ def test_rtsp_camera_added_from_the_page_is_relayed_with_boxes(meso, tmp_path):
             await wait_js(page, "window.__dfstream.inspect('door').overlayInk > 0", BOXES_TIMEOUT_S)
             tip = await hover_face(page, "door")
             assert DEFAULT_MODEL in tip and "Track #" in tip, tip
-            relay = server._runner.app[RELAY_KEY]
+            relay = server.app[RELAY_KEY]
             assert sum(len(r.viewers) for r in relay.relays.values()) == 1
             await screenshot(page, tmp_path / "rtsp.png")
 

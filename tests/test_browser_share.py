@@ -90,7 +90,7 @@ async def start_share(page) -> str:
 
 
 def peers(server: LiveServer) -> int:
-    return len(server._runner.app[PEERS_KEY])  # type: ignore[union-attr]
+    return len(server.app[PEERS_KEY])
 
 
 def source_of(server: LiveServer, name: str):

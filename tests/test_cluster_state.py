@@ -52,15 +52,15 @@ def test_a_director_restores_cameras_and_nodes_and_refuses_changes_until_it_can(
 
     store = {"url": server.url, "name": "site-a"}
     first = Director(store)
-    assert first._restore()  # nothing saved yet: an empty table is the right one
+    assert first.restore()  # nothing saved yet: an empty table is the right one
     first.table.add({"name": "c", "url": "/c.mp4"})
     first.table.assign({"c": "node-1"})
     first.members.remembered = {"node-1": ("dfstream-ab", "host-1-abc")}
     first.members.drained.add("dfstream-gone")
-    first._persist()
+    first.persist()
 
     second = Director(store)  # the head was lost: Ray restarts the director, which reads its table
-    assert second._restore()
+    assert second.restore()
     assert second.table.cameras == {"c": {"name": "c", "url": "/c.mp4"}} and second.table.assigned == {"c": "node-1"}
     assert second.members.remembered == {"node-1": ("dfstream-ab", "host-1-abc")}
     assert second.members.drained == {"dfstream-gone"} and second.restored == 1

@@ -68,7 +68,7 @@ def session() -> str:
 
     assert not aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True), "this host has a network address"
     with LiveServer(ServeConfig(port=0), [], detector=NoFaces()) as server:
-        registry = server._runner.app[PEERS_KEY]  # type: ignore[union-attr]
+        registry = server.app[PEERS_KEY]
         return asyncio.run(_connect(server.base, registry))
 
 

@@ -45,8 +45,8 @@ def _photos() -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def detectors() -> tuple[FaceDetector, FaceDetector]:
     torch_det, ort_det = FaceDetector(DetectorConfig(backend="torch")), FaceDetector(DetectorConfig(backend="onnx"))
-    assert all(isinstance(getattr(ort_det._mtcnn, k), OrtNet) for k in ("pnet", "rnet", "onet"))
-    assert not isinstance(torch_det._mtcnn.pnet, OrtNet)
+    assert set(ort_det.nets) == {"pnet", "rnet", "onet"} and all(isinstance(n, OrtNet) for n in ort_det.nets.values())
+    assert not isinstance(torch_det.nets["pnet"], OrtNet)
     return torch_det, ort_det
 
 

@@ -181,7 +181,7 @@ def test_overlapped_scheduler_splits_the_pools_and_gives_torch_its_pool_back():
     sched.start()
     try:
         assert torch.get_num_threads() == plan.torch
-        assert detector._mtcnn.pnet.session.get_session_options().intra_op_num_threads == plan.detector
+        assert detector.nets["pnet"].session.get_session_options().intra_op_num_threads == plan.detector
     finally:
         sched.stop()
     assert torch.get_num_threads() == before

@@ -152,7 +152,7 @@ def request_state(server, saved: bool = False) -> tuple:
     from stream.live.server.relay import RELAY_KEY
     from stream.live.server.webcam import PEERS_KEY
 
-    app = server._runner.app
+    app = server.app
     state = (sorted(server.service.names()), len(app[PEERS_KEY]), len(app[RELAY_KEY].viewers))
     if saved:
         path = server.config.data_dir / STREAMS_FILE
