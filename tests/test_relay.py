@@ -19,6 +19,7 @@ from stream.live.sources.live import SourceConfig
 
 from support.shared import FFPP
 from support.live_server import LiveServer
+from support.serve_fakes import NoFaces
 
 VIDEO = FFPP / "real" / "004.mp4"
 TIMEOUT_S = 20.0
@@ -115,7 +116,7 @@ def test_two_viewers_share_one_encoder_and_get_sync_and_removal_closes_them():
             assert await until(lambda: a.pc.connectionState == "closed" and b.pc.connectionState == "closed")
             assert not src.frame_taps  # untapped (the relay's and the evidence ring's taps both go with the stream)
 
-    with LiveServer(ServeConfig(port=0, sources=[source]), []) as server:
+    with LiveServer(ServeConfig(port=0, sources=[source]), [], NoFaces()) as server:  # the relay, not faces
         hub = server_hub(server)
         asyncio.run(scenario(server, hub))
 
@@ -150,7 +151,7 @@ def test_bad_relay_requests_are_refused():
             await sender.close()
             await no_video.close()
 
-    with LiveServer(ServeConfig(port=0, sources=[source]), []) as server:
+    with LiveServer(ServeConfig(port=0, sources=[source]), [], NoFaces()) as server:  # the relay, not faces
         asyncio.run(scenario(server, server_hub(server)))
 
 
