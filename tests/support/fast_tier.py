@@ -1,5 +1,6 @@
-"""A pytest plugin (tests/conftest.py loads it), the fast tier: `scripts/test.sh --fast` (`pytest --fast`) runs the tests that need no browser, Ray, TensorFlow or
-long media, so a change gets an answer in minutes; CI (`.ci/run`) still runs everything.
+"""The fast tier, a pytest plugin that tests/conftest.py loads: `scripts/test.sh --fast` (`pytest --fast`) runs the
+tests that need no browser, Ray, TensorFlow or long media, so a change gets an answer in minutes; CI (`.ci/run`)
+still runs everything.
 
 A test leaves the fast tier by a marker: `slow` (whole videos, reference models, long waits), `browser`, `ray`,
 `tensorflow`. `browser` and `ray` are added from the `needs(...)` parts (see `PART_MARKERS`); the others are
@@ -25,8 +26,7 @@ from types import ModuleType
 import pytest
 
 SLOW_MARKERS = ("slow", "browser", "ray", "tensorflow")
-MARKER_HELP = {
-    "slow": "decodes whole videos, builds reference models or waits on long timers: not in the fast tier",
+MARKER_HELP = {  # `slow` is declared in pyproject.toml
     "browser": "drives Chromium with Playwright: not in the fast tier",
     "ray": "starts or imports Ray: not in the fast tier",
     "tensorflow": "builds a TensorFlow/Keras reference: not in the fast tier",
