@@ -36,7 +36,8 @@ from support.shared import MESONET_WEIGHTS
 from support.live_server import LiveServer
 from support.parts import needs
 from support.serve_fakes import Idle, NoFaces, add_source
-from test_browser import PAGE_TIMEOUT_S, VERDICTS, ServerMessages, ms, tile_of, until, until_live, wait_js
+from support.ws_recorder import WsRecorder
+from test_browser import PAGE_TIMEOUT_S, VERDICTS, ms, tile_of, until, until_live, wait_js
 
 if chromium_unavailable() is None:
     from playwright.async_api import expect
@@ -113,7 +114,7 @@ async def until_gone(page, server: LiveServer, name: str) -> None:
 @pytest.mark.slow
 def test_a_shared_call_tab_is_judged_per_participant_and_stopping_it_removes_the_stream(meso, tmp_path):
     async def scenario(server: LiveServer, call: CallPage) -> None:
-        async with ServerMessages(server) as msgs, open_browser(SHARE_FLAGS + FAKE_CAMERA) as browser:
+        async with WsRecorder(server.base.replace("http", "ws") + "/ws") as msgs, open_browser(SHARE_FLAGS + FAKE_CAMERA) as browser:
             page, call_tab = await open_call_and_page(browser, server, call)
             started = time.monotonic()
             name = await start_share(page)
