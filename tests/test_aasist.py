@@ -63,6 +63,7 @@ def reference_p_fake(model: AuthorsModel, x: np.ndarray) -> np.ndarray:
     return torch.softmax(logits, dim=1)[:, 0].numpy()
 
 
+@pytest.mark.slow  # 20-24 s each (pytest --fast --durations=40, 2026-12-07)
 @pytest.mark.parametrize("name", ["aasist", "aasist-l"])
 def test_parity_with_the_authors_code_on_the_published_weights(name, windows):
     state = torch.load(AASIST_WEIGHTS / FILES[name], weights_only=True, map_location="cpu")

@@ -113,6 +113,7 @@ def weights_dir(tmp_path: Path, *models: str) -> Path:
     return folder
 
 
+@pytest.mark.slow  # 21 s: builds and runs the CPU model (pytest --fast --durations=40, 2026-12-07)
 def test_auto_downloads_the_cpu_model_from_the_stand_in_checks_it_and_runs_it(monkeypatch, tmp_path, served, server):
     log, base = server
     _, sha = served

@@ -79,6 +79,7 @@ def scene() -> tuple[list[Frame], list[tuple[int, int] | None]]:
     return _scene(positions), positions
 
 
+@pytest.mark.slow  # 56 s of real MTCNN (pytest --fast --durations=40, 2026-12-07)
 def test_boxes_follow_the_face_with_fewer_full_detections(scene):
     frames, positions = scene
     overlays, detector = _run(DetectionPolicy(detect_every=DETECT_EVERY), frames)

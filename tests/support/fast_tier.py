@@ -3,8 +3,8 @@ tests that need no browser, Ray, TensorFlow or long media, so a change gets an a
 still runs everything.
 
 A test leaves the fast tier by a marker: `slow` (whole videos, reference models, long waits), `browser`, `ray`,
-`tensorflow`. `browser` and `ray` are added from the `needs(...)` parts (see `PART_MARKERS`); the others are
-explicit marks. Two guards keep the tier honest, because a forgotten mark would silently make it slow:
+`tensorflow`. `browser` and `ray` are added from the `needs(...)` parts (see `PART_MARKERS`), `slow` from the
+fixtures in `SLOW_FIXTURES`; the others are explicit marks. Two guards keep the tier honest, because a forgotten mark would silently make it slow:
 
 - at collection, `--fast` refuses to run (a usage error naming the tests) when a selected test's own code, its
   fixtures from its module or the module's helpers it calls import Playwright, Ray or TensorFlow, or use the
@@ -33,6 +33,11 @@ MARKER_HELP = {  # `slow` is declared in pyproject.toml
 }
 # needs(part, ...) part name -> the marker it implies
 PART_MARKERS = {"Chromium (with Playwright)": "browser", "ray": "ray"}
+# Fixtures that make a test `slow` wherever it uses them, directly or through another fixture. ffpp_face_crops is
+# real MTCNN over the shared videos, asked for by the engines' parity tests, which then build reference networks
+# and run them on those crops (the EfficientNet-B4 ones took minutes each: `pytest --fast --durations=40`,
+# 2026-12-07). The trade-off: a cheap refusal test that asks for real crops leaves the fast tier too.
+SLOW_FIXTURES = ("ffpp_face_crops",)
 # Top-level packages a fast test may not load, and the support modules that load them.
 HEAVY_PACKAGES = ("playwright", "ray", "tensorflow", "keras")
 # Support modules whose every use means a heavy part (they start Ray processes rather than import Ray).
@@ -58,6 +63,7 @@ def pytest_configure(config) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items) -> None:
     mark_from_parts(items)
+    mark_from_fixtures(items)
     select(config, items)
 
 
@@ -68,6 +74,13 @@ def mark_from_parts(items) -> None:
             marker = PART_MARKERS.get(mark.kwargs["part"])
             if marker and not item.get_closest_marker(marker):
                 item.add_marker(marker)
+
+
+def mark_from_fixtures(items) -> None:
+    """A test that uses one of `SLOW_FIXTURES` (its fixture closure counts) is `slow`."""
+    for item in items:
+        if not item.get_closest_marker("slow") and set(SLOW_FIXTURES) & set(getattr(item, "fixturenames", ())):
+            item.add_marker("slow")
 
 
 def is_fast(item) -> bool:
