@@ -141,3 +141,36 @@ def test_the_suites_fast_tier_selects_no_heavy_test():
     assert len(selected) > 300, out[-2000:]  # the fast tier is most of the suite's tests...
     assert "deselected" in out  # ...but not all of them
     assert not {Path(f).name for f in selected} & set(HEAVY_FILES), sorted({Path(f).name for f in selected} & set(HEAVY_FILES))
+
+
+def test_a_test_on_real_face_crops_is_slow_even_through_another_fixture(tmp_path):
+    """SLOW_FIXTURES: asking for ffpp_face_crops, directly or through a fixture of its own, leaves the fast tier."""
+    (tmp_path / "conftest.py").write_text(textwrap.dedent('''
+        import pytest
+
+
+        @pytest.fixture
+        def ffpp_face_crops():
+            return "crops"
+
+
+        @pytest.fixture
+        def crops(ffpp_face_crops):
+            return ffpp_face_crops
+    '''))
+    (tmp_path / "test_crops.py").write_text(textwrap.dedent('''
+        def test_direct(ffpp_face_crops):
+            pass
+
+
+        def test_through_a_fixture(crops):
+            pass
+
+
+        def test_without():
+            pass
+    '''))
+    done = _pytest("-p", "support.fast_tier", "--fast", "--collect-only", "-q", str(tmp_path), cwd=tmp_path)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0 and "1/3 tests collected (2 deselected)" in out, out
+    assert "test_crops.py::test_without" in out and "test_direct" not in out and "test_through_a_fixture" not in out
