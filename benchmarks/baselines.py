@@ -28,7 +28,11 @@ other cameras' last 40 % (a different person). Rules:
 - camera c=X: the same with ceiling_margin X; the leave-one-pair-out table picks X on two pairs (fewest false
   alarms, then most catches, then the largest X) and reports the third;
 - clip-mean: the video-level decision instead of the rolling one: the judged stretch's mean smoothed score against
-  the camera bar.
+  the camera bar;
+- two-sided: the camera bar with `direction: both` (opt-in): also a lower bar, floor_margin logits below the lowest
+  level the stretch held (or the lower conformal bound), alpha split between the bars; a stretch held below it is
+  called fake as "unlike this camera" (marked `<` in the per-pair cells and counted apart in the totals);
+- two-sided f=X: the same with floor_margin X, picked by leave-one-pair-out like the ceiling margin.
 Models: each MesoNet file and `mean4`, the four fused by the mean p(fake) of the files that may judge a face (the
 product's `--model a --model b ...` fusion).
 """
@@ -57,12 +61,13 @@ WEIGHTS = REPO.parent / "shared" / "weights" / "mesonet"
 PAIRS = (("real/519", "fake/Deepfakes_519_515"), ("real/634", "fake/FaceSwap_634_660"),
          ("real/004", "fake/NeuralTextures_004_982"))
 UNPAIRED = "fake/Face2Face_750_743"
+UNLIKE = "unlike this camera"  # stream.live.verdicts.policy.UNLIKE_CAMERA
 FILES = ("meso4-f2f", "meso4-df", "mesoinception-df", "mesoinception-f2f")
 ENSEMBLE = "mean4"
 STRETCHES = ("60%", "4s", "2s")
 SPLIT = 0.6  # the share of the real clip a baseline may learn from; the rest is judged
 FPS = 5.0  # the live default analysed fps (SourceConfig.analysed_fps)
-MARGINS = (0.5, 1.0, 1.5, 2.0, 3.0)
+MARGINS = (0.5, 1.0, 1.5, 2.0, 3.0)  # ceiling margins, and floor margins of the two-sided rule
 ALPHA_SWEEP = 0.1  # a looser promise: the conformal bound is finite from 9 effective samples
 
 
@@ -94,7 +99,7 @@ class Clip:
 def load_clips(cache_dir: Path | None) -> dict[str, Clip]:
     from engines.quality import floor_of
     from engines.registry import build_engine
-    from stream.jobs.evaluate import CropCache, FaceCrops, default_crop_cache_dir
+    from stream.jobs.crop_cache import CropCache, FaceCrops, default_crop_cache_dir
     from stream.jobs.scan import Scanner, ScanOptions
 
     engines = [build_engine(n, weights_dir=WEIGHTS, device="cpu", allow_download=False) for n in FILES]
@@ -131,11 +136,23 @@ def stretch_bounds(clip: Clip, stretch: str) -> float:
 
 def called(tracks: list[list[dict]], policy, clip_mean: bool = False) -> bool:
     """An alert would be raised: any track's rolling verdict turns fake (or its mean smoothed score >= the bar)."""
-    from stream.live.verdicts.baseline import run_track, smoothed_series
+    from stream.live.verdicts.baseline import smoothed_series
 
     if clip_mean:
         return any(np.mean(s) >= policy.t_high for t in tracks if (s := smoothed_series(t, policy)))
-    return any(run_track(t, policy).verdict == "fake" for t in tracks)
+    return bool(fakes(tracks, policy))
+
+
+def fakes(tracks: list[list[dict]], policy) -> set[str | None]:
+    """The reasons of the tracks whose rolling verdict turns fake: None (above the bar) or "unlike this camera"."""
+    from stream.live.verdicts.baseline import run_track
+
+    return {j.reason for t in tracks if (j := run_track(t, policy)).verdict == "fake"}
+
+
+def under_only(tracks: list[list[dict]], policy) -> bool:
+    """Called fake only by the lower bar ("unlike this camera"), not above the camera bar."""
+    return fakes(tracks, policy) == {UNLIKE}
 
 
 def shifted(policy, bar: float):
@@ -163,12 +180,18 @@ def judge_all(clips: dict[str, Clip], members: Sequence[str], stretch: str, subj
         notes: dict[str, str] = {}
         for rule, bp in [("camera", BaselinePolicy(learn_on_fake=True)),
                          ("camera a=0.1", BaselinePolicy(learn_on_fake=True, alpha=ALPHA_SWEEP))] + [
-                (f"camera c={m:g}", BaselinePolicy(learn_on_fake=True, ceiling_margin=m)) for m in MARGINS]:
+                (f"camera c={m:g}", BaselinePolicy(learn_on_fake=True, ceiling_margin=m)) for m in MARGINS] + [
+                ("two-sided", BaselinePolicy(learn_on_fake=True, direction="both"))] + [
+                (f"two-sided f={m:g}", BaselinePolicy(learn_on_fake=True, direction="both", floor_margin=m))
+                for m in MARGINS]:
             try:
                 b = fit(base, VerdictPolicy(baseline=bp), model="+".join(members), engines=keys, source=real,
                         fps=FPS, gated=gated)
                 policies[rule] = b.verdict_policy()
                 notes[rule] = f"{b.threshold:.3f} {b.rule}" + (f"/{b.clipped}" if b.clipped else "")
+                if b.under is not None:
+                    u = b.under
+                    notes[rule] += f", under {u.threshold:.4f} {u.rule}" + (f"/{u.clipped}" if u.clipped else "")
             except BaselineError as exc:
                 policies[rule] = None
                 notes[rule] = "refused: " + str(exc).split(":")[0].split(" (")[0]
@@ -187,11 +210,16 @@ def judge_all(clips: dict[str, Clip], members: Sequence[str], stretch: str, subj
                 row |= {"fa": called(judged["rest"], policy, mean), "catch": called(judged["swap"], policy, mean),
                         "unpaired": called(judged["unpaired"], policy, mean),
                         "other_fa": sum(called(o, policy, mean) for o in judged["others"])}
+                if policy.t_under is not None:  # which calls only the lower bar made
+                    row["under"] = {"fa": under_only(judged["rest"], policy),
+                                    "catch": under_only(judged["swap"], policy),
+                                    "unpaired": under_only(judged["unpaired"], policy),
+                                    "other_fa": sum(under_only(o, policy) for o in judged["others"])}
             rows.append(row)
     return rows
 
 
-RULES = ("global", "naive-max", "camera", "camera a=0.1", "clip-mean")
+RULES = ("global", "naive-max", "camera", "camera a=0.1", "clip-mean", "two-sided")
 
 
 def table(rows: list[dict], rules: Sequence[str]) -> list[str]:
@@ -203,29 +231,37 @@ def table(rows: list[dict], rules: Sequence[str]) -> list[str]:
         cells = []
         for r in mine:
             pair = r["pair"].split("/")[1]
+            under = r.get("under", {})
             cells.append(f"{pair}: {r['note'] or '-'}" if "fa" not in r else
-                         f"{pair}: {'FA' if r['fa'] else 'ok'}/{'caught' if r['catch'] else 'missed'}")
+                         f"{pair}: {'FA' if r['fa'] else 'ok'}{'<' * under.get('fa', False)}/"
+                         f"{'caught' if r['catch'] else 'missed'}{'<' * under.get('catch', False)}")
         n = len(fitted)
         tot = (f"false alarms {sum(r['fa'] for r in fitted)}/{n}, catches {sum(r['catch'] for r in fitted)}/{n}, "
                f"unpaired {sum(r['unpaired'] for r in fitted)}/{n}, other person "
                f"{sum(r['other_fa'] for r in fitted)}/{2 * n}") if n else "no pair fitted"
+        if n and any("under" in r for r in fitted):
+            tot += " (by the lower bar alone: " + ", ".join(
+                f"{k} {sum(r['under'][k] for r in fitted)}" for k in ("fa", "catch", "unpaired", "other_fa")) + ")"
         bars = "; ".join(f"{r['pair'].split('/')[1]} {r['note']}" for r in mine if r["note"] and "fa" in r)
         out.append(f"    {rule:<13} {' | '.join(cells):<62} {tot}" + (f"   [bars: {bars}]" if bars else ""))
     return out
 
 
-def leave_one_pair_out(rows: list[dict]) -> list[str]:
-    """Pick the ceiling margin on two pairs, report the third."""
+def leave_one_pair_out(rows: list[dict], family: str = "camera c") -> list[str]:
+    """Pick the margin of `family` ("camera c": the ceiling margin, "two-sided f": the floor margin) on two pairs
+    (fewest false alarms, then most catches, then the largest margin), report the third."""
     out = []
     for real, _ in PAIRS:
         def cost(m: float) -> tuple:
-            train = [r for r in rows if r["rule"] == f"camera c={m:g}" and r["pair"] != real and "fa" in r]
+            train = [r for r in rows if r["rule"] == f"{family}={m:g}" and r["pair"] != real and "fa" in r]
             return (sum(r["fa"] for r in train), -sum(r["catch"] for r in train), -m)
         best = min(MARGINS, key=cost)
-        held = next(r for r in rows if r["rule"] == f"camera c={best:g}" and r["pair"] == real)
+        held = next(r for r in rows if r["rule"] == f"{family}={best:g}" and r["pair"] == real)
         verdict = ("refused" if "fa" not in held else
-                   f"{'FA' if held['fa'] else 'ok'}/{'caught' if held['catch'] else 'missed'}")
-        out.append(f"      held out {real.split('/')[1]}: picked c={best:g} on the other two -> {verdict}")
+                   f"{'FA' if held['fa'] else 'ok'}/{'caught' if held['catch'] else 'missed'}, unpaired "
+                   f"{'caught' if held['unpaired'] else 'missed'}, other person {held['other_fa']}/2")
+        out.append(f"      held out {real.split('/')[1]}: picked {family.split()[-1]}={best:g} on the other two -> "
+                   f"{verdict}")
     return out
 
 
@@ -279,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             print("\n".join(table(rows, RULES)))
             print("    leave-one-pair-out for the ceiling margin " + ", ".join(f"{m:g}" for m in MARGINS) + ":")
             print("\n".join(leave_one_pair_out(rows)))
+            print("    leave-one-pair-out for the two-sided floor margin " + ", ".join(f"{m:g}" for m in MARGINS) + ":")
+            print("\n".join(leave_one_pair_out(rows, "two-sided f")))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=bool))
     return result

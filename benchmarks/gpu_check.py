@@ -265,7 +265,7 @@ class Feeder:
             now = time.monotonic()
             for k, s in enumerate(self.sources):
                 image = self.frames[(i + k) % len(self.frames)]
-                s.deliver(Frame(image=image, pts=i, time=i / self.fps, index=i, received=now))
+                s.deliver(Frame.of(image=image, pts=i, time=i / self.fps, index=i, received=now))
             i += 1
             self._stop.wait(max(0.0, t0 + i / self.fps - time.monotonic()))
 
@@ -466,6 +466,8 @@ def _absent(name: str, why: str) -> types.ModuleType:
     module = types.ModuleType(name)
 
     def fail(attr: str):
+        if attr.startswith("__"):  # introspection (inspect.getmodule, torch.onnx.export's) asks every module
+            raise AttributeError(attr)
         raise ImportError(f"{why} ({name}.{attr} was used)")
 
     module.__getattr__ = fail  # type: ignore[attr-defined]

@@ -48,7 +48,8 @@ from engines.keras_xception import XCEPTION_NOTOP_FILENAME, XCEPTION_NOTOP_MD5, 
 class UnknownModel(KeyError):
     def __str__(self) -> str:
         if self.args[0] in VOICE_MODELS:
-            return f"{self.args[0]!r} is a voice model: score voices with it (--modality voice)"
+            return f"{self.args[0]!r} is a voice model: score voices with it (--modality voice; serve: --voice-model " \
+                   "or voice.models)"
         return f"unknown model {self.args[0]!r}; known models: {', '.join(sorted(MODELS))} (voice: " \
                f"{', '.join(sorted(VOICE_MODELS))})"
 

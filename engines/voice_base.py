@@ -10,7 +10,8 @@ entry (`VoiceModelEntry`) is data too, declared beside each architecture.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engines.base import LabelMapping
 from engines.weights import WeightsSource
+
+if TYPE_CHECKING:
+    from engines.calibration import Calibration
 
 VOICE_SAMPLE_RATE = 16000  # every voice engine here eats 16 kHz mono (the rate all public anti-spoofing models use)
 # Clipping tolerance on input samples: a float decoder may overshoot full scale by rounding, a caller that forgot to
@@ -64,13 +68,17 @@ class VoiceEngine(ABC):
     """A named voice detector with a fixed window: `predict(float32 [B, samples]) -> p_fake [B]`.
 
     `labels` maps the network's raw output to p(fake); `weights_sha256` is the digest of the weights it was built
-    from (calibrations and evidence manifests are tied to it); `backends` are those it has been checked on.
+    from (calibrations and evidence manifests are tied to it); `backends` are those it has been checked on;
+    `weights_path` is where they were read (a calibration beside it is found there) and `calibration` the map the
+    live voice path applies to every p(fake) (`engines.calibration.attach`, as for face engines).
     """
 
     name: str
     spec: AudioSpec
     labels: LabelMapping
     weights_sha256: str | None = None
+    weights_path: Path | None = None
+    calibration: Calibration | None = None
     backends: tuple[str, ...] = ("torch",)
 
     @abstractmethod

@@ -49,5 +49,6 @@ def build_voice_engine(name: str, weights_dir: Path | None = None, weights_file:
     module_name, func = entry.builder.split(":")
     engine = getattr(importlib.import_module(module_name), func)(path, entry, device)
     engine.weights_sha256 = weights_digest(path) if path.exists() else None
+    engine.weights_path = path if path.is_file() else None
     engine.backends = entry.backends
     return engine

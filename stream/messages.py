@@ -29,7 +29,11 @@ OVERLAY, STATUS, ALERT = "overlay", "status", "alert"
 LOSSY_TYPES = frozenset({OVERLAY, STATUS})
 DURABLE_TYPES = frozenset({ALERT})
 AlertEvent = Literal["start", "update", "end"]
+Modality = Literal["face", "voice"]
 Message = dict[str, Any]
+# The track id a stream's voice goes by: its alerts carry it as `track` (face track ids count up from 0, so a reader
+# keyed by (stream, track) keeps a voice alert apart from every face's), beside `modality: "voice"`.
+VOICE_TRACK = -1
 
 
 def is_lossy(msg: Message) -> bool:
@@ -74,9 +78,39 @@ class FaceOverlay:
 
 
 @dataclass(frozen=True, slots=True)
+class VoiceOverlay:
+    """A stream's voice as it stands when an overlay is sent: its latest window's scores, the rolling voice verdict,
+    and the sound level now. Present on every overlay of a stream that has sound (and voice engines to judge it).
+
+    `verdict` is the voice's hysteresis verdict, or "low-quality" with `reason` while the latest window held too
+    little speech to judge (silence, music) or no window was full yet: such a window never counts toward the
+    verdict or an alert, as a low-quality face does not."""
+
+    track: int  # the voice's reserved track id (VOICE_TRACK, -1), as its alerts carry it
+    p_fake: float | None  # the latest window's fused p(fake); null when that window was not judged
+    engines: dict[str, float]  # voice engine name -> its p(fake) on the latest window (empty when not judged)
+    score: float | None  # the smoothed voice p(fake) the verdict is decided on; null until a window was judged
+    verdict: str  # real, uncertain, fake, or low-quality (the latest window was not judged: see reason)
+    reason: str | None  # why the latest window was not judged ("no speech ...", "listening ..."); null when it was
+    start: float | None  # the latest window's start, seconds on the stream's clock (as Overlay.time); null before one
+    end: float | None  # the latest window's end, on the same clock
+    voiced: float | None  # share of the latest window's 32 ms frames that are speech (silero)
+    level_db: float | None  # the sound's level over the last 100 ms in dBFS (0 is full scale): the page's meter
+    windows: int  # windows scored for this stream so far
+    skipped: int  # windows passed over because the voice scorer was behind (it always takes the newest)
+
+    def to_message(self) -> Message:
+        r = lambda v, n=4: None if v is None else round(float(v), n)  # noqa: E731
+        return {"track": self.track, "p_fake": r(self.p_fake), "engines": {k: r(v) for k, v in self.engines.items()},
+                "score": r(self.score), "verdict": self.verdict, "reason": self.reason, "start": r(self.start, 3),
+                "end": r(self.end, 3), "voiced": r(self.voiced, 3), "level_db": r(self.level_db, 1),
+                "windows": self.windows, "skipped": self.skipped}
+
+
+@dataclass(frozen=True, slots=True)
 class Overlay:
     """Every face found on one analysed frame of one stream, with the frame's own timestamps so the page can
-    draw it on the very frame that was scored."""
+    draw it on the very frame that was scored, and the stream's voice where it has sound."""
 
     stream: str  # the stream's name
     pts: int | None  # the scored frame's presentation timestamp, in its stream's time base
@@ -84,13 +118,19 @@ class Overlay:
     frame_size: tuple[int, int]  # width, height of the source frame
     latency_ms: float  # from the frame's decoding to this message
     faces: tuple[FaceOverlay, ...]  # every face found on the frame
-    verdict: str  # the stream's verdict: its worst track's
+    # the stream's verdict: its worst face track's, fused with its voice's by the rule (voice.rule, default
+    # "either": the worse of the two); null with neither a face track nor a judged voice
+    verdict: str | None
     ts: float = field(default_factory=time.time)  # wall-clock time of the message (Unix seconds)
+    voice: VoiceOverlay | None = None  # the stream's voice; absent on the wire for a stream without sound
 
     def to_message(self) -> Message:
-        return {"v": VERSION, "type": OVERLAY, "stream": self.stream, "ts": self.ts, "pts": self.pts,
-                "time": self.time, "frame_size": list(self.frame_size), "latency_ms": round(self.latency_ms, 1),
-                "faces": [f.to_message() for f in self.faces], "verdict": self.verdict}
+        msg = {"v": VERSION, "type": OVERLAY, "stream": self.stream, "ts": self.ts, "pts": self.pts,
+               "time": self.time, "frame_size": list(self.frame_size), "latency_ms": round(self.latency_ms, 1),
+               "faces": [f.to_message() for f in self.faces], "verdict": self.verdict}
+        if self.voice is not None:
+            msg["voice"] = self.voice.to_message()
+        return msg
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +167,23 @@ class SchedulerStatus:
     tracks: int  # faces tracked now
     scheduler: dict[str, Any]  # the governor: scale of every rate, smoothed load, its latest events in words
     gated_faces: int = 0  # face-frames judged low-quality since the stream started
+    reason: str | None = None  # why the stream is slowed or paused now, in words (None: at its full rate)
+    priority: int = 0  # the stream's priority under load (SourceConfig.priority)
+    watched: bool = False  # someone is watching it (a browser's webcam or screen, relay viewers): kept longest
+
+    def to_message(self) -> Message:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class StreamVerdicts:
+    """A stream's face and voice verdicts side by side, and the stream's verdict the rule makes of them (sent in the
+    status of a stream that has sound and voice engines)."""
+
+    face: str | None  # the worst face track's verdict; null without a tracked face
+    voice: str | None  # the voice's verdict (real, uncertain, fake); null before its first judged window
+    stream: str | None  # what the rule makes of the two (as Overlay.verdict)
+    rule: str  # the rule: "either" (the worse of the two) or "faces-only" (the voice never counts)
 
     def to_message(self) -> Message:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -143,6 +200,7 @@ class Status:
     state: str | None = None  # only when there is no source status (a removed stream)
     removed: bool = False  # the stream was removed on purpose (sent only when true)
     ts: float = field(default_factory=time.time)  # wall-clock time of the message (Unix seconds)
+    verdicts: StreamVerdicts | None = None  # face and voice verdicts side by side (sent for a stream with sound)
     # The camera's baseline (sent only when it has one, is learning one, or a learning was refused): `bar` (when
     # learned, from what, n_eff, threshold, alpha, rule; null: the global bar), `learning` (seconds, done, faces;
     # null when not learning), `error` (the last learning refusal), `slowed` (analysed below the learned rate)
@@ -156,6 +214,8 @@ class Status:
             msg["state"] = self.state
         if self.scheduler is not None:
             msg.update(self.scheduler.to_message())
+        if self.verdicts is not None:
+            msg["verdicts"] = self.verdicts.to_message()
         if self.removed:
             msg["removed"] = True
         if self.baseline is not None:
@@ -169,14 +229,15 @@ class Alert:
     which makes replays idempotent.
 
     `at` and `faces` never reach the wire: what the evidence recorder needs from the moment the alert started
-    (the source time of the first frame judged fake, and the face crops it was raised on)."""
+    (the source time of the first frame judged fake, and the face crops it was raised on); nor does `sound` (a
+    voice alert's scored windows)."""
 
     event: AlertEvent  # start, update or end of the alert's life
     id: str  # the alert's id, stable for its life (also its evidence folder's name)
     seq: int  # the message's number within the alert, from 1; the wire adds key = id:seq
     stream: str  # the stream's name
-    track: int  # the face's track id
-    started_at: float  # when the face was first judged fake (Unix seconds)
+    track: int  # the face's track id; VOICE_TRACK (-1) for the stream's voice
+    started_at: float  # when the face (or voice) was first judged fake (Unix seconds)
     ended_at: float | None  # when it ended; null until the end message
     score_max: float  # the highest smoothed p(fake) so far
     engines: dict[str, float]  # engine name -> its p(fake) at that peak
@@ -186,12 +247,18 @@ class Alert:
     # Chain of custody, once the recording is complete: every evidence file's sha256 and size, the redacted
     # source, the models and their weights' hashes, the calibration, the dfstream version (evidence/manifest.py)
     custody: dict[str, Any] | None = None
+    # what was judged fake: "face" (a face track) or "voice" (the stream's sound, track VOICE_TRACK); readers of
+    # messages from before voices read a missing field as "face"
+    modality: Modality = "face"
     # In process only, never on the wire: the start's source time of the first frame judged fake (where the
     # recording's pre-roll is counted from)
     at: float | None = field(default=None, compare=False)
     # In process only, never on the wire: the start's face crops (snapshot, recent crops) as uint8 arrays, for the
     # evidence recorder to write (typed Any: this module imports no numpy)
     faces: Any = field(default=None, compare=False, repr=False)
+    # In process only, never on the wire: a voice alert's start carries the windows it was raised on (their sound
+    # and scores, stream.live.voices.windows_evidence) for the evidence recorder to write
+    sound: Any = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -208,13 +275,14 @@ class Alert:
                    ended_at=None if msg.get("ended_at") is None else float(msg["ended_at"]),
                    score_max=float(msg["score_max"]), engines=dict(msg.get("engines") or {}),
                    evidence=dict(msg.get("evidence") or {}), ts=float(msg.get("ts") or time.time()),
-                   reason=msg.get("reason"), custody=msg.get("custody"))
+                   reason=msg.get("reason"), custody=msg.get("custody"), modality=msg.get("modality") or "face")
 
     def to_message(self) -> Message:
         return {"v": VERSION, "type": ALERT, "event": self.event, "id": self.id, "key": self.key, "seq": self.seq,
                 "stream": self.stream, "track": self.track, "started_at": self.started_at,
                 "ended_at": self.ended_at, "score_max": self.score_max, "engines": dict(self.engines),
-                "evidence": dict(self.evidence), "ts": self.ts, **({"reason": self.reason} if self.reason else {}),
+                "evidence": dict(self.evidence), "ts": self.ts, "modality": self.modality,
+                **({"reason": self.reason} if self.reason else {}),
                 **({"custody": self.custody} if self.custody is not None else {})}
 
 

@@ -133,7 +133,7 @@ def _synthetic_baseline(path: Path, weights_sha: str) -> Path:
 
 def test_scan_and_eval_refuse_a_baseline_for_other_weights_before_scoring(tmp_path, capsys):
     path = _synthetic_baseline(tmp_path / "b.json", sha256_of(MESONET_WEIGHTS / "Meso4_F2F.h5"))
-    other = ["--weights", str(MESONET_WEIGHTS / "Meso4_DF.h5")]  # meso4-f2f run from another file
+    other = ["--model", "meso4-f2f", "--weights", str(MESONET_WEIGHTS / "Meso4_DF.h5")]  # from another file
     assert main(["scan", str(REAL), "--baseline", str(path), *other, *ENGINE_ARGS]) == EXIT_USAGE
     assert "other weights of meso4-f2f" in capsys.readouterr().err
     assert main(["eval", str(FFPP), "--out", str(tmp_path / "out"), "--baseline", str(path), *other,

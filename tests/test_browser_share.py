@@ -1,13 +1,14 @@
 """Share screen, in real Chromium (Debian's, headless, Playwright: tests/support/browser.py) against the real serve app.
 
-A second tab plays a 2x2 video call of four CelebA-HQ people, swaying a little, with a tone as its sound
-(tests/support/call_grid.CallPage). Chromium's own tab picker is told to choose it by its title
+A second tab plays a 2x2 video call of four CelebA-HQ people, swaying a little, with a participant speaking as
+its sound (the shared speech, tests/support/call_grid.CallPage). Chromium's own tab picker is told to choose it by its title
 (`--auto-select-tab-capture-source-by-title`, with `--auto-accept-this-tab-capture`), so "Share screen" runs the
 real getDisplayMedia, and the page sends the tab over WebRTC like a webcam (kind "screen").
 
 1. The call, judged: within 60 s one overlay holds at least 3 faces with distinct track ids; the stream is named
-   after what was shared; the tile lists the participants; the server holds the tab's audio track; stopping the
-   track from the page removes the stream, quietly. Then webcam and share at once, and the shared tab closing
+   after what was shared; the tile lists the participants; the tab's sound reaches the server and is judged as
+   the call's voice (AASIST-L, the authors' weights): the stream's overlays carry `voice` objects and the tile shows
+   the voice; stopping the track from the page removes the stream, quietly. Then webcam and share at once, and the shared tab closing
    (the browser itself ends the track) removes the share and leaves the webcam.
 2. A refused share (the stream limit reached) says why and leaves nothing behind: no stream, no peer, no tile,
    the capture stopped. The page's stream names for shares are valid config names, unique, whatever the label.
@@ -25,9 +26,11 @@ import time
 import pytest
 
 from engines.registry import DEFAULT_MODEL, build_engine
+from engines.voices import build_voice_engine
 from stream.config.faces import SCREEN
 from stream.config.scheduler import SchedulerConfig
 from stream.config.serve import ServeConfig
+from stream.config.voices import VoiceConfig
 from stream.live.server.webcam import PEERS_KEY, STREAM_NAME
 
 from support.browser import chromium_unavailable, open_browser, screenshot
@@ -36,6 +39,8 @@ from support.shared import MESONET_WEIGHTS
 from support.live_server import LiveServer
 from support.parts import needs
 from support.serve_fakes import Idle, NoFaces, add_source
+from support.sound_media import speech_run
+from support.voice_media import AASIST_WEIGHTS, RATE, write_wav
 from support.ws_recorder import WsRecorder
 from test_browser import PAGE_TIMEOUT_S, VERDICTS, ms, tile_of, until, until_live, wait_js
 
@@ -50,6 +55,7 @@ SHARE_FLAGS = ["--auto-accept-this-tab-capture", f"--auto-select-tab-capture-sou
 FAKE_CAMERA = ["--use-fake-device-for-media-stream"]  # the webcam beside it; granted by permission, not fake UI
 # (--use-fake-ui-for-media-stream would also answer getDisplayMedia, with a fake whole screen, not the tab)
 FACES_TIMEOUT_S = 60.0  # the issue's: at least 3 faces with distinct track ids within 60 s
+VOICE_TIMEOUT_S = 120.0  # AASIST-L takes seconds per window on a loaded 2-core machine
 MIN_FACES = 3
 # Every getDisplayMedia stream the page gets, kept for the test (the real API, only watched), so it can stop
 # the track as the browser's own control does and see that a refused share let go of its capture.
@@ -67,6 +73,11 @@ KEEP_CAPTURES = """(() => {
 @pytest.fixture(scope="module")
 def meso():
     return build_engine(DEFAULT_MODEL, weights_dir=MESONET_WEIGHTS, allow_download=False)
+
+
+@pytest.fixture(scope="module")
+def aasist_l():
+    return build_voice_engine("aasist-l", weights_dir=AASIST_WEIGHTS, allow_download=False)
 
 
 async def open_call_and_page(browser, server: LiveServer, call: CallPage):
@@ -112,7 +123,7 @@ async def until_gone(page, server: LiveServer, name: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_shared_call_tab_is_judged_per_participant_and_stopping_it_removes_the_stream(meso, tmp_path):
+def test_a_shared_call_tab_is_judged_per_participant_and_stopping_it_removes_the_stream(meso, aasist_l, tmp_path):
     async def scenario(server: LiveServer, call: CallPage) -> None:
         async with WsRecorder(server.base.replace("http", "ws") + "/ws") as msgs, open_browser(SHARE_FLAGS + FAKE_CAMERA) as browser:
             page, call_tab = await open_call_and_page(browser, server, call)
@@ -152,9 +163,29 @@ def test_a_shared_call_tab_is_judged_per_participant_and_stopping_it_removes_the
                             await tile.locator("ol.participants").bounding_box())
             assert aside["x"] >= stage["x"] + stage["width"] - 1, (stage, aside)  # beside the video, not under it
 
-            # the tab's sound came along, and the server keeps it on the source
+            # the tab's sound came along, and is judged as the call's voice: every overlay since the first sound
+            # carries a `voice` object, and its windows are scored. Headless Chromium captures a tab's sound as
+            # digital silence (measured in the page itself: the tab plays the speech, its capture peaks at 0), so
+            # here the windows are "no speech" at -90 dBFS; a headed browser sends the speech, which is then judged
+            # (a webcam's microphone, judged end to end: tests/test_browser_voice.py).
             assert source.audio_track is not None
             assert await until(lambda: source.audio_frames > 0, PAGE_TIMEOUT_S)
+
+            def scored():
+                return [m["voice"] for m in msgs.of("overlay", name) if m.get("voice") and m["voice"]["windows"] > 0]
+
+            assert await until(lambda: scored(), VOICE_TIMEOUT_S), [json.dumps(m.get("voice"))
+                                                                    for m in msgs.of("overlay", name)][-2:]
+            voice = scored()[-1]
+            assert voice["track"] == -1 and voice["level_db"] is not None and voice["end"] > voice["start"]
+            if voice["level_db"] > -90.0:  # sound: the participant's speech is judged
+                assert await until(lambda: any(v["p_fake"] is not None for v in scored()), VOICE_TIMEOUT_S)
+            else:  # silence: not judged, and said so
+                assert voice["verdict"] == "low-quality" and voice["reason"].startswith("no speech")
+            overlays = msgs.of("overlay", name)
+            first = next(i for i, m in enumerate(overlays) if m.get("voice"))
+            assert all("voice" in m for m in overlays[first:])
+            await expect(tile.locator(".voice")).to_be_visible(timeout=ms(PAGE_TIMEOUT_S))
             await screenshot(page, tmp_path / "share.png")
 
             # stopping the track (what the browser's "Stop sharing" does) removes the stream, with no error
@@ -183,7 +214,9 @@ def test_a_shared_call_tab_is_judged_per_participant_and_stopping_it_removes_the
             await tile_of(page, webcam).locator("button.remove").click()
             assert await until(lambda: not server.service.names() and peers(server) == 0, PAGE_TIMEOUT_S)
 
-    with CallPage(CALL_TITLE) as call, LiveServer(ServeConfig(port=0), [meso]) as server:
+    speech = write_wav(tmp_path / "call.wav", speech_run(30.0), RATE)
+    config = ServeConfig(port=0, voice=VoiceConfig(models=["aasist-l"]))
+    with CallPage(CALL_TITLE, sound=speech) as call, LiveServer(config, [meso], voice_engines=[aasist_l]) as server:
         asyncio.run(scenario(server, call))
 
 

@@ -57,7 +57,7 @@ def _scene(positions: list[tuple[int, int] | None]) -> list[Frame]:
         if pos is not None:
             x, y = pos
             image[y:y + FACE_SIDE, x:x + FACE_SIDE] = face
-        frames.append(Frame(image=image, pts=k, time=k / 5.0, index=k, received=0.0))
+        frames.append(Frame.of(image=image, pts=k, time=k / 5.0, index=k, received=0.0))
     return frames
 
 

@@ -94,4 +94,5 @@ def test_onnx_backend_is_refused_off_the_cpu():
         DetectorConfig(backend="onnx", device="cuda")
     with pytest.raises(ValueError):
         DetectorConfig(backend="tensorrt")
-    assert DetectorConfig().backend == "torch"  # the default stays facenet-pytorch as shipped
+    assert DetectorConfig().runs_on == "onnx"  # the default on the CPU: ORT (issue 25)
+    assert DetectorConfig(device="cuda").runs_on == "torch"  # auto never puts ORT on a GPU device

@@ -26,6 +26,8 @@ class _Stream:
     name: str = "cam"
     order: int = 1
     shed: bool = False
+    priority: int = 0
+    attention: int = 0
     analysed_fps: float = 5.0
 
 
@@ -112,7 +114,7 @@ class _SlowEngine(AlwaysFake):
 
 
 def _live(pipeline: str, analysed_fps: float, seconds: float = 3.0) -> tuple[Scheduler, float]:
-    config = SchedulerConfig(pipeline=pipeline, load_smoothing=1.0, adapt_period_s=0.5,
+    config = SchedulerConfig(pipeline=pipeline, load_smoothing=1.0, adapt_period_s=0.5, load="stage",
                              detection=DetectionPolicy(detect_every=1))
     sched = Scheduler(_SlowDetector(), [_SlowEngine()], lambda msg: None, config)
     source = Ticker("cam", fps=60.0, analysed_fps=analysed_fps)
@@ -146,7 +148,9 @@ def test_real_overlapped_loop_sheds_when_the_detector_is_full():
 def test_thread_plan_fills_the_cores_without_oversubscription(cores):
     serial = plan_threads("serial", cores)
     assert serial == ThreadPlan(cores, cores, cores)  # stages take turns: each may use every core
-    plan = plan_threads("overlapped", cores)
+    # shared (the default): each overlapped stage may use every core, so an idle stage's cores serve the other
+    assert plan_threads("overlapped", cores) == ThreadPlan(cores, cores, cores)
+    plan = plan_threads("overlapped", cores, share="split")
     assert plan.detector >= 1 and plan.engines >= 1
     if cores == 1:
         assert plan == ThreadPlan(1, 1, 1)  # nothing can overlap on one core
@@ -163,7 +167,7 @@ def test_engine_sessions_are_resized_by_the_plan(tmp_path):
     engine = onnx_engine_for(build_engine("meso4-df", weights_dir=MESONET_WEIGHTS, allow_download=False), tmp_path)
     crops = np.random.default_rng(0).integers(0, 255, (3, 256, 256, 3), dtype=np.uint8)
     before = engine.predict(crops)
-    apply_threads(plan_threads("overlapped", 4), [engine])
+    apply_threads(plan_threads("overlapped", 4, share="split"), [engine])
     assert engine.session.get_session_options().intra_op_num_threads == 2
     np.testing.assert_array_equal(engine.predict(crops), before)  # same model, fewer workers
 

@@ -114,8 +114,11 @@ def test_a_face_below_the_floor_never_starts_an_alert_even_at_p_099(frames, floo
 
 
 def test_serve_and_scan_share_the_measured_default_model():
+    from engines.auto import AUTO, FALLBACK_RANKING
     from engines.registry import DEFAULT_MODEL, get_entry
     from stream.config.serve import ServeConfig
 
-    assert ServeConfig().models == [DEFAULT_MODEL]
+    # serve's default is `auto`, whose offline fallback is the measured default model (the one scan falls back to)
+    assert ServeConfig().models == [AUTO]
+    assert FALLBACK_RANKING[0] == DEFAULT_MODEL
     assert get_entry(DEFAULT_MODEL).quality.min_face_px > 0  # its floor is measured, not left at none

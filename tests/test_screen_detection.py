@@ -90,7 +90,7 @@ def test_the_scheduler_detects_a_screen_with_its_profile_and_interval():
     feeds = {"call": (sched.add(_Feed("call", SCREEN)), small), "webcam": (sched.add(_Feed("webcam")), small),
              "tab": (sched.add(_Feed("tab", SCREEN)), large), "cam": (sched.add(_Feed("cam")), large)}
     for k in range(PASSES):
-        sched.process([(st, Frame(image=image, pts=k, time=k / 5.0, index=k, received=0.0))
+        sched.process([(st, Frame.of(image=image, pts=k, time=k / 5.0, index=k, received=0.0))
                        for st, image in feeds.values()])
     faces = {name: [m["faces"] for m in msgs if m["type"] == "overlay" and m["stream"] == name] for name in feeds}
     ids = {name: {f["track"] for each in faces[name] for f in each} for name in feeds}

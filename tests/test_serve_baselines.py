@@ -61,7 +61,7 @@ class Tinted(Ticker):
         i = 0
         while not self._stop.wait(1.0 / self.fps):
             image = rng.integers(self.lo, self.hi + 1, (96, 128, 3), dtype=np.uint8)
-            self.deliver(Frame(image=image, pts=i, time=i / self.fps, index=i, received=time.monotonic()))
+            self.deliver(Frame(image, pts=i, time=i / self.fps, index=i, received=time.monotonic()))
             i += 1
 
 

@@ -23,6 +23,8 @@ from support.serve_fakes import NoFaces
 
 STATE_TIMEOUT_S = 15.0
 AUDIO_FRAMES = 25  # half a second of 20 ms frames
+SOUND_LATE_S = 2.5  # the tab's sound starts this long after its pictures (aiortc's receiver counts each track's
+# time from its own first packet, so without the audio clock the sound would be this far off the pictures)
 
 
 async def until(predicate, timeout: float = STATE_TIMEOUT_S, poll: float = 0.05) -> bool:
@@ -34,12 +36,26 @@ async def until(predicate, timeout: float = STATE_TIMEOUT_S, poll: float = 0.05)
     return True
 
 
+class LateSound(AudioStreamTrack):
+    """Silence whose first frame comes `SOUND_LATE_S` after the call starts (a tab that begins to play later)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waited = False
+
+    async def recv(self):
+        if not self._waited:
+            self._waited = True
+            await asyncio.sleep(SOUND_LATE_S)
+        return await super().recv()
+
+
 def offer_pc(audio_tracks: int = 1) -> RTCPeerConnection:
-    """A browser stand-in sending one video track and `audio_tracks` audio tracks (a tab's sound)."""
+    """A browser stand-in sending one video track and `audio_tracks` audio tracks (a tab's sound, starting late)."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTrack(VideoStreamTrack())
     for _ in range(audio_tracks):
-        pc.addTrack(AudioStreamTrack())
+        pc.addTrack(LateSound())
     return pc
 
 
@@ -74,10 +90,15 @@ def test_a_screen_offer_streams_with_the_screen_profile_and_its_audio_is_tapped(
             source = next(s for s in server.service.scheduler.sources() if s.name == "Team-call")
             assert source.detection is SCREEN and source.audio_track is not None
             got: list = []
+            pictures: list = []
+            source.subscribe(pictures.append)
             unsubscribe = source.subscribe_audio(got.append)
             assert await until(lambda: source.state is SourceState.STREAMING and len(got) >= AUDIO_FRAMES)
-            frame = got[-1]
-            assert frame.sample_rate == 48000 and frame.samples > 0  # decoded Opus, as aiortc gives it
+            chunk = got[-1]
+            assert chunk.frame.sample_rate == 48000 and chunk.frame.samples > 0  # decoded Opus, as aiortc gives it
+            # on the video's clock (aiortc's receiver starts each track's time at its own first packet; the sound
+            # began SOUND_LATE_S after the pictures): the sound's time is within a second of the newest picture's
+            assert abs(chunk.time - pictures[-1].time) < 1.0, (chunk.time, pictures[-1].time)
             unsubscribe()
             n = len(got)
             # without a tap the track is still drained (aiortc would queue it without bound)

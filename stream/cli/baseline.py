@@ -33,6 +33,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_model_args(p)
     p.add_argument("--alpha", type=float, default=None,
                    help="the false-alarm rate the camera bar keeps (default verdict.baseline.alpha, 0.01)")
+    p.add_argument("--direction", choices=["above", "both"], default=None,
+                   help="what the camera bar flags: above its normal (default), or also below a lower bar, called "
+                        "'unlike this camera' (both, experimental: alpha split between the bars)")
     p.add_argument("--seconds", type=float, default=None, metavar="N",
                    help="learn from the first N seconds of each input (required for a live source)")
     p.add_argument("--fps", type=float, default=None,
@@ -46,13 +49,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def policy_for(args: argparse.Namespace) -> Any:
-    """The verdict policy with the command line's alpha and --allow-fake."""
+    """The verdict policy with the command line's alpha, direction and --allow-fake."""
     from stream.config.verdicts import VerdictPolicy
 
     if args.alpha is not None and not 0 < args.alpha < 1:
         raise ValueError(f"--alpha must be between 0 and 1 (a false-alarm rate), got {args.alpha:g}")
     base = VerdictPolicy()
     update = {"learn_on_fake": args.allow_fake} | ({"alpha": args.alpha} if args.alpha is not None else {})
+    update |= {"direction": args.direction} if getattr(args, "direction", None) else {}
     return base.model_copy(update={"baseline": base.baseline.model_copy(update=update)})
 
 
@@ -115,8 +119,9 @@ def run(args: argparse.Namespace) -> int:
     path = write(baseline, args.out)
     print(f"dfstream baseline: {baseline.summary()}")
     if baseline.rule == "bounded":
+        per_bar = baseline.alpha / 2 if baseline.under is not None else baseline.alpha
         print(f"dfstream baseline: the conformal bound needs {_blocks_needed(baseline)} effective samples at alpha "
-              f"{baseline.alpha:g}; with {baseline.n_eff} the bar is the bounded fallback (see docs/baselines.md)")
+              f"{per_bar:g}; with {baseline.n_eff} the bar is the bounded fallback (see docs/baselines.md)")
     print(f"dfstream baseline: wrote {path}")
     return EXIT_OK
 
@@ -126,6 +131,7 @@ def _blocks_needed(baseline: Any) -> int:
     from stream.live.verdicts.baseline import conformal_rank
 
     n = 1
-    while conformal_rank(n, baseline.alpha) > n:
+    tail = baseline.alpha / 2 if baseline.under is not None else baseline.alpha  # split between two bars
+    while conformal_rank(n, tail) > n:
         n += 1
     return n

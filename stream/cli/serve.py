@@ -28,7 +28,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                                         "TensorRT, calibrated on --calibrate)")
     add_calibrate(p)
     add_model(p, help="model to run (repeatable). Default: the config's, else auto (the strongest this machine "
-                      "runs; `dfstream models list` shows the pick)")
+                      "runs; `dfstream models list` shows the pick). A voice model (aasist, aasist-l...) named here "
+                      "judges the streams' sound, as with --voice-model")
+    p.add_argument("--voice-model", action="append", dest="voice_models", default=None, metavar="NAME",
+                   help="voice model judging every stream's sound (repeatable; the config's voice.models otherwise; "
+                        "none: sound is not judged)")
     add_weights_dir(p)
     add_calibration(p)
     add_offline(p)
@@ -67,16 +71,32 @@ def config_from_args(args: argparse.Namespace) -> Any:
         name = source_name_for(url, taken)
         taken.add(name)
         sources.append(SourceConfig(name=name, url=url, loop=args.loop).model_dump())
+    face_models, voice_models = split_models(args.models, args.voice_models)
     config = load_config(args.config, {"host": args.host, "port": args.port, "token": args.token,
-                                       "models": args.models, "weights_dir": args.weights_dir,
+                                       "models": face_models, "weights_dir": args.weights_dir,
                                        "backend": args.backend, "precision": args.precision, "sources": sources,
                                        "redis": args.redis, "data_dir": args.data_dir,
                                        "calibration": args.calibration})
+    if voice_models is not None:
+        config = config.model_copy(update={"voice": config.voice.model_copy(update={"models": voice_models})})
     if config.needs_token and not config.token:
         config = config.model_copy(update={"token": secrets.token_urlsafe(16)})
     if getattr(args, "burn_in", False):
         config = config.model_copy(update={"evidence": config.evidence.model_copy(update={"burn_in": True})})
     return config
+
+
+def split_models(models: list[str] | None, voice_models: list[str] | None) -> tuple[list[str] | None, list[str] | None]:
+    """--model's face models and the voice models of --model and --voice-model (None: the config's)."""
+    if not models:
+        return models, voice_models
+    from engines.voices import is_voice_model
+
+    voices = [m for m in models if is_voice_model(m)]
+    faces = [m for m in models if not is_voice_model(m)] or None
+    if voices or voice_models:
+        return faces, [*(voice_models or []), *voices]
+    return faces, None
 
 
 def alert_explainer(config: Any, args: argparse.Namespace, engines: list[Any], on_device: str) -> Any:
@@ -128,11 +148,16 @@ def run(args: argparse.Namespace) -> int:
 
         pipeline = Pipeline.from_serve(config, offline=args.offline, device=args.device, factory=args.node_pipeline)
     on_device = device(args)
-    from stream.live.assembly import serve_engines
+    from stream.live.assembly import check_voice_models, serve_engines
+
+    check_voice_models(config.voice.models)  # a wrong name is refused before any engine loads
 
     built = serve_engines(config, on_device, args.offline, int8_crops(args.calibrate), progress=True)
     engines, ensemble = built.engines, built.ensemble
     warn_auto(built.auto)
+    from stream.live.assembly import serve_voice_engines
+
+    voice_engines = serve_voice_engines(config, on_device, args.offline)
     from engines.quality import smallest_floor_px
 
     detector = FaceDetector(config.detector.model_copy(update={"device": on_device}), smallest_floor_px(engines))
@@ -141,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
         from stream.cluster.gateway import ClusterCameras
 
         remote = ClusterCameras(args.ray, pipeline)
-    app = build_app(LiveService(config, engines, detector, ensemble, remote=remote, auto=built.auto),
+    app = build_app(LiveService(config, engines, detector, ensemble, remote=remote, auto=built.auto,
+                                voice_engines=voice_engines),
                     alert_explainer(config, args, engines, on_device))
     shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     query = f"?token={config.token}" if config.needs_token else ""
@@ -152,6 +178,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"dfstream serve: open http://{shown}:{config.port}/{query}  (websocket /ws)", flush=True)
     if args.ray:
         print(f"dfstream serve: cameras run on the cluster at {args.ray}", flush=True)
+    if voice_engines:
+        print(f"dfstream serve: voices judged by {', '.join(e.name for e in voice_engines)} "
+              f"({'alerting' if config.voice.rule == 'either' else 'shown, never alerting'})", flush=True)
     print(f"dfstream serve: alerts -> {config.data_dir / 'alerts.jsonl'}"
           f"{' and ' + redact(config.redis) if config.redis else ''}", flush=True)
     channels = [f"webhook {h.label}" for h in config.alerts.webhooks]

@@ -13,6 +13,7 @@ class DetectorConfig(BaseModel):
 
     `backend` runs MTCNN's three nets in torch (facenet-pytorch as shipped) or in ONNX Runtime (the same weights
     exported in memory at start-up, inside facenet-pytorch's own pyramid and NMS: `stream/live/faces/mtcnn_onnx.py`).
+    `auto` (the default) is ORT on the CPU and torch elsewhere.
     Trade-off: ORT is faster per detection on CPU (benchmarks/faces.py) and its thread pool can be sized apart from
     torch's (`threads`), at the cost of a ~1 s export when the detector is built and float-rounding differences
     (well under a pixel) in the boxes; it is CPU-only. torch is the reference and the one to use on CUDA."""
@@ -26,10 +27,23 @@ class DetectorConfig(BaseModel):
                             "dropped")
     max_side: int = Field(default=640, gt=0, description="frames are downscaled to this longest side to detect")
     device: str = Field(default="cpu", description="torch device of the detector (cpu, cuda, cuda:1, ...)")
-    backend: Literal["torch", "onnx"] = Field(default="torch", description="what runs MTCNN's nets: torch or onnx "
-                                                                            "(ONNX Runtime, CPU only)")
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        default="auto", description="what runs MTCNN's nets: onnx (ONNX Runtime, CPU only), torch, or auto (onnx on "
+        "the CPU, where --compare measured it faster with the same faces, torch on a GPU)")
     threads: int | None = Field(default=None, gt=0, description="ONNX Runtime intra-op threads for the nets "
                                                                  "(onnx backend; default: ORT's own, all cores)")
+    downscale: Literal["decoded", "rgb"] = Field(
+        default="decoded", description="how a decoded frame becomes the detector's picture. decoded: scaled in its "
+        "own format (YUV, area averaging) and converted to RGB at the small size (about 2 ms less per full "
+        "detection of a 720p frame, 4 ms at 1080p); rgb: converted at full size, then downscaled by PIL, the path "
+        "before issue 25 (the same boxes as it, pixel for pixel; the two differ by MTCNN's rounding, a few pixels)")
+
+    @property
+    def runs_on(self) -> Literal["torch", "onnx"]:
+        """The backend `auto` resolves to on this config's device."""
+        if self.backend == "auto":
+            return "onnx" if self.device == "cpu" else "torch"
+        return self.backend
 
     @model_validator(mode="after")
     def _onnx_on_cpu(self) -> "DetectorConfig":

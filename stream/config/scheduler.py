@@ -28,8 +28,9 @@ class DetectionPolicy(BaseModel):
 
 
 class SchedulerConfig(BaseModel):
-    """The scheduler loop: under load every stream's analysed rate is lowered by one factor, down to `min_fps`,
-    and only then are whole streams paused, the newest first."""
+    """The scheduler loop: under load the analysed rates are lowered, the least important streams' first (a stream
+    someone watches, then a higher `priority`, keeps its rate longest; `governor.py`), down to `min_fps`, and only
+    then are whole streams paused, the least important first."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -49,6 +50,18 @@ class SchedulerConfig(BaseModel):
     detection: DetectionPolicy = Field(default=DetectionPolicy(), description="when full-frame detection runs, "
                                        "and face re-location in between")
     pipeline: Literal["serial", "overlapped"] = Field(
-        default="serial",
-        description="serial: detect, then score, one pass at a time. overlapped: full-frame detection of the next "
-                    "pass runs on a worker thread while this pass is scored (see stream/live/scheduler/pipelines.py)")
+        default="overlapped",
+        description="overlapped (default): full-frame detection of the next pass runs on a worker thread while this "
+                    "pass is scored (see stream/live/scheduler/pipelines.py); serial: detect, then score, one pass "
+                    "at a time (the setting before issue 25)")
+    threads: Literal["shared", "split"] = Field(
+        default="shared",
+        description="how the overlapped stages' thread pools use the cores (stream/live/scheduler/threads.py): "
+                    "shared (default): each stage may use every core, so an idle stage's core serves the other; "
+                    "split: the cores divided between them (the plan before issue 25)")
+    load: Literal["cores", "process", "stage"] = Field(
+        default="cores",
+        description="what the governor calls load (stream/live/scheduler/governor.py). cores (default): the busiest "
+                    "stage's busy share, but no more than the share of the machine's CPU time in use (all "
+                    "processes): the pipeline is full and so are the cores; process: this process's CPU time per "
+                    "core; stage: the busiest stage's busy share alone (the measure before issue 25)")

@@ -20,6 +20,7 @@ from stream.config.paths import default_data_dir
 from stream.config.scheduler import SchedulerConfig
 from stream.config.sources import SourceConfig, SourcePolicy
 from stream.config.verdicts import AlertPolicy, EvidencePolicy, VerdictPolicy
+from stream.config.voices import VoiceConfig
 
 DEFAULT_REDIS_NAMESPACE = "dfstream"  # = stream.live.bus.redis_bus.DEFAULT_NAMESPACE
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -61,6 +62,8 @@ class ServeConfig(BaseModel):
                                        "governor")
     verdict: VerdictPolicy = Field(default=VerdictPolicy(), description="fusion, smoothing and hysteresis of "
                                    "each face's verdict")
+    voice: VoiceConfig = Field(default=VoiceConfig(), description="the live voice path: voice engines on every "
+                               "stream's sound, the speech gate, the voice verdict and how it joins the faces'")
     alerts: AlertPolicy = Field(default=AlertPolicy(), description="alert updates and webhooks")
     evidence: EvidencePolicy = Field(default=EvidencePolicy(), description="recordings around alerts and "
                                      "their retention")

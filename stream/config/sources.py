@@ -66,9 +66,18 @@ class SourceConfig(BaseModel):
                                 "keeps the source's own rate); lowered together under load")
     backoff: Backoff = Field(default=Backoff(), description="delays between reconnect attempts")
     device_format: str = Field(default="v4l2", description="FFmpeg input format of /dev/videoN devices")
+    convert: Literal["on-take", "on-decode"] = Field(
+        default="on-take", description="when decoded frames become RGB. on-take: only the frames the scheduler "
+        "takes, on its threads, scaled for detection in the same step (display-only frames never are); on-decode: "
+        "every frame on the decoder thread (the path before issue 25, kept to compare against)")
     detection: Literal["camera", "screen"] = Field(
         default="camera", description="how faces are searched for: camera (the detector's own settings) or screen "
         "(a captured screen or call grid: small faces in a large picture, stream/config/faces.py SCREEN)")
+    priority: int = Field(
+        default=0, ge=-100, le=100, description="under load, a stream with a higher priority keeps its analysed rate "
+        "longer and is paused later (stream/live/scheduler/governor.py); a stream someone is watching (a browser's "
+        "webcam or shared screen, a camera with relay viewers) comes before any priority. Changeable at run time: "
+        "POST /api/streams/NAME/priority")
     baseline: Path | None = Field(
         default=None, description="a camera baseline file (dfstream baseline): judge this stream with the bar learned "
         "from its own real footage instead of the global one; refused at start if learned with other models, "

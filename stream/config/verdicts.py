@@ -20,7 +20,16 @@ class BaselinePolicy(BaseModel):
     keeps a camera learned on a quiet stretch from alerting on faces the model itself calls probably real, at the
     cost of missing fakes that a quiet camera would show as a small rise. A larger `ceiling_margin` tolerates more
     drift of real footage above what was learned, at the cost of letting a fake score that much higher before it
-    alerts."""
+    alerts.
+
+    `direction` is a named policy of what a baseline flags. "above" (the default): only faces held above the
+    camera's normal, which is what the detector calls more fake than this camera's real footage. "both" (opt-in,
+    experimental): also faces held below a lower bar, called "unlike this camera": a departure from this camera's
+    normal, not the detector seeing a fake. It catches a swap the detector scores *lower* than the camera's real
+    footage, at the cost of flagging whatever else moves the score down (another person, new light, a codec
+    change), and of splitting alpha between the two tails (each bar keeps alpha / 2). `floor_margin` mirrors
+    `ceiling_margin` below: a larger one tolerates more downward drift of real footage, and lets a swap score
+    that much lower before it is flagged."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -39,6 +48,13 @@ class BaselinePolicy(BaseModel):
     ceiling_margin: float = Field(default=1.5, gt=0,
                                   description="logits above the highest smoothed score of the baseline at which "
                                               "a face always alerts (when that is above t_high)")
+    direction: Literal["above", "both"] = Field(
+        default="above", description="what a camera bar flags: faces held above the camera's normal (above), or "
+                                     "also faces held below a lower bar, called 'unlike this camera' (both, "
+                                     "experimental: alpha is split between the two bars)")
+    floor_margin: float = Field(default=1.5, gt=0,
+                                description="with direction both: logits below the lowest smoothed score of the "
+                                            "baseline at which a face is always called unlike this camera")
     learn_on_fake: bool = Field(default=False,
                                 description="learn from a stretch in which the global bar already called a face "
                                             "fake (a camera known to be noisy); refused by default")
@@ -60,6 +76,14 @@ class VerdictPolicy(BaseModel):
     t_low: float = Field(default=0.3, ge=0, le=1, description="smoothed p(fake) at or below which a track "
                          "counts toward real")
     k: int = Field(default=3, gt=0, description="consecutive updates needed to change verdict")
+    t_under: float | None = Field(default=None, gt=0, lt=1,
+                                  description="smoothed p(fake) at or below which a track counts toward 'unlike "
+                                              "this camera' (a fake verdict); set by a camera baseline learned "
+                                              "with baseline.direction both, null (no lower bar) otherwise")
+    t_under_release: float | None = Field(default=None, gt=0, lt=1,
+                                          description="with t_under: smoothed p(fake) at or above which a track "
+                                                      "counts toward real again (the band between is uncertain); "
+                                                      "null: t_under itself")
     baseline: BaselinePolicy = Field(default=BaselinePolicy(),
                                      description="how a camera's baseline of known-real footage sets its bar")
 
@@ -67,6 +91,12 @@ class VerdictPolicy(BaseModel):
     def _thresholds(self) -> "VerdictPolicy":
         if self.t_low > self.t_high:
             raise ValueError(f"t_low ({self.t_low}) must not exceed t_high ({self.t_high})")
+        if self.t_under is not None and self.t_under >= self.t_low:
+            raise ValueError(f"t_under ({self.t_under}) must be below t_low ({self.t_low}): a track counts toward "
+                             "real between the two")
+        if self.t_under_release is not None and not (self.t_under or 1.0) <= self.t_under_release <= self.t_low:
+            raise ValueError(f"t_under_release ({self.t_under_release}) must lie between t_under ({self.t_under}) "
+                             f"and t_low ({self.t_low})")
         if self.baseline.floor > self.t_high:
             raise ValueError(f"baseline.floor ({self.baseline.floor}) must not exceed t_high ({self.t_high}): a "
                              "baseline's floor is where it may lower the bar to")

@@ -308,7 +308,7 @@ def _frames_of(path: Path, fps: float | None) -> Iterator[Frame]:
                 image = np.asarray(im.convert("RGB"))
         except (UnidentifiedImageError, OSError) as exc:
             raise SourceError(f"{path}: cannot read as an image ({exc.__class__.__name__})") from exc
-        yield Frame(image=image, pts=None, time=0.0, index=0, received=0.0)
+        yield Frame.of(image=image, pts=None, time=0.0, index=0, received=0.0)
         return
     yield from AVSource(path, sample_fps=fps).frames()
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from engines.auto import AutoChoice
     from engines.base import Engine
+    from engines.voice_base import VoiceEngine
     from engines.calibration import Ensemble
     from stream.config.serve import ServeConfig
 
@@ -151,3 +152,27 @@ def serve_engines(config: ServeConfig, device: str, offline: bool = False,
     options = EngineOptions(weights_dir=config.weights_dir, device=device, offline=offline, backend=config.backend,
                             precision=config.precision, int8_crops=int8_crops, progress=progress)
     return assemble(list(config.models), options, list(config.calibration))
+
+
+def check_voice_models(names: Sequence[str]) -> None:
+    """Refuse a name in `voice.models` that is not a voice model, before anything is built."""
+    from engines.registry import MODELS
+    from engines.voices import UnknownModel, is_voice_model
+
+    for name in names:
+        if name in MODELS:
+            raise ValueError(f"{name!r} is a face model: give it in models (--model), not voice.models (--voice-model)")
+        if not is_voice_model(name):
+            raise UnknownModel(name)
+
+
+def serve_voice_engines(config: ServeConfig, device: str, offline: bool = False) -> list[VoiceEngine]:
+    """A serve config's voice models (`voice.models`), with their calibrations (`voice.calibration`, else a file
+    beside their weights): the live voice path's engines. Empty when no voice model is named."""
+    from engines.voices import build_voice_engine
+
+    check_voice_models(config.voice.models)
+    engines = [build_voice_engine(n, weights_dir=config.weights_dir, device=device, allow_download=not offline)
+               for n in config.voice.models]
+    attach_calibrations(engines, list(config.voice.calibration))  # type: ignore[arg-type]
+    return engines

@@ -80,7 +80,7 @@ CALL_PAGE = """<!doctype html>
 <body><canvas id="call" width="{w}" height="{h}"></canvas>
 <script>
 // A {cols}x{rows} call: each participant's photo in its tile, swaying a few pixels (so it is video), a name under it,
-// and a quiet tone as the call's sound (so the tab has audio to share).
+// and the call's sound (a quiet tone, or someone speaking), so the tab has audio to share.
 const canvas = document.getElementById("call"), ctx = canvas.getContext("2d");
 const cols = {cols}, rows = {rows}, side = {side}, tw = {w} / cols, th = {h} / rows;
 const people = {photos}.map((src, k) => {{ const img = new Image(); img.src = src; return {{ img, k }}; }});
@@ -96,30 +96,37 @@ function draw(t) {{
   requestAnimationFrame(draw);
 }}
 requestAnimationFrame(draw);
-try {{
-  const audio = new AudioContext(), tone = audio.createOscillator(), gain = audio.createGain();
-  gain.gain.value = 0.05; tone.frequency.value = 220; tone.connect(gain).connect(audio.destination); tone.start();
-}} catch (e) {{ /* no sound: the test says so */ }}
+{sound}
 </script></body></html>
 """
+# The call's sound: a quiet tone, or, where the call is given a WAV, that (a participant speaking), looped.
+TONE = """try {
+  const audio = new AudioContext(), tone = audio.createOscillator(), gain = audio.createGain();
+  gain.gain.value = 0.05; tone.frequency.value = 220; tone.connect(gain).connect(audio.destination); tone.start();
+} catch (e) { /* no sound: the test says so */ }"""
+VOICE = """const voice = new Audio("/sound.wav"); voice.loop = true; voice.play().catch(() => {});"""
 
 
 class CallPage:
     """The call as a page on a free loopback port (a thread of its own, stopped on exit): `url` shows `cols` x
-    `rows` participants, photos of `side` px, titled `title` (what Chromium's tab picker is told to choose)."""
+    `rows` participants, photos of `side` px, titled `title` (what Chromium's tab picker is told to choose); its
+    sound is `sound` (a WAV, looped) or a quiet tone."""
 
     def __init__(self, title: str, cols: int = 2, rows: int = 2, side: int = 300, first_photo: int = 0,
-                 screen: tuple[int, int] = SCREEN) -> None:
+                 screen: tuple[int, int] = SCREEN, sound: Path | None = None) -> None:
         import http.server
 
         photos = [PHOTOS[(first_photo + k) % len(PHOTOS)] for k in range(cols * rows)]
         page = CALL_PAGE.format(title=title, w=screen[0], h=screen[1], cols=cols, rows=rows, side=side,
-                                photos=[f"/photo/{k}.jpg" for k in range(len(photos))]).encode()
+                                photos=[f"/photo/{k}.jpg" for k in range(len(photos))],
+                                sound=VOICE if sound is not None else TONE).encode()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 if self.path == "/":
                     body, kind = page, "text/html; charset=utf-8"
+                elif self.path == "/sound.wav" and sound is not None:
+                    body, kind = Path(sound).read_bytes(), "audio/wav"
                 elif self.path.startswith("/photo/") and self.path[7:-4].isdigit() \
                         and int(self.path[7:-4]) < len(photos):
                     body, kind = photos[int(self.path[7:-4])].read_bytes(), "image/jpeg"

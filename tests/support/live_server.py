@@ -27,8 +27,9 @@ def free_port() -> int:
 
 class LiveServer:
     def __init__(self, config: ServeConfig, engines: Sequence[Engine], detector=None, explainer=None,
-                 remote=None) -> None:
-        """`remote`: the LiveService's RemoteStreams (where cameras and their evidence live when not here)."""
+                 remote=None, voice_engines: Sequence = ()) -> None:
+        """`remote`: the LiveService's RemoteStreams (where cameras and their evidence live when not here);
+        `voice_engines`: the voice models judging the streams' sound (none: sound is not judged)."""
         # a port the test did not choose (the default 8080 included) is a free one: never collide with a real serve
         explicit = "port" in config.model_fields_set and config.port
         update = {"port": config.port if explicit else free_port()}
@@ -37,7 +38,7 @@ class LiveServer:
 
             update["data_dir"] = Path(tempfile.mkdtemp(prefix="dfstream-data-"))
         self.config = config.model_copy(update=update)
-        self.service = LiveService(self.config, engines, detector, remote=remote)
+        self.service = LiveService(self.config, engines, detector, remote=remote, voice_engines=voice_engines)
         self.explainer = explainer  # build_app's: the "Explain" button's builder (None: 503)
         self.loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None

@@ -7,6 +7,10 @@ How the video loops like a live camera: a producer pipeline decodes the file at 
 shared RTSP media reads `intervideosrc`, re-encodes with x264 at zero latency and a one-second GOP, so a
 client that joins at any moment gets a keyframe within a second and then frames at real time. The server exits
 when its stdin closes (the test process that started it died).
+
+With `audio` (a WAV file, a fourth argument), the camera has a microphone too: a second producer loops the WAV the
+same way into an `interaudiosink`, and the media sends it as AAC (MPEG4-GENERIC RTP, as IP cameras do) beside the
+video.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ REQUIRED_ELEMENTS = (
     "filesrc", "qtdemux", "h264parse", "avdec_h264", "videoconvert",
     "intervideosink", "intervideosrc", "x264enc", "rtph264pay",
 )  # fmt: skip
+AUDIO_ELEMENTS = ("wavparse", "audioconvert", "audioresample", "interaudiosink", "interaudiosrc", "avenc_aac",
+                  "rtpmp4gpay")
+AUDIO_RATE = 16000  # the microphone's rate (a camera's AAC at 16 kHz mono)
 
 
 def _gst():
@@ -33,18 +40,19 @@ def _gst():
     from gi.repository import GLib, Gst, GstRtspServer
 
     Gst.init(None)
-    missing = [e for e in REQUIRED_ELEMENTS if Gst.ElementFactory.find(e) is None]
+    missing = [e for e in REQUIRED_ELEMENTS + AUDIO_ELEMENTS if Gst.ElementFactory.find(e) is None]
     if missing:
         raise SystemExit(f"missing GStreamer elements: {', '.join(missing)}")
     return GLib, Gst, GstRtspServer
 
 
-def _producer(Gst, GLib, video: str, loop):
-    """Decode `video` at real time into the intervideo channel, rewinding forever; returns (pipeline, caps)."""
-    pipe = Gst.parse_launch(
+def _producer(Gst, GLib, video: str, loop, launch: str | None = None):
+    """Decode `video` at real time into the intervideo channel (or run `launch`, whose `src` reads `video` and whose
+    `sink` is an inter sink), rewinding forever; returns (pipeline, caps)."""
+    pipe = Gst.parse_launch(launch or (
         f"filesrc name=src ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=I420 "
         f"! intervideosink name=sink channel={CHANNEL} sync=true"
-    )
+    ))
     pipe.get_by_name("src").set_property("location", video)
     segment = Gst.SeekFlags.SEGMENT
 
@@ -71,9 +79,17 @@ def main(argv: list[str]) -> int:
     GLib, Gst, GstRtspServer = _gst()
     if argv == ["--check"]:
         return 0
-    video, port, path = argv
+    video, port, path, *audio = argv
     loop = GLib.MainLoop()
     producer, caps = _producer(Gst, GLib, video, loop)
+    sound = ""
+    if audio:  # a microphone: the WAV looped into the interaudio channel, sent as AAC beside the video
+        mic, _ = _producer(Gst, GLib, audio[0], loop, (
+            f"filesrc name=src ! wavparse ! audioconvert ! audioresample "
+            f"! audio/x-raw,format=S16LE,rate={AUDIO_RATE},channels=1 "
+            f"! interaudiosink name=sink channel={CHANNEL}-audio sync=true"))
+        sound = (f" interaudiosrc channel={CHANNEL}-audio ! audio/x-raw,rate={AUDIO_RATE},channels=1 ! audioconvert "
+                 f"! avenc_aac ! rtpmp4gpay name=pay1 pt=97")
     width, height = caps.get_value("width"), caps.get_value("height")
     _, num, den = caps.get_fraction("framerate")
     fps = max(1, round(num / den))
@@ -82,7 +98,7 @@ def main(argv: list[str]) -> int:
     factory.set_launch(
         f"( intervideosrc channel={CHANNEL} ! video/x-raw,width={width},height={height},framerate={num}/{den} "
         f"! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast sliced-threads=false bitrate={BITRATE_KBPS} "
-        f"key-int-max={fps * GOP_S} ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+        f"key-int-max={fps * GOP_S} ! rtph264pay name=pay0 pt=96 config-interval=-1{sound} )"
     )
     factory.set_shared(True)  # one encoder for all clients: two test sources can watch the same camera
     server = GstRtspServer.RTSPServer()
@@ -92,10 +108,14 @@ def main(argv: list[str]) -> int:
     if server.attach(None) == 0:
         raise SystemExit(f"cannot listen on {HOST}:{port}")
     producer.set_state(Gst.State.PLAYING)
+    if audio:
+        mic.set_state(Gst.State.PLAYING)
     GLib.io_add_watch(sys.stdin.fileno(), GLib.PRIORITY_DEFAULT, GLib.IO_IN | GLib.IO_HUP, lambda *_: loop.quit())
     print(READY_LINE, flush=True)
     loop.run()
     producer.set_state(Gst.State.NULL)
+    if audio:
+        mic.set_state(Gst.State.NULL)
     return 0
 
 

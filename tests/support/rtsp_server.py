@@ -55,7 +55,8 @@ def unavailable_reason() -> str | None:
 
 
 class RtspServer(SubprocessServer):
-    """gst-rtsp-server in a child process streaming `video` in a loop at rtsp://127.0.0.1:PORT/PATH.
+    """gst-rtsp-server in a child process streaming `video` (and `audio`, a WAV, if given) in a loop at
+    rtsp://127.0.0.1:PORT/PATH.
 
     `start()` returns once a client can connect (the child printed its ready line); `kill()` (also `stop()`)
     kills it abruptly; `restart()` is kill + start on the same port and path. Also a context manager. The child
@@ -65,9 +66,11 @@ class RtspServer(SubprocessServer):
     name = "rtsp-server"
     start_timeout_s = START_TIMEOUT_S
 
-    def __init__(self, video: str | Path, port: int | None = None, path: str = DEFAULT_PATH):
+    def __init__(self, video: str | Path, port: int | None = None, path: str = DEFAULT_PATH,
+                 audio: str | Path | None = None):
         super().__init__(port)
         self.video = Path(video)
+        self.audio = Path(audio) if audio is not None else None  # a WAV: the camera's microphone, sent as AAC
         self.path = path.strip("/")
         self.url = f"rtsp://{HOST}:{self.port}/{self.path}"
         self.log_file = None  # the child's stderr, open while it runs
@@ -78,7 +81,8 @@ class RtspServer(SubprocessServer):
         return self.proc.pid if self.running else None
 
     def command(self) -> list[str]:
-        return [SYSTEM_PYTHON, "-I", SCRIPT, str(self.video), str(self.port), self.path]
+        return [SYSTEM_PYTHON, "-I", SCRIPT, str(self.video), str(self.port), self.path,
+                *([str(self.audio)] if self.audio is not None else [])]
 
     def stdio(self) -> dict:
         self.log_file = open(self.workdir / "log", "w")  # noqa: SIM115  (closed by kill())

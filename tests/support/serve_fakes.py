@@ -2,8 +2,10 @@
 
 `Ticker` is a stream that delivers synthetic frames from its own thread (so overlays flow), `OneFace` a detector
 that finds one face in the middle of every frame, `ClipFace.of(clip)` one that finds the face where a real clip
-has it (for tests of what comes after detection, on real video), `AlwaysFake` an engine that calls every face fake (so alerts
-start), `NoFaces` a detector that finds none, and `Idle` a stream that never delivers a frame. `webrtc_offers`
+has it (for tests of what comes after detection, on real video), `AlwaysFake` an engine that calls every face fake
+(so alerts start), `NoFaces` a detector that finds none, and `Idle` a stream that never delivers a frame.
+`ConstantVoice` is a voice engine with a fixed p(fake) and a 1 s window (fast voice windows, for the voice alert's
+lifecycle). `webrtc_offers`
 makes real SDP offers and `request_state` is what a refused request must leave as it was.
 """
 
@@ -19,6 +21,7 @@ import time
 import numpy as np
 
 from engines.base import Engine, InputSpec
+from engines.voice_base import AudioSpec, VoiceEngine
 from stream.live.faces.detector import Detection
 from stream.live.sources import Frame, SourceState
 from stream.live.sources.buffer import LatestFrameBuffer
@@ -98,6 +101,19 @@ class AlwaysFake(Engine):
         return np.full(len(crops), 0.99, dtype=np.float32)
 
 
+class ConstantVoice(VoiceEngine):
+    """A voice engine that says `p` of every window (1 s at 16 kHz by default), and keeps what it was given."""
+
+    def __init__(self, p: float, samples: int = 16000, name: str = "constant-voice") -> None:
+        self.name, self.spec, self.p = name, AudioSpec(samples=samples), p
+        self.batches: list[np.ndarray] = []
+
+    def predict(self, waveforms: np.ndarray) -> np.ndarray:
+        self.check_batch(waveforms)
+        self.batches.append(waveforms.copy())
+        return np.full(len(waveforms), self.p, np.float32)
+
+
 class Idle(StreamSource):
     """A stream that never delivers a frame."""
 
@@ -132,7 +148,7 @@ class Ticker(StreamSource):
         i = 0
         while not self._stop.wait(1.0 / self.fps):
             image = rng.integers(0, 255, (*FRAME, 3), dtype=np.uint8)
-            self.deliver(Frame(image=image, pts=i, time=i / self.fps, index=i, received=time.monotonic()))
+            self.deliver(Frame.of(image=image, pts=i, time=i / self.fps, index=i, received=time.monotonic()))
             i += 1
 
     def stop(self) -> None:

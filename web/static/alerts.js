@@ -1,5 +1,6 @@
 // The alert feed: one list item per alert id (a started alert is updated in place when it ends), newest first,
-// with the face snapshot (retried while the server is still writing it), a link to the face strip, once the
+// labelled "face" or "voice" (a voice alert: the stream's sound, track -1, no snapshot but its scored windows), with
+// the face snapshot (retried while the server is still writing it), a link to the face strip, once the
 // full-frame recording is complete a button that opens it in the evidence player (player.js), and an "Explain"
 // button: the server builds the alert's cited explanation once (Grad-CAM, passages, optional LLM) and the card
 // shows its text, the heatmap and the numbered references.
@@ -35,7 +36,7 @@ export class AlertFeed {
     const a = this.alerts[msg.id] || { id: msg.id, snapshot: "none", clip: null };
     Object.assign(a, {
       event: msg.event, stream: msg.stream, track: msg.track, started_at: msg.started_at, ended_at: msg.ended_at,
-      score_max: msg.score_max, engines: msg.engines,
+      score_max: msg.score_max, engines: msg.engines, modality: msg.modality || "face",
       recording: (msg.evidence && msg.evidence.recording_state) || "none", // none | recording | complete
     });
     this.alerts[msg.id] = a;
@@ -50,8 +51,9 @@ export class AlertFeed {
     const li = document.createElement("li");
     li.id = `alert-${msg.id}`;
     li.className = "alert";
+    li.dataset.modality = msg.modality || "face";
     const img = document.createElement("img");
-    img.alt = `face in ${msg.stream}, track ${msg.track}`;
+    img.alt = msg.modality === "voice" ? `voice in ${msg.stream}` : `face in ${msg.stream}, track ${msg.track}`;
     const body = document.createElement("div");
     body.className = "alert-body";
     li.append(img, body, this._explainer(msg.id));
@@ -68,9 +70,10 @@ export class AlertFeed {
       };
       img.src = src;
     } else {
-      img.alt = "no snapshot";
+      img.alt = msg.modality === "voice" ? "voice alert: no face" : "no snapshot";
     }
     a.clip = evidenceUrl(msg, "clip");
+    a.sound = evidenceUrl(msg, "voice_sound");
     while (this.list.children.length > MAX_ALERTS_SHOWN) this.list.lastElementChild.remove();
     return li;
   }
@@ -150,7 +153,12 @@ export class AlertFeed {
   _fill(body, msg, a) {
     body.replaceChildren();
     const title = document.createElement("strong");
-    title.textContent = `${msg.stream} · track #${msg.track}`;
+    const voice = msg.modality === "voice";
+    const label = document.createElement("span");
+    label.className = "modality";
+    label.dataset.modality = voice ? "voice" : "face";
+    label.textContent = voice ? "voice" : "face";
+    title.textContent = `${msg.stream}${voice ? "" : ` · track #${msg.track}`}`; // the label goes before it
     const when = new Date(msg.started_at * 1000).toLocaleTimeString();
     const what = document.createElement("div");
     what.textContent = msg.event === "end"
@@ -159,13 +167,14 @@ export class AlertFeed {
     const engines = document.createElement("div");
     engines.className = "engines";
     engines.textContent = Object.entries(msg.engines || {}).map(([k, v]) => `${k} ${percent(v)}`).join(" · ");
-    body.append(title, what, engines);
-    if (a.clip) {
+    body.append(label, title, what, engines);
+    for (const [url, words] of [[a.clip, "evidence clip"], [a.sound, "windows heard"]]) {
+      if (!url) continue;
       const link = document.createElement("a");
-      link.href = a.clip;
+      link.href = url;
       link.target = "_blank";
       link.rel = "noopener";
-      link.textContent = "evidence clip";
+      link.textContent = words;
       body.append(link);
     }
     if (a.recording === "complete" && this.onOpen) {

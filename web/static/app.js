@@ -37,7 +37,7 @@ const state = {
   get player() { return player.state; }, // the evidence player: status, seekedTo, overlayInk, error
   notice: null,
   model: null, // GET /api/model: the engines and what --model auto decided (its warning when it fell back)
-  webcam: null, // {stream, peer, pending} while this page sends its camera
+  webcam: null, // {stream, peer, pending, audio} while this page sends its camera (audio: its microphone too)
   share: null, // {stream, peer, pending, surface} while this page shares a screen, window or tab
   inspect: (name) => (tiles.has(name) ? tiles.get(name).inspect() : null),
 };
@@ -184,7 +184,7 @@ $("#webcam").addEventListener("click", async () => {
     notice(text, "camera-error", true);
     return;
   }
-  setWebcam({ stream: local.stream, peer: local.peer, pending: false });
+  setWebcam({ stream: local.stream, peer: local.peer, pending: false, audio: local.audio });
   ensureTile(local.stream).attach(new LocalView(api, local)); // no relay: it is ours
   local.media.getVideoTracks()[0].addEventListener("ended", () => {
     notice("Your camera stopped (unplugged, or permission withdrawn).", "camera-error", true);

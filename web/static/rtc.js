@@ -130,22 +130,39 @@ export async function sendMedia(api, media, body) {
   }
 }
 
-/** Send the webcam to the server (see sendMedia for what it returns). */
+// What the microphone is asked for: the voice as the microphone hears it. The server judges a voice by its fine
+// structure, which the browser's noise suppression, gain control and echo cancellation rewrite; this page plays no
+// sound, so there is no echo to cancel.
+export const MICROPHONE = { echoCancellation: false, noiseSuppression: false, autoGainControl: false };
+// A microphone that is refused, absent or busy leaves the camera alone: the stream goes without sound.
+const NO_MICROPHONE = new Set(["NotAllowedError", "PermissionDeniedError", "NotFoundError", "DevicesNotFoundError",
+  "NotReadableError", "TrackStartError", "OverconstrainedError", "AbortError"]);
+
+/** The camera with the microphone where the browser allows it, else the camera alone. */
+async function openCamera() {
+  const video = {
+    width: { ideal: CAPTURE.width }, height: { ideal: CAPTURE.height },
+    frameRate: { ideal: CAPTURE.frameRate, max: CAPTURE.maxFrameRate },
+  };
+  try {
+    return await navigator.mediaDevices.getUserMedia({ video, audio: MICROPHONE });
+  } catch (err) {
+    if (!err || !NO_MICROPHONE.has(err.name)) throw err;
+    return navigator.mediaDevices.getUserMedia({ video, audio: false }); // the camera's own failure throws here
+  }
+}
+
+/** Send the webcam, and its microphone where allowed, to the server (see sendMedia for what it returns; `audio`
+ * says whether the microphone went too). */
 export async function startWebcam(api, name) {
   if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     const err = new Error("Browsers only give pages a camera over https or on localhost. Open this page as http://localhost:PORT/ on the machine running dfstream, or serve it over https.");
     err.name = "InsecureContext";
     throw err;
   }
-  const media = await navigator.mediaDevices.getUserMedia({
-    video: {
-      width: { ideal: CAPTURE.width }, height: { ideal: CAPTURE.height },
-      frameRate: { ideal: CAPTURE.frameRate, max: CAPTURE.maxFrameRate },
-    },
-    audio: false,
-  });
+  const media = await openCamera();
   try {
-    return await sendMedia(api, media, { name });
+    return { ...(await sendMedia(api, media, { name })), audio: media.getAudioTracks().length > 0 };
   } catch (err) {
     media.getTracks().forEach((t) => t.stop());
     throw err;

@@ -1,7 +1,8 @@
 // One stream on the page: the parts every stream has, whatever shows its video. The overlay canvas (drawn for
 // the frame on screen, matched by timestamp), the verdict strip, the stats, the per-engine tooltip, the list of
-// participants (every face track of a call or a group, beside the video) and, whenever there is no picture to
-// show, a sentence saying why.
+// participants (every face track of a call or a group, beside the video), the voice under the video (a level
+// meter and the voice's verdict, for a stream with sound) and, whenever there is no picture to show, a sentence
+// saying why.
 //
 // The video itself comes from a view (views.js: RelayView for video the server relays, LocalView for this
 // browser's own camera), attached with tile.attach(view). A view is:
@@ -29,6 +30,8 @@ const PARTICIPANT_KEEP_MS = 3000;
 // The list appears once a stream shows this many faces at once (a call, a group), and then stays, so the
 // video does not jump sideways as people come and go; one face needs no list: its box says it all.
 const PARTICIPANTS_FROM = 2;
+// The level meter spans -60 dBFS (empty: quieter than a quiet room through a microphone) to 0 dBFS (full scale).
+const METER_FLOOR_DB = -60;
 
 /** Before a view is attached (a webcam still starting): no picture, no clock. */
 const NO_VIEW = {
@@ -57,6 +60,11 @@ export function linkText(link) {
   return `received ${size} at ${rate}`;
 }
 
+/** The status's verdicts side by side: "face real · voice fake → fake (either)". */
+export function verdictsText(v) {
+  return `face ${v.face || "–"} · voice ${v.voice || "–"} → ${v.stream || "–"} (${v.rule})`;
+}
+
 export class Tile {
   /** `onRemove(name)`: the Remove button. */
   constructor(name, onRemove) {
@@ -79,6 +87,8 @@ export class Tile {
       overlays: 0, sync: { clock: "none", matched: 0, missed: 0, exact_hits: 0, errorMs: null, delayMs: 0 },
       drawn: { frames: 0, withFaces: 0, faces: [] }, stats: {},
       participants: [], // [{track, verdict, score, reason}] as listed, by track id
+      voice: null, // the latest overlay's voice object, for a stream with sound (see messages: VoiceOverlay)
+      verdicts: null, // the status's face and voice verdicts side by side, and the stream's by its rule
     };
     this._build();
   }
@@ -121,9 +131,19 @@ export class Tile {
     this.peopleEl.hidden = true;
     const body = el("div", "tile-body");
     body.append(this.stage, this.peopleEl);
+    // the voice, under the video: shown once the stream has sound
+    this.voiceEl = el("div", "voice");
+    this.voiceEl.hidden = true;
+    this.meterEl = el("span", "voice-meter");
+    this.meterEl.setAttribute("role", "meter");
+    this.meterEl.setAttribute("aria-label", "sound level");
+    this.levelEl = el("i");
+    this.meterEl.append(this.levelEl);
+    this.voiceVerdictEl = el("span", "voice-verdict");
+    this.voiceEl.append(el("span", "voice-label", "voice"), this.meterEl, this.voiceVerdictEl);
     this.baseline = new BaselineControl(this.name); // "Learn normal": the camera's own bar (baseline.js)
     this.state.baseline = this.baseline.state;
-    root.append(head, body, stripRow, this.statsEl, this.baseline.el);
+    root.append(head, body, this.voiceEl, stripRow, this.statsEl, this.baseline.el);
     this.el = root;
     this.setMessage("Connecting…", "connecting");
   }
@@ -162,7 +182,9 @@ export class Tile {
     if (st === "failed") return this.setMessage(`This stream failed${err ? `: ${err}` : "."}`, "failed");
     if (st === "ended") return this.setMessage("The video ended.", "ended");
     if (st === "stopped") return this.setMessage("This stream was stopped.", "stopped");
-    if (this.status && this.status.shed) return this.setMessage("Paused by the scheduler: the server is overloaded.", "shed");
+    if (this.status && this.status.shed) {
+      return this.setMessage(`Paused by the scheduler: ${this.status.reason || "the server is overloaded."}`, "shed");
+    }
     if (this.state.video.frames === 0) {
       if (st === "connecting" || st === "idle" || !st) return this.setMessage(this.view.words.connecting, "connecting");
       return this.setMessage(this.view.words.waiting, "waiting");
@@ -220,7 +242,8 @@ export class Tile {
     this.state.stats = {
       fps: msg.fps, analysed_fps: msg.analysed_fps, target_fps: msg.target_fps, dropped: msg.dropped,
       received: msg.received, latency_ms: msg.latency_ms, tracks: msg.tracks, reconnects: msg.reconnects,
-      gated_faces: msg.gated_faces, link: msg.link || null,
+      gated_faces: msg.gated_faces, link: msg.link || null, reason: msg.reason || null,
+      priority: msg.priority, watched: msg.watched,
     };
     this.el.dataset.state = msg.state;
     this.badgeEl.textContent = msg.state;
@@ -237,6 +260,12 @@ export class Tile {
     if (msg.tracks !== undefined) parts.push(`${msg.tracks} track${msg.tracks === 1 ? "" : "s"}`);
     if (msg.gated_faces !== undefined) parts.push(`${msg.gated_faces} low-quality face-frame${msg.gated_faces === 1 ? "" : "s"}`);
     if (msg.reconnects) parts.push(`${msg.reconnects} reconnect${msg.reconnects === 1 ? "" : "s"}`);
+    // Slowed (not paused) under load: say so and why, on the tile (the governor's reason, scheduler/governor.py).
+    const slowed = !msg.shed && msg.reason ? msg.reason : "";
+    if (slowed) parts.push(`slowed: ${slowed}`);
+    this.el.dataset.slowed = slowed ? "true" : "";
+    this.state.verdicts = msg.verdicts || null;
+    if (msg.verdicts) parts.unshift(verdictsText(msg.verdicts));
     this.statsEl.textContent = parts.join(" · ");
     this.baseline.onStatus(msg.baseline);
     this.refreshMessage();
@@ -252,6 +281,7 @@ export class Tile {
     this.verdictEl.style.background = msg.verdict ? colourOf(msg.verdict) : "";
     this.history.push({ t: Date.now(), verdict: msg.verdict, faces: msg.faces.length });
     this._listParticipants(msg.faces);
+    if (msg.voice) this._showVoice(msg.voice);
     while (this.history.length && this.history[0].t < Date.now() - STRIP_SPAN_MS - 5000) this.history.shift();
     this._measureLag(key);
     if (this.frameKey !== null) this._drawFor(this.frameKey, ...this.frameSize); // it may be a closer match
@@ -284,6 +314,24 @@ export class Tile {
         : `Track #${f.track}: smoothed p(fake) ${percent(f.score)}`;
       return li;
     }));
+  }
+
+  /** The voice under the video: its sound level and its verdict (or why its latest window was not judged). */
+  _showVoice(v) {
+    this.voiceEl.hidden = false;
+    const level = v.level_db === null || v.level_db === undefined ? 0
+      : Math.max(0, Math.min(1, (v.level_db - METER_FLOOR_DB) / -METER_FLOOR_DB));
+    this.levelEl.style.width = `${Math.round(level * 100)}%`;
+    this.meterEl.setAttribute("aria-valuenow", String(v.level_db ?? METER_FLOOR_DB));
+    const judged = v.verdict !== LOW_QUALITY;
+    this.voiceVerdictEl.textContent = judged ? `${v.verdict} ${percent(v.score)}` : `not judged: ${v.reason || "no speech"}`;
+    this.voiceVerdictEl.style.color = judged ? colourOf(v.verdict) : "";
+    this.voiceEl.dataset.verdict = v.verdict;
+    const span = v.start === null ? "" : ` · window ${fmt(v.start)}–${fmt(v.end)} s, ${percent(v.voiced)} speech`;
+    const engines = Object.entries(v.engines || {}).map(([k, p]) => `${k} ${percent(p)}`).join(", ");
+    this.voiceEl.title = `Voice: latest window p(fake) ${percent(v.p_fake)}${engines ? ` (${engines})` : ""}, smoothed `
+      + `${percent(v.score)}${span} · ${v.windows} windows scored, ${v.skipped} skipped`;
+    this.state.voice = { ...v };
   }
 
   _measureLag(key) {

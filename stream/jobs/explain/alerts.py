@@ -135,6 +135,9 @@ class AlertExplainer:
         from stream.jobs.explain.regions import crop_landmarks
 
         alert = find_alert(self.data_dir, alert_id)
+        if alert.get("modality") == "voice":
+            raise ExplainError(f"alert {alert_id} is a voice alert: explanations show where a face was judged fake; "
+                               "a voice alert's evidence is its scored windows (voice_windows.json and .wav)")
         folder = evidence_folder(self.data_dir, alert_id)
         names = [model] if model else sorted(alert.get("engines") or {}, key=lambda n: n not in MODELS)
         if not names:

@@ -74,8 +74,7 @@ class FrameEncoder:
                     info = CodecInfo("h264", w, h, None, TIME_BASE)
                 pts = max(int(round(frame.time / TIME_BASE)), last_pts + 1)  # strictly rising
                 last_pts = pts
-                vf = av.VideoFrame.from_ndarray(frame.image, format="rgb24")
-                vf = vf.reformat(width=ctx.width, height=ctx.height, format="yuv420p")
+                vf = frame.picture.for_encoder(ctx.width, ctx.height)  # from the decoded planes: no RGB
                 vf.pts, vf.time_base = pts, TIME_BASE
                 for p in ctx.encode(vf):
                     self.on_packet(Packet(bytes(p), p.pts, p.dts, int(p.duration or 0), bool(p.is_keyframe), info))

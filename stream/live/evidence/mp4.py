@@ -12,7 +12,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from stream.live.sources import CodecInfo, Packet
+from stream.live.evidence.audio_track import AudioTrack
+from stream.live.sources import AudioCodecInfo, CodecInfo, Packet
 
 FASTSTART = {"movflags": "+faststart"}
 ENCODE_CODEC = "libx264"  # H.264 in MP4 plays in every browser
@@ -21,7 +22,8 @@ ENCODE_PIXEL_FORMAT = "yuv420p"
 
 class RemuxWriter:
     """Writes one source's packets to a faststart MP4 as they come, timestamps shifted so the first packet (a
-    keyframe) is at 0. No decoder or encoder is involved: the bitstream is the camera's own.
+    keyframe) is at 0. No decoder or encoder is involved: the bitstream is the camera's own. With `audio`, the
+    stream's sound goes beside it (`write_audio`, audio_track.py; FFmpeg's interleaving muxer orders the two).
 
     A recording can stop anywhere in decode order (the stream is removed, the server stops), and with B-frames a
     reference frame comes before the frames shown ahead of it: cut right after it and the clip ends on a hole
@@ -31,7 +33,7 @@ class RemuxWriter:
     if it has no hole (its frames fill the time up to its last one), else dropped: a clip ends on its last whole
     group, at most a few frames early, never with a gap."""
 
-    def __init__(self, path: Path, codec: CodecInfo, first: Packet) -> None:
+    def __init__(self, path: Path, codec: CodecInfo, first: Packet, audio: AudioCodecInfo | None = None) -> None:
         if first.pts is None or not first.keyframe:
             raise ValueError("a recording starts at a keyframe with a timestamp")
         self.path = path
@@ -49,6 +51,11 @@ class RemuxWriter:
         self._group: list[Packet] = []  # packets since the last reference frame, not muxed yet
         self._top: int | None = None  # the latest pts taken
         self._muxed_top: int | None = None  # the latest pts muxed
+        self.audio = AudioTrack(self._out, audio, self.start_time) if audio and audio.template is not None else None
+
+    def write_audio(self, packet: Packet) -> None:
+        if self.audio is not None:
+            self.audio.write(packet)
 
     def write(self, packet: Packet) -> None:
         if packet.pts is None:

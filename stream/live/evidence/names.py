@@ -16,9 +16,12 @@ RECORDING = "recording.mp4"  # the full-frame recording, remuxed from the source
 OVERLAY = "overlay.json"  # boxes and scores of every analysed frame, on the recording's clock
 BURNED = "recording_burned.mp4"  # optional copy with the boxes drawn in
 MANIFEST = "manifest.json"
+VOICE_WINDOWS = "voice_windows.json"  # a voice alert's scored windows: times, speech share, p(fake) per engine
+VOICE_SOUND = "voice_windows.wav"  # their sound, 16 kHz mono, one after another (what the engines heard)
 
 CONTENT_TYPES = {SNAPSHOT: "image/jpeg", STRIP: "video/mp4", RECORDING: "video/mp4", OVERLAY: "application/json",
-                 BURNED: "video/mp4", MANIFEST: "application/json"}
+                 BURNED: "video/mp4", MANIFEST: "application/json", VOICE_WINDOWS: "application/json",
+                 VOICE_SOUND: "audio/wav"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +36,16 @@ class EvidenceLayout:
     def folder(self, alert_id: str) -> Path:
         return self.root / alert_id
 
-    def files(self, alert_id: str, face: bool, strip: bool, recording: bool) -> dict[str, str | None]:
-        """The `evidence` of an alert's messages: the face snapshot and strip, and with `recording` the
-        recording, its overlay track and manifest (`recording_state` says how far the recording is)."""
+    def files(self, alert_id: str, face: bool, strip: bool, recording: bool,
+              voice: bool = False) -> dict[str, str | None]:
+        """The `evidence` of an alert's messages: the face snapshot and strip (a voice alert's: null), with `voice`
+        its scored windows and their sound, and with `recording` the recording, its overlay track and manifest
+        (`recording_state` says how far the recording is)."""
         folder = self.folder(alert_id)
         files: dict[str, str | None] = {"snapshot": str(folder / SNAPSHOT) if face else None,
                                         "clip": str(folder / STRIP) if strip else None}
+        if voice:
+            files.update(voice_windows=str(folder / VOICE_WINDOWS), voice_sound=str(folder / VOICE_SOUND))
         if recording:
             files.update(recording=str(folder / RECORDING), overlay=str(folder / OVERLAY),
                          manifest=str(folder / MANIFEST), recording_state="recording")

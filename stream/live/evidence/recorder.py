@@ -34,13 +34,15 @@ from typing import Any
 
 from stream.config.evidence import EvidencePolicy
 from stream.live.evidence import overlay_track
+from stream.live.evidence.audio_tap import AudioTap
 from stream.live.evidence.encoder import FrameEncoder
 from stream.live.evidence.manifest import MANIFEST, write_manifest
 from stream.live.evidence.mp4 import RemuxWriter
-from stream.live.evidence.names import BURNED, RECORDING
+from stream.live.evidence.names import BURNED, RECORDING, VOICE_SOUND, VOICE_WINDOWS
 from stream.live.evidence.ring import PacketRing
 from stream.live.evidence.store import SNAPSHOT, STRIP, EvidenceStore
 from stream.live.evidence.timeline import Timeline
+from stream.live.evidence.voice_windows import write_voice_windows
 from stream.live.sources import Frame, Packet
 from stream.live.sources.live import StreamSource
 from stream.messages import Alert, AlertClosing, Custody, Overlay
@@ -61,7 +63,8 @@ Publish = Callable[[Any], None]  # a record to the bus (MessageBus.publish)
 
 class StreamTap:
     """One stream's recording ring, fed from its source's taps, on the stream's continuous clock (timeline.py):
-    packets are rebased as they arrive, and overlays are kept with their time on that clock."""
+    packets are rebased as they arrive, and overlays are kept with their time on that clock; and its sound's ring
+    (audio_tap.py), on the same clock."""
 
     def __init__(self, source: StreamSource, policy: EvidencePolicy) -> None:
         self.name = source.name
@@ -76,6 +79,7 @@ class StreamTap:
         self._unsubscribe = [source.subscribe_packets(self._on_packet), source.subscribe(self._on_frame),
                              source.report_ring(self.status)]
         self._wants_packets = source.has_packets
+        self.audio = AudioTap(source, self.keep_s, policy.ring_max_bytes, self.timeline)
 
     def _on_packet(self, packet: Packet) -> None:
         self._packets += 1
@@ -106,13 +110,15 @@ class StreamTap:
     def status(self) -> dict[str, Any]:
         mode = "encode" if self.encoder is not None else "remux" if self._packets else None
         extra = {"encoder_dropped": self.encoder.dropped} if self.encoder is not None else {}
-        return {**self.ring.status(), "mode": mode, **extra}
+        audio = self.audio.status()
+        return {**self.ring.status(), "mode": mode, **extra, **({"audio": audio} if audio else {})}
 
     def close(self) -> None:
         for fn in self._unsubscribe:
             fn()
         if self.encoder is not None:
             self.encoder.close()
+        self.audio.close()
 
 
 class Recording:
@@ -135,14 +141,15 @@ class Recording:
         self.ended = False
         self.cut: str | None = None  # why the recording stopped early, if it did
         self.unfollow: Callable[[], None] = lambda: None
+        self.unfollow_audio: Callable[[], None] = lambda: None
         # Packets and overlays that reach the evidence thread before `begin`: the ring hands new packets on from
         # the moment the recording follows it, which is before `begin` (with the held ones) is queued.
         self._early: list[Packet | tuple[float, Overlay]] | None = []
 
-    def begin(self, held: list[Packet], overlays: list[tuple[float, Overlay]]) -> None:
+    def begin(self, held: list[Packet], overlays: list[tuple[float, Overlay]], held_audio: list[Packet] = ()) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         early, self._early = self._early or [], None
-        for packet in held:
+        for packet in [*held, *held_audio]:  # the video first: its first keyframe opens the file and its clock
             self.write(packet)
         for at, overlay in overlays:
             self.add_overlay(overlay, at)
@@ -155,10 +162,14 @@ class Recording:
             return
         if self.done:
             return
+        if packet.is_audio:
+            if self.writer is not None and packet.time < self.stop_at:
+                self.writer.write_audio(packet)
+            return
         if self.writer is None:
             if not packet.keyframe or packet.pts is None:
                 return  # a recording starts decodable, at a known time
-            self.writer = RemuxWriter(self.folder / RECORDING, packet.codec, packet)
+            self.writer = RemuxWriter(self.folder / RECORDING, packet.codec, packet, audio=self.tap.audio.codec)
             self.stop_at = min(self.stop_at, packet.time + self.policy.max_clip_s)
         if packet.time >= self.stop_at:
             self.complete("max_clip_s" if not self.ended else None)
@@ -185,7 +196,8 @@ class Recording:
             return
         self.done, self.cut = True, cut
         self.unfollow()
-        names = [SNAPSHOT, STRIP]
+        self.unfollow_audio()
+        names = [SNAPSHOT, STRIP, VOICE_WINDOWS, VOICE_SOUND]  # those written (a face's or a voice's) are hashed
         header: dict[str, Any] = {"alert": self.id, "stream": self.tap.name, "track": self.track}
         if self.writer is not None:
             self.writer.close()
@@ -196,7 +208,8 @@ class Recording:
                           height=self.writer.codec.height,
                           fps=float(self.writer.codec.rate) if self.writer.codec.rate else None,
                           discontinuities=[{"t": round(b.at - origin, 4), "reason": b.reason,
-                                            "wall_gap_s": b.wall_gap_s} for b in breaks])
+                                            "wall_gap_s": b.wall_gap_s} for b in breaks],
+                          audio=self.writer.audio.summary() if self.writer.audio is not None else None)
             overlay_track.write(self.folder / overlay_track.OVERLAY, header, self.frames)
             names += [RECORDING, overlay_track.OVERLAY]
             if self.policy.burn_in:
@@ -269,6 +282,8 @@ class Recorder:
         if alert.faces is not None:
             snapshot, strip = alert.faces
             self.store.save(alert.id, snapshot, strip)
+        if alert.sound is not None:  # a voice alert: the windows it was raised on
+            self.store.submit(write_voice_windows, self.store.folder(alert.id), alert.sound)
         if not recording:
             return
         answer = functools.partial(self._answer, alert.id)
@@ -310,7 +325,9 @@ class Recorder:
         since = first_fake - self.policy.pre_capture_s
         held, rec.unfollow = tap.ring.follow(since, lambda p: self.store.submit(rec.write, p),
                                              lambda: self.store.submit(rec.complete, "source changed"))
-        self.store.submit(rec.begin, held, tap.overlays_since(since))
+        held_audio, rec.unfollow_audio = tap.audio.ring.follow(  # from the clip's first picture; a new codec: silent
+            held[0].time if held else since, lambda p: self.store.submit(rec.write, p), lambda: None)
+        self.store.submit(rec.begin, held, tap.overlays_since(since), held_audio)
         return {"recording": str(folder / RECORDING), "overlay": str(folder / overlay_track.OVERLAY),
                 "manifest": str(folder / MANIFEST)}
 

@@ -1,4 +1,10 @@
-"""Cut square face crops at each engine's own size and margin (256 MesoNet, 299 Xception, 224 VideoMAE)."""
+"""Cut square face crops at each engine's own size and margin (256 MesoNet, 299 Xception, 224 VideoMAE).
+
+Crops come from the full-resolution frame only (never the detector's downscaled copy), and each copies only its
+own square: a `Picture` hands out the square's pixels (`region`), black where it leaves the frame, and PIL resizes
+that. The result is the same, pixel for pixel, as cropping the whole frame with PIL, without the whole-frame copy
+that `Image.fromarray(frame)` makes for every crop size of every face.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
+
+from stream.live.sources.picture import Picture, as_picture
 
 RESAMPLE = Image.BILINEAR
 
@@ -20,14 +28,16 @@ def square_box(box: np.ndarray, margin: float) -> tuple[int, int, int, int]:
     return left, top, left + side_px, top + side_px
 
 
-def crop_faces(image: np.ndarray, boxes: Sequence[np.ndarray], size: int, margin: float) -> np.ndarray:
-    """Crops of `boxes` from an RGB frame, as uint8 (N, size, size, 3). Parts outside the frame are black."""
+def crop_faces(image: Picture | np.ndarray, boxes: Sequence[np.ndarray], size: int, margin: float) -> np.ndarray:
+    """Crops of `boxes` (frame pixels) from an RGB frame or a picture, as uint8 (N, size, size, 3). Parts outside
+    the frame are black."""
     out = np.empty((len(boxes), size, size, 3), dtype=np.uint8)
     if not len(boxes):
         return out
-    pil = Image.fromarray(image)
+    picture = as_picture(image)
     for k, box in enumerate(boxes):
-        out[k] = np.asarray(pil.crop(square_box(box, margin)).resize((size, size), RESAMPLE))
+        square = Image.fromarray(picture.region(*square_box(box, margin)))
+        out[k] = np.asarray(square.resize((size, size), RESAMPLE))
     return out
 
 

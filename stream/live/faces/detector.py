@@ -2,7 +2,8 @@
 torch or, with `backend: onnx`, in ONNX Runtime (`mtcnn_onnx.py`).
 
 Frames are detected in batches (MTCNN batches same-sized images), after an optional downscale so large
-frames cost no more than `max_side` pixels; boxes and landmarks are mapped back to full-frame pixels. A source's
+frames cost no more than `max_side` pixels (a decoded frame is scaled in its own format and converted to RGB at
+the small size: `Picture.scaled`); boxes and landmarks are mapped back to full-frame pixels. A source's
 `DetectionProfile` (stream/config/faces.py) may set its own `max_side` and smallest face (a shared screen's call
 tiles are small faces in a large picture).
 """
@@ -14,15 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
 from stream.config.faces import CAMERA, DetectionProfile, DetectorConfig
 
 from stream.live.faces import tv_compat
 from stream.live.faces.crop import crop_faces, square_box
+from stream.live.sources.picture import Picture, as_picture
 
-
-RESIZE_REDUCING_GAP = 1.0
 # Faces are searched for down to this fraction of the engines' quality floor: a face far below it cannot be
 # scored, so its pyramid levels are not worth their cost, while one a little under it is still found and shown
 # as low-quality (with its reason) rather than silently missing.
@@ -56,7 +55,7 @@ class FaceDetector:
             select_largest=False,
             device=torch.device(self.config.device),
         )
-        if self.config.backend == "onnx":
+        if self.config.runs_on == "onnx":
             from stream.live.faces.mtcnn_onnx import use_onnx
 
             use_onnx(self._mtcnn, self.config.threads)
@@ -72,20 +71,26 @@ class FaceDetector:
             if hasattr(net, "set_threads"):
                 net.set_threads(threads)
 
-    def _scale(self, image: np.ndarray, profile: DetectionProfile = CAMERA) -> float:
-        return min(1.0, (profile.max_side or self.config.max_side) / max(image.shape[:2]))
+    def _scale(self, size: tuple[int, int], profile: DetectionProfile = CAMERA) -> float:
+        return min(1.0, (profile.max_side or self.config.max_side) / max(size))
 
-    def detect(self, images: Sequence[np.ndarray],
+    def detect(self, images: Sequence[Picture | np.ndarray],
                profiles: Sequence[DetectionProfile] | None = None) -> list[list[Detection]]:
-        """Detect faces in RGB uint8 frames. Same-sized frames of one profile are sent to MTCNN as one batch.
-        `profiles`: per frame, how its source is searched (default: every frame `CAMERA`)."""
-        results: list[list[Detection]] = [[] for _ in images]
-        groups: dict[tuple[tuple[int, ...], DetectionProfile], list[int]] = {}
-        for i, image in enumerate(images):
-            groups.setdefault((image.shape, profiles[i] if profiles else CAMERA), []).append(i)
-        for (_, profile), indices in groups.items():
-            scale = self._scale(images[indices[0]], profile)
-            batch = np.stack([_resize(images[i], scale) for i in indices])
+        """Detect faces in frames (decoded pictures, or RGB uint8 arrays). Same-sized frames of one profile are
+        sent to MTCNN as one batch. `profiles`: per frame, how its source is searched (default: every frame
+        `CAMERA`). A decoded picture is scaled to the detector's size in its own format and converted to RGB at
+        that size (`Picture.scaled`); boxes and landmarks come back in the frame's own pixels, per axis."""
+        pictures = [as_picture(image) for image in images]
+        results: list[list[Detection]] = [[] for _ in pictures]
+        groups: dict[tuple[tuple[int, int], DetectionProfile], list[int]] = {}
+        for i, picture in enumerate(pictures):
+            groups.setdefault((picture.size, profiles[i] if profiles else CAMERA), []).append(i)
+        for ((w, h), profile), indices in groups.items():
+            scale = self._scale((w, h), profile)
+            sw, sh = (w, h) if scale >= 1.0 else (max(1, round(w * scale)), max(1, round(h * scale)))
+            in_decoded = self.config.downscale == "decoded"
+            batch = np.stack([pictures[i].scaled(sw, sh, in_decoded) for i in indices])
+            back = np.array([w / sw, h / sh], dtype=np.float32)  # detector pixels -> frame pixels, per axis
             smallest = self.min_face_size(scale, profile)
             self._mtcnn.min_face_size = min(smallest, min(batch.shape[1:3]))  # >= 1 pyramid level
             with torch.inference_mode():
@@ -94,8 +99,8 @@ class FaceDetector:
                 if b is None:
                     continue
                 results[i] = [
-                    Detection(box=(box / scale).astype(np.float32), prob=float(prob),
-                              landmarks=(lm / scale).astype(np.float32))
+                    Detection(box=(box.reshape(2, 2) * back).reshape(4).astype(np.float32), prob=float(prob),
+                              landmarks=(lm * back).astype(np.float32))
                     for box, prob, lm in zip(b, p, pts)
                     if prob >= self.config.min_prob
                 ]
@@ -106,7 +111,7 @@ class FaceDetector:
         return max(profile.min_face_size or self.config.min_face_size,
                    int(self.min_source_face_px * FLOOR_SEARCH_FRACTION * scale))
 
-    def relocate(self, regions: Sequence[tuple[np.ndarray, np.ndarray]], scale: float = 2.0,
+    def relocate(self, regions: Sequence[tuple[Picture | np.ndarray, np.ndarray]], scale: float = 2.0,
                  size: int = 96) -> list[Detection | None]:
         """Find again each face (image, last box) in a square crop `scale` times the box, resized to `size`:
         one MTCNN batch for all of them. Returns per region the detection nearest the crop's centre, in
@@ -134,12 +139,3 @@ class FaceDetector:
                                  landmarks=(ll * k + shift).astype(np.float32)))
         return out
 
-
-def _resize(image: np.ndarray, scale: float) -> np.ndarray:
-    if scale >= 1.0:
-        return image
-    h, w = image.shape[:2]
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    # reducing_gap: box-filter down by the integer part of the factor first (a 720p frame in ~1 ms instead of ~7),
-    # then bilinear for the rest
-    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=RESIZE_REDUCING_GAP))

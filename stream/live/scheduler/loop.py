@@ -29,8 +29,9 @@ from stream.live.faces import FaceDetector, crop_faces
 from stream.live.faces.quality import measure
 from stream.live.faces.tracker import iou_matrix
 from stream.live.rings import CropRing
-from stream.live.scheduler.governor import BusyClock, Decision, LoadGovernor
+from stream.live.scheduler.governor import BusyClock, CpuClock, Decision, LoadGovernor, load_of
 from stream.live.scheduler.pipelines import Pipeline, pipeline_for
+from stream.live.scheduler.threads import cores_here
 from stream.live.scheduler.track import EVIDENCE_CROP, EVIDENCE_FRAMES, LiveStream, Track
 from stream.live.scoring import Scorer
 from stream.live.sources import Frame
@@ -39,6 +40,7 @@ from stream.live.verdicts.alerts import AlertManager
 from stream.live.verdicts.cameras import CameraBars
 from stream.live.verdicts.judge import Judge
 from stream.live.verdicts.policy import worst
+from stream.live.verdicts.streams import Voices, side_by_side, stream_verdict
 from stream.messages import FaceOverlay, Overlay, Record, SchedulerStatus, Status
 
 
@@ -52,13 +54,27 @@ Publish = Callable[[Record], None]  # a record to the bus (MessageBus.publish)
 Pick = tuple[LiveStream, Frame]
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(total, busy) CPU seconds of the whole machine so far, every core and process (psutil's system times)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    idle = t.idle + getattr(t, "iowait", 0.0)
+    total = sum(t)
+    return total, total - idle
+
+
 class Scheduler:
     def __init__(self, detector: FaceDetector, engines: Sequence[Engine], publish: Publish,
                  config: SchedulerConfig | None = None, policy: VerdictPolicy | None = None,
                  alerts: AlertManager | None = None, ensemble: Ensemble | None = None,
-                 bars: CameraBars | None = None) -> None:
-        """`bars`: each camera's bar (its baseline) and live learning; None judges every stream at `policy`."""
+                 bars: CameraBars | None = None, voices: Voices | None = None, rule: str = "either") -> None:
+        """`bars`: each camera's bar (its baseline) and live learning; None judges every stream at `policy`.
+        `voices`: the voice path, whose `voice` object each overlay carries and whose verdict joins the faces'
+        by `rule` (stream/config/voices.py)."""
         self.detector = detector
+        self.voices = voices
+        self.rule = rule
         policy = policy or VerdictPolicy()
         self.scorer = Scorer(engines, ensemble, weights=policy.weights)
         self.engines = self.scorer.engines
@@ -74,6 +90,8 @@ class Scheduler:
         self._pipeline: Pipeline | None = None
         self._added = 0
         self._window_start = self._last_status = time.monotonic()  # the governor's period, the status heartbeat
+        self._cpu, self._machine = CpuClock(cores_here()), CpuClock(1)  # this process's CPU, all processes'
+        self.cpu_load = self.stage_load = self.machine_load = 0.0  # the last period's, every measure
 
     # --- streams -------------------------------------------------------------------------------------------
     def add(self, source: StreamSource) -> LiveStream:
@@ -89,6 +107,7 @@ class Scheduler:
             st = self._streams.pop(name, None)
         if st is not None:
             self.judge.stream_removed(name)
+            self.governor.forget(name)
         return st.source if st else None
 
     def stream(self, name: str) -> LiveStream:
@@ -103,7 +122,7 @@ class Scheduler:
         return [s.source for s in self.streams()]
 
     def target_fps(self, st: LiveStream) -> float:
-        return self.governor.target_fps(st.source.analysed_fps)
+        return self.governor.target_fps(st.source.analysed_fps, st.name)
 
     # --- loop ----------------------------------------------------------------------------------------------
     @property
@@ -112,10 +131,12 @@ class Scheduler:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
-        self._pipeline = pipeline_for(self.config.pipeline, self)
+        self._pipeline = pipeline_for(self.config.pipeline, self, self.config.threads)
         self._pipeline.open()
         self._stop.clear()
         self._window_start = self._last_status = time.monotonic()
+        self._cpu.take(self._window_start, time.process_time())
+        self._machine.take(*machine_cpu())
         self._thread = threading.Thread(target=self._pipeline.run, args=(self._stop,), name="scheduler", daemon=True)
         self._thread.start()
 
@@ -128,10 +149,14 @@ class Scheduler:
         self.judge.close()
 
     def tick(self, clock: BusyClock) -> None:
-        """The governor's period and the status heartbeat, on the scheduler's thread between passes."""
+        """The governor's period and the status heartbeat, on the scheduler's thread between passes. The load is
+        the measure `config.load` names (`governor.load_of`); every measure is reported."""
         now = time.monotonic()
         if now - self._window_start >= self.config.adapt_period_s:
-            self.govern(clock.take(self._window_start, now))
+            self.stage_load = clock.take(self._window_start, now)
+            self.cpu_load = self._cpu.take(now, time.process_time())
+            self.machine_load = self._machine.take(*machine_cpu())
+            self.govern(load_of(self.config.load, self.stage_load, self.cpu_load, self.machine_load))
             self._window_start = now
         if now - self._last_status >= self.config.status_period_s:
             self.publish_status()
@@ -163,9 +188,11 @@ class Scheduler:
             if frame is not None:
                 picks.append((st, frame))
                 # A pass that starts a little late keeps the stream on its grid, or the analysed rate would fall
-                # short of the target by the lateness; an early (coalesced) pick or one a period late restarts it.
+                # short of the target by the lateness; an early (coalesced) pick keeps it too, or riding along
+                # with other streams' passes would lift its rate up to twice its target (a slowed stream would
+                # then take passes from the streams it was slowed for). One a period late restarts it.
                 late = now - st.next_due
-                st.next_due = (st.next_due if 0 <= late < period else now) + period
+                st.next_due = (st.next_due if late < period else now) + period
         return picks
 
     # --- one pass ------------------------------------------------------------------------------------------
@@ -183,7 +210,7 @@ class Scheduler:
             ids = st.tracker.update(boxes)
             for gone in st.drop(st.tracker.expired):
                 self.judge.track_lost(st.name, gone.id)
-            crops = {key: crop_faces(frame.image, boxes, *key) for key in keys} if boxes else {}
+            crops = {key: crop_faces(frame.picture, boxes, *key) for key in keys} if boxes else {}
             here = []
             for j, (tid, det) in enumerate(zip(ids, faces)):
                 track = st.tracks.get(tid)
@@ -224,10 +251,11 @@ class Scheduler:
             if st.lost or not boxes or st.since_full + 1 >= every:
                 full.append(i)
             else:
-                regions += [(i, frame.image, b) for b in boxes]
+                regions += [(i, frame.picture, b) for b in boxes]
         out: list[list[Any]] = [[] for _ in picks]
         profiles = [picks[i][0].source.detection for i in full]
-        for i, faces in zip(full, self.detector.detect([picks[i][1].image for i in full], profiles) if full else []):
+        pictures = [picks[i][1].picture for i in full]
+        for i, faces in zip(full, self.detector.detect(pictures, profiles) if full else []):
             out[i] = faces
             st = picks[i][0]
             st.since_full, st.lost = 0, False
@@ -252,9 +280,11 @@ class Scheduler:
             out.append(FaceOverlay(track=track.id, box=det.box, prob=det.prob, score=j.score, raw=j.raw,
                                    engines=dict(track.scores), verdict=j.verdict, quality=quality,
                                    reason=j.reason))
+        face = worst([t.verdict.verdict for t in st.tracks.values()])
+        voice = self.voices.overlay(st.name) if self.voices is not None else None
+        verdict = stream_verdict(face, self.voices.verdict(st.name), self.rule) if voice is not None else face
         return Overlay(stream=st.name, pts=frame.pts, time=frame.time, frame_size=frame.size,
-                       latency_ms=(now - frame.received) * 1000.0, faces=tuple(out),
-                       verdict=worst([t.verdict.verdict for t in st.tracks.values()]))
+                       latency_ms=(now - frame.received) * 1000.0, faces=tuple(out), verdict=verdict, voice=voice)
 
     def publish_status(self) -> None:
         """Every stream's status (the periodic heartbeat of rates and load)."""
@@ -277,7 +307,16 @@ class Scheduler:
             analysed_fps=round(st.analysed.rate(), 2), target_fps=round(self.target_fps(st), 2),
             latency_ms={"p50": st.latency.percentile_ms(50), "p95": st.latency.percentile_ms(95)},
             shed=st.shed, tracks=len(st.tracks), gated_faces=st.gated_faces,
-            scheduler={"scale": round(g.scale, 3), "load": round(g.utilisation, 3),
-                       "events": g.events[-STATUS_EVENTS:]})
+            scheduler={"scale": round(g.scale_of(st.name), 3), "load": round(g.utilisation, 3),
+                       "cpu": round(self.cpu_load, 3), "machine": round(self.machine_load, 3),
+                       "stage": round(self.stage_load, 3),
+                       "measure": self.config.load, "events": g.events[-STATUS_EVENTS:]},
+            reason=g.reasons.get(st.name) if st.shed or g.scale_of(st.name) < 1.0 else None,
+            priority=st.priority, watched=st.attention > 0)
+        verdicts = None
+        if self.voices is not None and self.voices.overlay(st.name) is not None:  # a stream with sound
+            verdicts = side_by_side(worst([t.verdict.verdict for t in st.tracks.values()]),
+                                    self.voices.verdict(st.name), self.rule)
         baseline = self.bars.status(st.name, self.target_fps(st)) if self.bars is not None else None
-        return Status(st.name, source=st.source.source_status(), scheduler=sched, baseline=baseline)
+        return Status(st.name, source=st.source.source_status(), scheduler=sched, verdicts=verdicts,
+                      baseline=baseline)

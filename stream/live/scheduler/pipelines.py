@@ -8,9 +8,9 @@ starts, `run(stop)` on that thread, and `close()` after it has ended.
 - `SerialPipeline`: each pass detects, tracks and scores on the scheduler's thread; its load is the busy share of
   the whole pass. Every core serves one step at a time.
 - `OverlappedPipeline`: a worker thread ("scheduler-detect") picks due streams and detects the next pass's faces
-  while the scheduler's thread tracks and scores the previous one; the thread pools split the cores
-  (`threads.plan_threads`). Trade-off: each stage is slower alone than in the serial pipeline (they share the
-  cores); the gain is detection's time hidden under scoring's.
+  while the scheduler's thread tracks and scores the previous one; the thread pools share or split the cores
+  (`threads.plan_threads`). Trade-off: each stage is slower when both run than in the serial pipeline (they share
+  the cores); the gain is detection's time hidden under scoring's. The default since issue 25.
 """
 
 from __future__ import annotations
@@ -58,10 +58,11 @@ class Pipeline(Protocol):
     def close(self) -> None: ...
 
 
-def pipeline_for(name: str, steps: Steps) -> Pipeline:
-    """The named pipeline (`SchedulerConfig.pipeline`) over `steps`."""
+def pipeline_for(name: str, steps: Steps, threads: str = "shared") -> Pipeline:
+    """The named pipeline (`SchedulerConfig.pipeline`) over `steps`; `threads`: the overlapped stages' thread plan
+    (`SchedulerConfig.threads`)."""
     if name == "overlapped":
-        return OverlappedPipeline(steps)
+        return OverlappedPipeline(steps, threads)
     if name == "serial":
         return SerialPipeline(steps)
     raise ValueError(f"unknown pipeline {name!r}; choose serial or overlapped")
@@ -131,19 +132,20 @@ class OverlappedPipeline:
 
     name = "overlapped"
 
-    def __init__(self, steps: Steps) -> None:
+    def __init__(self, steps: Steps, threads: str = "shared") -> None:
         self.steps = steps
+        self.threads = threads
         self.clock = BusyClock()
         self.in_flight = InFlight()
         self._handoff: queue.Queue[tuple[list[Any], list[list[Any]]]] = queue.Queue(maxsize=1)
         self._torch_threads: int | None = None
 
     def open(self) -> None:
-        """The stages run at once: split the cores between their thread pools."""
+        """The stages run at once: size their thread pools by the plan (`threads.py`)."""
         import torch
 
         self._torch_threads = torch.get_num_threads()
-        plan = plan_threads("overlapped")
+        plan = plan_threads("overlapped", share=self.threads)
         apply_threads(plan, self.steps.engines)
         if hasattr(self.steps.detector, "set_threads"):
             self.steps.detector.set_threads(plan.detector)

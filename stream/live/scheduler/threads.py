@@ -1,11 +1,18 @@
-"""How many threads each stage's thread pool gets, so that together they fill the machine without oversubscription.
+"""How many threads each stage's thread pool gets, so that together they fill the machine.
 
-A named policy, `plan_threads`: with the serial pipeline the detector and the engines never run at once, so each
-gets every core. With the overlapped pipeline they do run at once, so the cores are split between them by
-`detect_share` (each stage at least one thread). Trade-off: a split stage is slower on its own than with every
-core, so overlapping pays only when both stages have work to hide under each other; with one core nothing can
-overlap and both get one thread. torch has one intra-op pool for the process, so when the detector and an engine
-both run on torch they share it (sized to the detector's share, the stage that runs torch when overlapped).
+A named policy, `plan_threads(pipeline, cores, share)`. With the serial pipeline the detector and the engines never
+run at once, so each gets every core. With the overlapped pipeline they run at once, and `share` says how:
+
+- `shared` (the default): each stage's pools get every core. Neither ONNX Runtime pool spin-waits (the sessions
+  are opened with spinning off), so a stage that idles leaves its cores to the other: when scoring waits for the
+  next detection, MTCNN runs on both cores, and the other way round. Trade-off: when both stages have work they
+  run twice as many threads as cores and the OS time-slices them (a little switching, no idle core); the scale
+  grows with the machine by itself.
+- `split`: the cores divided by `detect_share` (each stage at least one thread), the plan before issue 25. No
+  oversubscription, but a stage's core idles whenever that stage does.
+
+With one core nothing can overlap and both get one thread. torch has one intra-op pool for the process, so when the
+detector and an engine both run on torch they share it (in `split`, sized to the detector's share).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import math
 import os
 from dataclasses import dataclass
 
-DETECT_SHARE = 0.5  # MTCNN and MesoNet take similar time per pass at 720p; a heavy engine wants more for itself
+DETECT_SHARE = 0.5  # split: MTCNN and MesoNet take similar time per pass at 720p; a heavy engine wants more
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,10 +31,19 @@ class ThreadPlan:
     torch: int  # torch's intra-op pool (MTCNN on torch, torch engines)
 
 
-def plan_threads(pipeline: str, cores: int | None = None, detect_share: float = DETECT_SHARE) -> ThreadPlan:
-    """The thread plan for `pipeline` ("serial" or "overlapped") on `cores` (default: this process's CPUs)."""
-    cores = max(1, cores or len(os.sched_getaffinity(0)))
-    if pipeline == "serial" or cores == 1:
+def cores_here() -> int:
+    """The CPUs this process may run on (its affinity, not the machine's count)."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def plan_threads(pipeline: str, cores: int | None = None, share: str = "shared",
+                 detect_share: float = DETECT_SHARE) -> ThreadPlan:
+    """The thread plan for `pipeline` ("serial" or "overlapped") on `cores` (default: this process's CPUs), the
+    overlapped stages' cores `shared` or `split`."""
+    cores = max(1, cores or cores_here())
+    if share not in ("shared", "split"):
+        raise ValueError(f"unknown thread plan {share!r}; choose shared or split")
+    if pipeline == "serial" or cores == 1 or share == "shared":
         return ThreadPlan(cores, cores, cores)
     detector = min(cores - 1, max(1, math.ceil(cores * detect_share)))
     return ThreadPlan(detector, cores - detector, detector)

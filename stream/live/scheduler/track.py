@@ -61,6 +61,19 @@ class LiveStream:
     def analysed_fps(self) -> float:
         return self.source.analysed_fps
 
+    @property
+    def priority(self) -> int:
+        return self.source.priority
+
+    @property
+    def achieved_fps(self) -> float:
+        """Its measured analysed rate now."""
+        return self.analysed.rate()
+
+    @property
+    def attention(self) -> int:
+        return self.source.attention
+
     def drop(self, track_ids) -> list[Track]:
         """Forget expired tracks; returns their records (for ending their alerts)."""
         return [t for t in (self.tracks.pop(i, None) for i in track_ids) if t is not None]

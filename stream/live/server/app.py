@@ -31,6 +31,7 @@ from aiohttp import WSMsgType, web
 
 from stream.live.evidence.names import ALERT_ID, CONTENT_TYPES
 from stream.live.server import auth, baselines, malloc
+from stream.live.server.priority import make_handler as priority_handler, parse_priority
 from stream.live.server.hub import Client
 from stream.live.server.metrics import CONTENT_TYPE_LATEST, Metrics
 from stream.live.server.service import LiveService, RemoteUnavailable, StreamLimit
@@ -137,7 +138,11 @@ async def add_stream(request: web.Request) -> web.Response:
     if name is not None and not isinstance(name, str):
         raise web.HTTPBadRequest(text="name must be a string")
     try:
-        source = await service.api_add(url, name, bool(body.get("loop", False)))
+        priority = parse_priority(body.get("priority", 0))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    try:
+        source = await service.api_add(url, name, bool(body.get("loop", False)), priority)
     except auth.SourceRefused as exc:
         raise web.HTTPForbidden(text=str(exc)) from None
     except (StreamLimit, RemoteUnavailable) as exc:
@@ -344,6 +349,7 @@ def build_app(service: LiveService, explainer: Explainer | None = None) -> web.A
         web.get("/api/streams", list_streams),
         web.post("/api/streams", add_stream),
         web.delete("/api/streams/{name}", remove_stream),
+        web.post("/api/streams/{name}/priority", priority_handler(SERVICE_KEY)),
         web.get("/api/streams/{name}/baseline", baselines.get_baseline),
         web.post("/api/streams/{name}/baseline", baselines.post_baseline),
         web.delete("/api/streams/{name}/baseline", baselines.delete_baseline),

@@ -1,5 +1,6 @@
 """The relay's encoder: the newest decoded frame of a stream, encoded once (H.264 with libx264, else VP8) on its
-own thread for every viewer, with RTP-clocked timestamps and keyframes on request."""
+own thread for every viewer, with RTP-clocked timestamps and keyframes on request. It encodes from the decoded
+planes (`Picture.for_encoder`: scaled in YUV), so relaying a stream converts none of its frames to RGB."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import time
 from collections.abc import Callable
 
 import av
-import numpy as np
 
 from stream.live.sources import Frame
+from stream.live.sources.picture import Picture
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class RelayEncoder:
                     return
                 (frame, rtp), self._latest = self._latest, None
             try:
-                packets = self._encode(frame.image, rtp)
+                packets = self._encode(frame.picture, rtp)
             except Exception:  # a bad frame must not kill the relay
                 log.exception("relay %s: encoding failed", self.name)
                 self._ctx = None
@@ -105,14 +106,13 @@ class RelayEncoder:
         ctx.open()
         return ctx
 
-    def _encode(self, image: np.ndarray, rtp: int) -> list[av.Packet]:
-        h, w = image.shape[:2]
+    def _encode(self, picture: Picture, rtp: int) -> list[av.Packet]:
+        w, h = picture.size
         scale = min(1.0, MAX_WIDTH / w)
         size = (int(w * scale) // 2 * 2, int(h * scale) // 2 * 2)
         if self._ctx is None or size != self._size:
             self._ctx, self._size, self._want_key = self._open(*size), size, True
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        frame = frame.reformat(width=size[0], height=size[1], format="yuv420p")
+        frame = picture.for_encoder(*size)  # from the decoded planes: a relayed frame is never made RGB
         frame.pts, frame.time_base = rtp, TIME_BASE
         now = time.monotonic()
         if self._want_key or now - self._last_key >= KEYFRAME_INTERVAL_S:

@@ -111,6 +111,7 @@ class StreamRelay:
         self._last: int | None = None
         self.closed = False
         self._unsubscribe = source.subscribe(self._tap)
+        self._unwatch = source.watch()  # a relay exists while the stream has viewers: under load it keeps its rate
 
     def on_epoch(self, fn: Callable[[None], None]) -> Callable[[], None]:
         """Call `fn(None)` on the event loop whenever a new timestamp epoch starts; returns the unsubscriber."""
@@ -171,6 +172,7 @@ class StreamRelay:
         """Unsubscribe from the source, stop the encoders and end every viewer's track. Idempotent."""
         self.closed = True
         self._unsubscribe()
+        self._unwatch()
         for encoder in self.encoders.values():
             encoder.stop()
         self.encoders.clear()

@@ -1,5 +1,5 @@
-"""LiveService: owns the sources, the scheduler, the bus with its subscribers (wiring.py) and the hub, and starts
-and stops them together.
+"""LiveService: owns the sources, the scheduler, the voice path (with voice engines), the bus with its subscribers
+(wiring.py) and the hub, and starts and stops them together.
 
 Streams added or removed through the API (`api_add`, `api_remove`) are checked against the source policy and
 the stream limit, and remembered in `data_dir/streams.json` (persist.py) so they come back after a restart.
@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engines.base import Engine
 from engines.calibration import Ensemble
@@ -41,6 +41,10 @@ from stream.live.scheduler.loop import Scheduler
 from stream.live.sources import SourceError, SourceState
 from stream.messages import Status
 from stream.live.sources.live import AVLiveSource, SourceConfig, StreamSource, validate_url
+
+if TYPE_CHECKING:
+    from engines.voice_base import VoiceEngine
+    from stream.live.voices.live import VoiceLoop
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +73,11 @@ class StreamLimit(Exception):
 
 class LiveService:
     def __init__(self, config: ServeConfig, engines: Sequence[Engine], detector: FaceDetector | None = None,
-                 ensemble: Ensemble | None = None, remote: RemoteStreams | None = None, auto: Any = None) -> None:
+                 ensemble: Ensemble | None = None, remote: RemoteStreams | None = None, auto: Any = None,
+                 voice_engines: Sequence[VoiceEngine] = ()) -> None:
         """`auto`: what `--model auto` decided (engines.auto.AutoChoice; None when the models were named), shown in
-        readiness and on the page."""
+        readiness and on the page. `voice_engines` (built from `config.voice.models`): every local stream's sound
+        is judged by them on the voice thread; none, and sound is neither decoded nor judged."""
         self.config = config
         self.remote = remote
         self.auto = auto
@@ -91,8 +97,10 @@ class LiveService:
         self.recorder = Recorder(self.evidence, provenance(engines, ensemble), self.bus.publish)
         self.alerts = AlertManager(self.bus.publish, config.alerts, self.evidence.layout)
         detector = detector or FaceDetector(config.detector, smallest_floor_px(engines))
+        self.voices = voice_loop(config, voice_engines, self.alerts)
         self.scheduler = Scheduler(detector, engines, self.bus.publish,
-                                   config.scheduler, config.verdict, self.alerts, ensemble, bars)
+                                   config.scheduler, config.verdict, self.alerts, ensemble, bars,
+                                   voices=self.voices, rule=config.voice.rule)
         self.baselines = CameraBaselines(config, bars, self.scheduler)
         self._unsubscribe = [*wire(self.bus, alerts=self.alerts, recorder=self.recorder, alert_log=self.alert_log,
                                    hub=self.hub, redis=self.redis, channels=self.channels),
@@ -144,12 +152,24 @@ class LiveService:
         self.baselines.attach(source.name, source.analysed_fps,
                               config.baseline if isinstance(config, SourceConfig) else None)
         self.recorder.attach(source)  # before start: its taps see the first packets
+        if self.voices is not None:
+            self.voices.attach(source)  # before start too: a file or camera opens its sound with its container
         # status is pushed on every state change, not only at the scheduler's next heartbeat
         source.on_state(lambda src, old, new: self.scheduler.publish_source_status(src))
         source.start()
         log.info("stream %s started (%s)", source.name, source.url)
 
-    async def api_add(self, url: str, name: str | None = None, loop: bool = False) -> StreamSource:
+    def set_priority(self, name: str, priority: int) -> bool:
+        """A running stream's priority under load (the API); False when there is no such stream here."""
+        source = next((s for s in self.scheduler.sources() if s.name == name), None)
+        if source is None:
+            return False
+        source.priority = priority
+        self.scheduler.publish_source_status(source)
+        return True
+
+    async def api_add(self, url: str, name: str | None = None, loop: bool = False,
+                      priority: int = 0) -> StreamSource:
         """Add a stream sent through the API: the source policy first (auth.check_api_source), then the stream
         limit, then the address itself; remembered for the next start. Raises SourceRefused, StreamLimit,
         SourceError or ValueError, and then nothing was added."""
@@ -157,7 +177,8 @@ class LiveService:
             validate_url(url)  # a malformed address is said to be malformed (400) before any lookup
         await check_api_source(url, self.config.source_policy)  # before any look at a local path's existence
         self.refuse_if_full()
-        config = SourceConfig(name=name or source_name_for(url, self.names()), url=url, loop=loop)
+        config = SourceConfig(name=name or source_name_for(url, self.names()), url=url, loop=loop,
+                              priority=priority)
         source = self.add_config(config)
         if self.store is not None:
             try:
@@ -183,6 +204,8 @@ class LiveService:
         """Stop a stream and forget it: its open alerts end, its recordings complete, removal listeners run.
         `announce`: say it was removed on purpose (a `removed` status); a cluster node moving a camera away
         does not, since the camera goes on elsewhere."""
+        if self.voices is not None:
+            self.voices.detach(name)  # first: no voice window of it is judged (or alerted on) after this
         source = self.scheduler.remove(name)
         if source is None:
             return self.remote.remove(name) if self.remote is not None else False
@@ -214,6 +237,8 @@ class LiveService:
                 continue
             self.add_config(sc)
         self.scheduler.start()
+        if self.voices is not None:
+            self.voices.start()
 
     async def restore(self) -> None:
         """Start the streams added through the API before the last restart. Each is checked against the source
@@ -229,6 +254,8 @@ class LiveService:
 
     async def stop(self) -> None:
         await self.baselines.close()  # learning sessions end unfitted
+        if self.voices is not None:  # before the scheduler: its judge's close ends the voice alerts too
+            await asyncio.get_running_loop().run_in_executor(None, self.voices.stop)
         self.scheduler.stop()  # ends open alerts, which still go out through the bus below
         for source in self.scheduler.sources():
             source.stop()
@@ -243,6 +270,15 @@ class LiveService:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self.alert_log.close()
+
+
+def voice_loop(config: ServeConfig, engines: Sequence[VoiceEngine], alerts: AlertManager) -> VoiceLoop | None:
+    """The voice path when there are voice engines (its modules, and silero, load only then), else None."""
+    if not engines:
+        return None
+    from stream.live.voices.live import VoiceLoop
+
+    return VoiceLoop(engines, config.voice, alerts)
 
 
 def open_redis(config: ServeConfig):

@@ -1,7 +1,14 @@
 """A PyAV-decoded video source: files now, and the same class for RTSP and local devices.
 
 It is an object with a state (not a helper function) because live sources reconnect, report status and count
-frames; `frames()` is the one way to pull decoded RGB frames out of it, sampled at a requested rate.
+frames; `frames()` is the one way to pull decoded frames out of it, sampled at a requested rate. A frame carries
+the picture as decoded (`picture.py`): whoever reads it converts only what it needs, on its own thread, and
+frames nobody analyses are never converted to RGB (`rgb_on_decode=True` converts each on the decoder thread, as
+before issue 25).
+
+Decoding runs outside the GIL: PyAV releases it around demuxing, `avcodec_send_packet` / `avcodec_receive_frame`
+and swscale, and FFmpeg's own frame / slice threads (`DECODER_THREADING`) never hold it. What a decoder thread
+does under the GIL per frame is the loop, the `Frame` record and its taps.
 """
 
 from __future__ import annotations
@@ -12,10 +19,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
-import numpy as np
 
 from stream.live.sources import annexb
+from stream.live.sources.audio import AudioBranch, AudioSink
 from stream.live.sources.base import CodecInfo, Frame, Packet, SourceError, SourceState, StateMachine
+from stream.live.sources.picture import Picture
 from stream.config.sources import is_network
 from stream.live.sources.urls import redact
 
@@ -54,7 +62,10 @@ class AVSource(StateMachine):
     `strict_length` reports a file whose frames end well before its declared duration as truncated.
     `timeout` (seconds, or (open, read)) makes a stalled network read raise instead of hanging forever.
     `on_packet` receives every compressed video packet (H.264/HEVC only, in Annex B) before its frames are
-    decoded, on the decoding thread: the recording ring's tap.
+    decoded, on the decoding thread: the recording ring's tap. `audio` (a live source) gets the first audio track's
+    packets and decoded sound from the same demuxing loop (audio.py); without it the sound is not read.
+    `rgb_on_decode` converts every emitted frame to RGB on the decoding thread (the old path, for comparisons);
+    by default frames carry the decoded picture and are converted where they are read.
     """
 
     def __init__(
@@ -67,6 +78,8 @@ class AVSource(StateMachine):
         strict_length: bool = True,
         timeout: float | tuple[float, float] | None = None,
         on_packet: Callable[[Packet], None] | None = None,
+        audio: AudioSink | None = None,
+        rgb_on_decode: bool = False,
     ) -> None:
         self.url = str(url)
         self.name = redact(self.url)
@@ -82,6 +95,8 @@ class AVSource(StateMachine):
         self.height: int | None = None
         self.rate: float | None = None
         self.on_packet = on_packet
+        self.rgb_on_decode = rgb_on_decode
+        self.audio = audio
         self.codec_info: CodecInfo | None = None
         self._container: av.container.InputContainer | None = None
 
@@ -138,9 +153,11 @@ class AVSource(StateMachine):
                 last_time = t
                 if not sampler.accept(t):
                     continue
-                image: np.ndarray = vf.to_ndarray(format="rgb24")
+                picture = Picture(video=vf)
+                if self.rgb_on_decode:
+                    picture = Picture(rgb=vf.to_ndarray(format="rgb24"))
                 self.frames_emitted += 1
-                yield Frame(image=image, pts=vf.pts, time=t, index=index, received=time.monotonic())
+                yield Frame(picture, pts=vf.pts, time=t, index=index, received=time.monotonic())
         except av.FFmpegError as exc:
             raise self._fail(
                 f"{self.name}: decoding failed after {self.frames_decoded} frames ({_reason(exc)})", exc
@@ -170,7 +187,11 @@ class AVSource(StateMachine):
         extradata = bytes(stream.codec_context.extradata or b"")
         in_band = extradata if annexb.is_annexb(extradata) else b""  # avcC/hvcC: the filter inserts them itself
         assert self._container is not None
-        for packet in self._container.demux(stream):
+        audio = AudioBranch.open(self._container, self.audio)
+        for packet in self._container.demux(*((stream, audio.stream) if audio is not None else (stream,))):
+            if audio is not None and packet.stream.index == audio.index:
+                audio.take(packet)
+                continue
             frames = packet.decode()
             if bsf is not None and info is not None and packet.size:
                 for out in bsf.filter(packet):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
+
+from stream.live.sources.picture import Picture
 
 log = logging.getLogger(__name__)
 
@@ -96,23 +99,39 @@ class SourceError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One decoded RGB frame.
+    """One decoded frame.
 
-    `time` is the presentation time in seconds from the stream's start (pts * time_base, or index / rate when
-    the container gives no pts); `index` counts decoded frames, so gaps in it show what sampling skipped.
-    `received` is the monotonic clock when it was decoded, for latency figures.
+    `picture` holds it as decoded, converted to RGB only when something reads it (`picture.py`); an RGB array
+    given instead is wrapped. `image` is the full RGB frame (converted on first read: hot paths ask `picture`
+    for only what they need). `time` is the presentation time in seconds from the stream's start (pts *
+    time_base, or index / rate when the container gives no pts); `index` counts decoded frames, so gaps in it show
+    what sampling skipped. `received` is the monotonic clock when it was decoded, for latency figures.
     """
 
-    image: np.ndarray
+    picture: Picture
     pts: int | None
     time: float
     index: int
     received: float
 
+    def __post_init__(self) -> None:
+        if isinstance(self.picture, np.ndarray):
+            object.__setattr__(self, "picture", Picture(rgb=self.picture))
+
+    @classmethod
+    def of(cls, image: np.ndarray, pts: int | None, time: float, index: int, received: float) -> "Frame":
+        """A frame of an RGB array."""
+        return cls(Picture(rgb=image), pts, time, index, received)
+
+    @property
+    def image(self) -> np.ndarray:
+        """The full RGB frame (height, width, 3)."""
+        return self.picture.rgb()
+
     @property
     def size(self) -> tuple[int, int]:
         """(width, height)"""
-        return self.image.shape[1], self.image.shape[0]
+        return self.picture.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,16 +147,55 @@ class CodecInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class AudioCodecInfo:
+    """What a muxer needs to write a source's audio packets unchanged: one record per connection, like `CodecInfo`.
+
+    `template` is a PyAV output stream holding the codec's parameters (its extradata: AAC's AudioSpecificConfig),
+    made while the source's container was open, in an in-memory MP4 that is never written, so a recording made long
+    after can copy them (`add_stream_from_template`). None when MP4 cannot hold the codec (G.711 from a camera):
+    such packets only tell a recorder to encode the decoded sound instead."""
+
+    codec: str  # FFmpeg codec name, e.g. "aac"
+    rate: int  # samples per second
+    channels: int
+    time_base: Fraction
+    template: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """A run of decoded sound as the source delivered it (a PyAV `AudioFrame`: any format, rate and layout), for
+    the voice path and for recorders that encode. `time` is where it starts, in seconds on the stream's clock (the
+    clock of its `Frame.time`s, so sound and pictures line up); `received` the monotonic clock on arrival."""
+
+    frame: Any  # av.AudioFrame (typed Any: this module imports no PyAV)
+    time: float
+    received: float
+
+    @property
+    def rate(self) -> int:
+        return int(self.frame.sample_rate)
+
+    @property
+    def seconds(self) -> float:
+        return self.frame.samples / self.rate
+
+
+@dataclass(frozen=True, slots=True)
 class Packet:
-    """One compressed packet as the source sent it (H.264/HEVC in Annex B, parameter sets in-band), for the
-    recording ring. `data` is a copy, so it outlives the container it came from."""
+    """One compressed packet as the source sent it (H.264/HEVC in Annex B, parameter sets in-band; or audio, as
+    demuxed), for the recording ring. `data` is a copy, so it outlives the container it came from."""
 
     data: bytes
     pts: int | None
     dts: int | None
     duration: int
     keyframe: bool
-    codec: CodecInfo
+    codec: CodecInfo | AudioCodecInfo
+
+    @property
+    def is_audio(self) -> bool:
+        return isinstance(self.codec, AudioCodecInfo)
 
     @property
     def time(self) -> float:

@@ -10,13 +10,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from enum import IntEnum
 from typing import Any
 
 from stream.config.faces import CAMERA, PROFILES, DetectionProfile
 from stream.config.sources import DEVICE_PREFIXES, RTSP_SCHEMES, SourceConfig, is_network
 from stream.live.sources.buffer import LatestFrameBuffer
 from stream.live.stats import RateMeter
-from stream.live.sources import AVSource, Frame, Packet, SourceError, SourceState
+from stream.live.sources import AVSource, AudioChunk, Frame, Packet, SourceError, SourceState
 from stream.live.sources.base import StateMachine
 from stream.live.sources.urls import redact
 from stream.messages import SourceStatus
@@ -47,6 +48,19 @@ def validate_url(url: str) -> None:
         raise SourceError(f"{url}: no such file")
 
 
+class Attention(IntEnum):
+    """A named policy: how closely a stream is followed, the first thing the governor ranks streams by.
+
+    SENDER: a browser's webcam or shared screen, whose sender looks at its tile (often a call in progress);
+    VIEWERS: a camera or file with relay viewers on the page; NONE: nobody is looking. Trade-off: the page relays
+    every tile it shows, so on a busy page the cameras all rank alike and only `priority` orders them, while the
+    person who connected a webcam always comes first."""
+
+    NONE = 0
+    VIEWERS = 1
+    SENDER = 2
+
+
 class StreamSource(StateMachine):
     """What the scheduler and the status publisher see of any source: a name, a buffer, a state and counters."""
 
@@ -68,7 +82,38 @@ class StreamSource(StateMachine):
         self.frame_size: tuple[int, int] | None = None
         self._subscribers: list[Callable[[Frame], None]] = []
         self._packet_subscribers: list[Callable[[Packet], None]] = []
+        self._audio_subscribers: list[Callable[[AudioChunk], None]] = []
+        self._audio_packet_subscribers: list[Callable[[Packet], None]] = []
+        self.audio_chunks = 0  # decoded sound chunks handed to audio taps so far
         self._ring_status: Callable[[], dict[str, Any]] | None = None  # a recording ring fed by this source
+        self.priority = 0  # under load a higher one keeps its rate longer (SourceConfig.priority, the API)
+        self._watchers = 0  # relay viewers now (watch())
+        self._watch_lock = threading.Lock()
+
+    @property
+    def attention(self) -> int:
+        """How closely someone follows this stream now (`Attention`): under load the more closely followed keep
+        their rate longest (scheduler/governor.py)."""
+        return Attention.VIEWERS if self._watchers > 0 else Attention.NONE
+
+    @property
+    def watched(self) -> bool:
+        return self.attention > Attention.NONE
+
+    def watch(self) -> Callable[[], None]:
+        """Count one more viewer (the relay, while the stream has viewers); returns the function that ends it
+        (calling it twice is harmless)."""
+        with self._watch_lock:
+            self._watchers += 1
+        done = threading.Event()
+
+        def unwatch() -> None:
+            with self._watch_lock:
+                if not done.is_set():
+                    done.set()
+                    self._watchers -= 1
+
+        return unwatch
 
     def deliver(self, frame: Frame) -> None:
         self.frame_rate.tick(frame.received)
@@ -111,6 +156,49 @@ class StreamSource(StateMachine):
 
         return unsubscribe
 
+    def subscribe_audio(self, fn: Callable[[AudioChunk], None]) -> Callable[[], None]:
+        """Call `fn(chunk)` for every run of decoded sound, on the thread that has it (a PyAV source's decoder
+        thread; the event loop for WebRTC), so `fn` must be quick. A PyAV source decodes its sound only while
+        someone listens; subscribe before `start` (the audio track is opened with the container). Returns the
+        unsubscriber."""
+        self._audio_subscribers = [*self._audio_subscribers, fn]
+
+        def unsubscribe() -> None:
+            self._audio_subscribers = [f for f in self._audio_subscribers if f is not fn]
+
+        return unsubscribe
+
+    def subscribe_audio_packets(self, fn: Callable[[Packet], None]) -> Callable[[], None]:
+        """Call `fn(packet)` for every compressed audio packet (`Packet.is_audio`), on the decoding thread; sources
+        without packets of their own (WebRTC) have none. Returns the unsubscriber."""
+        self._audio_packet_subscribers = [*self._audio_packet_subscribers, fn]
+
+        def unsubscribe() -> None:
+            self._audio_packet_subscribers = [f for f in self._audio_packet_subscribers if f is not fn]
+
+        return unsubscribe
+
+    def wants_audio(self) -> bool:
+        return bool(self._audio_subscribers)
+
+    def wants_audio_packets(self) -> bool:
+        return bool(self._audio_packet_subscribers)
+
+    def deliver_audio(self, chunk: AudioChunk) -> None:
+        self.audio_chunks += 1
+        for fn in self._audio_subscribers:
+            try:
+                fn(chunk)
+            except Exception:  # a listener's bug must never stop the source
+                log.exception("%s: audio subscriber failed", self.name)
+
+    def deliver_audio_packet(self, packet: Packet) -> None:
+        for fn in self._audio_packet_subscribers:
+            try:
+                fn(packet)
+            except Exception:
+                log.exception("%s: audio packet subscriber failed", self.name)
+
     def report_ring(self, status: Callable[[], dict[str, Any]]) -> Callable[[], None]:
         """Report `status()` (a recording ring fed by this source: evidence/recorder.py) in this source's status,
         until the returned function is called."""
@@ -147,9 +235,9 @@ class StreamSource(StateMachine):
 
 
 def open_source(c: SourceConfig, sample_fps: float | None = None,
-                on_packet: Callable[[Packet], None] | None = None) -> AVSource:
+                on_packet: Callable[[Packet], None] | None = None, audio: StreamSource | None = None) -> AVSource:
     """An `AVSource` for a configured address with the options its kind needs (also `dfstream baseline`'s
-    live input)."""
+    live input); `audio` gets its sound (sources/audio.py)."""
     options: dict[str, str] = {}
     fmt = None
     if c.kind == "rtsp":
@@ -159,7 +247,8 @@ def open_source(c: SourceConfig, sample_fps: float | None = None,
     elif c.kind == "device":
         fmt = c.device_format
     return AVSource(c.url, sample_fps=sample_fps, options=options, format=fmt, strict_length=False,
-                    timeout=(OPEN_TIMEOUT_S, c.watchdog_s), on_packet=on_packet)
+                    timeout=(OPEN_TIMEOUT_S, c.watchdog_s), on_packet=on_packet, audio=audio,
+                    rgb_on_decode=c.convert == "on-decode")
 
 
 class AVLiveSource(StreamSource):
@@ -169,6 +258,7 @@ class AVLiveSource(StreamSource):
 
     def __init__(self, config: SourceConfig, rng: random.Random | None = None) -> None:
         super().__init__(config.name, config.url, LatestFrameBuffer(1, config.policy), config.analysed_fps)
+        self.priority = config.priority
         self.config = config
         self.detection = PROFILES[config.detection]
         self._rng = rng or random.Random()
@@ -176,7 +266,9 @@ class AVLiveSource(StreamSource):
         self._thread: threading.Thread | None = None
 
     def _open(self) -> AVSource:
-        return open_source(self.config, on_packet=self.deliver_packet if self._packet_subscribers else None)
+        listened = self._audio_subscribers or self._audio_packet_subscribers
+        return open_source(self.config, on_packet=self.deliver_packet if self._packet_subscribers else None,
+                           audio=self if listened else None)
 
     def start(self) -> None:
         self._stop.clear()
@@ -249,7 +341,7 @@ class AVLiveSource(StreamSource):
                     wait = pace_origin[0] + (frame.time - pace_origin[1]) - time.monotonic()
                     if wait > 0 and self._stop.wait(wait):
                         return got
-                    frame = Frame(frame.image, frame.pts, frame.time, frame.index, time.monotonic())
+                    frame = Frame(frame.picture, frame.pts, frame.time, frame.index, time.monotonic())
                 self.deliver(frame)
         finally:
             src.close()

@@ -2,18 +2,22 @@
 browser sends one.
 
 aiortc decodes on its own thread and queues every decoded frame without bound. The source keeps that queue empty
-by taking frames as they arrive and holding only the newest; only that one is converted to RGB (on a worker
-thread, so WebRTC I/O on the event loop never waits), and the frames it replaced are counted as dropped.
+by taking frames as they arrive and holding only the newest, and the frames it replaced are counted as dropped.
+Nothing is converted here: the frame goes on as decoded (`picture.py`), and only the frames the scheduler takes
+become RGB, on its threads, so WebRTC I/O on the event loop never waits for a conversion.
 
 What the link delivers is part of every face's quality and of the stream's status (`link_quality()`): the size
 of the newest received frame, and the bitrate the peer's receiver measured (set by the signalling side,
 `stream.live.server.webcam`, from `RTCRtpReceiver.getStats()`). A browser that lowers its resolution or bitrate
 on a poor link then shows in the numbers, next to the verdict it produced.
 
-Audio (a shared tab's or the system's sound, later a microphone) is not scored here. The source keeps the track
-(`audio_track`) and drains it as aiortc decodes it, because aiortc queues decoded frames without bound while
-nobody reads them; `subscribe_audio(fn)` taps the decoded frames, so the live voice path only has to consume
-them. A shared screen's stream carries the `SCREEN` detection profile (stream/config/faces.py).
+Audio (a shared tab's or the system's sound, a webcam's microphone) is not scored here. The source keeps the
+track (`audio_track`) and drains it as aiortc decodes it, because aiortc queues decoded frames without bound while
+nobody reads them; `subscribe_audio(fn)` taps the decoded frames as `AudioChunk`s for the voice path and the
+recorder. aiortc stamps audio and video with their own RTP clocks (each from a random start), so a chunk's time is
+put on the video's clock once, when the first chunk after a picture arrives (`AudioClock`), and runs on with the
+audio's own timestamps from there: sound before the first picture is drained, not handed on. A shared screen's
+stream carries the `SCREEN` detection profile (stream/config/faces.py).
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame, VideoFrame
 
 from stream.config.faces import CAMERA, DetectionProfile
-from stream.live.sources.base import Frame, SourceState
+from stream.live.sources.base import AudioChunk, Frame, SourceState
 from stream.live.sources.buffer import BufferPolicy, LatestFrameBuffer
-from stream.live.sources.live import SourceConfig, StreamSource
+from stream.live.sources.picture import Picture
+from stream.live.sources.live import Attention, SourceConfig, StreamSource
 from stream.messages import SourceStatus
 
 log = logging.getLogger(__name__)
@@ -50,13 +55,36 @@ class _SkipCountingBuffer(LatestFrameBuffer):
             self.dropped += n
 
 
+class AudioClock:
+    """Maps the audio track's timestamps onto the video's clock: one fixed offset, fixed at the first audio frame
+    that comes after a picture (the picture's time plus how long ago it arrived, against that frame's own time).
+    Trade-off: a fixed offset keeps the sound's own spacing exact (no jitter from arrival times) but inherits the
+    network's delay difference between the two tracks at that moment, tens of milliseconds on a LAN."""
+
+    def __init__(self) -> None:
+        self.offset: float | None = None
+        self._picture: tuple[float, float] | None = None  # (the newest picture's time, when it arrived)
+
+    def picture(self, time_s: float, arrived: float) -> None:
+        self._picture = (time_s, arrived)
+
+    def to_video(self, audio_time: float, now: float) -> float | None:
+        """`audio_time` on the video's clock; None before the first picture."""
+        if self.offset is None:
+            if self._picture is None:
+                return None
+            self.offset = self._picture[0] + (now - self._picture[1]) - audio_time
+        return audio_time + self.offset
+
+
 class WebRTCSource(StreamSource):
     """The video track of one peer. connecting -> streaming (first frame) -> stopped, or failed with `error`.
 
     Two tasks on the event loop: `_pump` empties aiortc's unbounded queue as frames arrive and keeps only the
-    newest; `_convert` turns the newest into RGB on a worker thread and delivers it. A frame replaced before it
-    was converted is counted as dropped, so a slow machine sheds frames instead of growing a backlog. With an
-    audio track a third, `_pump_audio`, hands each decoded audio frame to the audio taps (none: dropped).
+    newest; `_convert` delivers the newest, as decoded. A frame replaced before it was delivered is counted as
+    dropped, so a slow machine sheds frames instead of growing a backlog. With an
+    audio track a third, `_pump_audio`, hands each decoded audio frame to the audio taps (none: dropped), timed on
+    the video's clock.
     """
 
     def __init__(self, name: str, peer_id: str, track: MediaStreamTrack, on_stop: Callable[[str], object],
@@ -69,7 +97,7 @@ class WebRTCSource(StreamSource):
         self._track = track
         self.audio_track = audio  # the peer's audio, None if it sent none
         self.audio_frames = 0  # decoded audio frames received so far
-        self._audio_subscribers: list[Callable[[AudioFrame], None]] = []
+        self._audio_clock = AudioClock()
         self._on_stop = on_stop
         self._loop = asyncio.get_running_loop()
         self._newest: tuple[VideoFrame, int, float] | None = None  # frame, index, arrival time
@@ -79,6 +107,11 @@ class WebRTCSource(StreamSource):
         self._tasks: list[asyncio.Task] = []
         self.bitrate_kbps: float | None = None  # the receiver's measured bitrate; None until first measured
 
+    @property
+    def attention(self) -> int:
+        """Always the sender's: the person sending a webcam or a shared screen is looking at its tile."""
+        return Attention.SENDER
+
     def link_quality(self) -> dict[str, Any]:
         """The received frame size ([w, h], None before the first frame) and bitrate (kbit/s, None until
         measured)."""
@@ -87,16 +120,6 @@ class WebRTCSource(StreamSource):
 
     def source_status(self) -> SourceStatus:
         return dataclasses.replace(super().source_status(), link=self.link_quality())
-
-    def subscribe_audio(self, fn: Callable[[AudioFrame], None]) -> Callable[[], None]:
-        """Call `fn(frame)` for every decoded audio frame (aiortc's: 20 ms of 48 kHz s16 Opus output), on the
-        event loop, so `fn` must be quick: hand the frame to its own thread. Returns the unsubscriber."""
-        self._audio_subscribers = [*self._audio_subscribers, fn]
-
-        def unsubscribe() -> None:
-            self._audio_subscribers = [f for f in self._audio_subscribers if f is not fn]
-
-        return unsubscribe
 
     # StreamSource may be started and stopped from any thread; the tasks live on the event loop.
     def start(self) -> None:
@@ -148,11 +171,12 @@ class WebRTCSource(StreamSource):
             while True:
                 frame = cast(AudioFrame, await track.recv())
                 self.audio_frames += 1
-                for fn in self._audio_subscribers:
-                    try:
-                        fn(frame)
-                    except Exception:  # a consumer's bug must not stop the draining
-                        log.exception("%s: audio subscriber failed", self.name)
+                if not self._audio_subscribers:
+                    continue
+                now = time.monotonic()
+                at = self._audio_clock.to_video(float(frame.time or 0.0), now)
+                if at is not None:
+                    self.deliver_audio(AudioChunk(frame, at, now))
         except MediaStreamError:
             log.info("%s: the browser ended its audio track", self.name)
 
@@ -165,11 +189,11 @@ class WebRTCSource(StreamSource):
                 self._arrived.clear()
                 continue
             (frame, index, arrived), self._newest = self._newest, None
-            image = await asyncio.to_thread(frame.to_ndarray, format="rgb24")
             if self.state not in (SourceState.CONNECTING, SourceState.STREAMING):
                 return
             self._set_state(SourceState.STREAMING)
-            self.deliver(Frame(image, frame.pts, float(frame.time or 0.0), index, arrived))
+            self._audio_clock.picture(float(frame.time or 0.0), arrived)
+            self.deliver(Frame(Picture(video=frame), frame.pts, float(frame.time or 0.0), index, arrived))
         if self.state in (SourceState.CONNECTING, SourceState.STREAMING):  # a hang-up, not a failure
             log.info("%s: the browser ended its video track", self.name)
             self._on_stop(self.peer_id)

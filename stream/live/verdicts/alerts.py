@@ -1,7 +1,8 @@
 """The alert lifecycle: start / update / end per fake track, with a stable id and an idempotency key per message.
 It decides and publishes; it writes no file and starts no recording (the evidence recorder subscribes for that).
 
-An alert starts when a track's verdict turns "fake", sends an update at most every `update_every_s` while it
+An alert starts when a track's verdict turns "fake" (a face track's, or a stream's voice: `modality` "voice",
+track `VOICE_TRACK`, which the voice thread feeds like the scheduler feeds faces), sends an update at most every `update_every_s` while it
 stays fake and its peak score rises, and ends when the track returns to "real" or leaves the picture (or its
 stream stops). "uncertain" neither starts nor ends an alert: hysteresis already decided it is not settled.
 
@@ -12,7 +13,7 @@ closing alert whose recording is still running is announced in process only (`Al
 records the post-roll) and its `end` is sent when the recorder's answer (`Custody`) arrives. A recording that
 completes while the alert is still open (it reached `max_clip_s`) is announced by an `update` with the custody.
 
-Threads: `observe` and `end` run on the scheduler's thread, `end_stream` also on whoever removes a stream (the
+Threads: `observe` and `end` run on the scheduler's thread (faces) and the voice thread (voices), `end_stream` also on whoever removes a stream (the
 event loop), `amend` on the evidence thread. One lock guards the open and closing alerts, and every message is
 published under it, so one alert's messages leave in `seq` order whichever thread sends them (subscribers are
 quick and never call back into the lifecycle on their thread: answers come later, from the evidence thread).
@@ -31,7 +32,7 @@ import numpy as np
 
 from stream.config.verdicts import AlertPolicy
 from stream.live.evidence.names import EvidenceLayout
-from stream.messages import Alert, AlertClosing, AlertEvent, Custody
+from stream.messages import Alert, AlertClosing, AlertEvent, Custody, Modality
 
 Publish = Callable[[Any], None]  # a record to the bus (MessageBus.publish)
 
@@ -51,6 +52,7 @@ class _Active:
     recording: bool = False  # a recording is being written: its custody is awaited
     ended_at: float | None = None
     custody: dict[str, Any] | None = None
+    modality: Modality = "face"
 
 
 class AlertManager:
@@ -70,14 +72,16 @@ class AlertManager:
             return list(self._active)
 
     def observe(self, stream: str, track: int, verdict: str, score: float | None, engines: dict[str, float],
-                evidence: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None, at: float | None = None) -> None:
-        """Feed one analysed face; `evidence()` returns (snapshot crop, recent crops) and is called at start only;
-        `at` is the frame's source time (where a recording's pre-roll is counted from)."""
+                evidence: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None, at: float | None = None,
+                modality: Modality = "face", sound: Callable[[], Any] | None = None) -> None:
+        """Feed one analysed face (or a stream's judged voice window, `modality` "voice"); `evidence()` returns
+        (snapshot crop, recent crops) and `sound()` a voice's scored windows, each called at start only; `at` is the
+        frame's (window end's) source time (where a recording's pre-roll is counted from)."""
         with self._lock:
             alert = self._active.get((stream, track))
             if alert is None:
                 if verdict == "fake":
-                    self._start(stream, track, score or 0.0, engines, evidence, at)
+                    self._start(stream, track, score or 0.0, engines, evidence, at, modality, sound)
                 return
             alert.last_seen = at if at is not None else alert.last_seen
             if verdict == "real":
@@ -89,16 +93,18 @@ class AlertManager:
                     self._send(alert, "update")
 
     def _start(self, stream: str, track: int, score: float, engines: dict[str, float], evidence,
-               at: float | None) -> None:
+               at: float | None, modality: Modality = "face", sound: Callable[[], Any] | None = None) -> None:
         alert_id = uuid.uuid4().hex
         faces = evidence() if self.layout is not None and evidence is not None else None
+        windows = sound() if self.layout is not None and sound is not None else None
         recording = self.layout is not None and self.layout.record and at is not None
         files = self.layout.files(alert_id, face=faces is not None, strip=faces is not None and len(faces[1]) > 0,
-                                  recording=recording) if self.layout is not None else {"snapshot": None, "clip": None}
+                                  recording=recording, voice=windows is not None) \
+            if self.layout is not None else {"snapshot": None, "clip": None}
         alert = _Active(alert_id, stream, track, time.time(), score, dict(engines), files, last_seen=at,
-                        recording=recording)
+                        recording=recording, modality=modality)
         self._active[(stream, track)] = alert
-        self._send(alert, "start", at=at, faces=faces)
+        self._send(alert, "start", at=at, faces=faces, sound=windows)
 
     def end(self, stream: str, track: int) -> None:
         """The track is gone or real again: `end` now, or, while its recording runs, once its custody is in."""
@@ -137,11 +143,12 @@ class AlertManager:
         for s, t in self.open_alerts():
             self.end(s, t)
 
-    def _send(self, alert: _Active, event: AlertEvent, at: float | None = None, faces: Any = None) -> None:
+    def _send(self, alert: _Active, event: AlertEvent, at: float | None = None, faces: Any = None,
+              sound: Any = None) -> None:
         """Publish the alert's next message (with the lock held: one alert's messages leave in seq order)."""
         alert.seq += 1
         alert.last_update = time.monotonic()
         self.publish(Alert(event=event, id=alert.id, seq=alert.seq, stream=alert.stream, track=alert.track,
                            started_at=alert.started_at, ended_at=alert.ended_at if event == "end" else None,
                            score_max=alert.score_max, engines=alert.engines, evidence=dict(alert.evidence),
-                           custody=alert.custody, at=at, faces=faces))
+                           custody=alert.custody, modality=alert.modality, at=at, faces=faces, sound=sound))

@@ -27,6 +27,12 @@ free guarantee and at most to `floor` (default p(fake) 0.5, where a calibrated m
 as real), so a stretch learned while the camera happened to be quiet cannot make it alert on faces the model calls
 probably real. t_low moves by the same logit shift as t_high, so the hysteresis keeps its width.
 
+**Two-sided (opt-in, `direction: both`).** A lower bar as well, mirrored in logits (`_lower_bar`, bounds.py): blocks'
+lowest levels held for k updates, the lower conformal bound (else the Student-t lower bound, never above the lowest
+level seen L), never below L - `floor_margin`; alpha is split between the two bars. A face held below it for k
+updates is fake with the reason "unlike this camera": a departure from this camera's normal, not the detector
+seeing a fake. Files without the lower bar (older ones) load as `direction: above`.
+
 Files are JSON, keyed like calibration files (engines.calibration) by each engine's weights sha256 and its
 calibration map: a baseline is refused for other weights, because its scores would mean something else.
 """
@@ -43,11 +49,13 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engines.calibration import CalibrationError, calibration_of, check_weights, logit, read_json, sigmoid, write_file
 from stream.config.verdicts import VerdictPolicy
 from stream.live.scoring import Fusion as ScoreFusion
+from stream.live.verdicts.bounds import (block_levels, conformal_lower, conformal_rank,  # noqa: F401 (re-exported)
+                                         conformal_threshold, held_levels, t_bound)
 from stream.live.verdicts.policy import SEVERITY, TrackVerdict, Verdict
 
 BASELINE_FORMAT = "dfstream-baseline"
@@ -68,6 +76,21 @@ class EngineKey(BaseModel):
     weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of its weights file")
     calibration_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
                                            description="sha256 of its calibration map's JSON, if one was applied")
+
+
+class LowerBar(BaseModel):
+    """A camera's lower bar (direction both): below it, held for k updates, a face is called unlike this camera."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rule: Literal["conformal", "bounded"] = Field(description="which bound set the lower bar before its limits")
+    conformal: float | None = Field(description="the lower conformal bound, p(fake); null when it is -inf")
+    bound: float = Field(description="the bound before its limits (p(fake))")
+    min_seen: float = Field(description="lowest level the footage's smoothed p(fake) held for k updates")
+    clipped: Literal["margin", "t_low"] | None = Field(
+        default=None, description="which limit moved the lower bar: the floor margin below min_seen, or t_low")
+    threshold: float = Field(gt=0, lt=1, description="the camera's t_under: p(fake) at or below which a face held "
+                                                     "k updates is called unlike this camera")
+    levels: list[float] = Field(description="each block's lowest level held for k updates, in order")
 
 
 class Baseline(BaseModel):
@@ -97,10 +120,24 @@ class Baseline(BaseModel):
     threshold: float = Field(gt=0, lt=1, description="the camera's t_high: p(fake) at or above which it alerts")
     t_low: float = Field(gt=0, lt=1, description="the camera's t_low, shifted like t_high")
     levels: list[float] = Field(description="each block's highest level held for k updates, in order")
+    under: LowerBar | None = Field(default=None, description="the lower bar, learned with direction both (null: "
+                                                             "direction above, and files older than it)")
+
+    @model_validator(mode="after")
+    def _direction(self) -> "Baseline":
+        if (self.policy.baseline.direction == "both") != (self.under is not None):
+            raise ValueError(f"direction {self.policy.baseline.direction} "
+                             f"{'needs' if self.under is None else 'has no'} lower bar (under)")
+        if self.under is not None and self.under.threshold >= self.t_low:
+            raise ValueError(f"under.threshold ({self.under.threshold}) must be below t_low ({self.t_low})")
+        return self
 
     def verdict_policy(self) -> VerdictPolicy:
         """The learned-under policy with the camera's thresholds: what a `TrackVerdict` of this camera runs."""
-        return self.policy.model_copy(update={"t_high": self.threshold, "t_low": self.t_low})
+        u = self.under
+        return self.policy.model_copy(update={
+            "t_high": self.threshold, "t_low": self.t_low, "t_under": u.threshold if u else None,
+            "t_under_release": min(max(u.min_seen, u.threshold), self.t_low) if u else None})
 
     def judge(self, track: Iterable[EngineScores], fusion: Fusion | None = None) -> TrackJudgement:
         """Run one track's engine scores (in time order) through the camera's rolling verdict."""
@@ -109,8 +146,13 @@ class Baseline(BaseModel):
     def summary(self) -> str:
         """One line for a console: faces, effective samples, the bar, alpha and how it was set."""
         how = self.rule + (f", clipped at the {self.clipped}" if self.clipped else "")
-        return (f"{self.faces} faces, {self.n_eff} effective samples (blocks of {self.block}), threshold "
-                f"{self.threshold:.4f} (global {self.policy.t_high:g}), alpha {self.alpha:g}, {how}")
+        out = (f"{self.faces} faces, {self.n_eff} effective samples (blocks of {self.block}), threshold "
+               f"{self.threshold:.4f} (global {self.policy.t_high:g}), alpha {self.alpha:g}, {how}")
+        if self.under is not None:
+            u = self.under
+            out += (f"; unlike this camera at or below {u.threshold:.4g} ({u.rule}"
+                    + (f", clipped at the {u.clipped}" if u.clipped else "") + "; alpha split between the bars)")
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +163,7 @@ class TrackJudgement:
     updates: int
     peak: float | None
     fake_at: int | None  # the update that turned it fake
+    reason: str | None = None  # why it turned fake: policy.UNLIKE_CAMERA for the lower bar, else None
 
 
 def run_track(track: Iterable[EngineScores], policy: VerdictPolicy, fusion: Fusion | None = None
@@ -129,7 +172,7 @@ def run_track(track: Iterable[EngineScores], policy: VerdictPolicy, fusion: Fusi
     reached."""
     state, fused = TrackVerdict(policy), _fusion(policy, fusion)
     worst: Verdict | None = None
-    updates, peak, fake_at = 0, None, None
+    updates, peak, fake_at, reason = 0, None, None, None
     for scores in track:
         verdict = state.update(fused(scores))
         if state.smoothed is None:
@@ -137,9 +180,9 @@ def run_track(track: Iterable[EngineScores], policy: VerdictPolicy, fusion: Fusi
         updates += 1
         peak = state.smoothed if peak is None else max(peak, state.smoothed)
         if verdict == "fake" and fake_at is None:
-            fake_at = updates - 1
+            fake_at, reason = updates - 1, state.reason
         worst = verdict if worst is None or SEVERITY[verdict] > SEVERITY[worst] else worst
-    return TrackJudgement(worst, updates, peak, fake_at)
+    return TrackJudgement(worst, updates, peak, fake_at, reason)
 
 
 def smoothed_series(track: Iterable[EngineScores], policy: VerdictPolicy, fusion: Fusion | None = None
@@ -159,22 +202,6 @@ def _fusion(policy: VerdictPolicy, fusion: Fusion | None) -> Fusion:
     return fusion if fusion is not None else ScoreFusion(policy.weights)
 
 
-def conformal_rank(n: int, alpha: float) -> int:
-    """k = ceil((n + 1)(1 - alpha)), computed so that (n + 1)(1 - alpha) landing on an integer is not pushed
-    up by rounding (n = 99, alpha = 0.01 gives 99, not 100)."""
-    return math.ceil(round((n + 1) * (1.0 - alpha), 9))
-
-
-def conformal_threshold(scores: Sequence[float], alpha: float) -> float:
-    """The split-conformal bound: the k-th smallest of n scores, k = ceil((n + 1)(1 - alpha)); +inf when k > n.
-    For exchangeable scores a new one exceeds it with probability at most alpha."""
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    n = len(scores)
-    k = conformal_rank(n, alpha)
-    return math.inf if k > n else float(np.sort(np.asarray(scores, dtype=np.float64))[k - 1])
-
-
 def block_size(policy: VerdictPolicy) -> int:
     """Smoothed updates per effective sample: the median window (blocks share no input), or about the span of
     an EMA (2 / ema_alpha updates hold 86 % of its weight at 0.3)."""
@@ -183,34 +210,6 @@ def block_size(policy: VerdictPolicy) -> int:
     else:
         size = policy.window if policy.smoothing == "median" else math.ceil(2.0 / policy.ema_alpha)
     return max(size, policy.k)  # a block holds at least one run of k updates
-
-
-def held_levels(series: Sequence[float], k: int) -> np.ndarray:
-    """For each run of k consecutive smoothed updates, the lowest of them: the highest bar the run stays at or
-    above. The verdict turns fake exactly when one of these reaches t_high."""
-    s = np.asarray(series, dtype=np.float64)
-    if len(s) < k:
-        return np.empty(0)
-    return np.lib.stride_tricks.sliding_window_view(s, k).min(axis=1)
-
-
-def block_levels(series: Iterable[Sequence[float]], block: int, k: int) -> list[float]:
-    """Each complete block's highest held level (runs of k inside the block), per track in order: the lowest bar
-    the block would not have crossed. A track's last, incomplete block is left out."""
-    out = []
-    for s in series:
-        held = held_levels(s, k)
-        out += [float(held[i:i + block - k + 1].max()) for i in range(0, len(s) - block + 1, block)]
-    return out
-
-
-def t_bound(x: Sequence[float], alpha: float) -> float:
-    """Student-t upper prediction bound of one more draw of a normal sample x (at least two values)."""
-    from scipy.stats import t  # fitting only: the live judge never needs scipy
-
-    x = np.asarray(x, dtype=np.float64)
-    m = len(x)
-    return float(x.mean() + t.ppf(1.0 - alpha, m - 1) * x.std(ddof=1) * math.sqrt(1.0 + 1.0 / m))
 
 
 def fit(tracks: Sequence[Sequence[EngineScores]], policy: VerdictPolicy, *, model: str,
@@ -244,25 +243,51 @@ def fit(tracks: Sequence[Sequence[EngineScores]], policy: VerdictPolicy, *, mode
     if len(levels) < bp.min_effective:
         raise BaselineError(_too_few(len(levels), series, block, bp.min_effective, fps))
     alpha = bp.alpha
+    tail = alpha / 2 if bp.direction == "both" else alpha  # alpha split between the two bars
     top = max(float(held_levels(s, policy.k).max(initial=0.0)) for s in series)
-    q = conformal_threshold(levels, alpha)
+    q = conformal_threshold(levels, tail)
     if math.isfinite(q):
         rule, bound = "conformal", float(np.nextafter(logit(np.array(q)), math.inf))  # alerts only above q
     else:
-        rule, bound = "bounded", max(t_bound(logit(np.array(levels)), alpha), float(logit(np.array(top))))
+        rule, bound = "bounded", max(t_bound(logit(np.array(levels)), tail), float(logit(np.array(top))))
     t_high = float(logit(np.array(policy.t_high)))
     lo = float(logit(np.array(bp.floor))) if rule == "conformal" else t_high  # only a guarantee may lower it
     hi = max(t_high, float(logit(np.array(top))) + bp.ceiling_margin)
     clipped = "floor" if bound < lo else "ceiling" if bound > hi else None
     bar = float(np.clip(bound, lo, hi))
     shift = bar - t_high
+    t_low = float(sigmoid(logit(np.array(policy.t_low)) + shift))
+    under = _lower_bar(series, policy, block, tail, t_low) if bp.direction == "both" else None
     return Baseline(
         model=model, engines=list(engines), ensemble_sha256=ensemble_sha256, policy=policy, fps=fps,
         source=source, learned_at=learned_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         faces=faces, gated=gated, n_eff=len(levels), block=block, alpha=alpha, rule=rule,
         conformal=None if math.isinf(q) else q, bound=float(sigmoid(np.array(bound))), max_seen=top,
         clipped=clipped, threshold=float(sigmoid(np.array(bar))),
-        t_low=float(sigmoid(logit(np.array(policy.t_low)) + shift)), levels=levels)
+        t_low=t_low, levels=levels, under=under)
+
+
+def _lower_bar(series: Sequence[Sequence[float]], policy: VerdictPolicy, block: int, alpha: float, t_low: float
+               ) -> LowerBar:
+    """The lower bar, mirroring the upper one in logits, with L the lowest held-low level seen: conformal (the
+    k-th largest block level, flagging only below it) where finite, else the Student-t lower bound and never above
+    L; then never below L - floor_margin (a face held far below everything the camera showed is always flagged,
+    and ordinary downward drift up to the margin never is) and always below the camera's t_low."""
+    levels = block_levels(series, block, policy.k, low=True)
+    low = min(float(held_levels(s, policy.k, low=True).min(initial=1.0)) for s in series)
+    q = conformal_lower(levels, alpha)
+    if math.isfinite(q):
+        rule, bound = "conformal", float(np.nextafter(logit(np.array(q)), -math.inf))
+    else:
+        rule, bound = "bounded", min(t_bound(logit(np.array(levels)), alpha, lower=True), float(logit(np.array(low))))
+    lo = float(logit(np.array(low))) - policy.baseline.floor_margin
+    hi = float(np.nextafter(logit(np.array(t_low)), -math.inf))
+    bar = min(max(bound, lo), hi)
+    clipped = "t_low" if bar < max(bound, lo) else "margin" if bar > bound else None
+    threshold = float(np.nextafter(q, 0.0)) if clipped is None and rule == "conformal" else float(sigmoid(np.array(bar)))
+    return LowerBar(rule=rule, conformal=None if math.isinf(q) else q, bound=float(sigmoid(np.array(bound))),
+                    min_seen=low, clipped=clipped, threshold=min(threshold, float(np.nextafter(t_low, 0.0))),
+                    levels=levels)
 
 
 def _too_few(have: int, series: Sequence[Sequence[float]], block: int, need: int, fps: float | None) -> str:

@@ -50,6 +50,7 @@ class CameraBaseline:
         return {"origin": self.origin, "path": str(self.path), "learned_at": b.learned_at, "source": b.source,
                 "model": b.model, "faces": b.faces, "n_eff": b.n_eff, "block": b.block, "alpha": b.alpha,
                 "rule": b.rule, "clipped": b.clipped, "threshold": b.threshold, "t_low": b.t_low,
+                "t_under": b.under.threshold if b.under else None,
                 "global_threshold": b.policy.t_high, "fps": b.fps}
 
 

@@ -5,6 +5,11 @@
 - Hysteresis: a track becomes "fake" after `k` consecutive smoothed updates >= `t_high`, and returns to "real"
   after `k` consecutive updates <= `t_low`; it starts "uncertain" and otherwise keeps its verdict, so a score
   wavering around one threshold never flaps.
+- A lower bar (`t_under`, set only by a camera baseline learned with `direction: both`): a track turns "fake"
+  after `k` consecutive smoothed updates <= `t_under`, with the reason `UNLIKE_CAMERA` (a departure from the
+  camera's normal, not the detector seeing a fake). Mirroring the upper band, a track counts toward "real" only
+  at or above `t_under_release` (the lowest level the camera's real footage held), so a score wavering around the
+  lower bar does not flap.
 - A stream's verdict is its worst track: fake > uncertain > real.
 """
 
@@ -20,6 +25,8 @@ from stream.config.verdicts import VerdictPolicy
 
 Verdict = Literal["real", "uncertain", "fake"]
 SEVERITY: dict[str, int] = {"real": 0, "uncertain": 1, "fake": 2}
+UNLIKE_CAMERA = "unlike this camera"  # the reason of a fake verdict from the lower bar
+
 
 
 @dataclass
@@ -32,6 +39,8 @@ class TrackVerdict:
     history: deque = field(default_factory=deque)
     _run_high: int = 0
     _run_low: int = 0
+    _run_under: int = 0
+    reason: str | None = None  # why the verdict is fake: UNLIKE_CAMERA for the lower bar, else None
 
     def update(self, fused: float | None) -> Verdict:
         """Take one face-frame's fused p(fake) (None: no engine scored it, nothing changes)."""
@@ -47,11 +56,15 @@ class TrackVerdict:
             self.smoothed = fused if self.smoothed is None else p.ema_alpha * fused + (1 - p.ema_alpha) * self.smoothed
         s = self.smoothed
         self._run_high = self._run_high + 1 if s >= p.t_high else 0
-        self._run_low = self._run_low + 1 if s <= p.t_low else 0
+        release = p.t_under_release if p.t_under_release is not None else p.t_under
+        self._run_under = self._run_under + 1 if p.t_under is not None and s <= p.t_under else 0
+        self._run_low = self._run_low + 1 if s <= p.t_low and (release is None or s >= release) else 0
         if self._run_high >= p.k:
-            self.verdict = "fake"
+            self.verdict, self.reason = "fake", None
+        elif self._run_under >= p.k:
+            self.verdict, self.reason = "fake", UNLIKE_CAMERA
         elif self._run_low >= p.k:
-            self.verdict = "real"
+            self.verdict, self.reason = "real", None
         return self.verdict
 
 

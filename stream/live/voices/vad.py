@@ -11,27 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+
+from stream.config.voices import VoicedPolicy
 
 VAD_RATE = 16000
 VAD_FRAME = 512  # silero's frame at 16 kHz (32 ms)
-
-
-class VoicedPolicy(BaseModel):
-    """When a window counts as speech.
-
-    `speech_threshold`: silero's own default for a frame's speech probability; lower lets breathy or noisy speech
-    through but also music with vocals-like timbre. `min_voiced_fraction`: the share of a window's frames that must
-    be speech. A quarter of a 4 s window is about one second of voice, enough for a detector to judge, while a word
-    or two inside music or silence stays `low-quality`; higher drops windows of slow speech with long pauses.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    speech_threshold: float = Field(default=0.5, gt=0.0, lt=1.0, description="a frame is speech above this "
-                                    "silero probability")
-    min_voiced_fraction: float = Field(default=0.25, gt=0.0, le=1.0, description="share of a window's frames that "
-                                       "must be speech for the window to be judged")
 
 
 @dataclass(frozen=True, slots=True)
