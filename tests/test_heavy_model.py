@@ -15,6 +15,7 @@ import time
 
 import aiohttp
 import numpy as np
+import pytest
 
 from engines.base import Engine, InputSpec
 from stream.config.scheduler import SchedulerConfig
@@ -40,6 +41,7 @@ class Heavy(Engine):
         return np.full(len(crops), 0.1, dtype=np.float32)
 
 
+@pytest.mark.slow  # 19 s (pytest --fast --durations=30, 2026-12-07)
 def test_heavy_model_is_shed_and_the_page_keeps_flowing(tmp_path):
     engine = Heavy()
     # The stand-in engine sleeps instead of using the cores a real heavy model fills, so the governor is told to

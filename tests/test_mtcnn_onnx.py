@@ -60,6 +60,7 @@ def _assert_same(ref, got, where: str) -> int:
     return len(ref)
 
 
+@pytest.mark.slow  # 27 s (pytest --fast --durations=30, 2026-12-07)
 def test_ort_finds_the_same_faces_as_torch_on_video_frames(detectors, ffpp):
     torch_det, ort_det = detectors
     frames = _video_frames()
@@ -72,6 +73,7 @@ def test_ort_finds_the_same_faces_as_torch_on_video_frames(detectors, ffpp):
     assert found >= len(frames) * 0.8  # the clips show a face nearly always: the comparison is not vacuous
 
 
+@pytest.mark.slow  # 11 s (pytest --fast --durations=30, 2026-12-07)
 def test_ort_finds_the_same_faces_as_torch_on_photos_and_relocation(detectors):
     torch_det, ort_det = detectors
     photos = _photos()

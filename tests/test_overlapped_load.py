@@ -201,6 +201,7 @@ def test_a_stage_still_running_counts_in_every_period_it_spans():
     assert clock.take(3.0, 4.0) == 0.0
 
 
+@pytest.mark.slow  # 10 s (pytest --fast --durations=30, 2026-12-07)
 def test_busy_clock_loses_no_span_while_two_stages_report_and_the_loop_takes_periods():
     """The overlapped pipeline's two stages report from their own threads while the scheduler's thread takes
     periods: every span reported must still be counted (the clock holds its own lock)."""

@@ -110,6 +110,7 @@ def test_unknown_model_and_missing_weights_are_usage_errors(tmp_path):
     assert str(tmp_path) in proc.stderr
 
 
+@pytest.mark.slow  # 20 s (pytest --fast --durations=30, 2026-12-07)
 def test_scan_with_a_clip_engine_uses_consecutive_face_frames(tmp_path):
     """A (tiny, random) VideoMAE checkpoint through the real CLI: clips come from each track's ring."""
     from test_videomae import make_checkpoint

@@ -117,6 +117,7 @@ def speech_dataset(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # 19 s (pytest --fast --durations=30, 2026-12-07)
 def test_eval_voice_writes_auc_and_eer(speech_dataset, weights, tmp_path, capsys):
     from sklearn.metrics import roc_auc_score
 
