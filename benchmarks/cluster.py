@@ -18,7 +18,7 @@ no Redis) on the same clips with the same pipeline, so the two latencies are mea
 * memory: the resident memory of each worker node's whole Ray process group (raylet, agents, the node worker)
   and of the node worker alone.
 
-The nodes run the tests' cheap pipeline by default (tests/cluster_fakes.py: one face per frame, an always-fake
+The nodes run the tests' cheap pipeline by default (tests/support/cluster_fakes.py: one face per frame, an always-fake
 engine: it isolates the cluster's own costs on a 2-core machine); `--real` runs MTCNN + meso4-f2f on both sides.
 
     .venv/bin/python benchmarks/cluster.py                      # N=4 cameras over K=2 nodes, 3 rounds
@@ -44,9 +44,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import psutil  # noqa: E402
 
-from ray_cluster import Cluster, free_port  # noqa: E402
-from redis_server import RedisServer  # noqa: E402
-from test_cluster import Watcher, max_gap, wait_for, where  # noqa: E402
+from support.ray_cluster import Cluster, free_port  # noqa: E402
+from support.redis_server import RedisServer  # noqa: E402
+from support.ws_recorder import WsRecorder  # noqa: E402
+from test_cluster import max_gap, wait_for, watch, where  # noqa: E402
 
 CLIPS = sorted((ROOT.parent / "shared" / "data" / "ffpp-c23").glob("*/*.mp4"))
 WEIGHTS = ROOT.parent / "shared" / "weights" / "mesonet"
@@ -59,10 +60,9 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
 
 
-def latencies(ws: Watcher, since: float) -> list[float]:
-    with ws._lock:
-        return [(t - m["ts"]) * 1000 + m.get("latency_ms", 0.0) for t, m in ws.messages
-                if m.get("type") == "overlay" and t >= since]
+def latencies(ws: WsRecorder, since: float) -> list[float]:
+    return [(t - m["ts"]) * 1000 + m.get("latency_ms", 0.0) for t, m in ws.records
+            if m.get("type") == "overlay" and t >= since]
 
 
 def group_rss(pgid: int) -> int:
@@ -79,7 +79,7 @@ def group_rss(pgid: int) -> int:
 def local_serve(clips: list[Path], real: bool, data: Path):
     from stream.config.serve import ServeConfig
     from stream.live.sources.live import SourceConfig
-    from live_server import LiveServer
+    from support.live_server import LiveServer
 
     sources = [SourceConfig(name=f"cam{i}", url=str(c), loop=True, analysed_fps=ANALYSED_FPS)
                for i, c in enumerate(clips)]
@@ -88,7 +88,7 @@ def local_serve(clips: list[Path], real: bool, data: Path):
         from engines.registry import build_engine
 
         return LiveServer(config, [build_engine("meso4-f2f", weights_dir=WEIGHTS, allow_download=False)])
-    from cluster_fakes import pipeline
+    from support.cluster_fakes import pipeline
 
     engines, detector, _ = pipeline(config, "cpu")
     return LiveServer(config, engines, detector)
@@ -102,7 +102,7 @@ def status_placed(cluster: Cluster, cams: list[str]) -> dict | None:
     return found if all(found["cameras"].get(c, {}).get("node_name") for c in cams) else None
 
 
-def head_rounds(cluster: Cluster, head, ws: Watcher, rs: RedisServer, cams: list[str], rounds: int) -> dict:
+def head_rounds(cluster: Cluster, head, ws: WsRecorder, rs: RedisServer, cams: list[str], rounds: int) -> dict:
     """SIGKILL of the head's process tree, then the same head command, `rounds` times: what it costs."""
     import redis
 
@@ -120,7 +120,7 @@ def head_rounds(cluster: Cluster, head, ws: Watcher, rs: RedisServer, cams: list
         found = wait_for(lambda: status_placed(cluster, cams), 240, "cluster status with every camera placed")
         answered = time.time() - restarted
         time.sleep(5)
-        gap = max(max_gap(ws.overlays(c), killed - 5, time.time()) for c in cams)
+        gap = max(max_gap(ws.times("overlay", c), killed - 5, time.time()) for c in cams)
         keys = [f[b"key"] for _, f in client.xrange("dfstream:alerts")]
         results.append({"head_up_s": round(up, 1), "status_all_placed_s": round(answered, 1),
                         "longest_overlay_gap_s": round(gap, 2),
@@ -152,9 +152,9 @@ def main() -> int:
     config.write_text("sources:\n" + "".join(f"  - {{name: {c}, url: '{p}', loop: true, analysed_fps: {ANALYSED_FPS}}}\n"
                                              for c, p in zip(cams, clips))
                       + f"models: [meso4-f2f]\nweights_dir: {WEIGHTS}\n")
-    fakes = [] if args.real else ["--node-pipeline", "cluster_fakes:pipeline"]
+    fakes = [] if args.real else ["--node-pipeline", "support.cluster_fakes:pipeline"]
     out: dict = {"cameras": args.cameras, "nodes": args.nodes, "pipeline": "real (MTCNN + meso4-f2f)" if args.real
-                 else "tests/cluster_fakes.py", "date": time.strftime("%Y-%m-%d")}
+                 else "tests/support/cluster_fakes.py", "date": time.strftime("%Y-%m-%d")}
     with RedisServer() as rs, Cluster(work) as cluster, local_serve(clips, args.real, work / "local") as local:
         head = cluster.head(redis=rs.url if args.loss == "head" else None)
         workers = [cluster.worker(args.cameras) for _ in range(args.nodes)]
@@ -162,9 +162,9 @@ def main() -> int:
         port = free_port()
         cluster.gateway(["--redis", rs.url, "--config", str(config), "--port", str(port), "--offline",
                          "--data-dir", str(work / "gw"), *fakes])
-        ws, ws_local = Watcher(port), Watcher(local.config.port)
-        wait_for(lambda: all(ws.overlays(c) for c in cams), 180, "overlays of every camera")
-        wait_for(lambda: all(ws_local.overlays(c) for c in cams), 180, "local serve's overlays")
+        ws, ws_local = watch(port), watch(local.config.port)
+        wait_for(lambda: all(ws.times("overlay", c) for c in cams), 180, "overlays of every camera")
+        wait_for(lambda: all(ws_local.times("overlay", c) for c in cams), 180, "local serve's overlays")
         time.sleep(3)
         since = time.time()
         time.sleep(LATENCY_WINDOW_S)
@@ -199,7 +199,7 @@ def main() -> int:
                 lost.kill_tree()
             killed = time.time()
             for c in moved:
-                failovers.append(wait_for(lambda c=c: (ws.overlays(c, killed + 0.5) or [None])[0], 60,
+                failovers.append(wait_for(lambda c=c: (ws.times("overlay", c, killed + 0.5) or [None])[0], 60,
                                           f"{c} back") - killed)
             if args.loss == "freeze":
                 lost.kill_tree()

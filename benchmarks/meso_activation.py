@@ -15,7 +15,7 @@ What is measured, for each of the four files and each variant ("leaky" = with th
 - AUC on the shared DFDC crops (11 real, 11 fake, resized to 256);
 - mean p(fake) on the 56 CelebA-HQ photos, all real (lower is better);
 - max |p(fake) difference| between the variants over all those images;
-- with `--keras`, the same FF++ AUC from the Keras reference (tests/keras_meso_ref.py), fed a copy of the file
+- with `--keras`, the same FF++ AUC from the Keras reference (tests/support/keras_meso_ref.py), fed a copy of the file
   whose `layer_names` has the LeakyReLU added or removed, and the max |torch - Keras| difference.
 The "file" column says which variant the file's own layer list describes; the engine runs that one.
 """
@@ -115,7 +115,7 @@ def main() -> None:
 
     if args.keras:
         import tensorflow as tf
-        from keras_meso_ref import keras_mesonet, keras_p_real
+        from support.keras_meso_ref import keras_mesonet, keras_p_real
 
         tf.config.threading.set_intra_op_parallelism_threads(2)
     header = (f"{'model':<18} {'file':<6} {'variant':<7} {'AUC all':>8} {'AUC own':>8} {'AUC dfdc':>8} "

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/screen_faces.py
 
-The frames are synthetic calls (tests/call_grid.py): 12 CelebA-HQ photos of one side (60-120 px, head and
+The frames are synthetic calls (tests/support/call_grid.py): 12 CelebA-HQ photos of one side (60-120 px, head and
 shoulders, so faces of about half that) in a 4x3 grid on a 1280x720 and a 1920x1080 screen, and the mixed
 calls of 4-12 people with tiles of 80-200 px. Each is detected by the real MTCNN with the CAMERA and the SCREEN
 profile (stream/config/faces.py), with the default model's quality floor as `serve` builds the detector.
@@ -39,7 +39,7 @@ class PyramidPixels:
 
 
 def main() -> None:
-    from call_grid import call_frame, found, layouts
+    from support.call_grid import call_frame, found, layouts
     from engines.registry import DEFAULT_MODEL, get_entry
     from stream.config.faces import CAMERA, SCREEN, DetectionProfile
     from stream.config.scheduler import DetectionPolicy

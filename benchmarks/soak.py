@@ -3,7 +3,7 @@ channel attached, watching for what grows and for alerts lost or repeated across
 
 It starts, on loopback: a persistent `redis-server` (AOF, fsync always, so its alert stream survives a crash), a
 persistent Mosquitto with a subscriber on a persistent session (so it misses nothing while the broker is down), a
-webhook receiver (tests/webhook_receiver.py, honouring the idempotency key), and GStreamer's RTSP server looping
+webhook receiver (tests/support/webhook_receiver.py, honouring the idempotency key), and GStreamer's RTSP server looping
 a shared clip. `serve` runs 4 looped shared FF++ files and that RTSP camera through MTCNN and meso4-df, with
 Redis, the webhook and MQTT. A websocket client reads the page's messages, and a camera is added and removed
 through the API every minute. Redis is SIGKILLed at 35 % of the run and the broker at 55 %; each comes back
@@ -42,10 +42,10 @@ sys.path.insert(0, str(ROOT / "tests"))  # the real-server harnesses the tests u
 
 import psutil  # noqa: E402
 
-from mqtt_broker import MqttBroker, Subscriber  # noqa: E402
-from redis_server import RedisServer, free_port  # noqa: E402
-from rtsp_server import RtspServer  # noqa: E402
-from webhook_receiver import Receiver  # noqa: E402
+from support.mqtt_broker import MqttBroker, Subscriber  # noqa: E402
+from support.redis_server import RedisServer, free_port  # noqa: E402
+from support.rtsp_server import RtspServer  # noqa: E402
+from support.webhook_receiver import Receiver  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 FILES = sorted((SHARED / "data" / "ffpp-c23" / "fake").glob("*.mp4"))

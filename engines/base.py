@@ -168,6 +168,11 @@ class TorchEngine(Engine):
         self._mean, self._std = channel_stats(spec, self.device)
         self.half = False
 
+    @property
+    def frozen_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """The input shapes that have a frozen graph now, oldest first (at most FROZEN_SHAPES are kept)."""
+        return tuple(self._frozen)
+
     def preprocess(self, crops: np.ndarray) -> torch.Tensor:
         """uint8 (N, [T,] H, W, 3) -> float32 normalised (N, [T,] 3, H, W) on the engine's device."""
         x = normalise(crops, self._mean, self._std)

@@ -20,10 +20,10 @@ stamp="$venv/.installed-$profile-$inputs_hash"
 echo "dfstream setup ($profile): installing into $venv" >&2
 if [ "$profile" = test ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     # System packages the tests drive for real: gst-rtsp-server, its GObject bindings for /usr/bin/python3 and
-    # the GStreamer elements tests/rtsp_server.py uses (a real RTSP camera on loopback). Installed only if missing.
+    # the GStreamer elements tests/support/rtsp_server.py uses (a real RTSP camera on loopback). Installed only if missing.
     # redis-server: the Redis bus tests start a real one on a loopback port.
-    # mosquitto: the MQTT channel tests start a real broker on a loopback port (tests/mqtt_broker.py).
-    # chromium: the browser tests drive Debian's Chromium headless with Playwright (tests/browser.py; no browser download).
+    # mosquitto: the MQTT channel tests start a real broker on a loopback port (tests/support/mqtt_broker.py).
+    # chromium: the browser tests drive Debian's Chromium headless with Playwright (tests/support/browser.py; no browser download).
     apt_packages=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-{base,good,bad,ugly} gstreamer1.0-libav
                   redis-server mosquitto chromium)
     missing=()

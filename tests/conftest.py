@@ -8,14 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parts import needs, require
+from support.parts import needs, require
+from support.shared import CROP_FPS, CROPS_PER_VIDEO, FFPP, FFPP_VIDEOS
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FFPP = SHARED / "data" / "ffpp-c23"
-MESONET_WEIGHTS = SHARED / "weights" / "mesonet"
-FFPP_VIDEOS = sorted(FFPP.glob("*/*.mp4"))
-CROP_FPS = 1.0  # sampled frames per second of video for the crop fixture
-CROPS_PER_VIDEO = 3
+pytest_plugins = ("support.fast_tier",)  # --fast, the markers that leave it out, and its guards
 
 
 def pytest_collection_modifyitems(config, items):
@@ -26,7 +22,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_runtest_setup(item):
-    """`needs(part, reason)` marks: skip when the part is missing, or fail in strict mode (see tests/parts.py)."""
+    """`needs(part, reason)` marks: skip when the part is missing, or fail in strict mode (see tests/support/parts.py)."""
     for mark in item.iter_markers("needs"):
         require(mark.kwargs["part"], mark.kwargs["reason"])
 

@@ -1,10 +1,10 @@
-"""AASIST and AASIST-L: parity with the authors' own model code (tests/aasist_ref.py, clovaai/aasist
+"""AASIST and AASIST-L: parity with the authors' own model code (tests/support/aasist_ref.py, clovaai/aasist
 models/AASIST.py) on their published weights and on random weights, registry data, and refused inputs.
 
 The inputs are windows of the shared speech (../shared/data/speech, decoded to 16 kHz), cut and filled as the
 engine cuts them. The reference is the authors' `Model` built from their config/*.conf values, loaded with the same
 state dict; p(fake) = softmax(its logits)[0]. Its outputs must spread across the windows first. For random weights
-the reference is made input-sensitive (tests/sensitive.py: random BN affine, BN statistics fitted to the speech,
+the reference is made input-sensitive (tests/support/sensitive.py: random BN affine, BN statistics fitted to the speech,
 the output layer along the features' main direction) and its state dict goes through the registry's builder.
 """
 
@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from aasist_ref import Model as AuthorsModel
+from support.aasist_ref import Model as AuthorsModel
 from engines.base import WeightsFormatError
 from engines.registry import VOICE_MODELS, model_card
 from engines.voice_base import fit_window
 from engines.voices import build_voice_engine
 from engines.weights import ChecksumMismatch
-from sensitive import assert_close, assert_spread, fit_bn_stats, inputs_of, randomise_bn_affine, spread_linear
-from voice_media import AASIST_WEIGHTS, speech_16k, speech_files
+from support.sensitive import assert_close, assert_spread, fit_bn_stats, inputs_of, randomise_bn_affine, spread_linear
+from support.voice_media import AASIST_WEIGHTS, speech_16k, speech_files
 
 TOL = 1e-4
 SHORT = 16000  # random-weight parity runs the networks on 1 s windows: any length works, 4 s cost 3 s each here
@@ -63,6 +63,7 @@ def reference_p_fake(model: AuthorsModel, x: np.ndarray) -> np.ndarray:
     return torch.softmax(logits, dim=1)[:, 0].numpy()
 
 
+@pytest.mark.slow  # 20-24 s each (pytest --fast --durations=40, 2026-12-07)
 @pytest.mark.parametrize("name", ["aasist", "aasist-l"])
 def test_parity_with_the_authors_code_on_the_published_weights(name, windows):
     state = torch.load(AASIST_WEIGHTS / FILES[name], weights_only=True, map_location="cpu")

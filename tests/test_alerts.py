@@ -22,7 +22,7 @@ from stream.live.sources.live import StreamSource
 from stream.live.sources import AVSource
 from stream.live.verdicts.policy import VerdictPolicy
 
-from conftest import FFPP, MESONET_WEIGHTS
+from support.shared import FFPP, MESONET_WEIGHTS
 
 
 def wired(store: EvidenceStore, policy: AlertPolicy) -> tuple[MessageBus, AlertManager, list[dict]]:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from parts import import_or_require
+from support.parts import import_or_require
 
 from engines.quality import QualityFloor
 from engines.registry import DEFAULT_MODEL, build_engine
@@ -15,9 +15,10 @@ from stream.live.sources.live import SourceConfig
 from stream.live.verdicts.alerts import AlertPolicy
 from stream.live.verdicts.policy import VerdictPolicy
 
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer, free_port
-from tcp_proxy import TcpProxy
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer, free_port
+from support.serve_fakes import ClipFace
+from support.tcp_proxy import TcpProxy
 from test_bus import Cli
 from test_webhooks import log_alerts, wait_for
 
@@ -37,7 +38,7 @@ def serve(tmp_path_factory):
     data = tmp_path_factory.mktemp("ws-follow")
     config = ServeConfig(host="127.0.0.2", token=TOKEN, sources=[SOURCE], data_dir=data, verdict=TWITCHY,
                          alerts=AlertPolicy(update_every_s=0.5), allowed_hosts=[f"127.0.0.1:{proxy_port}"])
-    with LiveServer(config, [engine]) as server:
+    with LiveServer(config, [engine], ClipFace.of(SOURCE.url)) as server:  # detection is not under test
         yield server, data, proxy_port
 
 

@@ -31,8 +31,8 @@ from engines.weights import WEIGHTS_URL_ENV, WeightsSource, partial_path, sha256
 from stream.cli.common import warn_auto
 from stream.live.assembly import EngineOptions, assemble
 
-from conftest import MESONET_WEIGHTS
-from parts import needs
+from support.shared import MESONET_WEIGHTS
+from support.parts import needs
 
 REPO = Path(__file__).resolve().parents[1]
 STAND_IN = "EfficientNetB4_DFDC_stand-in.pth"
@@ -113,6 +113,7 @@ def weights_dir(tmp_path: Path, *models: str) -> Path:
     return folder
 
 
+@pytest.mark.slow  # 21 s: builds and runs the CPU model (pytest --fast --durations=40, 2026-12-07)
 def test_auto_downloads_the_cpu_model_from_the_stand_in_checks_it_and_runs_it(monkeypatch, tmp_path, served, server):
     log, base = server
     _, sha = served

@@ -13,8 +13,8 @@ from engines.onnx_backend import OnnxEngine
 from engines.registry import build_engine
 from engines.tensorrt_backend import BatchProfile, engine_cache_name
 
-from conftest import MESONET_WEIGHTS
-from sensitive import assert_close, assert_spread
+from support.shared import MESONET_WEIGHTS
+from support.sensitive import assert_close, assert_spread
 
 ORT_TOL = 1e-4
 TRT_FP16_TOL = 1e-2

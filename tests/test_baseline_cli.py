@@ -19,9 +19,9 @@ from stream.cli import EXIT_OK, EXIT_USAGE, main
 from stream.config.verdicts import VerdictPolicy
 from stream.live.verdicts.baseline import EngineKey, fit, read, write
 
-from conftest import FFPP, MESONET_WEIGHTS
-from parts import needs
-from rtsp_server import RtspServer, unavailable_reason
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.parts import needs
+from support.rtsp_server import RtspServer, unavailable_reason
 
 pytestmark = pytest.mark.slow
 ENGINE_ARGS = ["--weights-dir", str(MESONET_WEIGHTS), "--offline", "--device", "cpu"]

@@ -1,5 +1,5 @@
-"""The page in a real browser: Debian's Chromium, headless, driven by Playwright (tests/browser.py), against the
-real serve app (MTCNN + MesoNet) in tests/live_server.LiveServer.
+"""The page in a real browser: Debian's Chromium, headless, driven by Playwright (tests/support/browser.py), against the
+real serve app (MTCNN + MesoNet) in tests/support/live_server.LiveServer.
 
 1. Webcam: Chromium's fake camera plays a shared FF++ video (converted to .y4m); "Use my webcam" sends it to the
    server over WebRTC, and the local preview shows boxes with scores, matched to the frames by timestamp.
@@ -39,11 +39,12 @@ from stream.live.faces import FaceDetector
 from stream.live.server.relay import RELAY_KEY
 from stream.live.sources.live import SourceConfig
 
-from browser import chromium_unavailable, open_browser, screenshot
-from conftest import FFPP, MESONET_WEIGHTS
-from parts import needs, require
-from live_server import LiveServer, collect
-from rtsp_server import RtspServer, unavailable_reason
+from support.browser import chromium_unavailable, open_browser, screenshot
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.parts import needs, require
+from support.live_server import LiveServer, collect
+from support.rtsp_server import RtspServer, unavailable_reason
+from support.ws_recorder import WsRecorder
 
 if chromium_unavailable() is None:
     from playwright.async_api import TimeoutError as PlaywrightTimeoutError
@@ -90,36 +91,6 @@ def fake_camera(y4m: Path) -> list[str]:
     """Chromium flags: a fake camera playing `y4m`, granted without asking."""
     return ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-video-capture={y4m}"]
-
-
-class ServerMessages:
-    """Every websocket message the server sends, collected from the server's side (not the page's) while the
-    block runs: the test's own client, subscribed to every stream."""
-
-    def __init__(self, server: LiveServer) -> None:
-        self.url = server.base.replace("http", "ws") + "/ws"
-        self.all: list[dict] = []
-
-    async def __aenter__(self) -> "ServerMessages":
-        import aiohttp
-
-        self._session = aiohttp.ClientSession()
-        self._ws = await self._session.ws_connect(self.url)
-        self._task = asyncio.create_task(self._read())
-        return self
-
-    async def _read(self) -> None:
-        async for msg in self._ws:
-            if msg.type.name == "TEXT":
-                self.all.append(json.loads(msg.data))
-
-    async def __aexit__(self, *exc) -> None:
-        self._task.cancel()
-        await self._ws.close()
-        await self._session.close()
-
-    def of(self, kind: str, stream: str | None = None) -> list[dict]:
-        return [m for m in self.all if m.get("type") == kind and (stream is None or m.get("stream") == stream)]
 
 
 def ms(seconds: float) -> float:
@@ -305,7 +276,7 @@ def test_real_clip_as_webcam_raises_no_alert_and_every_face_carries_its_quality(
     y4m = to_y4m(REAL_VIDEO, tmp_path / "camera.y4m", size=size)  # deleted at the end: up to ~280 MB
 
     async def scenario(server: LiveServer) -> None:
-        async with ServerMessages(server) as msgs, open_browser(fake_camera(y4m)) as browser:
+        async with WsRecorder(server.base.replace("http", "ws") + "/ws") as msgs, open_browser(fake_camera(y4m)) as browser:
             page = await browser.new_page(height=720)
             await page.goto(server.base + "/")
             await until_live(page)
@@ -478,7 +449,7 @@ def test_rtsp_camera_added_from_the_page_is_relayed_with_boxes(meso, tmp_path):
             await wait_js(page, "window.__dfstream.inspect('door').overlayInk > 0", BOXES_TIMEOUT_S)
             tip = await hover_face(page, "door")
             assert DEFAULT_MODEL in tip and "Track #" in tip, tip
-            relay = server._runner.app[RELAY_KEY]
+            relay = server.app[RELAY_KEY]
             assert sum(len(r.viewers) for r in relay.relays.values()) == 1
             await screenshot(page, tmp_path / "rtsp.png")
 

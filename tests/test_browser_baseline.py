@@ -31,10 +31,11 @@ from pathlib import Path
 
 import pytest
 
-from browser import chromium_unavailable, open_browser, screenshot
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import free_port
-from parts import needs
+from support.browser import chromium_unavailable, open_browser, screenshot
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import free_port
+from support.parts import needs
+from support.ws_recorder import WsRecorder
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = FFPP / "real" / "519.mp4"
@@ -115,34 +116,6 @@ def baseline_js(expr: str) -> str:
     return f"(b => Boolean(b) && ({expr}))((window.__dfstream.streams[{json.dumps(STREAM)}] || {{}}).baseline)"
 
 
-class Alerts:
-    """Every alert message of the camera, read by the test's own websocket client while the block runs."""
-
-    def __init__(self, port: int) -> None:
-        self.url = f"ws://127.0.0.1:{port}/ws?streams={STREAM}"
-        self.all: list[dict] = []
-
-    async def __aenter__(self) -> "Alerts":
-        import aiohttp
-
-        self._session = aiohttp.ClientSession()
-        self._ws = await self._session.ws_connect(self.url)
-        self._task = asyncio.create_task(self._read())
-        return self
-
-    async def _read(self) -> None:
-        async for msg in self._ws:
-            if msg.type.name == "TEXT":
-                data = json.loads(msg.data)
-                if data.get("type") == "alert":
-                    self.all.append(data)
-
-    async def __aexit__(self, *exc) -> None:
-        self._task.cancel()
-        await self._ws.close()
-        await self._session.close()
-
-
 def test_a_camera_learns_its_normal_live_alerts_on_a_swap_and_keeps_its_bar(tmp_path):
     camera, data, log = tmp_path / f"{STREAM}.mp4", tmp_path / "data", tmp_path / "serve.log"
     point(camera, REAL)
@@ -195,15 +168,15 @@ async def learn_then_swap(port: int, tmp_path: Path, camera: Path) -> None:
         bar = await wait_js(page, baseline_js("b.bar"), PAGE_TIMEOUT_S)
         assert bar["origin"] == "learned" and bar["fps"] == 5 and bar["n_eff"] >= 2, bar
         await screenshot(page, tmp_path / "learned.png")
-        async with Alerts(port) as alerts:
+        async with WsRecorder(f"ws://127.0.0.1:{port}/ws?streams={STREAM}") as alerts:
             await asyncio.sleep(NO_ALERT_S)  # the camera's own real footage, judged at its bar
-            assert alerts.all == [], alerts.all
+            assert alerts.of("alert") == [], alerts.of("alert")
             point(camera, FAKE)  # the feed is replaced: the next loop plays the face-swapped clip
             deadline = time.monotonic() + ALERT_TIMEOUT_S
-            while not any(a["event"] == "start" for a in alerts.all):
+            while not any(a["event"] == "start" for a in alerts.of("alert")):
                 assert time.monotonic() < deadline, f"no alert {ALERT_TIMEOUT_S:.0f} s after the swap"
                 await asyncio.sleep(0.5)
-        first = next(a for a in alerts.all if a["event"] == "start")
+        first = next(a for a in alerts.of("alert") if a["event"] == "start")
         assert first["stream"] == STREAM and first["score_max"] >= bar["threshold"], first
         await expect(page.locator(f"#alert-{first['id']}")).to_be_visible(timeout=PAGE_TIMEOUT_S * 1000)
 

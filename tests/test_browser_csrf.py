@@ -12,10 +12,10 @@ from aiohttp import web
 
 from stream.config.serve import ServeConfig
 
-from browser import chromium_unavailable, open_browser
-from live_server import LiveServer, free_port
-from parts import needs
-from serve_fakes import NoFaces
+from support.browser import chromium_unavailable, open_browser
+from support.live_server import LiveServer, free_port
+from support.parts import needs
+from support.serve_fakes import NoFaces
 
 pytestmark = needs("Chromium (with Playwright)", chromium_unavailable())
 

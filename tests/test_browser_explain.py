@@ -17,10 +17,10 @@ from stream.jobs.explain.alerts import AlertExplainer
 from stream.jobs.explain.retrieve import Retriever
 from stream.live.sources.live import SourceConfig
 
-from browser import chromium_unavailable, open_browser, screenshot
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer, collect
-from parts import needs
+from support.browser import chromium_unavailable, open_browser, screenshot
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer, collect
+from support.parts import needs
 
 if chromium_unavailable() is None:
     from playwright.async_api import expect

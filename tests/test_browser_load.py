@@ -23,11 +23,12 @@ from engines.registry import DEFAULT_MODEL, build_engine
 from stream.config.serve import ServeConfig
 from stream.live.sources.live import SourceConfig
 
-from browser import chromium_unavailable, open_browser
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer
-from parts import needs
-from test_browser import ServerMessages, fake_camera, start_webcam, tile_of, to_y4m, until_live, wait_js
+from support.browser import chromium_unavailable, open_browser
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer
+from support.parts import needs
+from support.ws_recorder import WsRecorder
+from test_browser import fake_camera, start_webcam, tile_of, to_y4m, until_live, wait_js
 
 pytestmark = needs("Chromium (with Playwright)", chromium_unavailable())
 
@@ -72,7 +73,7 @@ def test_the_webcam_keeps_its_rate_beside_two_1080p_files(tmp_path):
     got: dict = {}
 
     async def scenario(server: LiveServer) -> None:
-        async with ServerMessages(server) as msgs, open_browser(fake_camera(y4m)) as browser:
+        async with WsRecorder(server.base.replace("http", "ws") + "/ws") as msgs, open_browser(fake_camera(y4m)) as browser:
             page = await browser.new_page(height=900)
             await page.goto(server.base + "/")
             await until_live(page)

@@ -1,7 +1,7 @@
-"""Share screen, in real Chromium (Debian's, headless, Playwright: tests/browser.py) against the real serve app.
+"""Share screen, in real Chromium (Debian's, headless, Playwright: tests/support/browser.py) against the real serve app.
 
 A second tab plays a 2x2 video call of four CelebA-HQ people, swaying a little, with a participant speaking as
-its sound (the shared speech, tests/call_grid.CallPage). Chromium's own tab picker is told to choose it by its title
+its sound (the shared speech, tests/support/call_grid.CallPage). Chromium's own tab picker is told to choose it by its title
 (`--auto-select-tab-capture-source-by-title`, with `--auto-accept-this-tab-capture`), so "Share screen" runs the
 real getDisplayMedia, and the page sends the tab over WebRTC like a webcam (kind "screen").
 
@@ -33,15 +33,16 @@ from stream.config.serve import ServeConfig
 from stream.config.voices import VoiceConfig
 from stream.live.server.webcam import PEERS_KEY, STREAM_NAME
 
-from browser import chromium_unavailable, open_browser, screenshot
-from call_grid import CallPage
-from conftest import MESONET_WEIGHTS
-from live_server import LiveServer
-from parts import needs
-from serve_fakes import Idle, NoFaces, add_source
-from sound_media import speech_run
-from voice_media import AASIST_WEIGHTS, RATE, write_wav
-from test_browser import PAGE_TIMEOUT_S, VERDICTS, ServerMessages, ms, tile_of, until, until_live, wait_js
+from support.browser import chromium_unavailable, open_browser, screenshot
+from support.call_grid import CallPage
+from support.shared import MESONET_WEIGHTS
+from support.live_server import LiveServer
+from support.parts import needs
+from support.serve_fakes import Idle, NoFaces, add_source
+from support.sound_media import speech_run
+from support.voice_media import AASIST_WEIGHTS, RATE, write_wav
+from support.ws_recorder import WsRecorder
+from test_browser import PAGE_TIMEOUT_S, VERDICTS, ms, tile_of, until, until_live, wait_js
 
 if chromium_unavailable() is None:
     from playwright.async_api import expect
@@ -101,7 +102,7 @@ async def start_share(page) -> str:
 
 
 def peers(server: LiveServer) -> int:
-    return len(server._runner.app[PEERS_KEY])  # type: ignore[union-attr]
+    return len(server.app[PEERS_KEY])
 
 
 def source_of(server: LiveServer, name: str):
@@ -124,7 +125,7 @@ async def until_gone(page, server: LiveServer, name: str) -> None:
 @pytest.mark.slow
 def test_a_shared_call_tab_is_judged_per_participant_and_stopping_it_removes_the_stream(meso, aasist_l, tmp_path):
     async def scenario(server: LiveServer, call: CallPage) -> None:
-        async with ServerMessages(server) as msgs, open_browser(SHARE_FLAGS + FAKE_CAMERA) as browser:
+        async with WsRecorder(server.base.replace("http", "ws") + "/ws") as msgs, open_browser(SHARE_FLAGS + FAKE_CAMERA) as browser:
             page, call_tab = await open_call_and_page(browser, server, call)
             started = time.monotonic()
             name = await start_share(page)

@@ -1,4 +1,4 @@
-"""A webcam's microphone, in real Chromium (Debian's, headless, Playwright: tests/browser.py) against the real serve
+"""A webcam's microphone, in real Chromium (Debian's, headless, Playwright: tests/support/browser.py) against the real serve
 app with AASIST-L (the authors' published weights) judging voices.
 
 Chromium's fake capture devices stand in for the hardware: the fake camera, and a fake microphone playing a WAV of
@@ -21,13 +21,14 @@ from engines.voices import build_voice_engine
 from stream.config.serve import ServeConfig
 from stream.config.voices import VoiceConfig
 
-from browser import chromium_unavailable, open_browser, screenshot
-from live_server import LiveServer
-from parts import needs
-from serve_fakes import ConstantVoice, NoFaces
-from sound_media import speech_run
-from test_browser import PAGE_TIMEOUT_S, ServerMessages, ms, start_webcam, tile_of, until, until_live, wait_js
-from voice_media import AASIST_WEIGHTS, RATE, write_wav
+from support.browser import chromium_unavailable, open_browser, screenshot
+from support.live_server import LiveServer
+from support.parts import needs
+from support.serve_fakes import ConstantVoice, NoFaces
+from support.sound_media import speech_run
+from support.ws_recorder import WsRecorder
+from test_browser import PAGE_TIMEOUT_S, ms, start_webcam, tile_of, until, until_live, wait_js
+from support.voice_media import AASIST_WEIGHTS, RATE, write_wav
 
 if chromium_unavailable() is None:
     from playwright.async_api import expect
@@ -56,7 +57,7 @@ def test_a_webcams_microphone_is_judged_and_the_tile_shows_the_voice(aasist_l, t
     flags = ["--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={mic}"]
 
     async def scenario(server: LiveServer) -> None:
-        async with ServerMessages(server) as msgs, open_browser(flags) as browser:
+        async with WsRecorder(server.base.replace("http", "ws") + "/ws") as msgs, open_browser(flags) as browser:
             page = await browser.new_page(permissions=["camera", "microphone"])
             await page.goto(server.base + "/")
             await until_live(page)

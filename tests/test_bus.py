@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from redis_server import RedisServer, free_port, unavailable_reason
+from support.redis_server import RedisServer, free_port, unavailable_reason
 from stream.live.bus import AlertLog, MessageBus
 from stream.live.bus.base import ALERTS_LOG_NAME
 from stream.live.bus.spool import SPOOL_NAME, Spool, SpoolLocked
 from stream.config.sources import Backoff
 from stream.messages import WIRE, Alert, Overlay
 
-from parts import needs, import_or_require
+from support.parts import needs, import_or_require
 redis = import_or_require("redis")
 
 from stream.live.bus import redis_bus  # noqa: E402 - needs redis

@@ -16,7 +16,7 @@ from stream.cli import main
 from stream.live.assembly import attach_calibrations, expand_models
 from stream.jobs.calibrate import CalibrationFitError, ece, fit_ensemble, fit_map, Faces
 
-from conftest import MESONET_WEIGHTS, SHARED
+from support.shared import MESONET_WEIGHTS, SHARED
 
 SHA = "a" * 64
 OTHER_SHA = "b" * 64

@@ -19,18 +19,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from parts import import_or_require, needs
-from polling import wait_for
+from support.parts import import_or_require, needs
+from support.polling import wait_for
 from stream.config.channels import MqttConfig, RedisAuth
 from stream.config.serve import ConfigError, ServeConfig, load_config
 from stream.live.bus.channels import ChannelError, open_channels
 
-import mqtt_broker
-import redis_server
-from live_server import free_port
-from mqtt_broker import MqttBroker, Subscriber
-from redis_server import RedisServer
-from tls_certs import make_pki
+from support import mqtt_broker
+from support import redis_server
+from support.live_server import free_port
+from support.mqtt_broker import MqttBroker, Subscriber
+from support.redis_server import RedisServer
+from support.tls_certs import make_pki
 
 pytestmark = [pytest.mark.slow, needs("mosquitto", mqtt_broker.unavailable_reason()),
               needs("redis-server", redis_server.unavailable_reason())]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from parts import require
+from support.parts import require
 from stream.cli import EXIT_USAGE, build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ loopback, a real Redis, and the shared clips decoded on the nodes.
 One bring-up carries the failover scenarios in order (each cluster start costs ~20 s of a 2-core machine):
 spread 2 + 2 -> SIGKILL of a worker's whole process tree -> unplaced when full -> a third worker joins ->
 gateway restart -> graceful SIGTERM. Its nodes run the serve fakes' one-face detector and always-fake engine
-(tests/cluster_fakes.py), so every track opens an alert at once and a lost node always leaves open alerts. A
+(tests/support/cluster_fakes.py), so every track opens an alert at once and a lost node always leaves open alerts. A
 second, smaller bring-up runs the real pipeline (MTCNN + MesoNet) end to end.
 
 Time bounds in waits are the issue's targets with slack for a loaded 2-core machine; the measured figures are
@@ -13,20 +13,19 @@ benchmarks/cluster.py's job.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from polling import wait_for
-from conftest import FFPP, MESONET_WEIGHTS
-from parts import needs
-from ray_cluster import Cluster, free_port, ray_unavailable
-from redis_server import RedisServer, unavailable_reason
-from serve_fakes import send
+from support.polling import wait_for
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.parts import needs
+from support.ray_cluster import Cluster, free_port, ray_unavailable
+from support.redis_server import RedisServer, unavailable_reason
+from support.serve_fakes import send
+from support.ws_recorder import WsRecorder
 
 pytestmark = [pytest.mark.slow, needs("redis-server", unavailable_reason()), needs("ray", ray_unavailable()),
               needs("the shared FF++ media", None if FFPP.is_dir() else f"not found at {FFPP}")]
@@ -37,47 +36,9 @@ SLACK = 2.0  # a loaded 2-core machine (other test runs, four decoders, five Ray
 WORKER_LOST_WITHIN_S = 30.0
 
 
-class Watcher:
-    """A websocket client of the gateway on its own thread: (arrival time, message) of everything it gets."""
-
-    def __init__(self, port: int) -> None:
-        self.url = f"ws://127.0.0.1:{port}/ws"
-        self.messages: list[tuple[float, dict]] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-        self._thread.start()
-
-    async def _run(self) -> None:
-        import aiohttp
-
-        while not self._stop.is_set():
-            try:
-                async with aiohttp.ClientSession() as session, session.ws_connect(self.url) as ws:
-                    while not self._stop.is_set():
-                        try:
-                            msg = await ws.receive(timeout=0.5)
-                        except asyncio.TimeoutError:
-                            continue
-                        if msg.type.name != "TEXT":
-                            break
-                        with self._lock:
-                            self.messages.append((time.time(), json.loads(msg.data)))
-            except (aiohttp.ClientError, OSError):
-                await asyncio.sleep(0.3)
-
-    def overlays(self, stream: str, since: float = 0.0) -> list[float]:
-        with self._lock:
-            return [t for t, m in self.messages if m.get("type") == "overlay" and m.get("stream") == stream
-                    and t >= since]
-
-    def states(self, stream: str) -> list[str]:
-        with self._lock:
-            return [m.get("state") for _, m in self.messages if m.get("type") == "status" and m.get("stream") == stream]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+def watch(port: int) -> WsRecorder:
+    """The gateway's websocket, recorded on wall-clock time from now on, reconnecting across gateway restarts."""
+    return WsRecorder(f"ws://127.0.0.1:{port}/ws", reconnect=True).start()
 
 
 def max_gap(times: list[float], start: float, end: float) -> float:
@@ -122,7 +83,7 @@ def test_failover_unplaced_gateway_restart_and_graceful_leave(tmp_path):
     assert len(CLIPS) >= 4
     config = write_config(tmp_path / "serve.yaml", CLIPS[:4], models="[meso4-f2f]",
                           source_policy=f"{{allowed_paths: ['{FFPP}']}}")
-    fakes = ["--node-pipeline", "cluster_fakes:pipeline"]
+    fakes = ["--node-pipeline", "support.cluster_fakes:pipeline"]
     with RedisServer() as rs, Cluster(tmp_path) as cluster:
         client = redis.Redis.from_url(rs.url)
         cluster.head()
@@ -131,11 +92,11 @@ def test_failover_unplaced_gateway_restart_and_graceful_leave(tmp_path):
         port = free_port()
         args = gateway_args(rs.url, config, port, tmp_path / "gw", *fakes)
         gateway = cluster.gateway(args)
-        ws = Watcher(port)
+        ws = watch(port)
         cams = [f"cam{i}" for i in range(4)]
         try:
             # -- four cameras, spread two and two, all overlays on the gateway's websocket ---------------------
-            wait_for(lambda: all(ws.overlays(c) for c in cams), 120, "overlays of all four cameras")
+            wait_for(lambda: all(ws.times("overlay", c) for c in cams), 120, "overlays of all four cameras")
             placed = where(cluster)
             assert sorted(placed.values()) == sorted([*names] * 2), placed
             # every camera has an open alert (the fake engine), on its own node's bus
@@ -151,7 +112,7 @@ def test_failover_unplaced_gateway_restart_and_graceful_leave(tmp_path):
             assert len(lost_sources) == 1
             names[victim_name].kill_tree()
             killed = time.time()
-            resumed = {c: wait_for(lambda c=c: (ws.overlays(c, killed + 0.5) or [None])[0],
+            resumed = {c: wait_for(lambda c=c: (ws.times("overlay", c, killed + 0.5) or [None])[0],
                                    FAILOVER_TARGET_S * SLACK, f"{c} back after the kill") - killed
                        for c in victim_cams}
             survivor = next(n for n in names if n != victim_name)
@@ -163,7 +124,7 @@ def test_failover_unplaced_gateway_restart_and_graceful_leave(tmp_path):
             # the other cameras never stopped
             now = time.time()
             for c in others:
-                assert max_gap(ws.overlays(c), killed - 5, now) < FAILOVER_TARGET_S / 2, c
+                assert max_gap(ws.times("overlay", c), killed - 5, now) < FAILOVER_TARGET_S / 2, c
             # the lost node's open alerts end, once, with reason worker-lost
             wait_for(lambda: not [m for m in open_alerts(alert_entries(client)).values()
                                   if m["source"] in lost_sources], WORKER_LOST_WITHIN_S, "the lost node's alerts ended")
@@ -186,22 +147,22 @@ def test_failover_unplaced_gateway_restart_and_graceful_leave(tmp_path):
             status, body = send(port, "POST", "/api/streams", {"url": str(CLIPS[0]), "name": "cam4", "loop": True},
                                 Origin=f"http://127.0.0.1:{port}")
             assert status == 201, body
-            wait_for(lambda: "unplaced" in ws.states("cam4"), 30, "cam4 reported unplaced on the websocket")
+            wait_for(lambda: "unplaced" in [m.get("state") for m in ws.of("status", "cam4")], 30, "cam4 reported unplaced on the websocket")
             listed = json.loads(send(port, "GET", "/api/streams")[1])
             assert listed["cam4"]["state"] == "unplaced" and len(listed) == 5
             w3 = cluster.worker(4)
             w3_name = cluster.node_name(w3)
             joined = time.time()
-            wait_for(lambda: ws.overlays("cam4", joined), 120, "cam4 placed once a worker joined")
+            wait_for(lambda: ws.times("overlay", "cam4", joined), 120, "cam4 placed once a worker joined")
             assert where(cluster)["cam4"] == w3_name
 
             # -- gateway restart: a fresh page sees every camera again ------------------------------------------
             ws.close()
             gateway.stop()
             gateway = cluster.gateway(args, name="gateway2")
-            ws = Watcher(port)
+            ws = watch(port)
             everyone = [*cams, "cam4"]
-            wait_for(lambda: all(ws.overlays(c) for c in everyone), 60, "all cameras after the gateway restart")
+            wait_for(lambda: all(ws.times("overlay", c) for c in everyone), 60, "all cameras after the gateway restart")
             assert set(json.loads(send(port, "GET", "/api/streams")[1])) == set(everyone)
 
             # -- graceful leave: SIGTERM moves cam4 with no long gap --------------------------------------------
@@ -213,10 +174,10 @@ def test_failover_unplaced_gateway_restart_and_graceful_leave(tmp_path):
             w3.signal(15)
             assert w3.proc.wait(60) == 0, w3.tail()
             w3.wait_for(r"1 camera\(s\) moved: cam4 -> ")
-            moved = wait_for(lambda: ws.overlays("cam4", time.time() - 0.5) and where(cluster)["cam4"], 30,
+            moved = wait_for(lambda: ws.times("overlay", "cam4", time.time() - 0.5) and where(cluster)["cam4"], 30,
                              "cam4 on its new node")
             assert moved == survivor
-            gap = max_gap(ws.overlays("cam4"), left - 2, time.time())
+            gap = max_gap(ws.times("overlay", "cam4"), left - 2, time.time())
             print(f"graceful leave: longest gap of cam4's overlays {gap:.2f} s")
             assert gap <= FAILOVER_TARGET_S * SLACK
 
@@ -241,14 +202,13 @@ def test_real_pipeline_on_a_node_reaches_the_gateway(tmp_path):
         cluster.head(cameras=2)
         port = free_port()
         cluster.gateway(gateway_args(rs.url, config, port, tmp_path / "gw"))
-        ws = Watcher(port)
+        ws = watch(port)
         try:
             def scored(stream: str) -> bool:
-                with ws._lock:
-                    return any(m.get("type") == "overlay" and m.get("stream") == stream and m.get("source") != "director"
-                               and any(f.get("raw") is not None and "meso4-f2f" in f.get("engines", {})
-                                       for f in m.get("faces", []))
-                               for _, m in ws.messages)
+                return any(m.get("source") != "director"
+                           and any(f.get("raw") is not None and "meso4-f2f" in f.get("engines", {})
+                                   for f in m.get("faces", []))
+                           for m in ws.of("overlay", stream))
             wait_for(lambda: scored("cam0") and scored("cam1"), 240, "faces scored by meso4-f2f from both cameras")
             text = cluster.status(text=True)
             assert "cam0" in text and "cam1" in text and "cameras 2/2" in text, text

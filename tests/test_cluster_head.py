@@ -8,7 +8,7 @@ worker killed after the restart still fails over (its cameras on the survivor, i
 alert key is repeated; and every alert's manifest, written on a worker, is served by the gateway at
 `/evidence/ID/manifest.json` with the sha256 its custody names (the recording too, with Range requests).
 
-The nodes run the tests' cheap pipeline (tests/cluster_fakes.py: one face, always fake), and recordings are cut
+The nodes run the tests' cheap pipeline (tests/support/cluster_fakes.py: one face, always fake), and recordings are cut
 at `max_clip_s` 6 s, so every camera's alert gets a manifest while it is still open.
 """
 
@@ -21,13 +21,13 @@ import urllib.request
 
 import pytest
 
-from conftest import FFPP
-from parts import needs
-from polling import wait_for
-from ray_cluster import Cluster, free_port, ray_unavailable
-from redis_server import RedisServer, unavailable_reason
-from serve_fakes import send
-from test_cluster import CLIPS, Watcher, alert_entries, gateway_args, open_alerts, where, write_config
+from support.shared import FFPP
+from support.parts import needs
+from support.polling import wait_for
+from support.ray_cluster import Cluster, free_port, ray_unavailable
+from support.redis_server import RedisServer, unavailable_reason
+from support.serve_fakes import send
+from test_cluster import CLIPS, alert_entries, gateway_args, open_alerts, watch, where, write_config
 
 pytestmark = [pytest.mark.slow, needs("redis-server", unavailable_reason()), needs("ray", ray_unavailable()),
               needs("the shared FF++ media", None if FFPP.is_dir() else f"not found at {FFPP}")]
@@ -75,11 +75,11 @@ def test_head_loss_resumes_the_cluster_and_evidence_follows_the_alert(tmp_path):
         w1, w2 = cluster.worker(4), cluster.worker(4)
         workers = {cluster.node_name(w1): w1, cluster.node_name(w2): w2}
         port = free_port()
-        cluster.gateway(gateway_args(rs.url, config, port, tmp_path / "gw", "--node-pipeline", "cluster_fakes:pipeline"))
-        ws = Watcher(port)
+        cluster.gateway(gateway_args(rs.url, config, port, tmp_path / "gw", "--node-pipeline", "support.cluster_fakes:pipeline"))
+        ws = watch(port)
         cams = [f"cam{i}" for i in range(4)]
         try:
-            wait_for(lambda: all(ws.overlays(c) for c in cams), 180, "overlays of all four cameras")
+            wait_for(lambda: all(ws.times("overlay", c) for c in cams), 180, "overlays of all four cameras")
             before = where(cluster)
             assert sorted(before.values()) == sorted([*workers] * 2), before
             # every camera's alert has its custody (the recording cut at max_clip_s), written on its worker
@@ -92,11 +92,11 @@ def test_head_loss_resumes_the_cluster_and_evidence_follows_the_alert(tmp_path):
             killed = time.time()
             time.sleep(2)
             # the nodes go on meanwhile: the cameras never needed the head
-            assert all(ws.overlays(c, killed + 0.5) for c in cams), "overlays stopped while the head was down"
+            assert all(ws.times("overlay", c, killed + 0.5) for c in cams), "overlays stopped while the head was down"
             restarted = time.time()  # the same command again
             cluster.head(redis=rs.url, name="head2", timeout=HEAD_RESTART_S)
             head_s = time.time() - restarted
-            flowing = {c: wait_for(lambda c=c: (ws.overlays(c, restarted) or [None])[0], FLOW_AGAIN_S,
+            flowing = {c: wait_for(lambda c=c: (ws.times("overlay", c, restarted) or [None])[0], FLOW_AGAIN_S,
                                    f"{c} after the restart") - restarted for c in cams}
             found = wait_for(lambda: all_placed(cluster, cams), 180, "cluster status with all four cameras placed")
             status_s = time.time() - restarted
@@ -112,7 +112,7 @@ def test_head_loss_resumes_the_cluster_and_evidence_follows_the_alert(tmp_path):
                                 **origin)
             assert status == 201, body
             added = time.time()
-            wait_for(lambda: ws.overlays("cam4", added), 60, "cam4 placed after the restart")
+            wait_for(lambda: ws.times("overlay", "cam4", added), 60, "cam4 placed after the restart")
             status, body = send(port, "DELETE", "/api/streams/cam4", **origin)
             assert status == 200, body
             wait_for(lambda: "cam4" not in where(cluster), 30, "cam4 removed")
@@ -124,7 +124,7 @@ def test_head_loss_resumes_the_cluster_and_evidence_follows_the_alert(tmp_path):
             lost_sources = {m["source"] for m in open_alerts(alert_entries(client)).values() if m["stream"] in moved}
             workers[victim].kill_tree()
             lost = time.time()
-            back = {c: wait_for(lambda c=c: (ws.overlays(c, lost + 0.5) or [None])[0], FAILOVER_S,
+            back = {c: wait_for(lambda c=c: (ws.times("overlay", c, lost + 0.5) or [None])[0], FAILOVER_S,
                                 f"{c} back after the worker's loss") - lost for c in moved}
             wait_for(lambda: set(where(cluster).values()) == {survivor}, FAILOVER_S, f"every camera on {survivor}")
             print(f"worker lost after the head's restart: overlays back after {back} s")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from parts import import_or_require, needs
-from polling import wait_for
-from redis_server import RedisServer, unavailable_reason
+from support.parts import import_or_require, needs
+from support.polling import wait_for
+from support.redis_server import RedisServer, unavailable_reason
 from stream.cluster.pipeline import Pipeline
 from stream.config.serve import ServeConfig
 from stream.live.bus.redis_bus import alerts_stream, channel_patterns
@@ -42,6 +42,7 @@ def entries(client, namespace: str) -> list[dict]:
     return [json.loads(fields[b"msg"]) for _, fields in client.xrange(alerts_stream(namespace))]
 
 
+@pytest.mark.ray  # imports stream.cluster.director, a Ray actor module
 def test_a_lost_node_alerts_end_as_worker_lost_in_a_non_default_namespace(server, tmp_path: Path):
     import redis
 

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from parts import import_or_require, needs
-from redis_server import RedisServer, free_port, unavailable_reason
+from support.parts import import_or_require, needs
+from support.redis_server import RedisServer, free_port, unavailable_reason
 from stream.cluster.state import DirectorState, StateStore
 
 pytestmark = needs("redis-server", unavailable_reason())
@@ -39,6 +39,7 @@ def test_the_table_is_written_when_it_changes_and_read_back(server):
     assert json.loads(client.get("site-b:director")) == {"format": "something-else/9"}  # left as it was
 
 
+@pytest.mark.ray  # imports stream.cluster.director, a Ray actor module
 def test_a_director_restores_cameras_and_nodes_and_refuses_changes_until_it_can(server):
     import_or_require("ray")  # stream.cluster.director is a Ray actor module
     from stream.cluster.director import Director, StateUnavailable
@@ -51,20 +52,21 @@ def test_a_director_restores_cameras_and_nodes_and_refuses_changes_until_it_can(
 
     store = {"url": server.url, "name": "site-a"}
     first = Director(store)
-    assert first._restore()  # nothing saved yet: an empty table is the right one
+    assert first.restore()  # nothing saved yet: an empty table is the right one
     first.table.add({"name": "c", "url": "/c.mp4"})
     first.table.assign({"c": "node-1"})
     first.members.remembered = {"node-1": ("dfstream-ab", "host-1-abc")}
     first.members.drained.add("dfstream-gone")
-    first._persist()
+    first.persist()
 
     second = Director(store)  # the head was lost: Ray restarts the director, which reads its table
-    assert second._restore()
+    assert second.restore()
     assert second.table.cameras == {"c": {"name": "c", "url": "/c.mp4"}} and second.table.assigned == {"c": "node-1"}
     assert second.members.remembered == {"node-1": ("dfstream-ab", "host-1-abc")}
     assert second.members.drained == {"dfstream-gone"} and second.restored == 1
 
 
+@pytest.mark.ray  # StateStore.forget cleans the GCS namespace through Ray
 def test_forgetting_the_state_deletes_this_clusters_keys_only(server):
     import redis
 

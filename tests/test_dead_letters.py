@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from polling import wait_for
+from support.polling import wait_for
 from stream.config.channels import WebhookConfig
 from stream.config.sources import Backoff
 from stream.live.bus.channels import open_channels
 from stream.live.bus.channels.webhook import DEAD_SUFFIX, WEBHOOKS_DIR
 from stream.live.bus.dead_letters import DeadLetters
-from webhook_receiver import Receiver
+from support.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

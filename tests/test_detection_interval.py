@@ -16,7 +16,7 @@ from stream.live.sources import Frame
 from stream.live.sources.buffer import LatestFrameBuffer
 from stream.live.sources.live import StreamSource
 
-from conftest import SHARED
+from support.shared import SHARED
 
 FACE = SHARED / "data" / "faces" / "celeba-hq"
 FRAME = (720, 1280)
@@ -79,6 +79,7 @@ def scene() -> tuple[list[Frame], list[tuple[int, int] | None]]:
     return _scene(positions), positions
 
 
+@pytest.mark.slow  # 56 s of real MTCNN (pytest --fast --durations=40, 2026-12-07)
 def test_boxes_follow_the_face_with_fewer_full_detections(scene):
     frames, positions = scene
     overlays, detector = _run(DetectionPolicy(detect_every=DETECT_EVERY), frames)

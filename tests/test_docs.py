@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from parts import import_or_require
+from support.parts import import_or_require
 
 REPO = Path(__file__).resolve().parents[1]
 GEN = REPO / "docs" / "gen"

@@ -6,7 +6,7 @@ import torch
 from engines.base import FROZEN_SHAPES
 from engines.registry import build_engine
 
-from conftest import MESONET_WEIGHTS
+from support.shared import MESONET_WEIGHTS
 
 
 def test_frozen_graphs_match_eager_at_every_batch_size(ffpp_face_crops):
@@ -18,4 +18,4 @@ def test_frozen_graphs_match_eager_at_every_batch_size(ffpp_face_crops):
             with torch.inference_mode():
                 eager = engine.labels.to_p_fake(engine.module(engine.preprocess(crops[:n]))).numpy()
             assert np.abs(got - eager).max() <= 1e-5, (name, n)
-        assert engine.freeze and 0 < len(engine._frozen) <= FROZEN_SHAPES
+        assert engine.freeze and 0 < len(engine.frozen_shapes) <= FROZEN_SHAPES

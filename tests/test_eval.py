@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from conftest import FFPP, MESONET_WEIGHTS, SHARED
+from support.shared import FFPP, MESONET_WEIGHTS, SHARED
 from engines.base import Engine, InputSpec
 from engines.registry import DEFAULT_MODEL
 from stream.cli import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, main

@@ -18,7 +18,7 @@ from stream.live.sources.live import AVLiveSource, SourceConfig
 from stream.live.verdicts.alerts import AlertManager
 from stream.messages import Alert
 
-from conftest import FFPP
+from support.shared import FFPP
 
 CROPS = np.zeros((3, 64, 64, 3), np.uint8)
 

@@ -23,10 +23,10 @@ from stream.config.verdicts import VerdictPolicy
 from stream.live.sources.live import SourceConfig
 from stream.messages import WIRE
 
-from conftest import FFPP
-from live_server import LiveServer
-from parts import require
-from serve_fakes import AlwaysFake, OneFace
+from support.shared import FFPP
+from support.live_server import LiveServer
+from support.parts import require
+from support.serve_fakes import AlwaysFake, OneFace
 from test_evidence_recording import is_alert, wait_for
 
 pytestmark = pytest.mark.slow
@@ -121,7 +121,7 @@ def test_a_20_s_alert_on_a_10_s_looped_1080p_file_is_one_recording_with_its_prer
 
 
 def test_an_rtsp_camera_restarted_mid_alert_is_one_recording(tmp_path):
-    from rtsp_server import RtspServer, unavailable_reason
+    from support.rtsp_server import RtspServer, unavailable_reason
 
     require("GStreamer's RTSP server", unavailable_reason())
     data = tmp_path / "data"

@@ -16,9 +16,9 @@ from stream.config.serve import ServeConfig
 from stream.live.sources.live import SourceConfig
 from stream.messages import WIRE
 
-from browser import chromium_unavailable, open_browser, screenshot
-from live_server import LiveServer
-from parts import needs
+from support.browser import chromium_unavailable, open_browser, screenshot
+from support.live_server import LiveServer
+from support.parts import needs
 from test_browser import meso  # noqa: F401  (the fixture)
 from test_browser import (ALERT_TIMEOUT_S, FAKE_VIDEO, PAGE_TIMEOUT_S, fake_camera, ms, start_webcam, to_y4m,
                           until_live, wait_js)

@@ -23,8 +23,9 @@ from stream.live.evidence.manifest import sha256_of
 from stream.live.sources.live import SourceConfig
 from stream.messages import WIRE
 
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer
+from support.serve_fakes import ClipFace
 
 VIDEO = FFPP / "fake" / "Deepfakes_519_515.mp4"
 PRE_S = 5.0
@@ -72,7 +73,7 @@ def served(tmp_path_factory):
     config = ServeConfig(port=0, data_dir=data_dir, sources=[SourceConfig(name="df", url=str(VIDEO))],
                          evidence=EvidencePolicy(burn_in=True))
     msgs: list[dict] = []
-    with LiveServer(config, [engine]) as server:
+    with LiveServer(config, [engine], ClipFace.of(VIDEO)) as server:  # detection is not under test
         server.service.bus.subscribe(WIRE, msgs.append, wire=True)
         start = wait_for(msgs, is_alert("start"), ALERT_TIMEOUT_S)
         assert start is not None, "no alert from the Deepfakes video"

@@ -15,7 +15,7 @@ from stream.live.evidence.recorder import Recorder
 from stream.live.evidence.store import EvidenceStore
 from stream.live.sources.live import AVLiveSource, SourceConfig
 
-from conftest import FFPP
+from support.shared import FFPP
 
 DAY = 86400
 

@@ -13,7 +13,7 @@ from stream.live.evidence.encoder import FrameEncoder
 from stream.live.evidence.ring import PacketRing
 from stream.live.sources import AVSource, Frame
 
-from conftest import FFPP
+from support.shared import FFPP
 
 FPS = 25
 
@@ -105,7 +105,7 @@ def test_encoder_makes_decodable_keyframed_packets_for_frame_only_sources():
             if i >= 75:
                 break
             enc.submit(Frame(vf.to_ndarray(format="rgb24"), vf.pts, float(vf.time), i, 0.0))
-            if enc._queue.qsize() > 4:  # let the worker keep up (a real source drops instead)
+            if enc.pending > 4:  # let the worker keep up (a real source drops instead)
                 import time
 
                 time.sleep(0.02)

@@ -18,10 +18,10 @@ from stream.config.serve import ServeConfig
 from stream.live.sources.live import SourceConfig
 from stream.messages import WIRE
 
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer
-from parts import require
-from rtsp_server import GOP_S, RtspServer, unavailable_reason
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer
+from support.parts import require
+from support.rtsp_server import GOP_S, RtspServer, unavailable_reason
 from test_evidence_recording import (ALERT_TIMEOUT_S, END_TIMEOUT_S, PRE_S, avcc_nals, is_alert, slice_hashes,
                                      wait_for)
 

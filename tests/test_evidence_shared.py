@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from live_server import LiveServer
-from parts import import_or_require, needs
-from polling import wait_for
-from redis_server import RedisServer, unavailable_reason
-from serve_fakes import AlwaysFake, NoFaces
+from support.live_server import LiveServer
+from support.parts import import_or_require, needs
+from support.polling import wait_for
+from support.redis_server import RedisServer, unavailable_reason
+from support.serve_fakes import AlwaysFake, NoFaces
 from stream.config.evidence import SharedEvidencePolicy
 from stream.config.serve import ServeConfig
 from stream.live.evidence.manifest import write_manifest

@@ -16,7 +16,7 @@ from engines.registry import build_engine, get_entry
 from stream.cli import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, main
 from stream.jobs.explain import GradCam, last_spatial_conv
 
-from conftest import FFPP, MESONET_WEIGHTS
+from support.shared import FFPP, MESONET_WEIGHTS
 
 SIZE = 32
 PATCH = (slice(4, 12), slice(18, 28))  # rows, columns of the bright patch the toy network calls fake

@@ -23,8 +23,9 @@ from stream.jobs.explain.alerts import AlertExplainer, AlertNotFound
 from stream.jobs.explain.retrieve import Retriever
 from stream.live.evidence.store import EvidenceStore, write_jpeg, write_mp4
 
-from conftest import MESONET_WEIGHTS, SHARED
-from live_server import LiveServer
+from support.shared import MESONET_WEIGHTS, SHARED
+from support.live_server import LiveServer
+from support.serve_fakes import NoFaces
 
 ALERT_ID = "0123456789abcdef0123456789abcdef"
 OTHER_ID = "fedcba9876543210fedcba9876543210"
@@ -143,7 +144,7 @@ def test_serve_builds_explanations_on_its_explain_thread(tmp_path, detector) -> 
         return inner(alert_id)
 
     meso = build_engine(MODEL, weights_dir=MESONET_WEIGHTS, allow_download=False)
-    with LiveServer(ServeConfig(port=0, data_dir=tmp_path), [meso], explainer=watched) as server:
+    with LiveServer(ServeConfig(port=0, data_dir=tmp_path), [meso], NoFaces(), explainer=watched) as server:
         status, body = server.api("POST", f"/api/alerts/{ALERT_ID}/explanation", {})
         assert status == 200, body
         record = json.loads(body)
@@ -153,6 +154,6 @@ def test_serve_builds_explanations_on_its_explain_thread(tmp_path, detector) -> 
         assert server.api("POST", f"/api/alerts/{OTHER_ID}/explanation", {})[0] == 404
         assert server.api("POST", "/api/alerts/not-an-id/explanation", {})[0] == 404
     assert threads and all(t.startswith("explain") for t in threads)
-    with LiveServer(ServeConfig(port=0, data_dir=tmp_path), [meso]) as server:
+    with LiveServer(ServeConfig(port=0, data_dir=tmp_path), [meso], NoFaces()) as server:
         status, body = server.api("POST", f"/api/alerts/{ALERT_ID}/explanation", {})
         assert status == 503 and "not enabled" in body

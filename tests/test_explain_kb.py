@@ -16,7 +16,7 @@ from stream.cli import EXIT_INPUT_FAILED, EXIT_USAGE, main
 from stream.jobs.explain import kb
 from stream.jobs.explain.retrieve import EmbeddingMismatch, Retriever, load_embedder, stem, tokens
 
-from parts import import_or_require
+from support.parts import import_or_require
 
 
 @pytest.fixture(scope="module")

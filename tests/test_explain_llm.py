@@ -20,7 +20,7 @@ from stream.jobs.explain.llm import INVENTED_MARK, KEY_ENV, LLMSettings, check_c
 from stream.jobs.explain.report import Facts, build_query, explain_with_citations, markdown, write
 from stream.jobs.explain.retrieve import Retriever
 
-from live_server import free_port
+from support.live_server import free_port
 
 KEY = "sk-test-7f3a9c-never-print-me"
 SIZE = 256

@@ -26,7 +26,7 @@ from stream.live.sources.buffer import LatestFrameBuffer
 from stream.live.sources.live import StreamSource
 from stream.live.sources.picture import Picture
 
-from conftest import FFPP_VIDEOS, MESONET_WEIGHTS
+from support.shared import FFPP_VIDEOS, MESONET_WEIGHTS
 
 SIZE = (1280, 720)  # a camera's frame: the detector halves it, so a box maps back by 2 in each axis
 FRAMES = 24  # per clip, consecutive: the scheduler tracks across them
@@ -191,6 +191,7 @@ def _pairs(got_old, got_new, exact: bool):
     return out
 
 
+@pytest.mark.slow  # 37 s (pytest --fast --durations=30, 2026-12-07)
 def test_the_new_frame_path_gives_the_old_results_exactly(frames, engine):
     """With the old downscale, everything else of the new path (frames kept as decoded, RGB made on take, crops
     cut from their own squares) must change no box, id or score: a swapped colour order or a crop off by a pixel
@@ -200,6 +201,7 @@ def test_the_new_frame_path_gives_the_old_results_exactly(frames, engine):
         assert old["engines"] == new["engines"] and old["score"] == new["score"]
 
 
+@pytest.mark.slow  # 33 s (pytest --fast --durations=30, 2026-12-07)
 def test_the_decoded_downscale_agrees_with_the_old_one_within_mtcnn_rounding(frames, engine):
     """The default scales the detector's picture in YUV: MTCNN sees a picture a fraction of a grey level
     different, so boxes move by its rounding (a few pixels), and MesoNet, which swings with a few pixels of crop,

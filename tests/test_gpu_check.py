@@ -23,6 +23,7 @@ def test_wrapper_says_the_gpu_is_absent_and_stops():
     assert "GPU: absent" in out.stdout and "no CUDA device" in out.stdout
 
 
+@pytest.mark.slow  # 11 s (pytest --fast --durations=30, 2026-12-07)
 def test_dry_run_goes_through_every_step_without_pyav():
     argv = ["gpu_check.py", "--dry-run", "--streams", "1", "--seconds", "1.5", "--warmup", "1.5"]
     code = ("import runpy, sys; sys.modules['av'] = None; "  # PyAV cannot import, as on the GPU machine

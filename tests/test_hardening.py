@@ -2,8 +2,8 @@
 through the API, the limits (streams, WebRTC peers, relay viewers, websocket message rate), persisted cameras,
 and the health endpoints.
 
-Each refusal is its own test, and each checks that the refused request changed nothing: no stream added, no
-peer or viewer opened, the persisted streams file as it was.
+Each refusal is its own test (a row of one table where they share a shape), and each checks that the refused
+request changed nothing: no stream added, no peer or viewer opened, the persisted streams file as it was.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from stream.config.serve import ServeConfig
 from stream.config.sources import SourceConfig, SourcePolicy
 from stream.live.server.persist import STREAMS_FILE
 
-from live_server import LiveServer
-from serve_fakes import Idle, NoFaces, add_source, request_state, send, webrtc_offers
+from support.live_server import LiveServer
+from support.serve_fakes import Idle, NoFaces, add_source, request_state, send, webrtc_offers
 
 IDLE = "idle"
 UNREACHABLE_CAMERA = "rtsp://127.0.0.1:9/x"  # accepted by the policy; reconnects quietly, costs nothing
@@ -103,71 +103,50 @@ def resolves_to_metadata(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", fake)
 
 
-# ------------------------------------------------------------------ source policy: local paths
+# ------------------------------------------------------------------ source policy
+
+# Addresses the API must refuse: (the server, the address, words its reason must say). `{media}` is the
+# permissive server's allowed folder; METADATA_NAME and the unresolvable name answer as `resolves_to_metadata` says.
+REFUSED_SOURCES = [
+    # local paths
+    pytest.param("strict", "/etc/passwd", "local files and devices may not be added", id="local-file"),
+    pytest.param("strict", "/dev/video0", "source_policy.allowed_paths", id="device"),
+    pytest.param("permissive", "clip.mp4", "absolute path", id="relative-path"),
+    pytest.param("permissive", "/etc/passwd", "only under source_policy.allowed_paths", id="file-outside-allowed"),
+    pytest.param("permissive", "{media}/../../../etc/passwd", "only under source_policy.allowed_paths", id="dotdot-out"),
+    pytest.param("permissive", "{media}/passwd.mp4", "only under source_policy.allowed_paths", id="symlink-out"),
+    pytest.param("permissive", "file://{media}/clip.mp4", "file:// scheme", id="file-scheme"),
+    # schemes (the issue's example first: the cloud metadata endpoint over http)
+    pytest.param("strict", "http://169.254.169.254/latest", "allow_http", id="http-without-allow-http"),
+    pytest.param("strict", "https://127.0.0.1:9/x", "allow_http", id="https-without-allow-http"),
+    *[pytest.param("permissive", url, "scheme may not be added", id=url.split(":")[0])
+      for url in ["udp://127.0.0.1:9", "tcp://127.0.0.1:9", "srt://127.0.0.1:9", "rtmp://127.0.0.1:9/x",
+                  "gopher://127.0.0.1/"]],
+    # link-local and metadata addresses
+    pytest.param("strict", "rtsp://169.254.169.254/x", "link-local", id="link-local-rtsp"),
+    pytest.param("permissive", "http://169.254.169.254/latest/meta-data/", "link-local", id="link-local-http-allowed"),
+    pytest.param("strict", "rtsp://[fe80::1]/x", "link-local", id="ipv6-link-local"),
+    pytest.param("strict", "rtsp://[::ffff:169.254.169.254]/x", "link-local", id="ipv4-mapped-link-local"),
+    pytest.param("permissive", "http://[fd00:ec2::254]/latest", "metadata", id="aws-ipv6-metadata"),
+    pytest.param("strict", f"rtsp://{METADATA_NAME}/x", "resolves to 169.254.169.254", id="name-resolving-to-link-local"),
+    pytest.param("strict", "rtsp://unresolvable.example.test/x", "does not resolve", id="unresolvable-name"),
+    pytest.param("permissive", "rtsp://169.254.10.11:9/x", "allowed_addresses", id="unlisted-neighbour-of-listed"),
+]
 
 
-def test_local_file_is_refused_without_allowed_paths(strict):
-    before = state(strict)
-    refused(strict, before, post_stream(strict, "/etc/passwd"), "local files and devices may not be added")
-
-
-def test_device_is_refused_without_allowed_paths(strict):
-    before = state(strict)
-    refused(strict, before, post_stream(strict, "/dev/video0"), "source_policy.allowed_paths")
-
-
-def test_relative_path_is_refused(permissive):
-    before = state(permissive)
-    refused(permissive, before, post_stream(permissive, "clip.mp4"), "absolute path")
-
-
-def test_file_outside_allowed_paths_is_refused(permissive):
-    before = state(permissive)
-    refused(permissive, before, post_stream(permissive, "/etc/passwd"), "only under source_policy.allowed_paths")
-
-
-def test_dotdot_out_of_allowed_paths_is_refused(permissive, media_dir):
-    before = state(permissive)
-    refused(permissive, before, post_stream(permissive, f"{media_dir}/../../../etc/passwd"),
-            "only under source_policy.allowed_paths")
-
-
-def test_symlink_out_of_allowed_paths_is_refused(permissive, media_dir):
-    link = media_dir / "passwd.mp4"
+@pytest.mark.parametrize(("server_name", "url", "reason"), REFUSED_SOURCES)
+def test_a_source_the_policy_forbids_is_refused_and_changes_nothing(request, media_dir, resolves_to_metadata,
+                                                                     server_name, url, reason):
+    server = request.getfixturevalue(server_name)
+    link = media_dir / "passwd.mp4"  # a symlink out of the allowed folder
     if not link.exists():
         os.symlink("/etc/passwd", link)
-    before = state(permissive)
-    refused(permissive, before, post_stream(permissive, str(link)), "only under source_policy.allowed_paths")
-
-
-def test_file_scheme_is_refused(permissive, media_dir):
-    before = state(permissive)
-    refused(permissive, before, post_stream(permissive, f"file://{media_dir}/clip.mp4"), "file:// scheme")
+    before = state(server)
+    refused(server, before, post_stream(server, url.format(media=media_dir)), reason)
 
 
 def test_file_under_allowed_paths_is_accepted(permissive, media_dir):
     accepted(permissive, str(media_dir / "clip.mp4"), "clip")
-
-
-# ------------------------------------------------------------------ source policy: schemes
-
-
-def test_http_is_refused_without_allow_http(strict):
-    """The issue's example: the cloud metadata endpoint over http."""
-    before = state(strict)
-    refused(strict, before, post_stream(strict, "http://169.254.169.254/latest"), "allow_http")
-
-
-def test_https_is_refused_without_allow_http(strict):
-    before = state(strict)
-    refused(strict, before, post_stream(strict, "https://127.0.0.1:9/x"), "allow_http")
-
-
-@pytest.mark.parametrize("url", ["udp://127.0.0.1:9", "tcp://127.0.0.1:9", "srt://127.0.0.1:9",
-                                 "rtmp://127.0.0.1:9/x", "gopher://127.0.0.1/"])
-def test_other_schemes_are_refused(permissive, url):
-    before = state(permissive)
-    refused(permissive, before, post_stream(permissive, url), "scheme may not be added")
 
 
 def test_http_is_accepted_with_allow_http(permissive):
@@ -178,51 +157,8 @@ def test_rtsp_is_accepted(strict):
     accepted(strict, UNREACHABLE_CAMERA, "door")
 
 
-# ------------------------------------------------------------------ source policy: link-local and metadata
-
-
-def test_link_local_rtsp_is_refused(strict):
-    before = state(strict)
-    refused(strict, before, post_stream(strict, "rtsp://169.254.169.254/x"), "link-local")
-
-
-def test_link_local_http_is_refused_even_with_allow_http(permissive):
-    before = state(permissive)
-    refused(permissive, before, post_stream(permissive, "http://169.254.169.254/latest/meta-data/"), "link-local")
-
-
-def test_ipv6_link_local_is_refused(strict):
-    before = state(strict)
-    refused(strict, before, post_stream(strict, "rtsp://[fe80::1]/x"), "link-local")
-
-
-def test_ipv4_mapped_link_local_is_refused(strict):
-    before = state(strict)
-    refused(strict, before, post_stream(strict, "rtsp://[::ffff:169.254.169.254]/x"), "link-local")
-
-
-def test_aws_ipv6_metadata_is_refused(permissive):
-    before = state(permissive)
-    refused(permissive, before, post_stream(permissive, "http://[fd00:ec2::254]/latest"), "metadata")
-
-
-def test_name_resolving_to_link_local_is_refused(strict, resolves_to_metadata):
-    before = state(strict)
-    refused(strict, before, post_stream(strict, f"rtsp://{METADATA_NAME}/x"), "resolves to 169.254.169.254")
-
-
-def test_unresolvable_name_is_refused(strict, resolves_to_metadata):
-    before = state(strict)
-    refused(strict, before, post_stream(strict, "rtsp://unresolvable.example.test/x"), "does not resolve")
-
-
 def test_listed_link_local_address_is_accepted(permissive):
     accepted(permissive, f"rtsp://{ALLOWED_LINK_LOCAL}:9/x", "listed")
-
-
-def test_unlisted_neighbour_of_a_listed_address_is_refused(permissive):
-    before = state(permissive)
-    refused(permissive, before, post_stream(permissive, "rtsp://169.254.10.11:9/x"), "allowed_addresses")
 
 
 def test_config_file_sources_are_trusted(tmp_path, media_dir):
@@ -404,7 +340,7 @@ def test_readyz_without_engines_is_not_ready(strict):
 @pytest.fixture(scope="module")
 def tokened(tmp_path_factory):
     """Bound to 127.0.0.2, which is not a loopback *name*: the token is needed, as beyond loopback."""
-    from serve_fakes import AlwaysFake
+    from support.serve_fakes import AlwaysFake
 
     config = ServeConfig(host="127.0.0.2", port=0, token="s3cret", data_dir=tmp_path_factory.mktemp("tok"))
     with LiveServer(config, [AlwaysFake()], detector=NoFaces()) as live:

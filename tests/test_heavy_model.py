@@ -15,13 +15,14 @@ import time
 
 import aiohttp
 import numpy as np
+import pytest
 
 from engines.base import Engine, InputSpec
 from stream.config.scheduler import SchedulerConfig
 from stream.config.serve import ServeConfig
 
-from live_server import LiveServer
-from serve_fakes import OneFace, Ticker, add_source, send
+from support.live_server import LiveServer
+from support.serve_fakes import OneFace, Ticker, add_source, send
 
 FACE_S = 0.45  # seconds per face: three streams at the 1 fps floor need 1.35 s of work a second
 STREAMS = ("a", "b", "c")
@@ -40,6 +41,7 @@ class Heavy(Engine):
         return np.full(len(crops), 0.1, dtype=np.float32)
 
 
+@pytest.mark.slow  # 19 s (pytest --fast --durations=30, 2026-12-07)
 def test_heavy_model_is_shed_and_the_page_keeps_flowing(tmp_path):
     engine = Heavy()
     # The stand-in engine sleeps instead of using the cores a real heavy model fills, so the governor is told to

@@ -21,8 +21,8 @@ from engines.architectures.hf_audio import fake_index
 from engines.registry import VOICE_MODELS, model_card
 from engines.voice_base import fit_window
 from engines.voices import build_voice_engine
-from sensitive import assert_close, assert_spread, inputs_of, spread_linear
-from voice_media import RATE, speech_16k, speech_files
+from support.sensitive import assert_close, assert_spread, inputs_of, spread_linear
+from support.voice_media import RATE, speech_16k, speech_files
 
 TOL = 1e-4
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(32, 32, 32),

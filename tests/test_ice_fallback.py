@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from parts import require
-from serve_fakes import NoFaces
+from support.parts import require
+from support.serve_fakes import NoFaces
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -64,11 +64,11 @@ def session() -> str:
     from stream.config.serve import ServeConfig
     from stream.live.server.webcam import PEERS_KEY
 
-    from live_server import LiveServer
+    from support.live_server import LiveServer
 
     assert not aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True), "this host has a network address"
     with LiveServer(ServeConfig(port=0), [], detector=NoFaces()) as server:
-        registry = server._runner.app[PEERS_KEY]  # type: ignore[union-attr]
+        registry = server.app[PEERS_KEY]
         return asyncio.run(_connect(server.base, registry))
 
 

@@ -24,9 +24,9 @@ from engines.base import WeightsFormatError
 from engines.keras_xception import (FEATURES, KerasMaxPool2d, KerasXception, keras_class, load_xception,
                                     same_pads)
 from engines.registry import XCEPTION_NOTOP_FILENAME, XCEPTION_NOTOP_MD5, XCEPTION_NOTOP_URL, get_entry
-from keras_xception_ref import keras_input, random_xception, set_tf_threads, torch_features, write_legacy_h5
-from parts import require, import_or_require
-from sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
+from support.keras_xception_ref import keras_input, random_xception, set_tf_threads, torch_features, write_legacy_h5
+from support.parts import require, import_or_require
+from support.sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
 
 # 75 -> stem 37 -> 35, then pools see 35 (odd), 18 (even: the extra pixel goes after), 9, 5.
 SIZE = 75

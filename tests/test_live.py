@@ -21,8 +21,9 @@ from stream.live.scheduler.loop import Scheduler
 from stream.live.sources.live import AVLiveSource, SourceConfig, StreamSource, validate_url
 from stream.live.sources import Frame, SourceError, SourceState
 
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer, collect
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer, collect
+from support.serve_fakes import NoFaces
 
 
 def frame(i: int) -> Frame:
@@ -358,7 +359,7 @@ def test_origin_token_and_malformed_messages(meso):
             except aiohttp.WSServerHandshakeError as err:
                 return err.status
 
-    with LiveServer(ServeConfig(max_message_bytes=256), [meso]) as server:
+    with LiveServer(ServeConfig(max_message_bytes=256), [meso], NoFaces()) as server:  # no sources: no MTCNN
         ws = server.base.replace("http", "ws") + "/ws"
         assert asyncio.run(ws_probe(ws, {"Origin": "https://evil.example"})) == 403
         assert asyncio.run(ws_probe(ws, {"Origin": server.base})) == "open"
@@ -369,7 +370,7 @@ def test_origin_token_and_malformed_messages(meso):
         reply = asyncio.run(ws_probe(ws, send="x" * 1000))  # larger than max_message_bytes
         assert reply.type.name in ("CLOSE", "CLOSED", "CLOSING") and reply.data == 1009
 
-    with LiveServer(ServeConfig(host="127.0.0.2", token="s3cr3t"), [meso]) as server:
+    with LiveServer(ServeConfig(host="127.0.0.2", token="s3cr3t"), [meso], NoFaces()) as server:
         base = f"http://127.0.0.2:{server.config.port}"
         server.base  # noqa: B018
         import urllib.request

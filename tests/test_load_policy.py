@@ -19,8 +19,8 @@ from stream.live.scheduler.loop import Scheduler
 from stream.live.sources.buffer import LatestFrameBuffer
 from stream.live.sources.live import Attention, AVLiveSource, StreamSource
 
-from live_server import LiveServer
-from serve_fakes import Idle, NoFaces, Ticker, add_source
+from support.live_server import LiveServer
+from support.serve_fakes import Idle, NoFaces, Ticker, add_source
 
 MIN_FPS = 1.0
 

@@ -12,8 +12,8 @@ import torch
 from engines.base import TorchEngine, WeightsFormatError
 from engines.architectures.mesonet import KerasMaxPool2d, build_meso4, build_mesoinception4
 from engines.registry import build_engine, get_entry
-from sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
-from parts import import_or_require
+from support.sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
+from support.parts import import_or_require
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEIGHTS_DIR = SHARED / "weights" / "mesonet"
@@ -68,7 +68,7 @@ def tf():
 @pytest.fixture(scope="module")
 def keras_p_fake(ffpp_crops: np.ndarray, tf) -> dict[str, np.ndarray]:
     """p(fake) of the Keras reference built from each file's own layer list, on the FF++ crops."""
-    from keras_meso_ref import keras_mesonet, keras_p_real
+    from support.keras_meso_ref import keras_mesonet, keras_p_real
 
     return {model: 1.0 - keras_p_real(keras_mesonet(WEIGHTS_DIR / CASES[model][0]), ffpp_crops) for model in CASES}
 
@@ -95,7 +95,7 @@ def test_keras_parity(model: str, ffpp_crops: np.ndarray, keras_p_fake) -> None:
 @pytest.mark.parametrize("model", list(CASES))
 def test_engine_head_follows_the_file(model: str) -> None:
     """Keras 2 lists weightless layers too: the engine runs a LeakyReLU exactly where the file lists one."""
-    from keras_meso_ref import head_classes
+    from support.keras_meso_ref import head_classes
 
     listed = head_classes(WEIGHTS_DIR / CASES[model][0])
     assert listed in (["dropout", "dense", "dropout", "dense"], ["dropout", "dense", "leaky_re_lu", "dropout", "dense"])

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream.config.serve import ServeConfig
 from stream.config.verdicts import VerdictPolicy
 
-from live_server import LiveServer
-from serve_fakes import AlwaysFake, OneFace, Ticker, add_source, send
+from support.live_server import LiveServer
+from support.serve_fakes import AlwaysFake, OneFace, Ticker, add_source, send
 
 TWITCHY = VerdictPolicy(smoothing="ema", ema_alpha=1.0, t_high=0.7, t_low=0.3, k=1)  # one frame starts an alert
 DOWN_REDIS = "redis://127.0.0.1:9/0"  # nothing listens: alerts go to the on-disk spool

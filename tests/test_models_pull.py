@@ -18,7 +18,7 @@ import pytest
 from engines.registry import MODELS, build_engine, get_entry, model_card, model_files, pull
 from engines.weights import ChecksumMismatch, WeightsUnavailable, fetch, partial_path, sha256_of
 
-from conftest import MESONET_WEIGHTS
+from support.shared import MESONET_WEIGHTS
 
 NAME = "meso4-df"
 FILE = MESONET_WEIGHTS / "Meso4_DF.h5"

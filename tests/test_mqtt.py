@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from polling import log_alerts, wait_for
-from parts import import_or_require, needs
+from support.polling import log_alerts, wait_for
+from support.parts import import_or_require, needs
 
 from engines.quality import QualityFloor
 from engines.registry import DEFAULT_MODEL, build_engine
@@ -26,9 +26,10 @@ from stream.live.sources.live import SourceConfig
 from stream.live.verdicts.alerts import AlertPolicy
 from stream.live.verdicts.policy import VerdictPolicy
 
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer, free_port
-from mqtt_broker import MqttBroker, Subscriber, unavailable_reason
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer, free_port
+from support.serve_fakes import ClipFace
+from support.mqtt_broker import MqttBroker, Subscriber, unavailable_reason
 
 pytestmark = [pytest.mark.slow, needs("mosquitto", unavailable_reason())]
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def test_events_retained_verdict_and_in_order_replay_after_a_broker_restart(tmp_
                              alerts=AlertPolicy(update_every_s=0.5), mqtt=MqttConfig(url=broker.url))
         late = None
         try:
-            with LiveServer(config, [engine]) as server:
+            with LiveServer(config, [engine], ClipFace.of(SOURCE.url)) as server:  # detection is not under test
                 wait_for(lambda: first_keys(events), ALERT_WAIT_S, "the first alert on dfstream/events")
                 first = json.loads(events.messages("dfstream/events")[0][1])
                 assert first["type"] == "alert" and first["stream"] == "df" and first["event"] == "start"

@@ -12,7 +12,7 @@ from stream.config.faces import DetectorConfig
 from stream.live.faces import FaceDetector
 from stream.live.faces.mtcnn_onnx import OrtNet
 
-from conftest import FFPP_VIDEOS, SHARED
+from support.shared import FFPP_VIDEOS, SHARED
 
 FRAMES_PER_VIDEO = 2
 FRAME_STEP = 40  # decoded frames between the two taken from each video
@@ -45,8 +45,8 @@ def _photos() -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def detectors() -> tuple[FaceDetector, FaceDetector]:
     torch_det, ort_det = FaceDetector(DetectorConfig(backend="torch")), FaceDetector(DetectorConfig(backend="onnx"))
-    assert all(isinstance(getattr(ort_det._mtcnn, k), OrtNet) for k in ("pnet", "rnet", "onet"))
-    assert not isinstance(torch_det._mtcnn.pnet, OrtNet)
+    assert set(ort_det.nets) == {"pnet", "rnet", "onet"} and all(isinstance(n, OrtNet) for n in ort_det.nets.values())
+    assert not isinstance(torch_det.nets["pnet"], OrtNet)
     return torch_det, ort_det
 
 
@@ -60,6 +60,7 @@ def _assert_same(ref, got, where: str) -> int:
     return len(ref)
 
 
+@pytest.mark.slow  # 27 s (pytest --fast --durations=30, 2026-12-07)
 def test_ort_finds_the_same_faces_as_torch_on_video_frames(detectors, ffpp):
     torch_det, ort_det = detectors
     frames = _video_frames()
@@ -72,6 +73,7 @@ def test_ort_finds_the_same_faces_as_torch_on_video_frames(detectors, ffpp):
     assert found >= len(frames) * 0.8  # the clips show a face nearly always: the comparison is not vacuous
 
 
+@pytest.mark.slow  # 11 s (pytest --fast --durations=30, 2026-12-07)
 def test_ort_finds_the_same_faces_as_torch_on_photos_and_relocation(detectors):
     torch_det, ort_det = detectors
     photos = _photos()

@@ -2,7 +2,7 @@
 
 Parity is measured on real MTCNN face crops at batch 1 and at a larger batch, which is also what proves the batch
 axis stayed dynamic. Xception's real weights cannot be fetched offline, so it uses a saved random-weight state dict
-made input-sensitive (tests/sensitive.py: BN statistics of real crops, a head whose logits spread): a parity check
+made input-sensitive (tests/support/sensitive.py: BN statistics of real crops, a head whose logits spread): a parity check
 first asserts that the torch reference's outputs spread far beyond the tolerance, and the bug tests prove that
 the same check fails when ONNX Runtime is fed channel-swapped or blank input.
 """
@@ -18,7 +18,7 @@ import torch
 from engines.base import InputSpec, LabelMapping, TorchEngine, channel_stats, normalise
 from engines.onnx_backend import OnnxEngine, OnnxModelError, export_onnx, onnx_engine_for
 from engines.registry import build_engine
-from sensitive import (INPUT_BUGS, PARITY_FAILURE, assert_close, assert_spread, inject, sensitive_xception,
+from support.sensitive import (INPUT_BUGS, PARITY_FAILURE, assert_close, assert_spread, inject, sensitive_xception,
                        spread_linear)
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "shared" / "weights" / "mesonet"

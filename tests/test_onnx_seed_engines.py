@@ -1,7 +1,7 @@
 """ONNX Runtime parity for the remaining seed engines (cards 000, 001, 002): the same network, exported, must give
 the same p(fake) as torch on real face crops.
 
-Weights are random, made input-sensitive (tests/sensitive.py): BN statistics of the test crops, damped residual
+Weights are random, made input-sensitive (tests/support/sensitive.py): BN statistics of the test crops, damped residual
 branches, and a head along the features' main direction, so p(fake) spreads across crops. `compare` first asserts
 that spread, and the bug tests prove that the same `compare` fails when ORT is fed channel-swapped or blank input.
 """
@@ -15,7 +15,7 @@ from engines.onnx_backend import OnnxEngine, onnx_engine_for
 from engines.registry import get_entry
 from engines.architectures.xception_logreg import LogRegHead, XceptionLogReg
 from engines.architectures.xception_lstm import XceptionLSTM
-from sensitive import (INPUT_BUGS, PARITY_FAILURE, assert_close, assert_spread, inject, inputs_of, sensitise,
+from support.sensitive import (INPUT_BUGS, PARITY_FAILURE, assert_close, assert_spread, inject, inputs_of, sensitise,
                        spread_linear)
 
 ORT_TOL = 1e-4

@@ -15,7 +15,7 @@ from stream.live.scheduler.governor import BusyClock, LoadGovernor
 from stream.live.scheduler.loop import Scheduler
 from stream.live.scheduler.threads import ThreadPlan, apply_threads, plan_threads
 
-from serve_fakes import AlwaysFake, OneFace, Ticker
+from support.serve_fakes import AlwaysFake, OneFace, Ticker
 
 DETECT_S = SCORE_S = 0.04  # one pass: 40 ms of detection, then 40 ms of scoring
 PERIODS = 6
@@ -162,7 +162,7 @@ def test_engine_sessions_are_resized_by_the_plan(tmp_path):
     from engines.onnx_backend import onnx_engine_for
     from engines.registry import build_engine
 
-    from conftest import MESONET_WEIGHTS
+    from support.shared import MESONET_WEIGHTS
 
     engine = onnx_engine_for(build_engine("meso4-df", weights_dir=MESONET_WEIGHTS, allow_download=False), tmp_path)
     crops = np.random.default_rng(0).integers(0, 255, (3, 256, 256, 3), dtype=np.uint8)
@@ -185,7 +185,7 @@ def test_overlapped_scheduler_splits_the_pools_and_gives_torch_its_pool_back():
     sched.start()
     try:
         assert torch.get_num_threads() == plan.torch
-        assert detector._mtcnn.pnet.session.get_session_options().intra_op_num_threads == plan.detector
+        assert detector.nets["pnet"].session.get_session_options().intra_op_num_threads == plan.detector
     finally:
         sched.stop()
     assert torch.get_num_threads() == before
@@ -201,6 +201,7 @@ def test_a_stage_still_running_counts_in_every_period_it_spans():
     assert clock.take(3.0, 4.0) == 0.0
 
 
+@pytest.mark.slow  # 10 s (pytest --fast --durations=30, 2026-12-07)
 def test_busy_clock_loses_no_span_while_two_stages_report_and_the_loop_takes_periods():
     """The overlapped pipeline's two stages report from their own threads while the scheduler's thread takes
     periods: every span reported must still be counted (the clock holds its own lock)."""

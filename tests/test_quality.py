@@ -22,7 +22,7 @@ from stream.live.sources.live import StreamSource
 from stream.live.verdicts.alerts import AlertManager
 from stream.live.verdicts.judge import Judge
 
-from conftest import FFPP
+from support.shared import FFPP
 
 TWITCHY = VerdictPolicy(smoothing="ema", ema_alpha=1.0, t_high=0.7, t_low=0.3, k=1)  # one frame decides
 

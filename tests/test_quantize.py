@@ -13,7 +13,7 @@ Where agreement can be judged, and where it cannot:
   statistics its output is almost independent of the input (p(fake) varied by ~1e-6 across crops, noise and
   zeros), so a signal-to-noise ratio computed on it measures a constant. With BN statistics fitted to real crops
   alone it is chaotic (a +-1 pixel change moved p(fake) by 0.8; int8 agreed with fp32 at 5 dB). The engine
-  here is the one of tests/sensitive.py: fitted BN statistics, damped residual branches and a head along the
+  here is the one of tests/support/sensitive.py: fitted BN statistics, damped residual branches and a head along the
   features' main direction, so p(fake) spreads over most of (0, 1) and follows the input smoothly. The check is
   that int8 computes the same function as the torch fp32 engine: the input-dependent part of the fp32 logit
   margin (its deviation from its mean over the crops) against the int8 error, >= 10 dB (measured 16.1 dB), and p_fake within 0.15
@@ -34,7 +34,7 @@ from engines.base import TorchEngine
 from engines.onnx_backend import BATCH_AXIS_NAME, INPUT_NAME, OnnxEngine, onnx_engine_for
 from engines.quantize import agreement, quantize_engine
 from engines.registry import build_engine
-from sensitive import INPUT_BUGS, PARITY_FAILURE, assert_spread, inject, sensitive_xception
+from support.sensitive import INPUT_BUGS, PARITY_FAILURE, assert_spread, inject, sensitive_xception
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "shared" / "weights" / "mesonet"
 MESO_SIZE = 256

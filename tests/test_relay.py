@@ -17,8 +17,9 @@ from stream.config.serve import ServeConfig
 from stream.live.server.relay import CLOCK, RELAY_KEY, SYNC_CHANNEL
 from stream.live.sources.live import SourceConfig
 
-from conftest import FFPP
-from live_server import LiveServer
+from support.shared import FFPP
+from support.live_server import LiveServer
+from support.serve_fakes import NoFaces
 
 VIDEO = FFPP / "real" / "004.mp4"
 TIMEOUT_S = 20.0
@@ -107,15 +108,15 @@ def test_two_viewers_share_one_encoder_and_get_sync_and_removal_closes_them():
             assert a.sync[-1]["clock"] == CLOCK and epochs and {"from", "base"} <= set(epochs[0])
 
             src = server.service.scheduler.sources()[0]
-            relay_taps = [f for f in src._subscribers if getattr(f, "__self__", None) is hub.relays["cam"]]
+            relay_taps = [f for f in src.frame_taps if getattr(f, "__self__", None) is hub.relays["cam"]]
             assert len(relay_taps) == 1  # tapped: one subscription for both viewers (the evidence ring has its own)
             async with http.delete(server.base + "/api/streams/cam") as r:
                 assert r.status == 200
             assert await until(lambda: not hub.viewers and not hub.relays)
             assert await until(lambda: a.pc.connectionState == "closed" and b.pc.connectionState == "closed")
-            assert not src._subscribers  # untapped (the relay's and the evidence ring's taps both go with the stream)
+            assert not src.frame_taps  # untapped (the relay's and the evidence ring's taps both go with the stream)
 
-    with LiveServer(ServeConfig(port=0, sources=[source]), []) as server:
+    with LiveServer(ServeConfig(port=0, sources=[source]), [], NoFaces()) as server:  # the relay, not faces
         hub = server_hub(server)
         asyncio.run(scenario(server, hub))
 
@@ -150,12 +151,12 @@ def test_bad_relay_requests_are_refused():
             await sender.close()
             await no_video.close()
 
-    with LiveServer(ServeConfig(port=0, sources=[source]), []) as server:
+    with LiveServer(ServeConfig(port=0, sources=[source]), [], NoFaces()) as server:  # the relay, not faces
         asyncio.run(scenario(server, server_hub(server)))
 
 
 def server_hub(server: LiveServer):
-    return server._runner.app[RELAY_KEY]  # type: ignore[union-attr]
+    return server.app[RELAY_KEY]
 
 
 def test_rtp_time_stays_monotonic_across_source_clock_jumps():
@@ -191,6 +192,6 @@ def test_rtp_time_stays_monotonic_across_source_clock_jumps():
         feed.deliver(Frame(image, None, 0.2, 7, 0.0))  # the tap passes frames on to the source's buffer
         assert feed.buffer.take_latest().index == 7
         relay.close()
-        assert not feed._subscribers
+        assert not feed.frame_taps
     finally:
         loop.close()

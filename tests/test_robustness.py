@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FFPP, MESONET_WEIGHTS
+from support.shared import FFPP, MESONET_WEIGHTS
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "robustness.py"
 

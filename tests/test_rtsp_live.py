@@ -1,7 +1,6 @@
 """serve against a real RTSP camera on loopback: boxes arrive, and survive the camera being killed and restarted
 while a second source keeps flowing."""
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -14,11 +13,12 @@ from engines.registry import DEFAULT_MODEL, build_engine
 from stream.config.serve import ServeConfig
 from stream.live.sources.live import SourceConfig
 
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer
-from rtsp_server import RtspServer, unavailable_reason
-from parts import needs
-from serve_fakes import NoFaces
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer
+from support.rtsp_server import RtspServer, unavailable_reason
+from support.parts import needs
+from support.serve_fakes import NoFaces
+from support.ws_recorder import WsRecorder
 
 pytestmark = [pytest.mark.slow, needs("GStreamer's RTSP server", unavailable_reason())]
 # Boxes must flow again this soon after the camera returns: one capped back-off (Backoff().max_s plus jitter)
@@ -37,54 +37,13 @@ COMEBACK_S = 60.0  # after SIGCONT the camera streams again within this (back-of
 
 
 
-class Recorder:
-    """Keeps every websocket message with its arrival time, on a background thread."""
+def recorder(server: LiveServer) -> WsRecorder:
+    """Every websocket message with its arrival time on the monotonic clock the tests time the camera with."""
+    return WsRecorder(server.base.replace("http", "ws") + "/ws", clock=time.monotonic)
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.messages: list[tuple[float, dict]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
-    async def _run(self) -> None:
-        import json
-
-        import aiohttp
-
-        async with aiohttp.ClientSession() as s, s.ws_connect(self.url) as ws:
-            while not self._stop.is_set():
-                try:
-                    msg = await ws.receive(timeout=0.5)
-                except asyncio.TimeoutError:
-                    continue
-                if msg.type.name != "TEXT":
-                    return
-                self.messages.append((time.monotonic(), json.loads(msg.data)))
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(5)
-
-    def boxes(self, stream: str, since: float = 0.0) -> list[float]:
-        return [t for t, m in self.messages
-                if t >= since and m["type"] == "overlay" and m["stream"] == stream and m["faces"]]
-
-    def overlays(self, stream: str, since: float = 0.0, until: float = float("inf")) -> list[float]:
-        return [t for t, m in list(self.messages)
-                if since <= t <= until and m["type"] == "overlay" and m["stream"] == stream]
-
-    def wait_boxes(self, stream: str, since: float, timeout: float) -> float | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = self.boxes(stream, since)
-            if got:
-                return got[0]
-            time.sleep(0.05)
-        return None
+def has_faces(message: dict) -> bool:
+    return bool(message["faces"])
 
 
 def test_rtsp_boxes_and_reconnect_while_file_keeps_flowing():
@@ -95,30 +54,30 @@ def test_rtsp_boxes_and_reconnect_while_file_keeps_flowing():
             SourceConfig(name="file", url=str(FFPP / "real" / "634.mp4"), loop=True),
         ])
         started = time.monotonic()  # the sources start with the server
-        with LiveServer(config, [engine]) as server, Recorder(server.base.replace("http", "ws") + "/ws") as rec:
-            first_boxes = rec.wait_boxes("cam", 0.0, 60)
+        with LiveServer(config, [engine]) as server, recorder(server) as rec:
+            first_boxes = rec.first("overlay", "cam", 0.0, 60, where=has_faces)
             assert first_boxes is not None, "no boxes from the RTSP camera"
-            assert rec.wait_boxes("file", 0.0, 30) is not None
+            assert rec.first("overlay", "file", 0.0, 30, where=has_faces) is not None
             backoff = config.sources[0].backoff
             return_deadline = (backoff.max_s * (1 + backoff.jitter)
                                + max(RETURN_FLOOR_S, 2 * (first_boxes - started)))
             camera.stop()
             killed = time.monotonic()
             time.sleep(OUTAGE_S)
-            states = {m["state"] for t, m in rec.messages if t > killed and m["type"] == "status"
+            states = {m["state"] for t, m in rec.records if t > killed and m["type"] == "status"
                       and m["stream"] == "cam"}
             assert states & {"reconnecting", "connecting"}, states
             camera.restart()
             back = time.monotonic()
-            first = rec.wait_boxes("cam", back, return_deadline + 10)
+            first = rec.first("overlay", "cam", back, return_deadline + 10, where=has_faces)
             assert first is not None and first - back <= return_deadline, (
                 f"boxes returned {None if first is None else round(first - back, 2)} s after the camera "
                 f"(deadline {return_deadline:.1f} s; its first boxes took {first_boxes - started:.1f} s)")
             # the file source never stopped: boxes in every second of the outage
-            outage = rec.boxes("file", killed)
+            outage = rec.times("overlay", "file", killed, where=has_faces)
             outage = [t for t in outage if t <= back]
             assert len(outage) >= OUTAGE_S, len(outage)
-            status = next(m for _, m in reversed(rec.messages) if m["type"] == "status" and m["stream"] == "cam")
+            status = next(m for _, m in reversed(rec.records) if m["type"] == "status" and m["stream"] == "cam")
             assert status["reconnects"] >= 1
 
 
@@ -141,7 +100,7 @@ def test_silent_camera_is_restarted_by_the_watchdog_while_file_keeps_flowing():
             SourceConfig(name="file", url=str(FFPP / "real" / "634.mp4"), loop=True),
         ])
         with LiveServer(config, [], detector=NoFaces()) as server, \
-                Recorder(server.base.replace("http", "ws") + "/ws") as rec:
+                recorder(server) as rec:
             cam = server.service.scheduler.stream("cam").source
             changes: list[tuple[float, str, str | None]] = []
             left = threading.Event()
@@ -152,10 +111,10 @@ def test_silent_camera_is_restarted_by_the_watchdog_while_file_keeps_flowing():
                     left.set()
 
             cam.on_state(on_state)
-            assert wait_until(lambda: cam.state.value == "streaming" and len(rec.overlays("cam")) >= 5, 60), (
+            assert wait_until(lambda: cam.state.value == "streaming" and len(rec.times("overlay", "cam")) >= 5, 60), (
                 f"the RTSP camera never streamed: {cam.state.value}, {cam.error}")
-            assert wait_until(lambda: len(rec.overlays("file")) >= 5, 30), "the file never streamed"
-            pid = camera._proc.pid  # the GStreamer server's own process (RtspServer runs it as a child)
+            assert wait_until(lambda: len(rec.times("overlay", "file")) >= 5, 30), "the file never streamed"
+            pid = camera.pid  # the GStreamer server's own process (RtspServer runs it as a child)
             os.kill(pid, signal.SIGSTOP)
             silent = time.monotonic()
             try:
@@ -168,11 +127,11 @@ def test_silent_camera_is_restarted_by_the_watchdog_while_file_keeps_flowing():
                 # the reason in words: the first error after the silence names it
                 assert "no frame for" in next(e for t, _, e in changes if t >= noticed and e), changes
                 # the file was analysed all along: overlays throughout, never a gap as long as the watchdog
-                during = rec.overlays("file", silent, time.monotonic())
+                during = rec.times("overlay", "file", silent, time.monotonic())
                 assert len(during) >= STALL_S, f"{len(during)} file overlays in {STALL_S} s of camera silence"
                 gaps = [b - a for a, b in zip([silent, *during], [*during, time.monotonic()])]
                 assert max(gaps) < WATCHDOG_S, f"the file stalled {max(gaps):.2f} s beside the silent camera"
-                statuses = [m for t, m in list(rec.messages) if t >= silent and m["type"] == "status"
+                statuses = [m for t, m in list(rec.records) if t >= silent and m["type"] == "status"
                             and m["stream"] == "cam"]
                 assert any(m["state"] == "reconnecting" and "no frame for" in (m.get("error") or "")
                            for m in statuses), statuses[-3:]
@@ -182,5 +141,5 @@ def test_silent_camera_is_restarted_by_the_watchdog_while_file_keeps_flowing():
             resumed = time.monotonic()
             assert wait_until(lambda: cam.state.value == "streaming", COMEBACK_S), (
                 f"the camera resumed but the source is still {cam.state.value}: {cam.error}")
-            assert wait_until(lambda: rec.overlays("cam", resumed), 30), "no overlay from the camera after it resumed"
+            assert wait_until(lambda: rec.times("overlay", "cam", resumed), 30), "no overlay from the camera after it resumed"
             assert cam.reconnects >= 1 and cam.error is None

@@ -7,7 +7,7 @@ import time
 
 import av
 import pytest
-from rtsp_server import rtsp_server  # noqa: F401  (fixture)
+from support.rtsp_server import rtsp_server  # noqa: F401  (fixture)
 
 RTSP_OPTIONS = {"rtsp_transport": "tcp", "timeout": "5000000"}  # TCP as `serve` uses it; 5 s socket timeout
 MIN_FRAMES = 20

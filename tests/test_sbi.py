@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED
+from support.shared import SHARED
 from stream.jobs.sbi import BLEND_RATIOS, FAKE, self_blend
 
 FACES = sorted((SHARED / "data" / "faces" / "celeba-hq").glob("*.jpg"))

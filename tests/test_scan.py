@@ -11,7 +11,7 @@ import pytest
 from engines.registry import DEFAULT_MODEL, get_entry
 from PIL import Image
 
-from conftest import FFPP, FFPP_VIDEOS, MESONET_WEIGHTS, SHARED
+from support.shared import FFPP, FFPP_VIDEOS, MESONET_WEIGHTS, SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
 SCAN_FPS = "1"  # a few frames per second of video keep the suite fast while every video still gets faces
@@ -120,6 +120,7 @@ def test_unknown_model_and_missing_weights_are_usage_errors(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing half-downloaded or written
 
 
+@pytest.mark.slow  # 20 s (pytest --fast --durations=30, 2026-12-07)
 def test_scan_with_a_clip_engine_uses_consecutive_face_frames(tmp_path):
     """A (tiny, random) VideoMAE checkpoint through the real CLI: clips come from each track's ring."""
     from test_videomae import make_checkpoint

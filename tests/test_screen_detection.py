@@ -2,7 +2,7 @@
 small participants in a large picture is found, where the camera profile's 640 px downscale misses most of them,
 and its costlier full-frame detection runs less often, with re-location in between.
 
-The calls are synthetic (tests/call_grid.py): real CelebA-HQ photos laid out as call tiles, so where every
+The calls are synthetic (tests/support/call_grid.py): real CelebA-HQ photos laid out as call tiles, so where every
 participant is is known exactly. The detector is the real MTCNN, with the default model's quality floor as
 `serve` builds it.
 """
@@ -22,7 +22,7 @@ from stream.live.sources import Frame
 from stream.live.sources.buffer import LatestFrameBuffer
 from stream.live.sources.live import AVLiveSource, StreamSource
 
-from call_grid import call_frame, found, layouts
+from support.call_grid import call_frame, found, layouts
 
 FLOOR_PX = get_entry(DEFAULT_MODEL).quality.min_face_px
 SMALL = 80  # call tiles of 80 px: faces of about 40 px

@@ -17,8 +17,8 @@ import pytest
 
 from stream.config.serve import ServeConfig
 
-from live_server import LiveServer
-from serve_fakes import Idle, NoFaces, request_state, webrtc_offers
+from support.live_server import LiveServer
+from support.serve_fakes import Idle, NoFaces, request_state, webrtc_offers
 
 EXTRA_HOST = "dfstream.lan"  # an allowed_hosts entry: the page may be opened by this name too
 EVIL = "evil.example"

@@ -13,7 +13,7 @@ from pathlib import Path
 from stream.config.sources import Backoff
 from stream.live.bus.sender import Link, SenderPolicy, SpooledSender
 
-from polling import wait_for
+from support.polling import wait_for
 
 QUICK = Backoff(initial_s=0.01, factor=2.0, max_s=0.05, jitter=0.0)
 

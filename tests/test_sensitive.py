@@ -1,4 +1,4 @@
-"""The helpers of tests/sensitive.py do what the parity tests rely on: the spread check refuses the old,
+"""The helpers of tests/support/sensitive.py do what the parity tests rely on: the spread check refuses the old,
 input-blind random reference, and the recipe gives one whose output follows its input smoothly."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from engines.base import TorchEngine
 from engines.registry import get_entry
 from engines.architectures.xception_140k import Xception140k
-from sensitive import assert_spread, sensitive_model
+from support.sensitive import assert_spread, sensitive_model
 
 NAME = "xception-140k"
 SIZE = 96  # Xception140k pools adaptively: small crops keep this fast, the effect is the same as at 299

@@ -29,8 +29,8 @@ from stream.live.server.service import LiveService
 from stream.live.sources import Frame
 from stream.live.verdicts.baseline import Baseline, BaselineError, read, write
 
-from live_server import LiveServer, collect
-from serve_fakes import OneFace, Ticker, add_source, send
+from support.live_server import LiveServer, collect
+from support.serve_fakes import OneFace, Ticker, add_source, send
 
 WEIGHTS = "ab" * 32  # the stand-in engine's "weights": a baseline is keyed by them
 LEARN_S = 4.0  # at 10 analysed fps: ~40 updates, 4 blocks of 9 (2 needed)

@@ -21,9 +21,9 @@ import pytest
 
 from engines.registry import DEFAULT_MODEL
 
-from conftest import FFPP, MESONET_WEIGHTS
-from parts import needs
-from live_server import collect, free_port
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.parts import needs
+from support.live_server import collect, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = FFPP / "fake" / "Deepfakes_519_515.mp4"

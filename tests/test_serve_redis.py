@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from polling import log_alerts, wait_for
-from parts import needs
+from support.polling import log_alerts, wait_for
+from support.parts import needs
 import redis
 
 from engines.quality import QualityFloor
@@ -17,9 +17,10 @@ from stream.config.serve import ServeConfig
 from stream.live.sources.live import SourceConfig
 from stream.live.verdicts.policy import VerdictPolicy
 
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer
-from redis_server import RedisServer, unavailable_reason
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer
+from support.serve_fakes import ClipFace
+from support.redis_server import RedisServer, unavailable_reason
 from test_bus import Cli
 
 pytestmark = [pytest.mark.slow,
@@ -40,7 +41,7 @@ def test_alerts_reach_follower_exactly_once_across_a_redis_restart(tmp_path):
         config = ServeConfig(
             sources=[source],
             redis=rs.url, data_dir=tmp_path, verdict=TWITCHY, alerts=AlertPolicy(update_every_s=0.5))
-        with LiveServer(config, [engine]) as server:
+        with LiveServer(config, [engine], ClipFace.of(source.url)) as server:  # detection is not under test
             wait_for(lambda: len(log_alerts(tmp_path)) >= 2, 90, "the first alerts")
             first = follower.read(1)[0]
             assert first["type"] == "alert" and first["event"] == "start" and first["stream"] == "df"

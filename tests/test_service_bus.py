@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from serve_fakes import AlwaysFake, OneFace, Ticker
+from support.serve_fakes import AlwaysFake, OneFace, Ticker
 from stream.config.serve import ServeConfig
 from stream.live.server.service import LiveService
 from stream.messages import Alert, AlertClosing, Custody, Overlay, Status

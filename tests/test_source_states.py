@@ -14,40 +14,45 @@ from stream.live.sources import SourceState
 from stream.live.sources.base import TRANSITIONS, InvalidTransition, StateMachine
 from stream.live.sources.live import AVLiveSource
 
-from conftest import FFPP
+from support.shared import FFPP
 
 S = SourceState
 
 
 class _Machine(StateMachine):
+    """The state machine alone, as a source subclass drives it: `set_state` is what a source's threads call."""
+
     name = "m"
 
     def __init__(self) -> None:
         self._init_state()
+
+    def set_state(self, *args, **kwargs) -> bool:
+        return self._set_state(*args, **kwargs)
 
 
 def test_allowed_changes_notify_listeners_and_forbidden_ones_raise():
     m = _Machine()
     seen = []
     unsubscribe = m.on_state(lambda src, old, new: seen.append((old, new)))
-    assert m._set_state(S.CONNECTING) and m._set_state(S.STREAMING, error=None)
-    assert not m._set_state(S.STREAMING)  # same state: a no-op, not a notification
+    assert m.set_state(S.CONNECTING) and m.set_state(S.STREAMING, error=None)
+    assert not m.set_state(S.STREAMING)  # same state: a no-op, not a notification
     assert seen == [(S.IDLE, S.CONNECTING), (S.CONNECTING, S.STREAMING)]
-    m._set_state(S.ENDED)
+    m.set_state(S.ENDED)
     with pytest.raises(InvalidTransition, match="ended -> streaming"):
-        m._set_state(S.STREAMING)
+        m.set_state(S.STREAMING)
     assert m.state is S.ENDED and seen[-1] == (S.STREAMING, S.ENDED)
     unsubscribe()
-    m._set_state(S.STOPPED)
+    m.set_state(S.STOPPED)
     assert seen[-1] == (S.STREAMING, S.ENDED)  # unsubscribed: not told
 
 
 def test_stop_wins_over_a_late_change_from_the_decoder_thread():
     m = _Machine()
-    m._set_state(S.CONNECTING)
-    m._set_state(S.STOPPED)
-    assert not m._set_state(S.STREAMING) and m.state is S.STOPPED  # dropped, not raised
-    assert m._set_state(S.CONNECTING)  # a restart is allowed
+    m.set_state(S.CONNECTING)
+    m.set_state(S.STOPPED)
+    assert not m.set_state(S.STREAMING) and m.state is S.STOPPED  # dropped, not raised
+    assert m.set_state(S.CONNECTING)  # a restart is allowed
 
 
 def test_every_state_can_be_stopped_and_restarted():

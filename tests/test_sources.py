@@ -6,7 +6,7 @@ from stream.live.sources import AVSource, SourceError, SourceState
 from stream.live.sources.av_source import FrameSampler
 from stream.live.sources.urls import redact
 
-from conftest import FFPP
+from support.shared import FFPP
 
 
 def test_decodes_rgb_frames_with_timestamps():

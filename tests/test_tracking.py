@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MESONET_WEIGHTS, SHARED
-from parts import needs
+from support.shared import MESONET_WEIGHTS, SHARED
+from support.parts import needs
 from stream.cli import EXIT_OK, EXIT_USAGE, main
 from stream.jobs.train.tracking import CODECARBON_MISSING, EMISSIONS_CSV, MAX_PARAM_CHARS, flatten
 
@@ -85,6 +85,7 @@ def _check_emissions(block: dict, out: Path, country: str) -> None:
     assert row["country_iso_code"] == country
 
 
+@pytest.mark.slow  # 11 s (pytest --fast --durations=30, 2026-12-07)
 @NEEDS_MLFLOW
 @NEEDS_CODECARBON
 def test_train_logs_what_metrics_json_holds_to_a_real_mlflow_file_store(file_store: str, tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FFPP, FFPP_VIDEOS, CROPS_PER_VIDEO
-from parts import import_or_require
+from support.shared import FFPP, FFPP_VIDEOS, CROPS_PER_VIDEO
+from support.parts import import_or_require
 from engines.keras_xception import KerasXception
 from engines.registry import XCEPTION_NOTOP_FILENAME, build_engine, get_entry
 from stream.cli import EXIT_OK, EXIT_USAGE, main
@@ -334,7 +334,7 @@ def test_lstm_finetune_with_online_sbi_trains_the_backbone_on_real_only_data(rea
 def test_lstm_weights_load_in_keras(tmp_path: Path) -> None:
     """The card's own `build_model(...).load_weights(path)` reads the file, and agrees with the engine."""
     tf = import_or_require("tensorflow")
-    from keras_xception_ref import set_tf_threads
+    from support.keras_xception_ref import set_tf_threads
 
     set_tf_threads(tf)
     import keras

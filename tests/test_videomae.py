@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from parts import import_or_require
+from support.parts import import_or_require
 transformers = import_or_require("transformers")
 from transformers import VideoMAEConfig, VideoMAEForVideoClassification  # noqa: E402
 

@@ -14,7 +14,7 @@ from engines.voice_base import AudioSpec, fit_window
 from stream.live.sources import SourceError
 from stream.live.voices import NoAudioTrack, SpeechDetector, VoiceScorer, decode_audio
 from stream.live.voices.windows import cut_windows, window_spans
-from voice_media import AASIST_WEIGHTS, RATE, SHARED, chord, melody, sine, speech_16k, speech_files, write_wav
+from support.voice_media import AASIST_WEIGHTS, RATE, SHARED, chord, melody, sine, speech_16k, speech_files, write_wav
 
 FREQ, AMPLITUDE = 1000.0, 0.5
 EDGE = 1600  # samples trimmed at each end before the FFT (the resampler's filter settles within them)

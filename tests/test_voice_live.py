@@ -29,9 +29,9 @@ from stream.live.voices.ring import SILENT_DB, AudioRing
 from stream.messages import (VOICE_TRACK, Alert, Overlay, SchedulerStatus, SourceStatus, Status, StreamVerdicts,
                              VoiceOverlay)
 
-from serve_fakes import ConstantVoice as Constant, Idle
-from sound_media import speech_run
-from voice_media import RATE, melody
+from support.serve_fakes import ConstantVoice as Constant, Idle
+from support.sound_media import speech_run
+from support.voice_media import RATE, melody
 
 WINDOW = RATE  # the stand-in engine's window: 1 s, so the tests need little sound
 
@@ -56,14 +56,14 @@ def play(source: Idle, samples: np.ndarray, t0: float = 0.0) -> float:
 
 def test_the_ring_keeps_the_newest_samples_in_order_in_fixed_memory():
     ring = AudioRing(1000, RATE)
-    buffer = ring._buf
+    buffer = ring.storage
     x = np.arange(2500, dtype=np.float32) / 2500
     for i in range(0, 2500, 333):  # writes that wrap around the end, unaligned
         ring.write(x[i:i + 333], end=(min(i + 333, 2500)) / RATE, arrived=time.monotonic())
     assert ring.latest(1001) is None  # more than it can hold
     snap = ring.latest(1000)
     assert np.array_equal(snap.samples, x[-1000:]) and snap.total == 2500 and snap.end == pytest.approx(2500 / RATE)
-    assert ring._buf is buffer and ring._buf.nbytes == 4000  # preallocated: never grows
+    assert ring.storage is buffer and ring.storage.nbytes == 4000  # preallocated: never grows
     ring.write(np.full(1500, 0.5, np.float32), end=1.0, arrived=time.monotonic())  # longer than the ring: its tail
     assert np.array_equal(ring.latest(1000).samples, np.full(1000, 0.5, np.float32)) and ring.total == 4000
 

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from aasist_ref import Model as AuthorsModel
+from support.aasist_ref import Model as AuthorsModel
 from stream.cli import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, main
 from stream.jobs.voice_eval import equal_error_rate
 from test_aasist import CONFS, TOL
-from voice_media import AASIST_WEIGHTS, MESONET_WEIGHTS, RATE, SHARED, read_wav, speech_16k, speech_files, write_wav
+from support.voice_media import AASIST_WEIGHTS, MESONET_WEIGHTS, RATE, SHARED, read_wav, speech_16k, speech_files, write_wav
 
 WINDOW = 64600
 VIDEO = SHARED / "data" / "ffpp-c23" / "real" / "004.mp4"
@@ -117,6 +117,7 @@ def speech_dataset(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # 19 s (pytest --fast --durations=30, 2026-12-07)
 def test_eval_voice_writes_auc_and_eer(speech_dataset, weights, tmp_path, capsys):
     from sklearn.metrics import roc_auc_score
 

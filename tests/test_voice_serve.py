@@ -27,14 +27,14 @@ from stream.config.sources import SourceConfig
 from stream.config.voices import VoiceConfig
 from stream.messages import Alert, Overlay, Status
 
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer
-from parts import require
-from polling import wait_for
-from rtsp_server import RtspServer, unavailable_reason
-from serve_fakes import ConstantVoice, NoFaces
-from sound_media import audio_track, speech_run, video_seconds, video_with_sound
-from voice_media import AASIST_WEIGHTS, RATE, write_wav
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer
+from support.parts import require
+from support.polling import wait_for
+from support.rtsp_server import RtspServer, unavailable_reason
+from support.serve_fakes import ConstantVoice, NoFaces
+from support.sound_media import audio_track, speech_run, video_seconds, video_with_sound
+from support.voice_media import AASIST_WEIGHTS, RATE, write_wav
 
 VOICE_TIMEOUT_S = 120.0  # AASIST-L takes seconds per window on a loaded 2-core machine
 REAL_VIDEO = FFPP / "real" / "004.mp4"

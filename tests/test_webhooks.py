@@ -23,10 +23,11 @@ from stream.live.verdicts.alerts import AlertPolicy
 from stream.live.verdicts.policy import VerdictPolicy
 from stream.messages import Alert
 
-from polling import log_alerts, wait_for
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import LiveServer
-from webhook_receiver import Receiver
+from support.polling import log_alerts, wait_for
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import LiveServer
+from support.serve_fakes import ClipFace, NoFaces
+from support.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def test_alerts_are_delivered_signed_once_across_a_receiver_outage_and_a_serve_r
     try:
         config = ServeConfig(sources=[SOURCE], data_dir=tmp_path, verdict=TWITCHY,
                              alerts=AlertPolicy(update_every_s=0.5, webhooks=[hook_config(receiver)]))
-        server = LiveServer(config, [engine]).__enter__()
+        server = LiveServer(config, [engine], ClipFace.of(SOURCE.url)).__enter__()  # detection is not under test
         try:
             wait_for(lambda: receiver.keys(), ALERT_WAIT_S, "the first alert at the receiver")
             first = receiver.posts[0]
@@ -105,7 +106,7 @@ def test_alerts_are_delivered_signed_once_across_a_receiver_outage_and_a_serve_r
         assert [json.loads(line)["key"] for line in queue.read_text().splitlines()] == pending
         receiver.up()
         restarted = ServeConfig(data_dir=tmp_path, alerts=AlertPolicy(webhooks=[hook_config(receiver)]))
-        with LiveServer(restarted, [engine]):
+        with LiveServer(restarted, [engine], NoFaces()):  # no sources
             wait_for(lambda: receiver.keys()[-len(pending):] == pending, 60, "the pending alerts after the restart")
         assert receiver.keys() == [a["key"] for a in raised]
         assert all(p["signed"] and p["header_key"] == p["key"] for p in receiver.posts)
@@ -118,7 +119,7 @@ def test_a_receiver_that_never_takes_an_alert_gets_it_dead_lettered_and_reported
     receiver = Receiver(b"another secret").up()  # checks signatures with the wrong secret: refuses every POST
     try:
         config = ServeConfig(data_dir=tmp_path, alerts=AlertPolicy(webhooks=[hook_config(receiver, max_attempts=2)]))
-        with LiveServer(config, [engine]) as server:
+        with LiveServer(config, [engine], NoFaces()) as server:  # no sources
             alert = Alert(event="start", id="a1", seq=0, stream="df", track=1, started_at=time.time(),
                           ended_at=None, score_max=0.95, engines={}, evidence={})
             server.service.bus.publish(alert)  # through the bus, as the alert lifecycle publishes

@@ -22,8 +22,8 @@ from stream.live.server import webcam as webrtc
 from stream.live.server.webcam import REGISTRY_KEY, PeerRegistry
 from stream.live.sources import SourceState
 
-from conftest import FFPP, MESONET_WEIGHTS
-from live_server import free_port
+from support.shared import FFPP, MESONET_WEIGHTS
+from support.live_server import free_port
 
 VIDEO = FFPP / "real" / "004.mp4"
 BOXES_TIMEOUT_S = 30.0

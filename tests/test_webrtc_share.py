@@ -18,8 +18,8 @@ from stream.config.serve import ServeConfig
 from stream.live.server.webcam import PEERS_KEY
 from stream.live.sources import SourceState
 
-from live_server import LiveServer
-from serve_fakes import NoFaces
+from support.live_server import LiveServer
+from support.serve_fakes import NoFaces
 
 STATE_TIMEOUT_S = 15.0
 AUDIO_FRAMES = 25  # half a second of 20 ms frames
@@ -120,7 +120,7 @@ def test_a_screen_offer_streams_with_the_screen_profile_and_its_audio_is_tapped(
             await pc.close()
             assert await until(lambda: "Team-call" not in server.service.names())
             await cam.close()
-            assert await until(lambda: len(server._runner.app[PEERS_KEY]) == 0)  # type: ignore[union-attr]
+            assert await until(lambda: len(server.app[PEERS_KEY]) == 0)  # type: ignore[union-attr]
 
     with LiveServer(ServeConfig(port=0), [], detector=NoFaces()) as server:
         asyncio.run(scenario(server))
@@ -134,7 +134,7 @@ def test_offers_of_an_unknown_kind_are_refused_and_leave_nothing():
                 status, text = await send(http, server.base, pc, name="call", kind=kind)
                 assert (status, text) == (400, "kind: one of webcam, screen"), (kind, status, text)
                 assert not server.service.names()
-                assert len(server._runner.app[PEERS_KEY]) == 0  # type: ignore[union-attr]
+                assert len(server.app[PEERS_KEY]) == 0  # type: ignore[union-attr]
                 await pc.close()
 
     with LiveServer(ServeConfig(port=0), [], detector=NoFaces()) as server:

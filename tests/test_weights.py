@@ -12,7 +12,7 @@ from engines.registry import build_engine, get_entry
 from engines.weights import (ChecksumMismatch, WeightsSource, WeightsUnavailable, default_weights_dir, fetch,
                              sha256_of)
 
-from conftest import MESONET_WEIGHTS
+from support.shared import MESONET_WEIGHTS
 
 
 @pytest.fixture

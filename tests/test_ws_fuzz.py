@@ -13,8 +13,8 @@ import pytest
 
 from stream.config.serve import ServeConfig
 
-from live_server import LiveServer
-from serve_fakes import NoFaces, Ticker, add_source, send
+from support.live_server import LiveServer
+from support.serve_fakes import NoFaces, Ticker, add_source, send
 
 MAX_BYTES = 4096
 MESSAGES = 400

@@ -2,7 +2,7 @@
 
 The real `best_xception.pth` cannot be fetched offline, so the tests save a freshly built model's state dict in
 the same layout and check the whole path (file -> registry builder -> p_fake) plus every way a file can be wrong.
-The scoring check uses an input-sensitive random model (tests/sensitive.py) on real face crops, asserts that the
+The scoring check uses an input-sensitive random model (tests/support/sensitive.py) on real face crops, asserts that the
 reference's p(fake) spreads across them first, and the bug tests prove it fails on swapped or blank crops.
 """
 
@@ -19,7 +19,7 @@ from engines.registry import build_engine, get_entry
 from engines.weights import WeightsUnavailable, fetch
 from engines.architectures.xception_140k import EXPECTED_STATE_KEYS, Xception140k
 from engines.loading import load_state_dict_file
-from sensitive import PARITY_FAILURE, assert_close, assert_spread, sensitive_model, swap_crop_channels
+from support.sensitive import PARITY_FAILURE, assert_close, assert_spread, sensitive_model, swap_crop_channels
 
 NAME = "xception-140k"
 HF_REPO = "RamadhanZome/deepfake-xception"

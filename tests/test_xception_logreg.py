@@ -21,10 +21,10 @@ from engines.registry import MODELS, XCEPTION_NOTOP_FILENAME, build_engine, get_
 from engines.weights import ChecksumMismatch, WeightsSource, WeightsUnavailable
 from engines.architectures.xception_logreg import (UntrustedPickle, build_xception_logreg, load_head, save_head,
                                                    write_head)
-from keras_xception_ref import keras_input, random_xception, set_tf_threads, write_legacy_h5
-from sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
+from support.keras_xception_ref import keras_input, random_xception, set_tf_threads, write_legacy_h5
+from support.sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
 
-from parts import import_or_require
+from support.parts import import_or_require
 sklearn = import_or_require("sklearn")
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402

@@ -21,10 +21,10 @@ from engines.base import WeightsFormatError
 from engines.registry import build_engine, get_entry
 from engines.weights import WeightsUnavailable
 from engines.architectures.xception_lstm import FAKE_INDEX, parse_config
-from keras_xception_ref import (damp_residual_branches, fit_bn_stats, keras_input, randomise_bn, set_tf_threads,
+from support.keras_xception_ref import (damp_residual_branches, fit_bn_stats, keras_input, randomise_bn, set_tf_threads,
                                 spread_dense)
-from sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
-from parts import import_or_require
+from support.sensitive import PARITY_FAILURE, assert_close, assert_spread, swap_crop_channels
+from support.parts import import_or_require
 
 NAME = "xception-lstm"
 TIME_STEPS = 3  # the card uses 30; the engine reads it from the file

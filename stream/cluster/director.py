@@ -86,7 +86,7 @@ class Director:
                                  "again with --forget-state)")
             return False
         self._set_pipeline(pipeline)
-        self._persist()
+        self.persist()
         return True
 
     async def add(self, camera: dict[str, Any]) -> bool:
@@ -98,10 +98,10 @@ class Director:
         self._require_table()
         if not self.table.add(SourceConfig.model_validate(camera).model_dump(mode="json")):
             return False
-        self._persist()
+        self.persist()
         async with self._guard():
             await self._place()
-            self._persist()
+            self.persist()
         return True
 
     async def remove(self, name: str) -> bool:
@@ -111,7 +111,7 @@ class Director:
             existed, nid = self.table.remove(name)
             if not existed:
                 return False
-            self._persist()
+            self.persist()
             node = self.members.nodes.get(nid or "")
             if node is not None:
                 await self._call(node, "stop", name, True)
@@ -139,7 +139,7 @@ class Director:
                 self._event("drained", c, node.id, node.name)
             await self._place()
             moved = {c: self.table.assigned.get(c) for c in moving}
-            self._persist()
+            self.persist()
         try:
             await asyncio.wait_for(node.actor.close.remote(), timeout_s)  # flush its alerts' ends to Redis
         except Exception as exc:  # noqa: BLE001 - it is leaving anyway; its alerts end as worker-lost
@@ -184,10 +184,10 @@ class Director:
     async def _run(self) -> None:
         while True:
             try:
-                if self._restore():
+                if self.restore():
                     async with self._guard():
                         await self._reconcile()
-                        self._persist()
+                        self.persist()
             except Exception:  # one bad round must not end the director
                 log.exception("director: reconcile failed")
             await asyncio.sleep(RECONCILE_S)
@@ -209,7 +209,7 @@ class Director:
 
     # -- the table in Redis (state.py) ----------------------------------------------------------------------
 
-    def _restore(self) -> bool:
+    def restore(self) -> bool:
         """Read the table back once (True from then on); False while Redis cannot be read (retried each
         round, and every change is refused meanwhile)."""
         if self._loaded:
@@ -239,11 +239,11 @@ class Director:
         return True
 
     def _require_table(self) -> None:
-        if not self._restore():
+        if not self.restore():
             raise StateUnavailable(f"the director has not read its table from Redis yet ({self.load_error}); "
                                    "nothing was changed: try again once Redis answers")
 
-    def _persist(self) -> None:
+    def persist(self) -> None:
         """Write the table if it changed; a failure is logged, and the next round writes it again."""
         if self._state is None or not self._loaded:
             return

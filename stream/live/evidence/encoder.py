@@ -39,6 +39,11 @@ class FrameEncoder:
         self._thread = threading.Thread(target=self._run, name=f"encode-{name}", daemon=True)
         self._thread.start()
 
+    @property
+    def pending(self) -> int:
+        """Frames waiting for the encoder now (more than QUEUE_FRAMES are dropped, counted in `dropped`)."""
+        return self._queue.qsize()
+
     def submit(self, frame: Frame) -> None:
         """Called on the source's thread: hand the frame on, never wait."""
         try:

@@ -60,10 +60,14 @@ class FaceDetector:
 
             use_onnx(self._mtcnn, self.config.threads)
 
+    @property
+    def nets(self) -> dict[str, object]:
+        """MTCNN's three stages by name (pnet, rnet, onet): torch modules, or ONNX Runtime nets with `backend: onnx`."""
+        return {kind: getattr(self._mtcnn, kind) for kind in ("pnet", "rnet", "onet")}
+
     def set_threads(self, threads: int) -> None:
         """Size the ONNX Runtime sessions of the nets (`backend: onnx`); torch's pool is the process's own."""
-        for kind in ("pnet", "rnet", "onet"):
-            net = getattr(self._mtcnn, kind)
+        for net in self.nets.values():
             if hasattr(net, "set_threads"):
                 net.set_threads(threads)
 

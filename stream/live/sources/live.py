@@ -141,6 +141,11 @@ class StreamSource(StateMachine):
 
         return unsubscribe
 
+    @property
+    def frame_taps(self) -> tuple[Callable[[Frame], None], ...]:
+        """The functions `subscribe` gave frames to now (a relay, an evidence ring...): who is still tapping."""
+        return tuple(self._subscribers)
+
     def subscribe_packets(self, fn: Callable[[Packet], None]) -> Callable[[], None]:
         """Call `fn(packet)` for every compressed packet, on the decoding thread (quick, as for `subscribe`).
         Taken up at the next (re)connection. Returns the function that unsubscribes."""

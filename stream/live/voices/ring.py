@@ -43,6 +43,11 @@ class AudioRing:
         self.arrived: float | None = None  # monotonic clock when the newest sample arrived
         self._lock = threading.Lock()
 
+    @property
+    def storage(self) -> np.ndarray:
+        """The preallocated sample buffer itself: fixed memory, never replaced or grown (read it with `latest`)."""
+        return self._buf
+
     def write(self, samples: np.ndarray, end: float, arrived: float) -> None:
         """Append `samples` (float32 in [-1, 1]) whose last one ends at stream time `end`."""
         n = len(samples)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from support.shared import MESONET_WEIGHTS, SHARED
+
 SPEECH = SHARED / "data" / "speech"
 AASIST_WEIGHTS = SHARED / "weights" / "aasist"
-MESONET_WEIGHTS = SHARED / "weights" / "mesonet"
 RATE = 16000
 
 

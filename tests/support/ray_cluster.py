@@ -19,8 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]  # on the children's PYTHONPATH: `support.cluster_fakes`
 START_TIMEOUT_S = 120.0
 RAY_GROUP = re.compile(r"Ray process group (\d+)")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from voice_media import RATE, speech_16k, speech_files
+from support.voice_media import RATE, speech_16k, speech_files
 
 
 def speech_run(seconds: float, label: str = "real") -> np.ndarray:

@@ -1,15 +1,18 @@
 """Cheap stand-ins for the hardening, metrics and fuzz tests of the real serve app: no MTCNN, no decoding.
 
 `Ticker` is a stream that delivers synthetic frames from its own thread (so overlays flow), `OneFace` a detector
-that finds one face in the middle of every frame, `AlwaysFake` an engine that calls every face fake (so alerts
-start), `NoFaces` a detector that finds none, and `Idle` a stream that never delivers a frame. `ConstantVoice` is a
-voice engine with a fixed p(fake) and a 1 s window (fast voice windows, for the voice alert's lifecycle). `webrtc_offers`
+that finds one face in the middle of every frame, `ClipFace.of(clip)` one that finds the face where a real clip
+has it (for tests of what comes after detection, on real video), `AlwaysFake` an engine that calls every face fake
+(so alerts start), `NoFaces` a detector that finds none, and `Idle` a stream that never delivers a frame.
+`ConstantVoice` is a voice engine with a fixed p(fake) and a 1 s window (fast voice windows, for the voice alert's
+lifecycle). `webrtc_offers`
 makes real SDP offers and `request_state` is what a refused request must leave as it was.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
 import json
 import threading
@@ -44,6 +47,50 @@ class OneFace:
     def relocate(self, regions, scale=2.0, size=96):
         """The scheduler re-locates tracked faces between full detections: the face has not moved."""
         return [Detection(np.array(self.BOX), 0.99, np.zeros((5, 2))) for _ in regions]
+
+
+class ClipFace:
+    """A stand-in detector for tests about what comes after detection (alerts, evidence, channels) on a real clip:
+    every frame's face is where real MTCNN finds it in the clip's first frame (the shared clips are talking heads
+    that barely move), so a test pays for one MTCNN detection per clip and session instead of one per analysed
+    frame. Keep the real `FaceDetector` where detection itself is under test."""
+
+    def __init__(self, box, landmarks=None) -> None:
+        self.box = np.asarray(box, dtype=np.float32)
+        self.landmarks = np.zeros((5, 2), np.float32) if landmarks is None else np.asarray(landmarks, np.float32)
+
+    @classmethod
+    def of(cls, clip) -> "ClipFace":
+        box, landmarks = _first_face(str(clip))
+        return cls(box, landmarks)
+
+    def _face(self) -> Detection:
+        return Detection(self.box.copy(), 0.99, self.landmarks.copy())
+
+    def detect(self, images, profiles=None):
+        return [[self._face()] for _ in images]
+
+    def relocate(self, regions, scale=2.0, size=96):
+        return [self._face() for _ in regions]
+
+
+@functools.lru_cache(maxsize=None)
+def _first_face(clip: str):
+    """(box, landmarks) of the most likely face MTCNN finds in the clip's first frame."""
+    from stream.live.sources import AVSource
+
+    frame = next(iter(AVSource(clip).frames()))
+    faces = _mtcnn().detect([frame.image])[0]
+    assert faces, f"MTCNN finds no face in the first frame of {clip}"
+    best = max(faces, key=lambda d: d.prob)
+    return best.box, best.landmarks
+
+
+@functools.lru_cache(maxsize=1)
+def _mtcnn():
+    from stream.live.faces import FaceDetector
+
+    return FaceDetector()
 
 
 class AlwaysFake(Engine):
@@ -167,7 +214,7 @@ def request_state(server, saved: bool = False) -> tuple:
     from stream.live.server.relay import RELAY_KEY
     from stream.live.server.webcam import PEERS_KEY
 
-    app = server._runner.app
+    app = server.app
     state = (sorted(server.service.names()), len(app[PEERS_KEY]), len(app[RELAY_KEY].viewers))
     if saved:
         path = server.config.data_dir / STREAMS_FILE

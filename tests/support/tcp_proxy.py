@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from live_server import free_port
+from support.live_server import free_port
 
 
 class TcpProxy:

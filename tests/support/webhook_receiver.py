@@ -10,7 +10,7 @@ import threading
 
 from aiohttp import web
 
-from live_server import free_port
+from support.live_server import free_port
 from stream.live.bus.channels.webhook import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify
 
 

@@ -45,6 +45,12 @@ class LiveServer:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     @property
+    def app(self) -> web.Application:
+        """The running aiohttp application (its app keys: the relay hub, the WebRTC peers...)."""
+        assert self._runner is not None, "the server is not started"
+        return self._runner.app
+
+    @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.config.port}"
 

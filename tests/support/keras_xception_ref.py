@@ -2,7 +2,7 @@
 
 Random BN statistics alone leave a random Xception's features nearly constant (they varied across face crops by at
 most 6e-5, under the 1e-4 parity tolerance), so `random_xception` can fit the moving statistics to real crops and
-damp the residual branches, as tests/sensitive.py does for the torch networks.
+damp the residual branches, as tests/support/sensitive.py does for the torch networks.
 
 Imported by the test modules only, after `pytest.importorskip("tensorflow")`, so collecting tests never needs TF.
 """
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from engines.keras_xception import KerasXception
-from sensitive import RESIDUAL_DAMPING, spread_linear
+from support.sensitive import RESIDUAL_DAMPING, spread_linear
 
 # BN statistics drawn around Keras' initial values: far enough to catch a swapped or skipped tensor, close enough
 # that 14 blocks of random convs neither explode nor vanish.
@@ -97,7 +97,7 @@ def random_xception(size: int, seed: int, crops: np.ndarray | None = None):
 
 def spread_dense(dense, features: np.ndarray) -> None:
     """A Keras Dense(1 or 2) pointed along the main direction of `features` and scaled so its logit or margin
-    spreads, by the same rule as the torch heads (tests/sensitive.py `spread_linear`)."""
+    spreads, by the same rule as the torch heads (tests/support/sensitive.py `spread_linear`)."""
     kernel, _ = dense.get_weights()
     linear = torch.nn.Linear(*kernel.shape)
     spread_linear(linear, torch.from_numpy(np.asarray(features, np.float32)))

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import getpass
 import shutil
-import signal
-import socket
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
-HOST = "127.0.0.1"
+from support.subprocess_server import HOST, SubprocessServer, free_port, listening  # noqa: F401  (tests import them here)
+
 BINARY = "mosquitto"
 START_TIMEOUT_S = 10.0
 
@@ -34,29 +31,16 @@ def binary() -> str:
     return shutil.which(BINARY) or "/usr/sbin/mosquitto"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+class MqttBroker(SubprocessServer):
+    name = BINARY
+    start_timeout_s = START_TIMEOUT_S
 
-
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-class MqttBroker:
     def __init__(self, persistent: bool = False, port: int | None = None, tls=None,
                  users: dict[str, str] | None = None) -> None:
-        self.port = port or free_port()
+        super().__init__(port)
         self.persistent = persistent
         self.tls = tls
         self.users = users
-        self.workdir = Path(tempfile.mkdtemp(prefix="dfstream-mosquitto-"))
-        self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -66,6 +50,9 @@ class MqttBroker:
         path = self.workdir / "log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n" + "\n".join(self.log().splitlines()[-lines:])
+
     def _password_file(self) -> Path:
         path = self.workdir / "passwd"
         path.write_text("")
@@ -74,8 +61,7 @@ class MqttBroker:
                             password], check=True, capture_output=True, timeout=30)
         return path
 
-    def start(self) -> MqttBroker:
-        conf = self.workdir / "mosquitto.conf"
+    def prepare(self) -> None:
         # `user`: run as root, mosquitto would drop to its own user, which cannot read this 0700 folder
         lines = [f"user {getpass.getuser()}", f"listener {self.port} {HOST}",
                  f"allow_anonymous {'false' if self.users else 'true'}", f"log_dest file {self.workdir / 'log'}"]
@@ -86,41 +72,13 @@ class MqttBroker:
         if self.persistent:
             lines += ["persistence true", f"persistence_location {self.workdir}/", "autosave_interval 1",
                       "autosave_on_changes true"]
-        conf.write_text("\n".join(lines) + "\n")
-        self.proc = subprocess.Popen([binary(), "-c", str(conf)], cwd=self.workdir, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not listening(self.port):
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {err}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"mosquitto did not listen within {START_TIMEOUT_S} s")
-            time.sleep(0.02)
-        return self
+        (self.workdir / "mosquitto.conf").write_text("\n".join(lines) + "\n")
 
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-        if self.proc is not None and self.proc.stderr:
-            self.proc.stderr.close()
-        self.proc = None
+    def command(self) -> list[str]:
+        return [binary(), "-c", str(self.workdir / "mosquitto.conf")]
 
-    def restart(self) -> MqttBroker:
-        self.kill()
-        return self.start()
-
-    def stop(self) -> None:
-        self.kill()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> MqttBroker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def answers(self) -> bool:
+        return listening(self.port)
 
 
 class Subscriber:

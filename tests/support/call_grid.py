@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from conftest import SHARED
+from support.shared import SHARED
 
 PHOTOS = sorted((SHARED / "data" / "faces" / "celeba-hq").glob("*.jpg"))
 SCREEN = (1280, 720)  # (w, h)
