@@ -89,9 +89,9 @@ def test_heavy_model_is_shed_and_the_page_keeps_flowing(tmp_path):
         beats = [s for s in statuses[name] if "shed" in s]
         assert len(beats) >= 3, (name, len(beats))
     last = {name: [s for s in statuses[name] if "shed" in s][-1] for name in STREAMS}
-    shed = [name for name in STREAMS if last[name]["shed"]]
+    shed = [name for name in STREAMS if any(s["shed"] for s in statuses[name] if "shed" in s)]
     kept = [name for name in STREAMS if not last[name]["shed"]]
-    # the governor sheds, but never every stream
+    # the governor sheds (a stream may be resumed by the end of the run), but never every stream
     assert shed and kept, {n: (s["target_fps"], s["shed"], s["scheduler"]) for n, s in last.items()}
     assert all(last[name]["target_fps"] < 5 for name in kept), last  # rates lowered before shedding
     late = [t for name in kept for t in overlays[name] if t > shed_at[0]]
