@@ -158,12 +158,18 @@ def read_file(path: Path) -> Calibration | Ensemble:
     if model is None:
         raise CalibrationError(f"{path}: unknown format {kind!r} (expected {CALIBRATION_FORMAT!r} or "
                                f"{ENSEMBLE_FORMAT!r})")
+    return validated(model, data, path, "calibration", CalibrationError)
+
+
+def validated(model: type, data: dict, path: Path | str, what: str, error: type[Exception]):
+    """`model` read from a JSON file's `data`, or `error` naming the file and the first field that is wrong (the one
+    refusal wording for calibration, ensemble and baseline files)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(map(str, first["loc"])) or "file"
-        raise CalibrationError(f"{path}: malformed calibration ({where}: {first['msg']})") from None
+        raise error(f"{path}: malformed {what} ({where}: {first['msg']})") from None
 
 
 def check_weights(cal: Calibration, path: Path, model: str, weights_sha256: str,

@@ -49,9 +49,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engines.calibration import CalibrationError, calibration_of, check_weights, logit, read_json, sigmoid, write_file
+from engines.calibration import (CalibrationError, calibration_of, check_weights, logit, read_json, sigmoid, validated,
+                                 write_file)
 from stream.config.verdicts import VerdictPolicy
 from stream.live.scoring import Fusion as ScoreFusion
 from stream.live.verdicts.bounds import (block_levels, conformal_lower, conformal_rank,  # noqa: F401 (re-exported)
@@ -315,12 +316,7 @@ def read(path: Path) -> Baseline:
     if data.get("format") != BASELINE_FORMAT:
         raise BaselineError(f"{path}: not a baseline file (format {data.get('format')!r}, expected "
                             f"{BASELINE_FORMAT!r})")
-    try:
-        return Baseline.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "file"
-        raise BaselineError(f"{path}: malformed baseline ({where}: {first['msg']})") from None
+    return validated(Baseline, data, path, "baseline", BaselineError)
 
 
 def write(baseline: Baseline, path: Path) -> Path:
