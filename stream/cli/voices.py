@@ -89,6 +89,17 @@ def run_scan(args: argparse.Namespace, chosen: str, face_baseline: Any = None) -
     for path in args.paths:
         voice = voices.scan(path) if voice_baseline is None else _judge_voice(voices, path, voice_baseline[1])
         face = scan_faces(faces, path, voice, face_baseline) if faces is not None else None
+        failed |= voice.label == "error" or (face is not None and face.label == "error")
+        if args.json:
+            out = voice.to_json() if face is None else {"path": str(path), "modality": "both",
+                                                        "face": face.to_json(), "voice": voice.to_json()}
+            print(json.dumps(out), flush=True)
+        rows.append((path, face, voice))
+    if not args.json:
+        print_scan(rows, voices)
+    return EXIT_INPUT_FAILED if failed else EXIT_OK
+
+
 def face_scanner(args: argparse.Namespace) -> Any:
     from stream.cli.common import face_detector, load_models
     from stream.jobs.scan import Scanner, ScanOptions
