@@ -212,6 +212,23 @@ def test_a_voice_baseline_that_does_not_fit_is_refused_at_start(learned, data_di
         check_sources(config, bars_for(config, [Brightness()], None, [Cycling()]))
 
 
+def test_a_learned_voice_file_for_other_weights_is_not_used_and_the_status_says_why(learned, data_dir):
+    talk = json.loads((data_dir / BASELINES_DIR / "talk.voice.json").read_text())
+    talk["engines"][0]["weights_sha256"] = "00" * 32
+    stale = data_dir / BASELINES_DIR / "control.voice.json"
+    stale.write_text(json.dumps(talk))
+    before = stale.read_bytes()
+    server = start(data_dir, ["control"])
+    try:
+        assert server.service.baselines.bars.voice.get("control") is None  # judged at the global voice bar
+        said = server.service.statuses()["control"]["baseline"]["voice"]["error"]
+        assert "not used" in said and "weights" in said, said
+        assert stale.read_bytes() == before  # kept on disk, as a face file is
+    finally:
+        server.__exit__(None, None, None)
+        stale.unlink()
+
+
 class Other(Cycling):
     def __init__(self) -> None:
         super().__init__()

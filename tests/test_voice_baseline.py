@@ -186,3 +186,25 @@ def test_scan_refuses_a_wrong_voice_baseline_before_scoring(learned, speech, wei
         text = _unchanged(out, before, capsys)
         assert code == EXIT_USAGE and says in text, (argv, text)
         assert not any(line.startswith("{") for line in text.splitlines()), "something was scored"
+
+
+@pytest.mark.slow
+def test_both_writes_the_part_that_fits_and_refuses_the_other_with_its_reason(speech, tmp_path, capsys):
+    """A real scene (FF++ 519 under meso4-f2f, which test_baseline_cli learns from) with music for its sound: the
+    face file is written, the voice part refused for too little speech (exit 1), and its file never written."""
+    from support.shared import FFPP, MESONET_WEIGHTS
+    from support.sound_media import video_with_sound
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for f in [*AASIST_WEIGHTS.glob("*.pth"), *MESONET_WEIGHTS.glob("*.h5")]:
+        os.symlink(f, folder / f.name)
+    clip = video_with_sound(FFPP / "real" / "519.mp4", melody(8.0), tmp_path / "519-music.mp4", seconds=8.0)
+    out = tmp_path / "desk.json"
+    code = main(["baseline", str(clip), "--modality", "both", "--model", "meso4-f2f", "--model", "aasist-l",
+                 "--out", str(out), "--weights-dir", str(folder), "--offline", "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert code == 1, printed
+    assert read(out).modality == "face" and "face: " in printed and f"wrote {out}" in printed
+    assert "the voice part is refused" in printed and "too little speech" in printed
+    assert not (tmp_path / "desk.voice.json").exists()
