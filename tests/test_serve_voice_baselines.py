@@ -41,21 +41,23 @@ from test_serve_baselines import ANALYSED_FPS, Brightness, Tinted
 
 VOICE_SHA = "5e" * 32
 LEARN_S = 5.0  # a window every 0.5 s: ~10 windows, 3 blocks of 3 (2 needed); 50 faces at 10 fps
-CYCLE = (0.92, 0.95, 0.97, 0.94)  # above the global voice bar (0.9): a "noisy" voice the global bar calls fake
+LEARNED = (0.92, 0.97)  # above the global voice bar (0.9): a "noisy" voice the global bar calls fake
+LATER = (0.905, 0.915)  # more of that voice after a restart: above the global bar, below what was learned
 
 
 class Cycling(VoiceEngine):
-    """p(fake) of successive windows: CYCLE, round and round (1 s windows at 16 kHz)."""
+    """p(fake) of a window in [lo, hi], set by the window's own samples (1 s windows at 16 kHz), so a stream's
+    windows vary whatever else is batched with them. The learning server scores in LEARNED; the restarted one in
+    LATER, above the global voice bar (0.9) and below every level learned, so below any bar learned from them."""
 
-    def __init__(self) -> None:
+    def __init__(self, lo: float = LEARNED[0], hi: float = LEARNED[1]) -> None:
         self.name, self.spec, self.weights_sha256 = "cycling-voice", AudioSpec(samples=RATE), VOICE_SHA
-        self._i = 0
+        self.lo, self.hi = lo, hi
 
     def predict(self, waveforms: np.ndarray) -> np.ndarray:
         self.check_batch(waveforms)
-        out = [CYCLE[(self._i + j) % len(CYCLE)] for j in range(len(waveforms))]
-        self._i += len(waveforms)
-        return np.array(out, np.float32)
+        spread = [(abs(float(w.sum())) * 1000) % 1.0 for w in waveforms]
+        return np.array([self.lo + (self.hi - self.lo) * f for f in spread], np.float32)
 
 
 SPEECH = speech_run(40.0)
@@ -90,9 +92,9 @@ VOICE = VoiceConfig(hop_s=0.5, lost_after_s=30.0, verdict=VOICE_VERDICT.model_co
     "baseline": VOICE_VERDICT.baseline.model_copy(update={"learn_on_fake": True})}))
 
 
-def start(data_dir: Path, names) -> LiveServer:
+def start(data_dir: Path, names, voice: tuple[float, float] = LEARNED) -> LiveServer:
     config = ServeConfig(port=0, data_dir=data_dir, voice=VOICE)
-    server = LiveServer(config, [Brightness()], OneFace(), voice_engines=[Cycling()]).__enter__()
+    server = LiveServer(config, [Brightness()], OneFace(), voice_engines=[Cycling(*voice)]).__enter__()
     for name in names:
         lo, hi, samples = STREAMS[name]
         add_source(server, Sounding(name, lo, hi, samples))
@@ -181,12 +183,13 @@ def test_both_parts_refused_answers_422_and_saves_nothing(learned, data_dir):
 
 
 def test_after_a_restart_the_learned_voice_bar_raises_no_alert_where_the_global_bar_does(learned, data_dir):
-    server = start(data_dir, ["talk", "control"])
+    server = start(data_dir, ["talk", "control"], voice=LATER)
     try:
         alerts: list[Alert] = []
         server.service.bus.subscribe(Alert, alerts.append)
         voices = server.service.voices
-        assert server.service.baselines.bars.voice.get("talk").origin == "learned"
+        bars = server.service.baselines.bars
+        assert wait_for(lambda: bars.voice.get("talk"), timeout=10, what="talk's voice bar").origin == "learned"
         wait_for(lambda: voices.verdict("control") == "fake", timeout=60, what="the control voice turns fake")
         wait_for(lambda: (o := voices.overlay("talk")) is not None and o.windows >= 12, timeout=60,
                  what="a dozen windows of the learned stream")
@@ -220,13 +223,29 @@ def test_a_learned_voice_file_for_other_weights_is_not_used_and_the_status_says_
     before = stale.read_bytes()
     server = start(data_dir, ["control"])
     try:
+        said = wait_for(lambda: ((server.service.statuses()["control"].get("baseline") or {}).get("voice") or {})
+                        .get("error"), timeout=10, what="the refusal in control's status")
         assert server.service.baselines.bars.voice.get("control") is None  # judged at the global voice bar
-        said = server.service.statuses()["control"]["baseline"]["voice"]["error"]
         assert "not used" in said and "weights" in said, said
         assert stale.read_bytes() == before  # kept on disk, as a face file is
     finally:
         server.__exit__(None, None, None)
         stale.unlink()
+
+
+def test_delete_forgets_the_face_and_the_voice_bar(learned, data_dir):
+    server = start(data_dir, ["talk"])
+    try:
+        bars = server.service.baselines.bars
+        wait_for(lambda: bars.get("talk") and bars.voice.get("talk"), timeout=10, what="talk's bars loaded")
+        status, text = server.api("DELETE", "/api/streams/talk/baseline")
+        assert status == 200, text
+        got = json.loads(text)
+        assert got["bar"] is None and got["voice"]["bar"] is None and got["voice"]["global"]["t_high"] == 0.9
+        assert bars.voice.get("talk") is None and bars.voice.policy_for("talk").t_high == VOICE.verdict.t_high
+        assert not [f for f in folder(data_dir) if f.startswith("talk.")]
+    finally:
+        server.__exit__(None, None, None)
 
 
 class Other(Cycling):
