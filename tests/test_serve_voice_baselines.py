@@ -37,7 +37,7 @@ from support.polling import wait_for
 from support.serve_fakes import OneFace, add_source
 from support.sound_media import speech_run
 from support.voice_media import RATE, melody
-from test_serve_baselines import ANALYSED_FPS, Brightness, Tinted
+from test_serve_baselines import Brightness, Tinted
 
 VOICE_SHA = "5e" * 32
 LEARN_S = 5.0  # a window every 0.5 s: ~10 windows, 3 blocks of 3 (2 needed); 50 faces at 10 fps

@@ -103,11 +103,6 @@ class VoiceLoop:
         with self._lock:
             return name in self._tracks
 
-    @property
-    def windows_per_second(self) -> float:
-        """Scored windows a second of a stream that keeps up: what a voice baseline's `fps` must match."""
-        return self.rate / self.hop
-
     def verdict(self, name: str) -> str | None:
         with self._lock:
             track = self._tracks.get(name)
