@@ -26,7 +26,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="'none' scores the whole frame as one face (for already-cropped faces)")
     add_backend_args(p)
     add_calibration(p)
-    add_baseline(p)
+    add_baseline(p, voices=True)
     add_modality(p)
     p.set_defaults(run=run)
     return p
@@ -40,11 +40,11 @@ def run(args: argparse.Namespace) -> int:
     from stream.jobs.scan import Scanner, ScanOptions
 
     chosen = modality(args)
-    baseline = read_for_judging(args, chosen)
+    baseline = read_for_judging(args, chosen, voices=True)
     if chosen != "face":
         from stream.cli.voices import run_scan
 
-        return run_scan(args, chosen)
+        return run_scan(args, chosen, baseline)
     engines, thresholds, ensemble = load_models(args)
     scanner = Scanner(engines, thresholds, ScanOptions(fps=args.fps, faces=args.faces), face_detector(args),
                       ensemble=ensemble)

@@ -66,17 +66,29 @@ def face_args(args: argparse.Namespace) -> argparse.Namespace:
 
 # -- scan ----------------------------------------------------------------------------------------------------
 
-def run_scan(args: argparse.Namespace, chosen: str) -> int:
-    """`scan --modality voice|both`: a voice verdict per input (and, with both, the face verdict beside it)."""
+def run_scan(args: argparse.Namespace, chosen: str, face_baseline: Any = None) -> int:
+    """`scan --modality voice|both`: a voice verdict per input (and, with both, the face verdict beside it); each
+    judged at its camera baseline's bar where `--baseline` gave one (`args.voice_baseline`, `face_baseline`)."""
     from stream.jobs.voice_scan import VoiceScanner
 
     engines, thresholds = load_voice_engines(args)
-    voices = VoiceScanner(engines, thresholds)
+    voice_baseline = getattr(args, "voice_baseline", None)
+    if voice_baseline is not None:
+        from stream.live.verdicts.baseline import check, engine_keys
+
+        check(voice_baseline[1], voice_baseline[0], engine_keys(engines), modality="voice")
+    voices = VoiceScanner(engines, thresholds, hop_s=1.0 / voice_baseline[1].fps if voice_baseline else None)
     faces = face_scanner(face_args(args)) if chosen == "both" else None
+    if faces is not None and face_baseline is not None:
+        from stream.live.verdicts.baseline import check, engine_keys, sha256_json
+
+        ensemble = faces.scorer.ensemble
+        check(face_baseline, args.baseline, engine_keys(faces.engines),
+              sha256_json(ensemble) if ensemble is not None else None)
     rows, failed = [], False
     for path in args.paths:
-        voice = voices.scan(path)
-        face = scan_faces(faces, path, voice) if faces is not None else None
+        voice = voices.scan(path) if voice_baseline is None else _judge_voice(voices, path, voice_baseline[1])
+        face = scan_faces(faces, path, voice, face_baseline) if faces is not None else None
         failed |= voice.label == "error" or (face is not None and face.label == "error")
         if args.json:
             out = voice.to_json() if face is None else {"path": str(path), "modality": "both",
@@ -97,21 +109,31 @@ def face_scanner(args: argparse.Namespace) -> Any:
                    ensemble=ensemble)
 
 
-def scan_faces(scanner: Any, path: Path, voice: Any) -> Any:
-    """The face verdict of `path`; a readable audio-only file is `no-face` (no video track), not an error."""
+def scan_faces(scanner: Any, path: Path, voice: Any, baseline: Any = None) -> Any:
+    """The face verdict of `path` (at the face baseline's bar when given); a readable audio-only file is `no-face`
+    (no video track), not an error."""
+    from stream.jobs.baseline import scan as scan_with
     from stream.jobs.scan import ScanResult
     from stream.live.voices.decode import has_video
 
     if voice.label != "error" and not has_video(path):
         return ScanResult(path=str(path), label="no-face", score=None, threshold=scanner.threshold, frames_scored=0,
                           tracks=[], model=scanner.model_name, reason="no video track")
-    return scanner.scan(path)
+    return scanner.scan(path) if baseline is None else scan_with(scanner, path, baseline)
+
+
+def _judge_voice(scanner: Any, path: Path, baseline: Any) -> Any:
+    from stream.jobs.voice_baseline import judge_voice
+
+    return judge_voice(scanner, path, baseline)
 
 
 def print_scan(rows: list, voices: Any) -> None:
     from rich.table import Table
 
-    table = Table(title=f"dfstream scan (voice: {voices.model_name}, threshold {voices.threshold:.2f})")
+    first = rows[0][2]
+    bar = "voice camera baseline" if first.baseline is not None else "threshold"
+    table = Table(title=f"dfstream scan (voice: {voices.model_name}, {bar} {first.threshold:.2f})")
     both = any(face is not None for _, face, _ in rows)
     columns = ["input"] + (["face", "face p(fake)"] if both else []) + ["voice", "voice p(fake)", "windows", "note"]
     for col in columns:

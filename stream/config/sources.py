@@ -83,6 +83,11 @@ class SourceConfig(BaseModel):
         "from its own real footage instead of the global one; refused at start if learned with other models, "
         "weights or calibration, or at another analysed_fps. A baseline learned live (POST "
         "/api/streams/NAME/baseline) takes its place")
+    voice_baseline: Path | None = Field(
+        default=None, description="a voice baseline file (dfstream baseline --modality voice): judge this stream's "
+        "voice with the bar learned from its own real speech instead of voice.verdict's; refused at start if learned "
+        "with other voice models or weights, or at another voice.hop_s, or if no voice.models run. A voice "
+        "baseline learned live takes its place")
 
     @property
     def kind(self) -> str:

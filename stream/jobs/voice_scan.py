@@ -36,6 +36,7 @@ class VoiceResult:
     engines: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     reason: str | None = None
+    baseline: dict | None = None  # judged with a voice baseline: the rolling verdict under the camera's bar
 
     @property
     def judged(self) -> list[WindowScore]:
@@ -46,7 +47,7 @@ class VoiceResult:
                 "threshold": self.threshold, "model": self.model, "seconds": round(self.seconds, 3),
                 "windows_scored": len({(w.start_s, w.end_s) for w in self.judged}),
                 "windows": [w.to_json() for w in self.windows], "engines": self.engines, "error": self.error,
-                "reason": self.reason}
+                "reason": self.reason} | ({"baseline": self.baseline} if self.baseline is not None else {})
 
 
 def fuse(windows: Sequence[WindowScore]) -> tuple[float | None, dict[str, float]]:
@@ -63,8 +64,12 @@ class VoiceScanner:
     """Scores files' voices with one or more voice engines, fused by the mean of their p(fake)."""
 
     def __init__(self, engines: Sequence[VoiceEngine], thresholds: Sequence[float],
-                 detector: SpeechDetector | None = None) -> None:
-        self.scorer = VoiceScorer(engines, detector or SpeechDetector())
+                 detector: SpeechDetector | None = None, hop_s: float | None = None) -> None:
+        """`hop_s`: seconds between window starts (default half a window; a voice baseline's is 1 / its fps)."""
+        rate = engines[0].spec.sample_rate if engines else 16000
+        self.hop_s = hop_s
+        self.scorer = VoiceScorer(engines, detector or SpeechDetector(),
+                                  hop=max(1, int(round(hop_s * rate))) if hop_s else None)
         self.threshold = float(np.mean(thresholds))
         self.model_name = "+".join(e.name for e in engines)
 

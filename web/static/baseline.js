@@ -1,7 +1,8 @@
 // "Learn normal" on a tile: the camera learns its baseline from its next N seconds (footage the operator vouches
 // for as real) through POST /api/streams/NAME/baseline, shows the progress the stream's status reports, then the
 // camera's bar and α. A refusal (too few faces, a stretch the model already calls fake, ...) is said on the tile;
-// the bar in force stays. "Forget" (DELETE) goes back to the global bar.
+// the bar in force stays. "Forget" (DELETE) goes back to the global bar. Where the server judges the stream's voice,
+// the same seconds learn its voice bar too: its progress (voice windows), bar or refusal are said beside the faces'.
 
 import { api } from "./api.js";
 
@@ -21,14 +22,24 @@ const pct = (p) => `${Number((100 * p).toFixed(2))} %`;
 export function barText(bar) {
   const when = bar.learned_at ? new Date(bar.learned_at).toLocaleString() : "";
   const from = bar.origin === "config" ? "from the config file" : `learned ${when}`;
-  return `Camera bar ${bar.threshold.toFixed(2)} (global ${bar.global_threshold.toFixed(2)}), α ${pct(bar.alpha)}, ` +
-    `${bar.n_eff} samples of ${bar.faces} faces, ${bar.rule}${bar.clipped ? ` (at the ${bar.clipped})` : ""}, ${from}`;
+  const voice = bar.modality === "voice";
+  return `${voice ? "Voice bar" : "Camera bar"} ${bar.threshold.toFixed(voice ? 4 : 2)} ` +
+    `(global ${bar.global_threshold.toFixed(2)}), α ${pct(bar.alpha)}, ` +
+    `${bar.n_eff} samples of ${bar.faces} ${voice ? "voice windows" : "faces"}, ${bar.rule}` +
+    `${bar.clipped ? ` (at the ${bar.clipped})` : ""}, ${from}`;
+}
+
+/** The voice's part of the tile's sentence: its bar, or why it was not learned ("" without a voice part). */
+function voiceText(voice) {
+  if (!voice) return "";
+  if (voice.error) return ` Voice: not learned: ${voice.error}${voice.bar ? ` Still: ${barText(voice.bar)}` : ""}`;
+  return voice.bar ? ` ${barText(voice.bar)}` : "";
 }
 
 export class BaselineControl {
   constructor(name) {
     this.name = name;
-    this.state = { learning: null, bar: null, error: null, slowed: false, pending: false };
+    this.state = { learning: null, bar: null, error: null, slowed: false, pending: false, voice: null };
     this.el = el("form", "baseline");
     this.el.autocomplete = "off";
     this.secondsEl = el("input", "baseline-seconds");
@@ -54,17 +65,22 @@ export class BaselineControl {
     this.state.learning = b.learning || null;
     this.state.bar = b.bar || null;
     this.state.slowed = Boolean(b.slowed);
-    if (!this.state.pending) this.state.error = b.error || null;
+    if (!this.state.pending) {
+      this.state.error = b.error || null;
+      this.state.voice = b.voice || null;
+    }
     this.render();
   }
 
   render() {
-    const { learning, bar, error, slowed, pending } = this.state;
+    const { learning, bar, error, slowed, pending, voice } = this.state;
     let text = "Global bar";
     let kind = "";
     if (learning) {
+      const heard = voice && voice.learning ? `, ${voice.learning.windows} voice window` +
+        `${voice.learning.windows === 1 ? "" : "s"}` : "";
       text = `Learning normal… ${Math.floor(learning.done)} / ${learning.seconds} s, ${learning.faces} face` +
-        `${learning.faces === 1 ? "" : "s"} so far`;
+        `${learning.faces === 1 ? "" : "s"}${heard} so far`;
       kind = "learning";
     } else if (error) {
       text = `Not learned: ${error}${bar ? ` Still: ${barText(bar)}` : ""}`;
@@ -73,11 +89,13 @@ export class BaselineControl {
       text = barText(bar) + (slowed ? ` (analysed below the learned ${bar.fps} fps: the server is loaded)` : "");
       kind = "learned";
     }
+    if (!learning) text += voiceText(voice);
     this.textEl.textContent = text;
     this.el.dataset.kind = kind;
     this.learnBtn.disabled = pending || Boolean(learning);
     this.learnBtn.textContent = pending || learning ? "Learning…" : "Learn normal";
-    this.forgetBtn.hidden = !bar || bar.origin !== "learned" || Boolean(learning);
+    const learned = (bar && bar.origin === "learned") || (voice && voice.bar && voice.bar.origin === "learned");
+    this.forgetBtn.hidden = !learned || Boolean(learning);
   }
 
   async learn() {
@@ -93,7 +111,9 @@ export class BaselineControl {
     try {
       const learned = await api(`/api/streams/${encodeURIComponent(this.name)}/baseline`,
         { method: "POST", json: { seconds } });
-      this.state.bar = learned.bar;
+      if (learned.bar) this.state.bar = learned.bar; // else the bar in force stays
+      this.state.error = learned.error || null; // the faces refused while the voice was learned
+      this.state.voice = learned.voice || null;
     } catch (err) {
       this.state.error = err.message;
     } finally {
@@ -107,6 +127,7 @@ export class BaselineControl {
     try {
       const now = await api(`/api/streams/${encodeURIComponent(this.name)}/baseline`, { method: "DELETE" });
       this.state.bar = now.bar;
+      this.state.voice = now.voice || null;
       this.state.error = null;
     } catch (err) {
       this.state.error = err.message;

@@ -12,67 +12,43 @@ dropped at a bounded queue (counted), never queued without limit.
 from __future__ import annotations
 
 import io
-import logging
-import queue
-import threading
 from collections.abc import Callable
 from fractions import Fraction
 
 import av
 
+from stream.live.evidence.dropping import DroppingWorker
 from stream.live.sources import AudioChunk, AudioCodecInfo, Packet
-
-log = logging.getLogger(__name__)
 
 CODEC = "aac"
 QUEUE_CHUNKS = 100  # about 2 s of WebRTC's 20 ms chunks waiting for the encoder before new ones are dropped
 JUMP_S = 0.25  # a chunk this far from where the last one ended starts a new run of timestamps (a gap, a reset)
 
 
-class AudioEncoder:
+class AudioEncoder(DroppingWorker[AudioChunk]):
+    WHAT = "encoding sound for the recording"
+
     def __init__(self, name: str, on_packet: Callable[[Packet], None]) -> None:
-        self.name = name
         self.on_packet = on_packet
-        self.dropped = 0
         self.info: AudioCodecInfo | None = None
-        self._queue: queue.Queue[AudioChunk | None] = queue.Queue(QUEUE_CHUNKS)
-        self._thread = threading.Thread(target=self._run, name=f"encode-audio-{name}", daemon=True)
-        self._thread.start()
+        self._stream = self._resampler = None
+        self._next_pts: int | None = None
+        super().__init__(name, f"encode-audio-{name}", QUEUE_CHUNKS)
 
-    def submit(self, chunk: AudioChunk) -> None:
-        """Called on the source's thread (the event loop for WebRTC): hand the chunk on, never wait."""
-        try:
-            self._queue.put_nowait(chunk)
-        except queue.Full:
-            self.dropped += 1
-
-    def close(self, timeout: float = 5.0) -> None:
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        stream = resampler = None
-        next_pts: int | None = None
-        while (chunk := self._queue.get()) is not None:
-            try:
-                if stream is None:
-                    stream, resampler = self._open(chunk)
-                assert self.info is not None and resampler is not None
-                rate = self.info.rate
-                start = int(round(chunk.time * rate))
-                if next_pts is None or abs(start - next_pts) > JUMP_S * rate:
-                    next_pts = start
-                for frame in resampler.resample(chunk.frame):
-                    frame.pts, frame.time_base = next_pts, Fraction(1, rate)
-                    next_pts += frame.samples
-                    for p in stream.encode(frame):
-                        if p.pts is not None:
-                            self.on_packet(Packet(bytes(p), p.pts, p.dts, int(p.duration or 0), True, self.info))
-            except Exception:
-                log.exception("%s: encoding sound for the recording failed", self.name)
+    def _handle(self, chunk: AudioChunk) -> None:
+        if self._stream is None:
+            self._stream, self._resampler = self._open(chunk)
+        assert self.info is not None and self._resampler is not None
+        rate = self.info.rate
+        start = int(round(chunk.time * rate))
+        if self._next_pts is None or abs(start - self._next_pts) > JUMP_S * rate:
+            self._next_pts = start
+        for frame in self._resampler.resample(chunk.frame):
+            frame.pts, frame.time_base = self._next_pts, Fraction(1, rate)
+            self._next_pts += frame.samples
+            for p in self._stream.encode(frame):
+                if p.pts is not None:
+                    self.on_packet(Packet(bytes(p), p.pts, p.dts, int(p.duration or 0), True, self.info))
 
     def _open(self, chunk: AudioChunk):
         """The encoder's stream (in an in-memory MP4 whose header is written, so its parameters are final) and the

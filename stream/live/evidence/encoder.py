@@ -10,17 +10,13 @@ dropped at a bounded queue (counted), never queued without limit.
 
 from __future__ import annotations
 
-import logging
-import queue
-import threading
 from collections.abc import Callable
 from fractions import Fraction
 
 import av
 
+from stream.live.evidence.dropping import DroppingWorker
 from stream.live.sources import CodecInfo, Frame, Packet
-
-log = logging.getLogger(__name__)
 
 CODEC = "libx264"
 PRESET = "ultrafast"
@@ -30,53 +26,29 @@ TIME_BASE = Fraction(1, 90000)  # RTP's video clock: exact for any frame rate
 QUEUE_FRAMES = 8  # frames waiting for the encoder before new ones are dropped
 
 
-class FrameEncoder:
+class FrameEncoder(DroppingWorker[Frame]):
+    WHAT = "encoding a frame for the recording"
+
     def __init__(self, name: str, on_packet: Callable[[Packet], None]) -> None:
-        self.name = name
         self.on_packet = on_packet
-        self.dropped = 0
-        self._queue: queue.Queue[Frame | None] = queue.Queue(QUEUE_FRAMES)
-        self._thread = threading.Thread(target=self._run, name=f"encode-{name}", daemon=True)
-        self._thread.start()
+        self._ctx: av.VideoCodecContext | None = None
+        self._info: CodecInfo | None = None
+        self._last_pts = -1
+        super().__init__(name, f"encode-{name}", QUEUE_FRAMES)
 
-    @property
-    def pending(self) -> int:
-        """Frames waiting for the encoder now (more than QUEUE_FRAMES are dropped, counted in `dropped`)."""
-        return self._queue.qsize()
-
-    def submit(self, frame: Frame) -> None:
-        """Called on the source's thread: hand the frame on, never wait."""
-        try:
-            self._queue.put_nowait(frame)
-        except queue.Full:
-            self.dropped += 1
-
-    def close(self, timeout: float = 5.0) -> None:
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        ctx: av.VideoCodecContext | None = None
-        info: CodecInfo | None = None
-        last_pts = -1
-        while (frame := self._queue.get()) is not None:
-            try:
-                if ctx is None:
-                    w, h = frame.size[0] & ~1, frame.size[1] & ~1
-                    ctx = av.CodecContext.create(CODEC, "w")
-                    ctx.width, ctx.height, ctx.pix_fmt = w, h, "yuv420p"
-                    ctx.time_base, ctx.framerate = TIME_BASE, Fraction(NOMINAL_FPS)
-                    ctx.options = {"preset": PRESET, "tune": "zerolatency",
-                                   "x264-params": f"keyint={int(GOP_S * NOMINAL_FPS)}:scenecut=0"}
-                    info = CodecInfo("h264", w, h, None, TIME_BASE)
-                pts = max(int(round(frame.time / TIME_BASE)), last_pts + 1)  # strictly rising
-                last_pts = pts
-                vf = frame.picture.for_encoder(ctx.width, ctx.height)  # from the decoded planes: no RGB
-                vf.pts, vf.time_base = pts, TIME_BASE
-                for p in ctx.encode(vf):
-                    self.on_packet(Packet(bytes(p), p.pts, p.dts, int(p.duration or 0), bool(p.is_keyframe), info))
-            except Exception:
-                log.exception("%s: encoding a frame for the recording failed", self.name)
+    def _handle(self, frame: Frame) -> None:
+        if self._ctx is None:
+            w, h = frame.size[0] & ~1, frame.size[1] & ~1
+            ctx = av.CodecContext.create(CODEC, "w")
+            ctx.width, ctx.height, ctx.pix_fmt = w, h, "yuv420p"
+            ctx.time_base, ctx.framerate = TIME_BASE, Fraction(NOMINAL_FPS)
+            ctx.options = {"preset": PRESET, "tune": "zerolatency",
+                           "x264-params": f"keyint={int(GOP_S * NOMINAL_FPS)}:scenecut=0"}
+            self._ctx, self._info = ctx, CodecInfo("h264", w, h, None, TIME_BASE)
+        ctx = self._ctx
+        pts = max(int(round(frame.time / TIME_BASE)), self._last_pts + 1)  # strictly rising
+        self._last_pts = pts
+        vf = frame.picture.for_encoder(ctx.width, ctx.height)  # from the decoded planes: no RGB
+        vf.pts, vf.time_base = pts, TIME_BASE
+        for p in ctx.encode(vf):
+            self.on_packet(Packet(bytes(p), p.pts, p.dts, int(p.duration or 0), bool(p.is_keyframe), self._info))

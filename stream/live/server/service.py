@@ -44,6 +44,7 @@ from stream.live.sources.live import AVLiveSource, SourceConfig, StreamSource, v
 
 if TYPE_CHECKING:
     from engines.voice_base import VoiceEngine
+    from stream.live.verdicts.cameras import CameraBars
     from stream.live.voices.live import VoiceLoop
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,8 @@ class LiveService:
         self.config = config
         self.remote = remote
         self.auto = auto
-        bars = bars_for(config, list(engines), ensemble)
-        check_sources(config, bars)  # a `baseline:` that does not fit is refused before anything opens
+        bars = bars_for(config, list(engines), ensemble, list(voice_engines))
+        check_sources(config, bars)  # a `baseline:` (or `voice_baseline:`) that does not fit is refused before anything opens
         self.hub = Hub()
         self.bus = MessageBus()
         # webhooks and MQTT first: a secret that is not set is refused before any spool or connection is opened
@@ -97,14 +98,14 @@ class LiveService:
         self.recorder = Recorder(self.evidence, provenance(engines, ensemble), self.bus.publish)
         self.alerts = AlertManager(self.bus.publish, config.alerts, self.evidence.layout)
         detector = detector or FaceDetector(config.detector, smallest_floor_px(engines))
-        self.voices = voice_loop(config, voice_engines, self.alerts)
+        self.voices = voice_loop(config, voice_engines, self.alerts, bars.voice)
         self.scheduler = Scheduler(detector, engines, self.bus.publish,
                                    config.scheduler, config.verdict, self.alerts, ensemble, bars,
                                    voices=self.voices, rule=config.voice.rule)
-        self.baselines = CameraBaselines(config, bars, self.scheduler)
+        self.baselines = CameraBaselines(config, bars, self.scheduler, self.voices)
         self._unsubscribe = [*wire(self.bus, alerts=self.alerts, recorder=self.recorder, alert_log=self.alert_log,
                                    hub=self.hub, redis=self.redis, channels=self.channels),
-                             *wire_baselines(self.scheduler.judge, bars)]
+                             *wire_baselines(self.scheduler.judge, bars, self.voices)]
         self._removal_listeners: list[Callable[[StreamSource], None]] = []
         self.store = StreamStore(config.data_dir / STREAMS_FILE) if config.persist_streams else None
 
@@ -149,8 +150,9 @@ class LiveService:
     def add_source(self, source: StreamSource) -> None:
         self.scheduler.add(source)
         config = getattr(source, "config", None)  # a camera or file has one; a browser's webcam has none
-        self.baselines.attach(source.name, source.analysed_fps,
-                              config.baseline if isinstance(config, SourceConfig) else None)
+        given = config if isinstance(config, SourceConfig) else None
+        self.baselines.attach(source.name, source.analysed_fps, given.baseline if given else None,
+                              given.voice_baseline if given else None)
         self.recorder.attach(source)  # before start: its taps see the first packets
         if self.voices is not None:
             self.voices.attach(source)  # before start too: a file or camera opens its sound with its container
@@ -272,13 +274,15 @@ class LiveService:
         self.alert_log.close()
 
 
-def voice_loop(config: ServeConfig, engines: Sequence[VoiceEngine], alerts: AlertManager) -> VoiceLoop | None:
-    """The voice path when there are voice engines (its modules, and silero, load only then), else None."""
+def voice_loop(config: ServeConfig, engines: Sequence[VoiceEngine], alerts: AlertManager,
+               bars: CameraBars | None = None) -> VoiceLoop | None:
+    """The voice path when there are voice engines (its modules, and silero, load only then), else None; `bars`:
+    each stream's voice bar."""
     if not engines:
         return None
     from stream.live.voices.live import VoiceLoop
 
-    return VoiceLoop(engines, config.voice, alerts)
+    return VoiceLoop(engines, config.voice, alerts, bars=bars)
 
 
 def open_redis(config: ServeConfig):

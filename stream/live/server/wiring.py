@@ -17,7 +17,7 @@ judge's judged faces (`wire_baselines`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream.live.bus import AlertLog, MessageBus, Unsubscribe
 from stream.live.bus.channels import Channels
@@ -27,6 +27,9 @@ from stream.live.verdicts.alerts import AlertManager
 from stream.live.verdicts.cameras import CameraBars
 from stream.live.verdicts.judge import Judge
 from stream.messages import WIRE, Alert, AlertClosing, Custody, Overlay
+
+if TYPE_CHECKING:
+    from stream.live.voices.live import VoiceLoop
 
 
 def wire(bus: MessageBus, *, alerts: AlertManager, recorder: Recorder, alert_log: AlertLog, hub: Hub,
@@ -54,7 +57,10 @@ def wire_edges(bus: MessageBus, alert_log: AlertLog, hub: Hub, redis: Any | None
     return subscriptions + [bus.subscribe(channel.kinds, channel.publish, wire=True) for channel in channels.all]
 
 
-def wire_baselines(judge: Judge, bars: CameraBars) -> list[Unsubscribe]:
+def wire_baselines(judge: Judge, bars: CameraBars, voices: VoiceLoop | None = None) -> list[Unsubscribe]:
     """Live learning of camera baselines: every judged face reaches the bars, which keep those of a learning
-    stream (stream/live/verdicts/cameras.py)."""
-    return [judge.on_judged(bars.on_judged)]
+    stream (stream/live/verdicts/cameras.py); every scored voice window reaches the voice bars likewise."""
+    out = [judge.on_judged(bars.on_judged)]
+    if voices is not None and bars.voice is not None:
+        out.append(voices.judge.on_judged(bars.voice.on_judged))
+    return out

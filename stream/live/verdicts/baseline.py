@@ -35,6 +35,11 @@ seeing a fake. Files without the lower bar (older ones) load as `direction: abov
 
 Files are JSON, keyed like calibration files (engines.calibration) by each engine's weights sha256 and its
 calibration map: a baseline is refused for other weights, because its scores would mean something else.
+
+**Voices.** The same rule and file learn a stream's voice bar (`modality: voice`): a stream's voice is one track,
+its updates are the scored windows (the voice engines' p(fake) per window, fused and smoothed under the voice's own
+policy), windows without enough speech are the gated ones, and `fps` is windows per second (1 / hop). A file says
+which modality it is for and is refused for the other one.
 """
 
 from __future__ import annotations
@@ -60,6 +65,10 @@ from stream.live.verdicts.bounds import (block_levels, conformal_lower, conforma
 from stream.live.verdicts.policy import SEVERITY, TrackVerdict, Verdict
 
 BASELINE_FORMAT = "dfstream-baseline"
+Modality = Literal["face", "voice"]
+# How a modality's updates are named in refusals and summaries: (one update, updates, where they come from).
+UNITS: dict[str, tuple[str, str, str]] = {"face": ("face-frame", "faces", "of one face"),
+                                          "voice": ("window", "voice windows", "of speech")}
 FORMAT_VERSION = 1
 Fusion = Callable[[Mapping[str, float]], float | None]
 EngineScores = Mapping[str, float]
@@ -100,15 +109,19 @@ class Baseline(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     format: Literal["dfstream-baseline"] = BASELINE_FORMAT
     version: Literal[1] = FORMAT_VERSION
+    modality: Modality = Field(default="face", description="what it judges: faces, or a stream's voice (files "
+                               "older than voice baselines are face baselines)")
     model: str = Field(description="the model as named on the command line (engines joined by +, or an ensemble)")
     engines: list[EngineKey] = Field(min_length=1, description="each engine's weights and calibration")
     ensemble_sha256: str | None = Field(default=None, description="sha256 of the stacked ensemble, if one fused")
     policy: VerdictPolicy = Field(description="the verdict policy it was learned under (global bar, smoothing)")
-    fps: float | None = Field(default=None, gt=0, description="analysed frames per second of the footage")
+    fps: float | None = Field(default=None, gt=0, description="analysed frames per second of the footage (a voice "
+                              "baseline: scored windows per second, 1 / hop)")
     source: str = Field(description="where the footage came from, credentials redacted")
     learned_at: str = Field(description="when it was learned (ISO 8601, UTC)")
-    faces: int = Field(ge=0, description="face-frames judged (smoothed updates)")
-    gated: int = Field(default=0, ge=0, description="face-frames left out below the quality gate")
+    faces: int = Field(ge=0, description="updates judged: face-frames, or a voice baseline's scored windows")
+    gated: int = Field(default=0, ge=0, description="updates left out below the quality gate (a voice baseline: "
+                       "windows without enough speech)")
     n_eff: int = Field(ge=1, description="effective samples: blocks of `block` smoothed updates")
     block: int = Field(gt=0, description="smoothed updates per block")
     alpha: float = Field(gt=0, lt=1, description="the false-alarm rate asked for")
@@ -147,7 +160,7 @@ class Baseline(BaseModel):
     def summary(self) -> str:
         """One line for a console: faces, effective samples, the bar, alpha and how it was set."""
         how = self.rule + (f", clipped at the {self.clipped}" if self.clipped else "")
-        out = (f"{self.faces} faces, {self.n_eff} effective samples (blocks of {self.block}), threshold "
+        out = (f"{self.faces} {UNITS[self.modality][1]}, {self.n_eff} effective samples (blocks of {self.block}), threshold "
                f"{self.threshold:.4f} (global {self.policy.t_high:g}), alpha {self.alpha:g}, {how}")
         if self.under is not None:
             u = self.under
@@ -216,25 +229,23 @@ def block_size(policy: VerdictPolicy) -> int:
 def fit(tracks: Sequence[Sequence[EngineScores]], policy: VerdictPolicy, *, model: str,
         engines: Sequence[EngineKey], source: str, fps: float | None = None, gated: int = 0,
         gated_reason: str | None = None, fusion: Fusion | None = None, ensemble_sha256: str | None = None,
-        learned_at: str | None = None) -> Baseline:
+        learned_at: str | None = None, modality: Modality = "face") -> Baseline:
     """Learn a camera's bar from its known-real footage: per track, the judged faces' engine scores in time
-    order (faces below the quality gate left out and counted in `gated`). Raises BaselineError for footage that
-    cannot vouch for the camera: no judged face, a stretch the global bar already calls fake, too few blocks."""
+    order (faces below the quality gate left out and counted in `gated`; a voice: its one track of scored windows,
+    windows without enough speech counted in `gated`). Raises BaselineError for footage that cannot vouch for the
+    camera: nothing judged, a stretch the global bar already calls fake, too few blocks."""
     bp = policy.baseline
     tracks = [list(t) for t in tracks if len(t)]
     faces = sum(len(t) for t in tracks)
     if not faces:
-        if gated:
-            raise BaselineError(f"a low-quality stretch: all {gated} faces are below the quality gate "
-                                f"({gated_reason or 'too small or blurred'}); learn from footage where faces are "
-                                "larger and sharper")
-        raise BaselineError("no face was found in the footage: a baseline is learned from faces")
+        raise BaselineError(_nothing_judged(modality, gated, gated_reason))
     if not bp.learn_on_fake:
         for i, t in enumerate(tracks):
             judged = run_track(t, policy, fusion)
             if judged.verdict == "fake":
                 raise BaselineError(
-                    f"the model already calls this stretch fake (face {i + 1}, smoothed p(fake) up to "
+                    f"the model already calls this stretch fake ({'face' if modality == 'face' else 'voice'} "
+                    f"{i + 1}, smoothed p(fake) up to "
                     f"{judged.peak:.3f} >= t_high {policy.t_high:g}); a baseline vouches for real footage only. "
                     "If the camera is known to be noisy, allow it with verdict.baseline.learn_on_fake "
                     "(--allow-fake)")
@@ -242,7 +253,7 @@ def fit(tracks: Sequence[Sequence[EngineScores]], policy: VerdictPolicy, *, mode
     block = block_size(policy)
     levels = block_levels(series, block, policy.k)
     if len(levels) < bp.min_effective:
-        raise BaselineError(_too_few(len(levels), series, block, bp.min_effective, fps))
+        raise BaselineError(_too_few(len(levels), series, block, bp.min_effective, fps, modality))
     alpha = bp.alpha
     tail = alpha / 2 if bp.direction == "both" else alpha  # alpha split between the two bars
     top = max(float(held_levels(s, policy.k).max(initial=0.0)) for s in series)
@@ -260,7 +271,7 @@ def fit(tracks: Sequence[Sequence[EngineScores]], policy: VerdictPolicy, *, mode
     t_low = float(sigmoid(logit(np.array(policy.t_low)) + shift))
     under = _lower_bar(series, policy, block, tail, t_low) if bp.direction == "both" else None
     return Baseline(
-        model=model, engines=list(engines), ensemble_sha256=ensemble_sha256, policy=policy, fps=fps,
+        modality=modality, model=model, engines=list(engines), ensemble_sha256=ensemble_sha256, policy=policy, fps=fps,
         source=source, learned_at=learned_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         faces=faces, gated=gated, n_eff=len(levels), block=block, alpha=alpha, rule=rule,
         conformal=None if math.isinf(q) else q, bound=float(sigmoid(np.array(bound))), max_seen=top,
@@ -291,11 +302,27 @@ def _lower_bar(series: Sequence[Sequence[float]], policy: VerdictPolicy, block: 
                     levels=levels)
 
 
-def _too_few(have: int, series: Sequence[Sequence[float]], block: int, need: int, fps: float | None) -> str:
-    """The refusal for too short a stretch: how much more footage of one face would do."""
+def _nothing_judged(modality: Modality, gated: int, reason: str | None) -> str:
+    """The refusal for footage with nothing to learn from: all of it below the quality gate, or none found."""
+    if modality == "voice":
+        if gated:
+            return (f"too little speech: none of the {gated} voice windows held enough speech to judge "
+                    f"({reason or 'no speech'}); learn while someone speaks")
+        return "no voice window was scored: the stream had no sound (a voice baseline is learned from speech)"
+    if gated:
+        return (f"a low-quality stretch: all {gated} faces are below the quality gate "
+                f"({reason or 'too small or blurred'}); learn from footage where faces are larger and sharper")
+    return "no face was found in the footage: a baseline is learned from faces"
+
+
+def _too_few(have: int, series: Sequence[Sequence[float]], block: int, need: int, fps: float | None,
+             modality: Modality = "face") -> str:
+    """The refusal for too short a stretch: how much more footage of one face (or of speech) would do."""
+    one, _, of = UNITS[modality]
     updates = (need - have) * block - max(len(s) % block for s in series)
-    more = (f"{math.ceil(updates / fps)} s more of one face (at {fps:g} analysed fps)" if fps
-            else f"{updates} more face-frames of one face")
+    rate = "analysed fps" if modality == "face" else "windows a second"
+    more = (f"{math.ceil(updates / fps)} s more {of} (at {fps:g} {rate})" if fps
+            else f"{updates} more {one}s {of}")
     return (f"too few effective samples: {have} block(s) of {block} smoothed updates, {need} needed; "
             f"learn from {more}")
 
@@ -334,8 +361,14 @@ def engine_keys(engines: Sequence[object]) -> list[EngineKey]:
     return out
 
 
-def check(baseline: Baseline, path: Path, engines: Sequence[EngineKey], ensemble_sha256: str | None = None) -> None:
-    """Refuse a baseline learned with other engines, other weights, another calibration or another ensemble."""
+def check(baseline: Baseline, path: Path, engines: Sequence[EngineKey], ensemble_sha256: str | None = None,
+          modality: Modality = "face") -> None:
+    """Refuse a baseline of the other modality, or learned with other engines, other weights, another calibration
+    or another ensemble."""
+    if baseline.modality != modality:
+        raise BaselineError(f"{path}: a {baseline.modality} baseline (learned with {baseline.model!r}), not a "
+                            f"{modality} one: it judges {UNITS[baseline.modality][1]}, not "
+                            f"{UNITS[modality][1]}")
     have = {e.model: e for e in engines}
     if sorted(have) != sorted(e.model for e in baseline.engines):
         raise BaselineError(f"{path}: learned with {baseline.model!r} "

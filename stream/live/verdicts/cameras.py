@@ -7,6 +7,11 @@ collects what the judge announces (`on_judged`): per track, the engine scores of
 which is what `baseline.fit` turns into the camera's bar. So a baseline learned live is fitted on the very scores
 the live verdict smooths (the fused, smoothed track score, quality gate applied), under the global policy.
 
+Voices use the same class: a second `CameraBars` (`modality="voice"`, the voice engines' keys, the voice's own
+policy and fusion) collects the voice judge's scored windows (voices/judge.py announces them as `JudgedFace`s of
+the stream's voice track) and gives the voice judge each stream's voice bar. The face bars hold it as `voice`, so a
+stream's status carries both side by side.
+
 No file and no clock of its own: the server (stream/live/server/baselines.py) saves and loads the files and times
 the sessions. Threads: `policy_for` and `on_judged` run on the scheduler's thread, everything else on the event
 loop; one lock guards the tables, and the tables are replaced, never changed in place, under it.
@@ -22,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from stream.config.verdicts import VerdictPolicy
-from stream.live.verdicts.baseline import Baseline, BaselineError, EngineKey, check, fit
+from stream.live.verdicts.baseline import Baseline, BaselineError, EngineKey, Modality, check, fit
 from stream.live.verdicts.judge import JudgedFace
 
 Fusion = Callable[[Mapping[str, float]], float | None]
@@ -47,7 +52,8 @@ class CameraBaseline:
 
     def to_json(self) -> dict:
         b = self.baseline
-        return {"origin": self.origin, "path": str(self.path), "learned_at": b.learned_at, "source": b.source,
+        return {"modality": b.modality, "origin": self.origin, "path": str(self.path), "learned_at": b.learned_at,
+                "source": b.source,
                 "model": b.model, "faces": b.faces, "n_eff": b.n_eff, "block": b.block, "alpha": b.alpha,
                 "rule": b.rule, "clipped": b.clipped, "threshold": b.threshold, "t_low": b.t_low,
                 "t_under": b.under.threshold if b.under else None,
@@ -61,6 +67,7 @@ class Session:
     stream: str
     seconds: float
     fps: float
+    modality: Modality = "face"
     started: float = field(default_factory=time.monotonic)
     tracks: dict[int, list[Mapping[str, float]]] = field(default_factory=dict)
     faces: int = 0
@@ -77,17 +84,23 @@ class Session:
 
     def progress(self, now: float | None = None) -> dict:
         done = min(self.seconds, (time.monotonic() if now is None else now) - self.started)
+        if self.modality == "voice":  # one track, the stream's voice: its windows with speech, and without
+            return {"seconds": self.seconds, "done": round(done, 1), "windows": self.faces, "gated": self.gated}
         return {"seconds": self.seconds, "done": round(done, 1), "faces": self.faces, "gated": self.gated,
                 "tracks": len(self.tracks)}
 
 
 class CameraBars:
     def __init__(self, policy: VerdictPolicy, engines: Sequence[EngineKey], ensemble_sha256: str | None,
-                 fusion: Fusion, model: str, unsupported: str | None = None) -> None:
+                 fusion: Fusion, model: str, unsupported: str | None = None, modality: Modality = "face",
+                 voice: CameraBars | None = None) -> None:
         """`engines`, `ensemble_sha256`: what this server runs (a baseline must have been learned with them);
         `fusion`: the judge's; `model`: the name a learned baseline records; `unsupported`: why these engines
-        cannot have baselines at all (None: they can)."""
+        cannot have baselines at all (None: they can); `modality`: what these bars judge; `voice`: the streams'
+        voice bars beside these face bars (their status is shown with these)."""
         self.policy = policy
+        self.modality = modality
+        self.voice = voice
         self.unsupported = unsupported
         self.engines = list(engines)
         self.ensemble_sha256 = ensemble_sha256
@@ -107,8 +120,12 @@ class CameraBars:
     def check(self, baseline: Baseline, path: Path, fps: float) -> None:
         """Refuse a baseline learned with other engines, weights, calibration or ensemble, or at another analysed
         rate than the stream's (`fps`): the same checks `scan --baseline` makes."""
-        check(baseline, path, self.engines, self.ensemble_sha256)
+        check(baseline, path, self.engines, self.ensemble_sha256, self.modality)
         if baseline.fps is not None and abs(baseline.fps - fps) > 1e-9:
+            if self.modality == "voice":
+                raise BaselineError(f"{path}: learned with a window every {1 / baseline.fps:g} s, but the voice path "
+                                    f"scores one every {1 / fps:g} s (voice.hop_s): its smoothing would span another "
+                                    f"time; set voice.hop_s: {1 / baseline.fps:g} or learn it again")
             raise BaselineError(f"{path}: learned at {baseline.fps:g} analysed fps, but the stream analyses at "
                                 f"{fps:g} (analysed_fps): its smoothing would span another time; set analysed_fps: "
                                 f"{baseline.fps:g} or learn it again")
@@ -133,7 +150,7 @@ class CameraBars:
                 raise AlreadyLearning(f"{stream} is learning its baseline already: "
                                       f"{self._sessions[stream].progress()['done']:g} of "
                                       f"{self._sessions[stream].seconds:g} s done")
-            session = Session(stream, seconds, fps)
+            session = Session(stream, seconds, fps, self.modality)
             self._sessions = {**self._sessions, stream: session}
             self._errors = {k: v for k, v in self._errors.items() if k != stream}
         return session
@@ -171,7 +188,7 @@ class CameraBars:
         try:
             return fit(list(session.tracks.values()), self.policy, model=self.model, engines=self.engines,
                        source=source, fps=session.fps, gated=session.gated, gated_reason=session.reason,
-                       fusion=self.fusion, ensemble_sha256=self.ensemble_sha256)
+                       fusion=self.fusion, ensemble_sha256=self.ensemble_sha256, modality=self.modality)
         except BaselineError as exc:
             with self._lock:
                 self._errors = {**self._errors, session.stream: str(exc)}
@@ -180,12 +197,14 @@ class CameraBars:
     # --- status ------------------------------------------------------------------------------------------------
     def status(self, stream: str, target_fps: float | None = None) -> dict | None:
         """What a stream's status says of its bar: the baseline in force, the session's progress, the last
-        learning refusal. None when there is nothing to say (the global bar, never learned)."""
+        learning refusal; the voice's beside it (`voice`). None when there is nothing to say (the global bars, never
+        learned)."""
         bar, session, error = self._bars.get(stream), self._sessions.get(stream), self._errors.get(stream)
-        if bar is None and session is None and error is None:
+        voice = self.voice.status(stream) if self.voice is not None else None
+        if bar is None and session is None and error is None and voice is None:
             return None
         out: dict = {"bar": bar.to_json() if bar else None, "learning": session.progress() if session else None,
-                     "error": error}
+                     "error": error} | ({"voice": voice} if voice is not None else {})
         if bar is not None and bar.baseline.fps is not None and target_fps is not None:
             out["slowed"] = target_fps < bar.baseline.fps - 1e-6  # the governor lowered the rate below the learned
         return out

@@ -5,28 +5,42 @@ The face judge's rules, for sound: one fused p(fake) per window (fused across vo
 `scoring.Fusion`), the same `TrackVerdict` hysteresis under the voice's own `VerdictPolicy`, and the same
 `AlertManager`, fed with the reserved track `VOICE_TRACK` and `modality` "voice". A window without enough speech
 is "low-quality" with its reason and, like a low-quality face, leaves the verdict and any alert as they were.
-A per-camera baseline for voices is not learned yet (docs/voices.md): the voice's bar is its policy's.
+A stream with a voice baseline (`modality: voice`) is judged at its camera's voice bar (`bars`: a
+`cameras.CameraBars` of the voice engines, the faces' machinery), and every scored window is announced to
+`on_judged` subscribers as the face judge announces faces (a stream learning its voice bar live collects them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from stream.config.verdicts import VerdictPolicy
+from stream.live.listeners import Listeners
 from stream.live.verdicts.alerts import AlertManager
-from stream.live.verdicts.judge import LOW_QUALITY
+from stream.live.verdicts.judge import LOW_QUALITY, Bars, JudgedFace
 from stream.live.verdicts.policy import TrackVerdict
 from stream.live.voices.track import ScoredWindow, VoiceTrack
 from stream.messages import VOICE_TRACK, VoiceOverlay
 
 
 class VoiceJudge:
-    def __init__(self, policy: VerdictPolicy, alerts: AlertManager | None, window_s: float) -> None:
-        """`alerts` None: voices are judged and shown, never alerted on (the "faces-only" rule)."""
+    def __init__(self, policy: VerdictPolicy, alerts: AlertManager | None, window_s: float,
+                 bars: Bars | None = None) -> None:
+        """`alerts` None: voices are judged and shown, never alerted on (the "faces-only" rule); `bars` gives a
+        stream with a voice baseline its own policy (None: every stream has `policy`)."""
         self.policy = policy
         self.alerts = alerts
         self.window_s = window_s
+        self.bars = bars
+        self._judged: Listeners[JudgedFace] = Listeners("judged voice window")
 
     def new_verdict(self) -> TrackVerdict:
         return TrackVerdict(self.policy)
+
+    def on_judged(self, fn: Callable[[JudgedFace], None]) -> Callable[[], None]:
+        """Call `fn(JudgedFace)` for every scored window (track `VOICE_TRACK`; engines None, with the reason, for a
+        window without enough speech), on the voice thread; returns the unsubscriber."""
+        return self._judged.subscribe(fn)
 
     def judge(self, track: VoiceTrack, window: ScoredWindow) -> None:
         """Take one scored window: it becomes the latest, and, when judged, updates the verdict and the alert."""
@@ -34,6 +48,11 @@ class VoiceJudge:
         track.windows += 1
         track.recent.append(window)
         track.silent = False
+        if self.bars is not None:  # the camera's voice bar from this window on
+            track.verdict.policy = self.bars.policy_for(track.name)
+        if self._judged:
+            self._judged.notify(JudgedFace(track.name, VOICE_TRACK, dict(window.engines) if window.p_fake is not None
+                                           else None, window.reason))
         if window.p_fake is None:
             return
         verdict = track.verdict.update(window.p_fake)

@@ -35,6 +35,7 @@ from stream.config.voices import VoiceConfig
 from stream.live.scoring import Fusion
 from stream.live.sources.live import StreamSource
 from stream.live.verdicts.alerts import AlertManager
+from stream.live.verdicts.judge import Bars
 from stream.live.voices.feed import AudioFeed
 from stream.live.voices.judge import VoiceJudge
 from stream.live.voices.ring import RING_WINDOWS, AudioRing, Snapshot
@@ -51,8 +52,10 @@ STREAMS_PER_PASS = 8  # due streams scored per pass: the rest go first in the ne
 
 class VoiceLoop:
     def __init__(self, engines: Sequence[VoiceEngine], config: VoiceConfig | None = None,
-                 alerts: AlertManager | None = None, detector: SpeechDetector | None = None) -> None:
-        """`alerts` is the service's lifecycle (None, or the "faces-only" rule: voices are never alerted on)."""
+                 alerts: AlertManager | None = None, detector: SpeechDetector | None = None,
+                 bars: Bars | None = None) -> None:
+        """`alerts` is the service's lifecycle (None, or the "faces-only" rule: voices are never alerted on);
+        `bars` each stream's voice bar (its voice baseline's policy, else `config.verdict`)."""
         if not engines:
             raise ValueError("the voice path needs at least one voice engine")
         rates = {e.spec.sample_rate for e in engines}
@@ -66,7 +69,7 @@ class VoiceLoop:
         self.detector = detector or SpeechDetector(self.config.speech)
         self.fusion = Fusion(self.config.verdict.weights)
         self.judge = VoiceJudge(self.config.verdict, alerts if self.config.rule == "either" else None,
-                                self.need / self.rate)
+                                self.need / self.rate, bars)
         self._tracks: dict[str, VoiceTrack] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -94,6 +97,11 @@ class VoiceLoop:
         with self._lock:
             track = self._tracks.get(name)
             return self.judge.overlay(track, self.config.lost_after_s) if track is not None else None
+
+    def hears(self, name: str) -> bool:
+        """Whether the voice path listens to `name` (it has a voice track, with or without sound so far)."""
+        with self._lock:
+            return name in self._tracks
 
     def verdict(self, name: str) -> str | None:
         with self._lock:

@@ -42,7 +42,8 @@ class WindowScore:
 class VoiceScorer:
     """The voice engines and the speech detector: a 16 kHz clip in, `WindowScore`s per engine out."""
 
-    def __init__(self, engines: Sequence[VoiceEngine], detector: SpeechDetector) -> None:
+    def __init__(self, engines: Sequence[VoiceEngine], detector: SpeechDetector, hop: int | None = None) -> None:
+        """`hop`: samples between window starts (default half a window, windows.HOP_FRACTION)."""
         if not engines:
             raise ValueError("voice scoring needs at least one voice engine")
         rates = {e.spec.sample_rate for e in engines}
@@ -51,13 +52,14 @@ class VoiceScorer:
         self.engines = list(engines)
         self.detector = detector
         self.rate = rates.pop()
+        self.hop = hop
 
     def score(self, samples: np.ndarray) -> list[WindowScore]:
         """Every engine's windows over one clip, in engine then time order."""
         voicing = self.detector.voicing(samples)
         out: list[WindowScore] = []
         for engine in self.engines:
-            spans, batch = cut_windows(samples, engine.spec)
+            spans, batch = cut_windows(samples, engine.spec, self.hop)
             out += self.score_windows(engine, spans, batch, voicing)
         return out
 
