@@ -171,4 +171,6 @@ def test_baseline_learns_from_a_live_rtsp_camera_for_n_seconds(tmp_path):
     assert done.returncode == EXIT_OK, done.stderr
     b = read(out)
     assert "s3cret" not in out.read_text() and b.source == f"rtsp://***@127.0.0.1:{camera.port}/live"
-    assert b.fps == 5.0 and 20 <= b.faces + b.gated <= 31 and b.n_eff >= 2  # 6 s at 5 analysed fps
+    # 6 s at 5 analysed fps: at most 31 frames, so at most 3 whole blocks of 9 on the one subject's track; faces may
+    # count a few more than frames (a stray second detection in a frame is its own face), never a learning that ran on
+    assert b.fps == 5.0 and 20 <= b.faces + b.gated <= 31 + 6 and 2 <= b.n_eff <= 31 // b.block
