@@ -64,6 +64,7 @@ def test_stagger_never_puts_off_a_due_detection_nor_moves_a_lone_stream():
     assert stagger([1, 2], [3, 3]) == [False, False]  # already spread out
     assert stagger([1, 1, 1], [3, 3, 3]) == [True, False, False]  # the first of the crowded pass moves
     assert stagger([2, 2, 1, 1, 1], [3] * 5) == [False, False, True, False, False]  # the most crowded pass first
+    assert stagger([2, 2, 2, 2], [12, 3, 12, 3]) == [False, True, False, False]  # a camera moves before a screen
 
 
 def test_split_shares_the_pass_by_work_and_loses_no_pick():

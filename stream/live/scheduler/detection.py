@@ -38,9 +38,10 @@ def stagger(waits: Sequence[int], every: Sequence[int]) -> list[bool]:
     its interval (0: now; a lost or untracked stream is 0); `every[i]`: its interval (`detect_every`).
 
     Every pick due now runs one. While the pass carries fewer than its share, `ceil(sum(1 / every))`, and some
-    later pass is crowded (more picks due in it than that share), the first such pick of the most crowded pass
-    (the nearest among equals) runs its full detection now instead: its interval is shortened once, and from then
-    on it is in a less crowded phase. Trade-off: each move costs one extra full detection, once; a full detection
+    later pass is crowded (more picks due in it than that share), a pick of the most crowded pass (the nearest
+    among equals) runs its full detection now instead, the one with the shortest interval (the cheapest to move: a
+    camera before a shared screen, whose larger picture costs more), the first among equals: its interval is
+    shortened once, and from then on it is in a less crowded phase. Trade-off: each move costs one extra full detection, once; a full detection
     is never put off, so a new face is found as soon as without the stagger (within `detect_every` analysed
     frames). A lone stream, or streams already spread out, are never moved."""
     full = [w <= 0 for w in waits]
@@ -52,7 +53,7 @@ def stagger(waits: Sequence[int], every: Sequence[int]) -> list[bool]:
         if not crowded:
             break
         k = max(crowded, key=lambda k: (crowd[k], -k))
-        i = next(i for i, w in enumerate(waits) if w == k and not full[i])
+        i = min((i for i, w in enumerate(waits) if w == k and not full[i]), key=lambda i: every[i])
         full[i] = True
         crowd[k] -= 1
         now += 1
