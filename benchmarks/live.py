@@ -18,6 +18,7 @@ same machine load, and prints both side by side.
     .venv/bin/python benchmarks/live.py --streams 1 --model xception-140k --seconds 30
     .venv/bin/python benchmarks/live.py --streams 1 --model xception-140k --precision int8
     .venv/bin/python benchmarks/live.py --streams 8 --pipeline serial --faces-backend torch   # one old setting
+    .venv/bin/python benchmarks/live.py --streams 8 --detect-workers 1 --stagger off   # detection as one batch
 
 The 720p30 inputs are made once from the shared FF++ clips (scaled with PyAV into a temp folder). xception-140k
 runs with random weights in the card's layout when its published file is absent: speed does not depend on values.
@@ -163,7 +164,8 @@ def main() -> None:
     parser.add_argument("--faces-backend", default=None, choices=("torch", "onnx"),
                         help="what runs MTCNN's nets (config detector.backend; default: auto, ORT on the CPU)")
     parser.add_argument("--detect-workers", type=int, default=None,
-                        help="threads detecting one pass at once (config scheduler.detect_workers; default: the plan's)")
+                        help="threads detecting one pass at once (config scheduler.detect_workers; default: the "
+                             "thread plan's)")
     parser.add_argument("--stagger", default=None, choices=("on", "off"),
                         help="spread the streams' full detections over the passes (config "
                              "scheduler.detection.stagger; default: the config's)")

@@ -39,11 +39,11 @@ def stagger(waits: Sequence[int], every: Sequence[int]) -> list[bool]:
 
     Every pick due now runs one. While the pass carries fewer than its share, `ceil(sum(1 / every))`, and some
     later pass is crowded (more picks due in it than that share), a pick of the most crowded pass (the nearest
-    among equals) runs its full detection now instead, the one with the shortest interval (the cheapest to move: a
-    camera before a shared screen, whose larger picture costs more), the first among equals: its interval is
-    shortened once, and from then on it is in a less crowded phase. Trade-off: each move costs one extra full detection, once; a full detection
-    is never put off, so a new face is found as soon as without the stagger (within `detect_every` analysed
-    frames). A lone stream, or streams already spread out, are never moved."""
+    among equals) runs its full detection now instead: the one with the shortest interval (the cheapest to move:
+    a camera before a shared screen, whose larger picture costs more), the first among equals. Its interval is
+    shortened once, and from then on it is in a less crowded phase. Trade-off: each move costs one extra full
+    detection, once; a full detection is never put off, so a new face is found as soon as without the stagger
+    (within `detect_every` analysed frames). A lone stream, or streams already spread out, are never moved."""
     full = [w <= 0 for w in waits]
     share = math.ceil(sum(1.0 / max(1, e) for e in every) - 1e-9)
     crowd = Counter(w for w in waits if w > 0)
