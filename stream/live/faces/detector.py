@@ -46,9 +46,6 @@ class FaceDetector:
         self.min_source_face_px = min_source_face_px
         with tv_compat.standin():
             from facenet_pytorch import MTCNN  # binds the torchvision functions it needs at import
-            from facenet_pytorch.models.utils.detect_face import detect_face
-
-        self._detect_face = detect_face
 
         self._mtcnn = MTCNN(
             keep_all=True,
@@ -112,9 +109,11 @@ class FaceDetector:
         per image its boxes (N, 4), probabilities (N,) and landmarks (N, 5, 2), or None, [None], None with no face
         (as `MTCNN.detect` returns them). The smallest face is this call's argument, not a setting on the shared
         MTCNN object, so detection workers can run the cascade at once (`scheduler.detect_workers`)."""
+        from facenet_pytorch.models.utils.detect_face import detect_face  # imported with MTCNN (`__init__`)
+
         m = self._mtcnn
         with torch.inference_mode():
-            found, marks = self._detect_face(batch, min_face, m.pnet, m.rnet, m.onet, m.thresholds, m.factor, m.device)
+            found, marks = detect_face(batch, min_face, m.pnet, m.rnet, m.onet, m.thresholds, m.factor, m.device)
         found = [np.asarray(box) for box in found]
         boxes = [box[:, :4] if len(box) else None for box in found]
         probs = [box[:, 4] if len(box) else [None] for box in found]
