@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 # A full-frame detection of a 720p frame at 640 px costs about this many face re-locations (96 px crops) of one
-# detection worker's time (issue 25's profile: ~30 ms against ~8-11 ms). Only the split uses it, to give each
-# worker about the same work; a wrong ratio makes one worker finish early, never changes a box.
+# detection worker's time (issue 25's figures: ~30 ms against ~8-11 ms; benchmarks/detect_stage.py on a loaded
+# machine: 3 to 4). Only the split uses it, to give each worker about the same work; a wrong ratio makes one worker
+# finish early, never changes a box.
 FULL_TO_RELOCATE = 3.0
 
 
