@@ -18,6 +18,7 @@ same machine load, and prints both side by side.
     .venv/bin/python benchmarks/live.py --streams 1 --model xception-140k --seconds 30
     .venv/bin/python benchmarks/live.py --streams 1 --model xception-140k --precision int8
     .venv/bin/python benchmarks/live.py --streams 8 --pipeline serial --faces-backend torch   # one old setting
+    .venv/bin/python benchmarks/live.py --streams 8 --detect-workers 1 --stagger off   # detection as one batch
 
 The 720p30 inputs are made once from the shared FF++ clips (scaled with PyAV into a temp folder). xception-140k
 runs with random weights in the card's layout when its published file is absent: speed does not depend on values.
@@ -65,11 +66,15 @@ class Setup:
     downscale: str  # detector.downscale
     convert: str  # sources[].convert
     detect_every: int  # scheduler.detection.detect_every
+    detect_workers: int | None = None  # scheduler.detect_workers (None: the thread plan's)
+    stagger: bool = True  # scheduler.detection.stagger
 
     @property
     def words(self) -> str:
-        return (f"{self.pipeline} pipeline, {self.threads} threads, MTCNN on {self.faces_backend}, {self.downscale} "
-                f"downscale, convert {self.convert}, detect every {self.detect_every}, load by {self.load}")
+        workers = "the plan's" if self.detect_workers is None else self.detect_workers
+        return (f"{self.pipeline} pipeline, {self.threads} threads, {workers} detection workers, MTCNN on "
+                f"{self.faces_backend}, {self.downscale} downscale, convert {self.convert}, detect every "
+                f"{self.detect_every}{', staggered' if self.stagger else ''}, load by {self.load}")
 
 
 def _defaults() -> Setup:
@@ -80,10 +85,11 @@ def _defaults() -> Setup:
 
     sc, dc = SchedulerConfig(), DetectorConfig()
     return Setup("new (defaults)", sc.pipeline, sc.threads, sc.load, dc.runs_on, dc.downscale,
-                 SourceConfig.model_fields["convert"].default, sc.detection.detect_every)
+                 SourceConfig.model_fields["convert"].default, sc.detection.detect_every, sc.detect_workers,
+                 sc.detection.stagger)
 
 
-OLD = Setup("old (before issue 25)", "serial", "split", "stage", "torch", "rgb", "on-decode", 3)
+OLD = Setup("old (before issue 25)", "serial", "split", "stage", "torch", "rgb", "on-decode", 3, 1, False)
 
 
 def make_720p30(src: Path, dst: Path, seconds: float = 12.0) -> Path:
@@ -157,13 +163,21 @@ def main() -> None:
                         help="the overlapped stages' thread plan (config scheduler.threads)")
     parser.add_argument("--faces-backend", default=None, choices=("torch", "onnx"),
                         help="what runs MTCNN's nets (config detector.backend; default: auto, ORT on the CPU)")
+    parser.add_argument("--detect-workers", type=int, default=None,
+                        help="threads detecting one pass at once (config scheduler.detect_workers; default: the "
+                             "thread plan's)")
+    parser.add_argument("--stagger", default=None, choices=("on", "off"),
+                        help="spread the streams' full detections over the passes (config "
+                             "scheduler.detection.stagger; default: the config's)")
     args = parser.parse_args()
 
     from stream.live.faces import DetectorConfig
 
     new = _defaults()
     chosen = {k: v for k, v in (("pipeline", args.pipeline), ("threads", args.threads),
-                                ("faces_backend", args.faces_backend), ("detect_every", args.detect_every))
+                                ("faces_backend", args.faces_backend), ("detect_every", args.detect_every),
+                                ("detect_workers", args.detect_workers),
+                                ("stagger", None if args.stagger is None else args.stagger == "on"))
               if v is not None}
     if chosen:
         new = replace(new, name="chosen", **chosen)
@@ -246,8 +260,9 @@ def run_once(args, engine, videos, detector_config, setup: Setup, console) -> di
 
     detector_config = detector_config.model_copy(update={"backend": setup.faces_backend, "downscale": setup.downscale})
     detector = FaceDetector(detector_config, smallest_floor_px([engine]))  # as serve builds it
-    config = SchedulerConfig(detection=DetectionPolicy(detect_every=setup.detect_every), pipeline=setup.pipeline,
-                             threads=setup.threads, load=setup.load)
+    config = SchedulerConfig(detection=DetectionPolicy(detect_every=setup.detect_every, stagger=setup.stagger),
+                             pipeline=setup.pipeline, threads=setup.threads, load=setup.load,
+                             detect_workers=setup.detect_workers)
     sched = Scheduler(detector, [engine], publish, config)
     sources = [AVLiveSource(SourceConfig(name=f"cam{i}", url=str(v), loop=True, analysed_fps=args.fps,
                                          convert=setup.convert))

@@ -148,10 +148,11 @@ def test_real_overlapped_loop_sheds_when_the_detector_is_full():
 def test_thread_plan_fills_the_cores_without_oversubscription(cores):
     serial = plan_threads("serial", cores)
     assert serial == ThreadPlan(cores, cores, cores)  # stages take turns: each may use every core
-    # shared (the default): each overlapped stage may use every core, so an idle stage's cores serve the other
-    assert plan_threads("overlapped", cores) == ThreadPlan(cores, cores, cores)
+    # shared (the default): each overlapped stage may use every core, so an idle stage's cores serve the other,
+    # and one detection worker per core detects a share of each pass
+    assert plan_threads("overlapped", cores) == ThreadPlan(cores, cores, cores, detect_workers=cores)
     plan = plan_threads("overlapped", cores, share="split")
-    assert plan.detector >= 1 and plan.engines >= 1
+    assert plan.detector >= 1 and plan.engines >= 1 and plan.detect_workers == 1 == serial.detect_workers
     if cores == 1:
         assert plan == ThreadPlan(1, 1, 1)  # nothing can overlap on one core
     else:

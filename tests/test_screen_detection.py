@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from engines.registry import DEFAULT_MODEL, get_entry
 from stream.config.faces import CAMERA, SCREEN
+from stream.config.scheduler import DetectionPolicy, SchedulerConfig
 from stream.config.sources import SourceConfig
 from stream.live.faces import FaceDetector
 from stream.live.scheduler.loop import Scheduler
@@ -81,12 +82,14 @@ def test_the_scheduler_detects_a_screen_with_its_profile_and_interval():
     """Two screens and two cameras. On a 1080p call of small faces the screen's stream tracks every participant,
     each keeping its track id (a face lost by re-location is found again by the next full detection, under its
     old id), while the camera's finds few. On a 720p call of large faces, which re-location never loses, full
-    detection runs on the profile's interval: every 12th pass for the screen, every 3rd for the camera."""
+    detection runs on the profile's interval: every 12th pass for the screen, every 3rd for the camera (the interval
+    itself, so without the stagger, which may run a stream's full detection early once: test_detection_workers.py)."""
     small, _ = call_frame(4, 3, [SMALL] * 12, first_photo=5, screen=(1920, 1080))
     large, _ = call_frame(2, 2, [160, 180, 200, 220], first_photo=20)
     detector = _Recording(min_source_face_px=FLOOR_PX)
     msgs: list[dict] = []
-    sched = Scheduler(detector, [], lambda record: msgs.append(record.to_message()))
+    sched = Scheduler(detector, [], lambda record: msgs.append(record.to_message()),
+                      SchedulerConfig(detection=DetectionPolicy(stagger=False)))
     feeds = {"call": (sched.add(_Feed("call", SCREEN)), small), "webcam": (sched.add(_Feed("webcam")), small),
              "tab": (sched.add(_Feed("tab", SCREEN)), large), "cam": (sched.add(_Feed("cam")), large)}
     for k in range(PASSES):

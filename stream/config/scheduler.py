@@ -25,6 +25,11 @@ class DetectionPolicy(BaseModel):
     detect_every: int = Field(default=3, ge=1, description="analysed frames per full-frame detection")
     relocate_scale: float = Field(default=2.0, ge=1.2, le=4.0, description="crop side / last box side")
     relocate_size: int = Field(default=96, ge=48, le=320, description="pixels of the re-location crops")
+    stagger: bool = Field(
+        default=True, description="spread the streams' full detections evenly over the passes: a pass with fewer "
+        "than its share runs some early, once, for streams whose full detections crowd a later pass "
+        "(stream/live/scheduler/detection.py); never later than detect_every. false: every stream's falls when its "
+        "interval is up, so streams started together detect in the same pass (the setting before it)")
 
 
 class SchedulerConfig(BaseModel):
@@ -59,6 +64,12 @@ class SchedulerConfig(BaseModel):
         description="how the overlapped stages' thread pools use the cores (stream/live/scheduler/threads.py): "
                     "shared (default): each stage may use every core, so an idle stage's core serves the other; "
                     "split: the cores divided between them (the plan before issue 25)")
+    detect_workers: int | None = Field(
+        default=None, ge=1,
+        description="threads that detect one pass's streams at once with the overlapped pipeline, each a share of "
+                    "the streams (stream/live/scheduler/pipelines.py). Default: the thread plan's, one per core "
+                    "with the shared plan (stream/live/scheduler/threads.py); 1: the whole pass in one batch on one "
+                    "thread (the setting before it)")
     load: Literal["cores", "process", "stage"] = Field(
         default="cores",
         description="what the governor calls load (stream/live/scheduler/governor.py). cores (default): the busiest "

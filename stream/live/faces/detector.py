@@ -91,10 +91,8 @@ class FaceDetector:
             in_decoded = self.config.downscale == "decoded"
             batch = np.stack([pictures[i].scaled(sw, sh, in_decoded) for i in indices])
             back = np.array([w / sw, h / sh], dtype=np.float32)  # detector pixels -> frame pixels, per axis
-            smallest = self.min_face_size(scale, profile)
-            self._mtcnn.min_face_size = min(smallest, min(batch.shape[1:3]))  # >= 1 pyramid level
-            with torch.inference_mode():
-                boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
+            smallest = min(self.min_face_size(scale, profile), min(batch.shape[1:3]))  # >= 1 pyramid level
+            boxes, probs, points = self._cascade(batch, smallest)
             for i, b, p, pts in zip(indices, boxes, probs, points):
                 if b is None:
                     continue
@@ -105,6 +103,22 @@ class FaceDetector:
                     if prob >= self.config.min_prob
                 ]
         return results
+
+    def _cascade(self, batch: np.ndarray, min_face: int) -> tuple[list, list, list]:
+        """facenet-pytorch's cascade on a batch of same-sized RGB images, searching faces down to `min_face` pixels:
+        per image its boxes (N, 4), probabilities (N,) and landmarks (N, 5, 2), or None, [None], None with no face
+        (as `MTCNN.detect` returns them). The smallest face is this call's argument, not a setting on the shared
+        MTCNN object, so detection workers can run the cascade at once (`scheduler.detect_workers`)."""
+        from facenet_pytorch.models.utils.detect_face import detect_face  # imported with MTCNN (`__init__`)
+
+        m = self._mtcnn
+        with torch.inference_mode():
+            found, marks = detect_face(batch, min_face, m.pnet, m.rnet, m.onet, m.thresholds, m.factor, m.device)
+        found = [np.asarray(box) for box in found]
+        boxes = [box[:, :4] if len(box) else None for box in found]
+        probs = [box[:, 4] if len(box) else [None] for box in found]
+        points = [np.asarray(point) if len(box) else None for box, point in zip(found, marks)]
+        return boxes, probs, points
 
     def min_face_size(self, scale: float, profile: DetectionProfile = CAMERA) -> int:
         """MTCNN's smallest searched face, in the pixels of an image downscaled by `scale`."""
@@ -120,9 +134,7 @@ class FaceDetector:
             return []
         margin = (scale - 1.0) / 2.0
         crops = np.stack([crop_faces(image, [box], size, margin)[0] for image, box in regions])
-        self._mtcnn.min_face_size = self.config.min_face_size
-        with torch.inference_mode():
-            boxes, probs, points = self._mtcnn.detect(crops, landmarks=True)
+        boxes, probs, points = self._cascade(crops, self.config.min_face_size)
         out: list[Detection | None] = []
         for (image, box), b, p, pts in zip(regions, boxes, probs, points):
             left, top, right, _ = square_box(box, margin)

@@ -29,6 +29,7 @@ from stream.live.faces import FaceDetector, crop_faces
 from stream.live.faces.quality import measure
 from stream.live.faces.tracker import iou_matrix
 from stream.live.rings import CropRing
+from stream.live.scheduler.detection import Planned, stagger
 from stream.live.scheduler.governor import BusyClock, CpuClock, Decision, LoadGovernor, load_of
 from stream.live.scheduler.pipelines import Pipeline, pipeline_for
 from stream.live.scheduler.threads import cores_here
@@ -131,7 +132,7 @@ class Scheduler:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
-        self._pipeline = pipeline_for(self.config.pipeline, self, self.config.threads)
+        self._pipeline = pipeline_for(self.config.pipeline, self, self.config.threads, self.config.detect_workers)
         self._pipeline.open()
         self._stop.clear()
         self._window_start = self._last_status = time.monotonic()
@@ -239,19 +240,29 @@ class Scheduler:
             st.latency.add(now - frame.received)
             self.publish(self._overlay(st, frame, [(t, d) for t, d, _ in here], now))
 
-    def detect(self, picks: Sequence[Pick]) -> list[list[Any]]:
-        """Faces per pick: full-frame MTCNN where the detection policy says so, else each track re-located on a
-        crop around its last box (all crops of the pass in one batch)."""
+    def plan_detection(self, picks: Sequence[Pick]) -> list[Planned]:
+        """Per pick, a full-frame detection or its tracked faces re-located: full where the stream is lost, has no
+        track or its interval is up (the source's profile first, then the policy's `detect_every`), and with
+        `stagger` where a crowded pass's full detections are spread out (`detection.stagger`)."""
         policy = self.config.detection
-        full: list[int] = []
-        regions: list[tuple[int, Any, Any]] = []  # (pick, image, last box)
-        for i, (st, frame) in enumerate(picks):
-            boxes = [t.box for t in st.tracks.values() if t.box is not None]
-            every = st.source.detection.detect_every or policy.detect_every  # the source's profile first
-            if st.lost or not boxes or st.since_full + 1 >= every:
-                full.append(i)
-            else:
-                regions += [(i, frame.picture, b) for b in boxes]
+        waits, every, faces = [], [], []
+        for st, _ in picks:
+            faces.append(sum(1 for t in st.tracks.values() if t.box is not None))
+            every.append(st.source.detection.detect_every or policy.detect_every)
+            waits.append(0 if st.lost or not faces[-1] else max(0, every[-1] - 1 - st.since_full))
+        full = stagger(waits, every) if policy.stagger else [w == 0 for w in waits]
+        return [Planned(f, n) for f, n in zip(full, faces)]
+
+    def detect(self, picks: Sequence[Pick], plan: Sequence[Planned] | None = None) -> list[list[Any]]:
+        """Faces per pick: full-frame MTCNN where `plan` (default: `plan_detection`) says so, else each track
+        re-located on a crop around its last box (all crops of the call in one batch). Reads and writes only the
+        picked streams' detection state, so calls on disjoint picks may run at once (`pipelines.DetectWorkers`)."""
+        policy = self.config.detection
+        plan = plan if plan is not None else self.plan_detection(picks)
+        full = [i for i, p in enumerate(plan) if p.full]
+        regions: list[tuple[int, Any, Any]] = [  # (pick, image, last box)
+            (i, frame.picture, t.box) for i, (st, frame) in enumerate(picks) if not plan[i].full
+            for t in list(st.tracks.values()) if t.box is not None]
         out: list[list[Any]] = [[] for _ in picks]
         profiles = [picks[i][0].source.detection for i in full]
         pictures = [picks[i][1].picture for i in full]

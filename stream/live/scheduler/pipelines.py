@@ -20,8 +20,10 @@ import queue
 import threading
 import time
 from collections.abc import Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Protocol
 
+from stream.live.scheduler.detection import split
 from stream.live.scheduler.governor import BusyClock
 from stream.live.scheduler.threads import apply_threads, plan_threads
 
@@ -41,7 +43,8 @@ class Steps(Protocol):
     def streams(self) -> list[Any]: ...
     def due(self, now: float, skip: Collection[str] = ()) -> list[Any]: ...
     def process(self, picks: Sequence[Any]) -> None: ...
-    def detect(self, picks: Sequence[Any]) -> list[list[Any]]: ...
+    def plan_detection(self, picks: Sequence[Any]) -> list[Any]: ...
+    def detect(self, picks: Sequence[Any], plan: Sequence[Any] | None = None) -> list[list[Any]]: ...
     def track(self, picks: Sequence[Any], detections: Sequence[Sequence[Any]]) -> list[Any]: ...
     def score(self, picks: Sequence[Any], tracked: Sequence[Any]) -> None: ...
     def tick(self, clock: BusyClock) -> None: ...
@@ -58,11 +61,12 @@ class Pipeline(Protocol):
     def close(self) -> None: ...
 
 
-def pipeline_for(name: str, steps: Steps, threads: str = "shared") -> Pipeline:
+def pipeline_for(name: str, steps: Steps, threads: str = "shared", detect_workers: int | None = None) -> Pipeline:
     """The named pipeline (`SchedulerConfig.pipeline`) over `steps`; `threads`: the overlapped stages' thread plan
-    (`SchedulerConfig.threads`)."""
+    (`SchedulerConfig.threads`); `detect_workers`: its detection threads (`SchedulerConfig.detect_workers`; None:
+    the plan's)."""
     if name == "overlapped":
-        return OverlappedPipeline(steps, threads)
+        return OverlappedPipeline(steps, threads, detect_workers)
     if name == "serial":
         return SerialPipeline(steps)
     raise ValueError(f"unknown pipeline {name!r}; choose serial or overlapped")
@@ -119,6 +123,45 @@ class InFlight:
             return frozenset(self._names)
 
 
+class DetectWorkers:
+    """Detects one pass's picks on up to `workers` threads at once: the pass is planned as a whole (which picks
+    run a full detection: `Steps.plan_detection`), split into groups of about equal work (`detection.split`), and
+    each group detected by `Steps.detect` on its own thread, the caller's included; the faces come back in pick
+    order. Each group reads and writes only its own streams' detection state, and the detector runs its cascade
+    with per-call settings (`FaceDetector._cascade`), so the groups share nothing but the MTCNN sessions, which
+    ONNX Runtime runs concurrently. A failing group fails the pass, after every group has ended."""
+
+    def __init__(self, steps: Steps, workers: int) -> None:
+        self.steps, self.workers = steps, max(1, workers)
+        self._pool = (ThreadPoolExecutor(self.workers - 1, thread_name_prefix="scheduler-detect")
+                      if self.workers > 1 else None)
+
+    def detect(self, picks: Sequence[Any]) -> list[list[Any]]:
+        plan = self.steps.plan_detection(picks)
+        groups = split(plan, self.workers)
+        if len(groups) == 1 or self._pool is None:
+            return self.steps.detect(picks, plan)
+
+        def group(g: list[int]) -> list[list[Any]]:
+            return self.steps.detect([picks[i] for i in g], [plan[i] for i in g])
+
+        futures = [self._pool.submit(group, g) for g in groups[1:]]
+        try:
+            found = [group(groups[0])] + [f.result() for f in futures]
+        finally:
+            wait(futures)  # no group still writes its streams' state when the pass is over, even a failed one
+        out: list[list[Any]] = [[] for _ in picks]
+        for g, faces in zip(groups, found):
+            for i, f in zip(g, faces):
+                out[i] = f
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
 class OverlappedPipeline:
     """Two stages: the worker thread picks due streams and detects their faces (`detect`) while the scheduler's
     thread tracks and scores the previous pass (`score`); one pass waits in between (a queue of one, so a slow
@@ -128,17 +171,22 @@ class OverlappedPipeline:
     written by `track` on the scheduler's thread, so a stream picked for a pass is not picked again until that pass
     is tracked (`InFlight`): each detection sees the boxes of the stream's previous pass, as in the serial
     pipeline, and every track record, ring and verdict stays on the scheduler's thread. The load is the busier
-    stage's, the detector's including the time the scorer holds it back (see `_detect_stage`)."""
+    stage's, the detector's including the time the scorer holds it back (see `_detect_stage`). With several
+    detection workers the stage is still one: busy from the pass's start to its last group's end, so more workers
+    shorten its busy time and never count a second of wall time twice (the `cores` measure caps it by the CPU the
+    machine really used)."""
 
     name = "overlapped"
 
-    def __init__(self, steps: Steps, threads: str = "shared") -> None:
+    def __init__(self, steps: Steps, threads: str = "shared", detect_workers: int | None = None) -> None:
         self.steps = steps
         self.threads = threads
+        self.detect_workers = detect_workers
         self.clock = BusyClock()
         self.in_flight = InFlight()
         self._handoff: queue.Queue[tuple[list[Any], list[list[Any]]]] = queue.Queue(maxsize=1)
         self._torch_threads: int | None = None
+        self._workers = DetectWorkers(steps, 1)
 
     def open(self) -> None:
         """The stages run at once: size their thread pools by the plan (`threads.py`)."""
@@ -149,9 +197,11 @@ class OverlappedPipeline:
         apply_threads(plan, self.steps.engines)
         if hasattr(self.steps.detector, "set_threads"):
             self.steps.detector.set_threads(plan.detector)
+        self._workers = DetectWorkers(self.steps, self.detect_workers or plan.detect_workers)
 
     def close(self) -> None:
-        """Give the process its torch pool back."""
+        """End the detection workers; give the process its torch pool back."""
+        self._workers.close()
         if self._torch_threads is not None:
             import torch
 
@@ -202,7 +252,7 @@ class OverlappedPipeline:
                     clock.end("detect", time.monotonic())
                 continue
             try:
-                found = self.steps.detect(picks)
+                found = self._workers.detect(picks)
             except Exception:
                 log.exception("detection failed")
                 clock.end("detect", time.monotonic())

@@ -11,6 +11,14 @@ run at once, so each gets every core. With the overlapped pipeline they run at o
 - `split`: the cores divided by `detect_share` (each stage at least one thread), the plan before issue 25. No
   oversubscription, but a stage's core idles whenever that stage does.
 
+The detection stage itself may run on several threads (`detect_workers`, `pipelines.DetectWorkers`): with `shared`,
+one per core, each detecting a share of the pass's streams through the same MTCNN sessions. Why: MTCNN's cascade
+is many small steps (a net call, a resize, NMS, the boxes' Python), so one detection keeps about one core busy even
+with every core in its pools; a second worker fills the idle one, and each frame waits for a share of the pass
+instead of the whole of it. Trade-off: smaller batches (a little more of the cascade's per-call cost) and, when
+every stage has work, more runnable threads than cores (no spinning: switching only). `split` and `serial` keep
+the whole pass in one batch on one thread, the plan before it.
+
 With one core nothing can overlap and both get one thread. torch has one intra-op pool for the process, so when the
 detector and an engine both run on torch they share it (in `split`, sized to the detector's share).
 """
@@ -29,6 +37,7 @@ class ThreadPlan:
     detector: int  # ONNX Runtime intra-op threads of the MTCNN nets (faces.backend onnx)
     engines: int  # ONNX Runtime intra-op threads of each engine's session
     torch: int  # torch's intra-op pool (MTCNN on torch, torch engines)
+    detect_workers: int = 1  # threads detecting one pass's streams at once (the overlapped pipeline)
 
 
 def cores_here() -> int:
@@ -43,8 +52,10 @@ def plan_threads(pipeline: str, cores: int | None = None, share: str = "shared",
     cores = max(1, cores or cores_here())
     if share not in ("shared", "split"):
         raise ValueError(f"unknown thread plan {share!r}; choose shared or split")
-    if pipeline == "serial" or cores == 1 or share == "shared":
+    if pipeline == "serial" or cores == 1:
         return ThreadPlan(cores, cores, cores)
+    if share == "shared":
+        return ThreadPlan(cores, cores, cores, detect_workers=cores)
     detector = min(cores - 1, max(1, math.ceil(cores * detect_share)))
     return ThreadPlan(detector, cores - detector, detector)
 
