@@ -48,7 +48,7 @@ ARCHS = ("effb4", "effb4st", "effb4att", "effb4attst")
 # time grows with the batch (an engine's first call at a batch size runs the network about six times while it traces,
 # freezes and profiles its graph: 72 s for 21 crops, 23 s for one, on the loaded 2-core machine, 2026-12-07), and
 # seven faces already spread p(fake) far beyond the tolerance (asserted). The trade-off: fewer faces behind each
-# parity figure; int8's agreement, a statistic, keeps all of them.
+# parity figure and behind int8's agreement (an expected failure on random weights until the published ones are here).
 CROP_STEP = 3
 
 
@@ -129,13 +129,8 @@ def spread_head(model: nn.Module, x: torch.Tensor) -> None:
 
 
 @pytest.fixture(scope="module")
-def all_crops(ffpp_face_crops) -> np.ndarray:
-    return ffpp_face_crops(SIZE, MARGIN)
-
-
-@pytest.fixture(scope="module")
-def crops(all_crops) -> np.ndarray:
-    return all_crops[::CROP_STEP]
+def crops(ffpp_face_crops) -> np.ndarray:
+    return ffpp_face_crops(SIZE, MARGIN)[::CROP_STEP]
 
 
 @pytest.fixture(scope="module")
@@ -240,15 +235,15 @@ def test_onnx_parity(arch, files, engine_p, crops, tmp_path):
     np.testing.assert_allclose(ort_p, torch_p, atol=TOL, rtol=0)
 
 
-@pytest.mark.xfail(strict=False, reason="measured on random weights: int8 max |diff| 0.56, decision agreement 0.86 on "
-                                       "21 crops (8 calibration crops; references calibrated on 7, 2026-12-07); to be "
-                                       "rechecked with the published weights")
-def test_int8_follows_fp32(engines, all_crops, tmp_path):
+@pytest.mark.xfail(strict=False, reason="measured on random weights: int8 max |diff| 0.29, decision agreement 1.0 on "
+                                       "7 crops, the same 7 calibrating (2026-12-07; 0.44 and 0.67 on 21 crops, 8 "
+                                       "calibrating, before); to be rechecked with the published weights")
+def test_int8_follows_fp32(engines, crops, tmp_path):
     from engines.quantize import agreement, quantize_engine
 
     engine = engines["effb4att"]
-    int8 = quantize_engine(engine, all_crops[:8], tmp_path)
-    stats = agreement(engine, int8, all_crops)
+    int8 = quantize_engine(engine, crops, tmp_path)
+    stats = agreement(engine, int8, crops)  # one batch: the fp32 engine's graph for it is already frozen
     print(f"effb4att int8 vs fp32: {stats}")
     assert stats["max_abs_diff"] < 0.25 and stats["decision_agreement"] >= 0.75
 
