@@ -44,6 +44,7 @@ from support.shared import FFPP, MESONET_WEIGHTS
 from support.parts import needs, require
 from support.live_server import LiveServer, collect
 from support.rtsp_server import RtspServer, unavailable_reason
+from support.serve_fakes import NoFaces
 from support.ws_recorder import WsRecorder
 
 if chromium_unavailable() is None:
@@ -588,7 +589,9 @@ def test_failures_are_said_in_words(meso, tmp_path):
     each shows as a sentence on the page, never as a blank tile, and the page recovers by itself."""
     require("GStreamer's RTSP server", unavailable_reason())
     config = ServeConfig(port=0)
-    first = LiveServer(config, [meso]).__enter__()
+    # what is under test is the page's words, not faces: no MTCNN (NoFaces), so Chromium, the RTSP camera and the
+    # server's restarts have the cores
+    first = LiveServer(config, [meso], detector=NoFaces()).__enter__()
     port = first.config.port
     servers = [first]
 
@@ -643,7 +646,8 @@ def test_failures_are_said_in_words(meso, tmp_path):
             await expect(tile).to_have_class(re.compile(r"\boffline\b"))
             await wait_js(page, stream_js("porch", "s.messageKind === 'offline'"), PAGE_TIMEOUT_S)
             await screenshot(page, tmp_path / "disconnected.png")
-            servers.append(LiveServer(config.model_copy(update={"port": port}), [meso]).__enter__())
+            servers.append(LiveServer(config.model_copy(update={"port": port}), [meso],
+                                      detector=NoFaces()).__enter__())
             await until_live(page, 40)
             # the new server has no streams: the old tile goes, and the page says there are none
             await expect(tile).to_have_count(0, timeout=ms(PAGE_TIMEOUT_S))

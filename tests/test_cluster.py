@@ -1,11 +1,17 @@
 """dfstream on Ray, for real: `dfstream cluster head`, workers and a `serve --ray` gateway as processes on
 loopback, a real Redis, and the shared clips decoded on the nodes.
 
-One bring-up carries the failover scenarios in order (each cluster start costs ~20 s of a 2-core machine):
-spread 2 + 2 -> SIGKILL of a worker's whole process tree -> unplaced when full -> a third worker joins ->
-gateway restart -> graceful SIGTERM. Its nodes run the serve fakes' one-face detector and always-fake engine
-(tests/support/cluster_fakes.py), so every track opens an alert at once and a lost node always leaves open alerts. A
-second, smaller bring-up runs the real pipeline (MTCNN + MesoNet) end to end.
+One bring-up carries the head-loss and failover scenarios in order (each cluster start costs ~20 s of a 2-core
+machine, and the head loss needs the same four cameras on two workers as the failover): a head with `--redis` (Ray's
+GCS and the director's table in Redis), spread 2 + 2, every camera's alert with its custody -> SIGKILL of the head's
+whole process tree and the same head command again (every camera flows again within 30 s on its node, `cluster
+status` lists all four, a camera can be added and removed again) -> SIGKILL of a worker's whole process tree ->
+unplaced when full -> a third worker joins -> gateway restart -> graceful SIGTERM -> every alert key once, and
+every alert's manifest, written on a worker, served by the gateway with the sha256 its custody names (the
+recording too, with Range requests). Its nodes run the serve fakes' one-face detector and always-fake engine
+(tests/support/cluster_fakes.py), so every track opens an alert at once and a lost node always leaves open alerts;
+recordings are cut at `max_clip_s` 6 s, so every camera's alert gets a manifest while it is still open. A second,
+smaller bring-up runs the real pipeline (MTCNN + MesoNet) end to end.
 
 Time bounds in waits are the issue's targets with slack for a loaded 2-core machine; the measured figures are
 benchmarks/cluster.py's job.
@@ -13,8 +19,11 @@ benchmarks/cluster.py's job.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -34,6 +43,10 @@ CLIPS = sorted(FFPP.glob("fake/*.mp4"))
 FAILOVER_TARGET_S = 10.0  # stream.cluster.settings.FAILOVER_TARGET_S, the issue's promise
 SLACK = 2.0  # a loaded 2-core machine (other test runs, four decoders, five Ray nodes' daemons)
 WORKER_LOST_WITHIN_S = 30.0
+FLOW_AGAIN_S = 30.0  # the issue's promise: every camera flows again within this long of the head's restart
+# the head command's own start: up to 3 tries of `ray start --head`, each bounded by Ray's fixed 30 s for its raylet
+# (a loaded machine can need a second one); not a promise of the product, a bound for this machine
+HEAD_RESTART_S = 300.0
 
 
 def watch(port: int) -> WsRecorder:
@@ -77,33 +90,50 @@ def gateway_args(redis_url: str, config: Path, port: int, data: Path, *more: str
             "--weights-dir", str(MESONET_WEIGHTS), *more]
 
 
-def test_failover_unplaced_gateway_restart_and_graceful_leave(tmp_path):
+def test_head_loss_failover_unplaced_gateway_restart_and_graceful_leave(tmp_path):
     import redis
 
     assert len(CLIPS) >= 4
     config = write_config(tmp_path / "serve.yaml", CLIPS[:4], models="[meso4-f2f]",
-                          source_policy=f"{{allowed_paths: ['{FFPP}']}}")
+                          source_policy=f"{{allowed_paths: ['{FFPP}']}}",
+                          evidence="{max_clip_s: 6, pre_capture_s: 1, post_capture_s: 1}")
     fakes = ["--node-pipeline", "support.cluster_fakes:pipeline"]
     with RedisServer() as rs, Cluster(tmp_path) as cluster:
         client = redis.Redis.from_url(rs.url)
-        cluster.head()
+        head = cluster.head(redis=rs.url)
         w1, w2 = cluster.worker(4), cluster.worker(4)
         names = {cluster.node_name(w1): w1, cluster.node_name(w2): w2}
         port = free_port()
+        origin = {"Origin": f"http://127.0.0.1:{port}"}
         args = gateway_args(rs.url, config, port, tmp_path / "gw", *fakes)
         gateway = cluster.gateway(args)
         ws = watch(port)
         cams = [f"cam{i}" for i in range(4)]
         try:
             # -- four cameras, spread two and two, all overlays on the gateway's websocket ---------------------
-            wait_for(lambda: all(ws.times("overlay", c) for c in cams), 120, "overlays of all four cameras")
+            wait_for(lambda: all(ws.times("overlay", c) for c in cams), 180, "overlays of all four cameras")
             placed = where(cluster)
             assert sorted(placed.values()) == sorted([*names] * 2), placed
             # every camera has an open alert (the fake engine), on its own node's bus
             wait_for(lambda: {m["stream"] for m in open_alerts(alert_entries(client)).values()} >= set(cams), 60,
                      "an open alert on every camera")
+            # every camera's alert has its custody (the recording cut at max_clip_s), written on its worker
+            wait_for(lambda: {m["stream"] for m in alert_entries(client) if m.get("custody")} >= set(cams), 90,
+                     "a manifest for every camera's alert")
+            assert client.exists("dfstream-cluster:director")  # the director's table is in Redis
 
-            # -- SIGKILL one worker's whole process tree --------------------------------------------------------
+            head_loss(cluster, head, rs.url, ws, cams, placed)
+            # -- the director takes changes again: a camera added, placed, flowing, then removed -----------------
+            status, body = send(port, "POST", "/api/streams", {"url": str(CLIPS[0]), "name": "extra", "loop": True},
+                                **origin)
+            assert status == 201, body
+            added = time.time()
+            wait_for(lambda: ws.times("overlay", "extra", added), 60, "the extra camera placed after the restart")
+            status, body = send(port, "DELETE", "/api/streams/extra", **origin)
+            assert status == 200, body
+            wait_for(lambda: "extra" not in where(cluster), 30, "the extra camera removed")
+
+            # -- SIGKILL one worker's whole process tree (after the head's restart) --------------------------------
             victim_name = placed["cam0"]
             victim_cams = [c for c, n in placed.items() if n == victim_name]
             others = [c for c in cams if c not in victim_cams]
@@ -138,14 +168,13 @@ def test_failover_unplaced_gateway_restart_and_graceful_leave(tmp_path):
 
             # a name already taken with another address is refused, and nothing changes
             before = where(cluster)
-            status, body = send(port, "POST", "/api/streams", {"url": str(CLIPS[1]), "name": "cam0"},
-                                Origin=f"http://127.0.0.1:{port}")
+            status, body = send(port, "POST", "/api/streams", {"url": str(CLIPS[1]), "name": "cam0"}, **origin)
             assert status == 400 and "another address" in body, (status, body)
             assert where(cluster) == before
 
             # -- capacity exhausted: the fifth camera is unplaced, then placed when a worker joins --------------
             status, body = send(port, "POST", "/api/streams", {"url": str(CLIPS[0]), "name": "cam4", "loop": True},
-                                Origin=f"http://127.0.0.1:{port}")
+                                **origin)
             assert status == 201, body
             wait_for(lambda: "unplaced" in [m.get("state") for m in ws.of("status", "cam4")], 30, "cam4 reported unplaced on the websocket")
             listed = json.loads(send(port, "GET", "/api/streams")[1])
@@ -167,7 +196,7 @@ def test_failover_unplaced_gateway_restart_and_graceful_leave(tmp_path):
 
             # -- graceful leave: SIGTERM moves cam4 with no long gap --------------------------------------------
             w3_sources = {m["source"] for m in alert_entries(client) if m["stream"] == "cam4"}
-            status, _ = send(port, "DELETE", f"/api/streams/{others[0]}", Origin=f"http://127.0.0.1:{port}")
+            status, _ = send(port, "DELETE", f"/api/streams/{others[0]}", **origin)
             assert status == 200
             wait_for(lambda: others[0] not in where(cluster), 30, f"{others[0]} removed")
             left = time.time()
@@ -189,8 +218,78 @@ def test_failover_unplaced_gateway_restart_and_graceful_leave(tmp_path):
                                   if m["source"] in w3_sources], WORKER_LOST_WITHIN_S, "the leaving node's alerts ended")
             w3_ends = [m for m in alert_entries(client) if m["source"] in w3_sources and m["event"] == "end"]
             assert w3_ends and not [m for m in w3_ends if m.get("reason")]
+
+            evidence_follows_the_alerts(client, port, tmp_path / "gw" / "evidence", cams)
         finally:
             ws.close()
+
+
+def head_loss(cluster: Cluster, head, redis_url: str, ws: WsRecorder, cams: list[str], placed: dict) -> None:
+    """SIGKILL the head's whole process tree, then the same command: the nodes go on meanwhile, every camera flows
+    again within FLOW_AGAIN_S of the restart on the node it had, and the restored director lists them all."""
+    head.kill_tree()
+    killed = time.time()
+    time.sleep(2)
+    # the nodes go on meanwhile: the cameras never needed the head
+    assert all(ws.times("overlay", c, killed + 0.5) for c in cams), "overlays stopped while the head was down"
+    restarted = time.time()  # the same command again
+    cluster.head(redis=redis_url, name="head2", timeout=HEAD_RESTART_S)
+    head_s = time.time() - restarted
+    flowing = {c: wait_for(lambda c=c: (ws.times("overlay", c, restarted) or [None])[0], FLOW_AGAIN_S,
+                           f"{c} after the restart") - restarted for c in cams}
+    found = wait_for(lambda: all_placed(cluster, cams), 180, "cluster status with all four cameras placed")
+    status_s = time.time() - restarted
+    print(f"head loss: first overlay of each camera after the restart {flowing} s; head up {head_s:.1f} s "
+          f"and cluster status with every camera placed {status_s:.1f} s after the restart")
+    assert max(flowing.values()) <= FLOW_AGAIN_S
+    assert {c: found["cameras"][c]["node_name"] for c in cams} == placed  # cameras kept their nodes
+    assert found["director"]["restored_cameras"] == 4 and found["director"]["loaded"]
+
+
+def evidence_follows_the_alerts(client, port: int, gateway_files: Path, cams: list[str]) -> None:
+    """Every alert's manifest, written on a worker, is served by the gateway with the sha256 its custody names,
+    and so is the recording, with Range requests; nothing was written on the gateway before it was asked."""
+    custodies = {m["id"]: m["custody"] for m in alert_entries(client) if m.get("custody")}
+    assert {m["stream"] for m in alert_entries(client) if m["id"] in custodies} >= set(cams)
+    assert not any((gateway_files / a).exists() for a in custodies)  # nothing was written on the gateway
+
+    def served(alert_id: str, custody: dict) -> bool:
+        code, body, _ = get(port, f"/evidence/{alert_id}/manifest.json")
+        return code == 200 and hashlib.sha256(body).hexdigest() == custody["manifest_sha256"]
+    for alert_id, custody in custodies.items():
+        wait_for(lambda a=alert_id, c=custody: served(a, c), 30, f"the manifest of {alert_id}")
+        manifest = json.loads((gateway_files / alert_id / "manifest.json").read_text())
+        assert manifest["alert"] == alert_id
+    # the page plays the recording: a Range request answered from the copy, equal to the node's bytes
+    alert_id, custody = next(iter(custodies.items()))
+    code, part, headers = get(port, f"/evidence/{alert_id}/recording.mp4", {"Range": "bytes=0-99"})
+    assert code == 206 and len(part) == 100 and headers["Content-Type"] == "video/mp4"
+    whole = (gateway_files / alert_id / "recording.mp4").read_bytes()
+    assert hashlib.sha256(whole).hexdigest() == custody["files"]["recording.mp4"]["sha256"]
+    assert part == whole[:100]
+
+
+def status_or_none(cluster: Cluster) -> dict | None:
+    try:
+        return cluster.status()
+    except Exception:  # noqa: BLE001 - the head is still coming back
+        return None
+
+
+def all_placed(cluster: Cluster, cams: list[str]) -> dict | None:
+    found = status_or_none(cluster)
+    if found and all(found["cameras"].get(c, {}).get("node_name") for c in cams):
+        return found
+    return None
+
+
+def get(port: int, path: str, headers: dict | None = None) -> tuple[int, bytes, dict]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, resp.read(), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
 
 
 def test_real_pipeline_on_a_node_reaches_the_gateway(tmp_path):

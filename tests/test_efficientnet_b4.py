@@ -13,6 +13,12 @@ wrapped the way polimi-ispl/icpr2020dfdc `architectures/fornet.py` wraps it:
 
 Each reference's BatchNorm statistics come from the shared real face crops and its head is scaled so logits spread,
 so the parity check is input-sensitive (asserted first); its state dict is saved and loaded by the registry builder.
+
+A B4 forward pass over the crops costs seconds on a 2-core machine, and an engine's first call at a batch size
+(tracing and freezing its TorchScript graph) several, so each is made once per module: the references' logits
+(`ref_logits`, a forward of the finished reference) and the torch engines built from their files with their
+predictions (`engines`, `engine_p`); the parity, ensemble and ONNX tests compare against those, on `CROP_STEP`'s
+share of the shared crops.
 """
 
 from __future__ import annotations
@@ -38,6 +44,12 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 TOL = 1e-4
 MIN_SPREAD = 100 * TOL  # the references' p(fake) must spread across crops far beyond the tolerance
 ARCHS = ("effb4", "effb4st", "effb4att", "effb4attst")
+# The parity tests use every CROP_STEP-th shared crop (7 of 21: real faces from across the shared videos). Why: their
+# time grows with the batch (an engine's first call at a batch size runs the network about six times while it traces,
+# freezes and profiles its graph: 72 s for 21 crops, 23 s for one, on the loaded 2-core machine, 2026-12-07), and
+# seven faces already spread p(fake) far beyond the tolerance (asserted). The trade-off: fewer faces behind each
+# parity figure and behind int8's agreement (an expected failure on random weights until the published ones are here).
+CROP_STEP = 3
 
 
 class RefEfficientNetAutoAtt(EfficientNet):
@@ -118,7 +130,7 @@ def spread_head(model: nn.Module, x: torch.Tensor) -> None:
 
 @pytest.fixture(scope="module")
 def crops(ffpp_face_crops) -> np.ndarray:
-    return ffpp_face_crops(SIZE, MARGIN)
+    return ffpp_face_crops(SIZE, MARGIN)[::CROP_STEP]
 
 
 @pytest.fixture(scope="module")
@@ -143,9 +155,24 @@ def files(refs, tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def ref_p_fake(model: nn.Module, crops: np.ndarray) -> np.ndarray:
+@pytest.fixture(scope="module")
+def ref_logits(refs, crops) -> dict[str, torch.Tensor]:
+    """Each finished reference's logits over the crops: one forward pass each, shared by the module's tests."""
+    x = normalised(crops)
     with torch.no_grad():
-        return torch.sigmoid(model(normalised(crops))).squeeze(1).numpy()
+        return {arch: model(x).squeeze(1) for arch, model in refs.items()}
+
+
+@pytest.fixture(scope="module")
+def engines(files) -> dict:
+    """The registry's torch engines, built once from the references' files (`{arch}-dfdc` entries)."""
+    return {arch: build_engine(f"{arch}-dfdc", weights_file=files[arch]) for arch in ARCHS}
+
+
+@pytest.fixture(scope="module")
+def engine_p(engines, crops) -> dict[str, np.ndarray]:
+    """Each torch engine's p(fake) over all the crops in one batch."""
+    return {arch: engine.predict(crops) for arch, engine in engines.items()}
 
 
 def test_state_dicts_have_the_authors_layout(refs):
@@ -158,20 +185,19 @@ def test_state_dicts_have_the_authors_layout(refs):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_parity_with_reference(arch, refs, files, crops):
-    expected = ref_p_fake(refs[arch], crops)
+def test_parity_with_reference(arch, ref_logits, engines, engine_p, crops):
+    expected = torch.sigmoid(ref_logits[arch]).numpy()
     assert expected.std() > MIN_SPREAD and expected.max() - expected.min() > 10 * MIN_SPREAD, expected
-    engine = build_engine(f"{arch}-dfdc", weights_file=files[arch])
-    got = np.concatenate([engine.predict(crops[:1]), engine.predict(crops[1:])])  # batch 1 and batch N
+    got = engine_p[arch]  # batch N
+    single = engines[arch].predict(crops[:1])  # batch 1
     print(f"{arch}: max |diff| {np.abs(got - expected).max():.2e}, p(fake) std {expected.std():.3f} "
           f"range {expected.min():.3f}..{expected.max():.3f} over {len(crops)} crops")
     np.testing.assert_allclose(got, expected, atol=TOL, rtol=0)
+    np.testing.assert_allclose(single, expected[:1], atol=TOL, rtol=0)
 
 
-def test_ensemble_is_mean_of_logits(refs, files, crops):
-    with torch.no_grad():
-        x = normalised(crops)
-        logits = torch.stack([refs[a](x).squeeze(1) for a in ARCHS]).mean(0)
+def test_ensemble_is_mean_of_logits(ref_logits, files, crops):
+    logits = torch.stack([ref_logits[a] for a in ARCHS]).mean(0)
     expected = torch.sigmoid(logits).numpy()
     assert expected.std() > MIN_SPREAD
     # The registry builder as build_engine calls it: main file = effb4's, the others by their architecture role.
@@ -196,26 +222,28 @@ def test_label_convention(bias, expect_fake, refs, tmp_path, crops):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_onnx_parity(arch, files, crops, tmp_path):
+def test_onnx_parity(arch, files, engine_p, crops, tmp_path):
+    """The `-ffpp` entry built from the same file and exported to ONNX follows the torch engine's p(fake)."""
     from engines.onnx_backend import onnx_engine_for
 
     engine = build_engine(f"{arch}-ffpp", weights_file=files[arch])
     ort_engine = onnx_engine_for(engine, tmp_path)
-    torch_p = engine.predict(crops)
+    torch_p = engine_p[arch]  # the same file in the torch engine (`{arch}-dfdc`: the entries differ in name only)
     assert torch_p.std() > MIN_SPREAD
     ort_p = np.concatenate([ort_engine.predict(crops[:1]), ort_engine.predict(crops[1:])])
     print(f"{arch}: ORT vs torch max |diff| {np.abs(ort_p - torch_p).max():.2e}")
     np.testing.assert_allclose(ort_p, torch_p, atol=TOL, rtol=0)
 
 
-@pytest.mark.xfail(strict=False, reason="measured on random weights: int8 max |diff| 0.44, decision agreement 0.67 on "
-                                       "21 crops (8 calibration crops); to be rechecked with the published weights")
-def test_int8_follows_fp32(files, crops, tmp_path):
+@pytest.mark.xfail(strict=False, reason="measured on random weights: int8 max |diff| 0.29, decision agreement 1.0 on "
+                                       "7 crops, the same 7 calibrating (2026-12-07; 0.44 and 0.67 on 21 crops, 8 "
+                                       "calibrating, before); to be rechecked with the published weights")
+def test_int8_follows_fp32(engines, crops, tmp_path):
     from engines.quantize import agreement, quantize_engine
 
-    engine = build_engine("effb4att-dfdc", weights_file=files["effb4att"])
-    int8 = quantize_engine(engine, crops[:8], tmp_path)
-    stats = agreement(engine, int8, crops)
+    engine = engines["effb4att"]
+    int8 = quantize_engine(engine, crops, tmp_path)
+    stats = agreement(engine, int8, crops)  # one batch: the fp32 engine's graph for it is already frozen
     print(f"effb4att int8 vs fp32: {stats}")
     assert stats["max_abs_diff"] < 0.25 and stats["decision_agreement"] >= 0.75
 

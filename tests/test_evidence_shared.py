@@ -3,7 +3,7 @@ redis_evidence.py) and served by a gateway's `/evidence` route (the real app), b
 
 The gateway here is the real serve app whose `remote` is a stand-in holding no cameras: its `fetch_evidence` is
 the same `RedisEvidence.fetch` the cluster's gateway (stream/cluster/gateway.py) calls; the cluster test
-(test_cluster_head.py) runs the whole path on Ray.
+(test_cluster.py) runs the whole path on Ray.
 """
 
 from __future__ import annotations

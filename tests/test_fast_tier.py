@@ -19,7 +19,7 @@ TESTS = REPO / "tests"
 COLLECT_TIMEOUT_S = 600
 # Files whose every test drives a browser or a Ray cluster: none of their tests may be in the fast tier.
 HEAVY_FILES = ("test_browser.py", "test_browser_csrf.py", "test_browser_share.py", "test_evidence_page.py",
-               "test_cluster.py", "test_cluster_head.py")
+               "test_cluster.py")
 
 SAMPLE = '''
 import importlib
