@@ -95,6 +95,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow  # over 6 s in the fast tier (pytest --fast --durations=30, 2026-12-08)
 def test_models_list_reports_presence_and_hashes(tmp_path):
     proc = cli("models", "list", "--weights-dir", str(MESONET_WEIGHTS), "--json")
     assert proc.returncode == 0, proc.stderr
@@ -118,6 +119,7 @@ def test_models_list_reports_presence_and_hashes(tmp_path):
     assert table.returncode == 0 and "effb4attst-ffpp" in table.stdout and "sha256 pinned" in table.stdout
 
 
+@pytest.mark.slow  # over 6 s in the fast tier (pytest --fast --durations=30, 2026-12-08)
 def test_engines_build_onnx_and_refusals(tmp_path):
     proc = cli("engines", "build", "meso4-f2f", "--backend", "onnx", "--weights-dir", str(MESONET_WEIGHTS),
                "--cache-dir", str(tmp_path))

@@ -191,6 +191,7 @@ def test_alerts_reach_follower_and_consumer_group(server: RedisServer, tmp_path:
     assert "snapshot=/d/s.jpg" in lines[0] and "clip=-" in lines[0]
 
 
+@pytest.mark.slow  # over 6 s in the fast tier (pytest --fast --durations=30, 2026-12-08)
 def test_every_alert_exactly_once_in_order_across_a_redis_crash(persistent_server: RedisServer,
                                                                  tmp_path: Path) -> None:
     """Redis is SIGKILLed mid-run and restarted; the alerts stream and a group follower get each alert once, in

@@ -212,6 +212,7 @@ def _detect_load(workers: int, seconds: float = 3.0) -> float:
     return float(np.mean(loads))
 
 
+@pytest.mark.slow  # over 6 s in the fast tier (pytest --fast --durations=30, 2026-12-08)
 def test_more_detection_workers_lower_the_stage_load_and_never_count_time_twice():
     one, two = _detect_load(1), _detect_load(2)
     assert 0.35 < one <= 1.0, one  # ~0.6: the stage's wall time, once

@@ -160,6 +160,7 @@ def test_the_default_load_is_a_full_pipeline_on_full_cores():
     assert SchedulerConfig().load == "cores"
 
 
+@pytest.mark.slow  # over 6 s in the fast tier (pytest --fast --durations=30, 2026-12-08)
 def test_a_full_stage_on_idle_cores_is_not_process_load_but_the_old_measure_still_is():
     cpu = _run("process")
     assert cpu.stage_load > 0.9  # the detector stage is full...

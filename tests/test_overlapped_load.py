@@ -130,6 +130,7 @@ def _live(pipeline: str, analysed_fps: float, seconds: float = 3.0) -> tuple[Sch
     return sched, rate
 
 
+@pytest.mark.slow  # over 6 s in the fast tier (pytest --fast --durations=30, 2026-12-08)
 def test_real_overlapped_loop_keeps_up_where_the_serial_one_sheds():
     overlapped, rate = _live("overlapped", 15.0)
     assert overlapped.governor.scale == 1.0, overlapped.governor.events

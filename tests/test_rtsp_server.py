@@ -52,6 +52,7 @@ def _paced_window(container, fps: float, count: int) -> tuple[float, float]:
     raise AssertionError(f"stream ended after {i} frames")
 
 
+@pytest.mark.slow  # over 6 s in the fast tier (pytest --fast --durations=30, 2026-12-08)
 def test_streams_real_time_to_two_clients_dies_and_restarts(rtsp_server):  # noqa: F811
     server = rtsp_server
     with av.open(str(server.video)) as src:

@@ -97,6 +97,7 @@ def test_faces_none_scores_whole_crops_with_two_models_fused():
         assert r["score"] == pytest.approx(np.mean(list(r["engines"].values())), abs=1e-6)
 
 
+@pytest.mark.slow  # over 6 s in the fast tier (pytest --fast --durations=30, 2026-12-08)
 def test_unknown_model_and_missing_weights_are_usage_errors(tmp_path):
     face = sorted((SHARED / "data" / "faces" / "celeba-hq").glob("*"))[0]
     proc = run_scan(str(face), "--model", "nope")

@@ -182,6 +182,7 @@ def test_both_parts_refused_answers_422_and_saves_nothing(learned, data_dir):
     assert statuses["flat-hum"]["baseline"]["bar"] is None and statuses["flat-hum"]["baseline"]["voice"]["bar"] is None
 
 
+@pytest.mark.slow  # over 6 s in the fast tier (pytest --fast --durations=30, 2026-12-08)
 def test_after_a_restart_the_learned_voice_bar_raises_no_alert_where_the_global_bar_does(learned, data_dir):
     server = start(data_dir, ["talk", "control"], voice=LATER)
     try:
